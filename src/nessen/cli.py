@@ -1,0 +1,151 @@
+"""``nessen serve``: argv and environment -> Config -> Runtime; errors -> exit codes.
+
+Exit codes: 0 stopped cleanly, 1 the drain deadline cut requests, 2 usage or configuration
+error, 3 startup failed (a startup hook raised, or the address could not be bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nessen._version import __version__
+from nessen.config import LOG_LEVELS, Config
+from nessen.errors import ConfigError
+from nessen.runtime import Runtime
+
+EXIT_USAGE = 2
+DEMO_APP = "nessen.demo:runtime"
+
+
+class AppLoadError(Exception):
+    """The ``module:attr`` given to ``nessen serve`` cannot be loaded."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``nessen`` command."""
+    parser = argparse.ArgumentParser(
+        prog="nessen", description="Nessen: a production HTTP/1.1 runtime for Python."
+    )
+    parser.add_argument("--version", action="version", version=f"nessen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve an app (the built-in demo when none is given)",
+        description="Serve MODULE:ATTR, a nessen Runtime; the demo app when omitted. "
+        "Settings come from the environment (PORT, MAX_BODY_SIZE, ...); flags override them.",
+    )
+    serve.add_argument("app", nargs="?", default=None, metavar="MODULE:ATTR")
+    serve.add_argument("--host", help="address to bind (HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="TCP port, 0 for any free one (PORT, default 3000)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="LOG_LEVEL (default info)")
+    serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1)")
+    return parser
+
+
+def load_app(spec: str) -> Runtime:
+    """Import ``module:attr`` and return the Runtime it names.
+
+    The current directory is put first on ``sys.path``, so ``nessen serve app:runtime``
+    finds ``./app.py``.
+
+    Raises:
+        AppLoadError: Malformed spec, module not importable, attribute missing, or not a
+            Runtime. The message is one line.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppLoadError(f"app {spec!r} must look like MODULE:ATTR, e.g. myservice.app:runtime")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"cannot import module {module_name!r}: not found") from exc
+        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise AppLoadError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(target, Runtime):
+        raise AppLoadError(
+            f"{spec} is a {type(target).__name__}, not a nessen Runtime "
+            "(create one with `runtime = nessen.Runtime()`)"
+        )
+    return target
+
+
+def resolve_config(
+    args: argparse.Namespace, environ: Mapping[str, str], base: Config | None
+) -> Config:
+    """Settings: ``base`` (the app's own) or the environment, then the command-line flags.
+
+    Raises:
+        ConfigError: An environment variable or flag is invalid.
+    """
+    config = base if base is not None else Config.from_env(environ)
+    changes: dict[str, Any] = {}
+    for flag, name in (
+        ("host", "host"),
+        ("port", "port"),
+        ("log_level", "log_level"),
+        ("workers", "workers"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[name] = value
+    if changes:
+        try:
+            config = config.replace(**changes)
+        except ConfigError as exc:
+            raise ConfigError(_name_flags(exc.problems, changes)) from None
+    return config
+
+
+def _name_flags(problems: list[str], flags: Mapping[str, Any]) -> list[str]:
+    """Rewrite ``port=70000: rule`` to ``--port=70000: rule`` for values that came from flags."""
+    out = []
+    for problem in problems:
+        field, _, rest = problem.partition("=")
+        out.append(f"--{field.replace('_', '-')}={rest}" if field in flags else problem)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nessen`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        runtime = load_app(args.app or DEMO_APP)
+        config = resolve_config(args, os.environ, runtime._config if runtime.has_config else None)
+    except AppLoadError as exc:
+        print(f"nessen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print("nessen: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.workers > 1:
+        print(
+            f"nessen: WORKERS={config.workers}: only 1 worker process is supported in this "
+            "version; run one process per core behind a load balancer for now",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    runtime.configure(config)
+    return runtime.listen()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,458 @@
+"""Settings: one frozen dataclass, built from keyword arguments or the environment, checked once.
+
+Inside the code durations are ``float`` seconds and sizes ``int`` bytes. The environment
+keeps the seed's names and units: times in milliseconds, sizes in bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nessen.errors import ConfigError
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HOST = re.compile(r"^(\*\.)?[A-Za-z0-9.\-_\[\]:]+$")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "console")
+RATE_LIMIT_STORES = ("memory", "redis")
+DAY_SECONDS = 86_400.0
+GiB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Settings for one server process. Built once at startup, read-only after.
+
+    Every field has the default of the architecture's configuration table; the env var
+    that sets it is named in each field's doc. ``Config(...)`` validates at once and raises
+    :class:`~nessen.errors.ConfigError` listing every invalid field.
+    """
+
+    host: str = "0.0.0.0"
+    """Address to bind (``HOST``)."""
+    port: int = 3000
+    """TCP port, 0..65535; 0 picks a free one (``PORT``)."""
+    workers: int = 1
+    """Worker processes, 1..512 (``WORKERS``)."""
+    env: str = "development"
+    """Deployment environment (``NESSEN_ENV``, or ``NODE_ENV``); ``production`` hides error
+    details from clients and logs JSON."""
+    log_level: str = "info"
+    """One of debug, info, warning, error, critical (``LOG_LEVEL``)."""
+    log_format: str | None = None
+    """``json`` or ``console``; ``None`` picks json in production, console otherwise
+    (``LOG_FORMAT``)."""
+
+    max_target_bytes: int = 8192
+    """Longest request target; longer gets 414 (``MAX_URL_LENGTH``)."""
+    max_header_bytes: int = 16384
+    """Largest request line plus header section; larger gets 431 (``MAX_HEADER_SIZE``)."""
+    max_header_count: int = 100
+    """Most header fields in one request; more gets 431 (``MAX_HEADER_COUNT``)."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest request content, declared or chunked; larger gets 413 (``MAX_BODY_SIZE``)."""
+
+    headers_timeout: float = 10.0
+    """Seconds to receive a whole header section; then 408 and close (``HEADERS_TIMEOUT``, ms).
+    Counted from accept for a connection's first request, from its first byte for later ones."""
+    body_timeout: float = 30.0
+    """Seconds from the end of the header section to the end of the content; then 408 and
+    close (``BODY_TIMEOUT``, ms)."""
+    request_timeout: float = 30.0
+    """Seconds a handler may run; then 503 + Retry-After and the handler task is cancelled
+    (``REQUEST_TIMEOUT``, ms)."""
+    idle_timeout: float = 65.0
+    """Seconds an idle persistent connection stays open, above common load balancers' 60 s
+    (``IDLE_TIMEOUT``, ms)."""
+    send_timeout: float = 30.0
+    """Seconds a client may leave our response unread before the connection is aborted
+    (``SEND_TIMEOUT``, ms)."""
+
+    max_connections: int = 10_000
+    """Open connections per worker; more get 503 and close (``MAX_CONNECTIONS``)."""
+    max_concurrent_requests: int = 1000
+    """Requests in handlers at once per worker; more get 503 + Retry-After
+    (``MAX_CONCURRENT_REQUESTS``)."""
+    max_requests_per_connection: int = 0
+    """Requests served on one connection before ``Connection: close``; 0 = unlimited
+    (``MAX_REQUESTS_PER_CONNECTION``)."""
+    max_response_bytes: int = 10 * 1024 * 1024
+    """Largest buffered response content; larger is a handler fault, answered with 500
+    (``MAX_RESPONSE_SIZE``)."""
+
+    allowed_methods: frozenset[str] = frozenset(
+        {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+    )
+    """Methods served; others get 501 (``ALLOWED_METHODS``, comma-separated)."""
+    allowed_hosts: frozenset[str] = frozenset()
+    """Host header allowlist (``host``, ``host:port`` or ``*.domain``); empty allows any; a
+    Host not listed gets 400 (``ALLOWED_HOSTS``, comma-separated)."""
+    trust_proxy: bool | tuple[str, ...] = False
+    """Whose ``X-Forwarded-For`` to believe: ``False``, ``True`` (every peer) or proxy CIDRs
+    (``TRUST_PROXY``: ``false``, ``true`` or a comma-separated CIDR list)."""
+
+    shutdown_timeout: float = 30.0
+    """Seconds the drain may take after SIGTERM before what is left is cut
+    (``SHUTDOWN_TIMEOUT``, ms)."""
+    shutdown_delay: float = 0.0
+    """Seconds to keep serving, with readiness 503, before the drain starts, so load
+    balancers stop sending (``SHUTDOWN_DELAY``, ms)."""
+    ready_when_degraded: bool = True
+    """Whether ``/ready`` answers 200 in the DEGRADED state (``READY_WHEN_DEGRADED``)."""
+
+    rate_limit_max: int = 100
+    """Token bucket capacity: requests per window per client key (``RATE_LIMIT_MAX``)."""
+    rate_limit_window: float = 60.0
+    """Seconds in which a full bucket refills (``RATE_LIMIT_WINDOW``, ms)."""
+    rate_limit_max_keys: int = 10_000
+    """Client keys tracked at most; the least recently used is evicted
+    (``RATE_LIMIT_MAX_KEYS``)."""
+    rate_limit_store: str = "memory"
+    """``memory`` (per process) or ``redis`` (shared) (``RATE_LIMIT_STORE``)."""
+    redis_url: str | None = None
+    """Redis URL, required with ``rate_limit_store="redis"`` (``REDIS_URL``)."""
+
+    compression_level: int = 6
+    """Compression level 1..11; gzip uses at most 9 (``COMPRESSION_LEVEL``)."""
+    compression_threshold: int = 1024
+    """Smallest content in bytes worth compressing (``COMPRESSION_THRESHOLD``)."""
+
+    server_header: str = "nessen"
+    """Value of the ``Server`` field on every response; empty sends none."""
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for name, rule in _RULES.items():
+            message = rule(getattr(self, name))
+            if message:
+                problems.append(f"{name}={getattr(self, name)!r}: {message}")
+        problems.extend(self._cross_field_problems())
+        if problems:
+            raise ConfigError(problems)
+
+    def _cross_field_problems(self) -> list[str]:
+        problems = []
+        if self.max_target_bytes >= self.max_header_bytes:
+            problems.append(
+                f"max_target_bytes={self.max_target_bytes}: must be below "
+                f"max_header_bytes={self.max_header_bytes} (the request line counts toward it, "
+                "so 414 could never be sent)"
+            )
+        if self.rate_limit_store == "redis" and not self.redis_url:
+            problems.append("redis_url=None: required when rate_limit_store='redis'")
+        return problems
+
+    @property
+    def production(self) -> bool:
+        """Whether this is a production deployment (``env == "production"``)."""
+        return self.env == "production"
+
+    @property
+    def effective_log_format(self) -> str:
+        """``log_format``, or the environment's default when it is ``None``."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.production else "console"
+
+    @property
+    def trusted_networks(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The proxy networks whose ``X-Forwarded-For`` is believed (all when ``True``)."""
+        if self.trust_proxy is True:
+            return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+        if self.trust_proxy is False:
+            return ()
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.trust_proxy)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied, validated again.
+
+        Raises:
+            ConfigError: A changed value is invalid.
+        """
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a Config from environment variables (the seed's names and units).
+
+        Unset or empty variables keep their defaults. Times are read as milliseconds and
+        sizes as bytes. ``overrides`` (field names, code units) win over the environment.
+
+        Args:
+            environ: The variables to read; ``os.environ`` when ``None``.
+            **overrides: Field values applied after the environment.
+
+        Raises:
+            ConfigError: Listing every invalid variable as ``NAME='value': rule``.
+        """
+        source = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for spec in _ENV_SPECS:
+            raw, name = _lookup(source, spec.names)
+            if raw is None:
+                continue
+            try:
+                value = spec.parse(raw)
+            except ValueError as exc:
+                problems.append(f"{name}={raw!r}: {exc}")
+                continue
+            message = _RULES[spec.field](value) if spec.field in _RULES else None
+            if message:
+                problems.append(f"{name}={raw!r}: {message}")
+                continue
+            values[spec.field] = value
+        if problems:
+            raise ConfigError(problems)
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(_env_names(exc.problems)) from None
+
+
+# --- validation rules: value -> message or None ----------------------------------------
+
+
+def _int_range(low: int, high: int, unit: str = "") -> Callable[[Any], str | None]:
+    suffix = f" {unit}" if unit else ""
+
+    def rule(value: Any) -> str | None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            return f"must be an integer {low}..{high}{suffix}"
+        return None
+
+    return rule
+
+
+def _seconds(low: float, high: float, *, allow_zero: bool = False) -> Callable[[Any], str | None]:
+    def rule(value: Any) -> str | None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and allow_zero and value == 0:
+            return None
+        if not ok or not low <= value <= high:
+            lowest = "0" if allow_zero else f"{low * 1000:g}"
+            return f"must be {lowest}..{high * 1000:g} ms ({lowest}..{high:g} s)"
+        return None
+
+    return rule
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def rule(value: Any) -> str | None:
+        return None if value in options else f"must be one of {', '.join(options)}"
+
+    return rule
+
+
+def _methods(value: Any) -> str | None:
+    if not value or not all(isinstance(m, str) and _TOKEN.match(m) for m in value):
+        return "must be a non-empty set of method tokens, e.g. GET,POST"
+    if any(m != m.upper() for m in value):
+        return "method names are case-sensitive and must be upper-case"
+    return None
+
+
+def _hosts(value: Any) -> str | None:
+    if not all(isinstance(h, str) and _HOST.match(h) for h in value):
+        return "must be host names, host:port or *.domain, comma-separated"
+    return None
+
+
+def _trust(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, tuple) or not value:
+        return "must be true, false or a list of CIDRs"
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except (ValueError, TypeError):
+            return f"{cidr!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)"
+    return None
+
+
+def _env_name(value: Any) -> str | None:
+    if not isinstance(value, str) or not re.match(r"^[a-z][a-z0-9_-]{0,31}$", value):
+        return "must be a lower-case name such as development or production"
+    return None
+
+
+def _host(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or not _HOST.match(value):
+        return "must be an IP address or host name"
+    return None
+
+
+def _header_value(value: Any) -> str | None:
+    if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
+        return "must be text without CR, LF or NUL"
+    return None
+
+
+def _optional_url(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and "://" in value):
+        return None
+    return "must be a URL such as redis://localhost:6379/0"
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+_RULES: dict[str, Callable[[Any], str | None]] = {
+    "host": _host,
+    "port": _int_range(0, 65535),
+    "workers": _int_range(1, 512),
+    "env": _env_name,
+    "log_level": _choice(LOG_LEVELS),
+    "log_format": lambda v: None if v is None else _choice(LOG_FORMATS)(v),
+    "max_target_bytes": _int_range(16, 1024 * 1024, "bytes"),
+    "max_header_bytes": _int_range(256, 1024 * 1024, "bytes"),
+    "max_header_count": _int_range(1, 10_000),
+    "max_body_bytes": _int_range(0, 64 * GiB, "bytes"),
+    "headers_timeout": _seconds(0.001, DAY_SECONDS),
+    "body_timeout": _seconds(0.001, DAY_SECONDS),
+    "request_timeout": _seconds(0.001, DAY_SECONDS),
+    "idle_timeout": _seconds(0.001, DAY_SECONDS),
+    "send_timeout": _seconds(0.001, DAY_SECONDS),
+    "max_connections": _int_range(1, 1_000_000),
+    "max_concurrent_requests": _int_range(1, 1_000_000),
+    "max_requests_per_connection": _int_range(0, 1 << 31),
+    "max_response_bytes": _int_range(1, 64 * GiB, "bytes"),
+    "allowed_methods": _methods,
+    "allowed_hosts": _hosts,
+    "trust_proxy": _trust,
+    "shutdown_timeout": _seconds(0.001, DAY_SECONDS),
+    "shutdown_delay": _seconds(0.0, DAY_SECONDS, allow_zero=True),
+    "ready_when_degraded": _bool,
+    "rate_limit_max": _int_range(1, 1_000_000_000),
+    "rate_limit_window": _seconds(0.001, DAY_SECONDS),
+    "rate_limit_max_keys": _int_range(1, 100_000_000),
+    "rate_limit_store": _choice(RATE_LIMIT_STORES),
+    "redis_url": _optional_url,
+    "compression_level": _int_range(1, 11),
+    "compression_threshold": _int_range(0, 64 * GiB, "bytes"),
+    "server_header": _header_value,
+}
+
+
+# --- environment parsing: text -> value, or ValueError with the rule ----------------------
+
+
+def _parse_int(raw: str) -> int:
+    text = raw.strip().replace("_", "")
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError("not a non-negative whole number")
+    return int(text)
+
+
+def _parse_ms(raw: str) -> float:
+    text = raw.strip()
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        raise ValueError("not a number of milliseconds")
+    return float(text) / 1000.0
+
+
+def _parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_trust(raw: str) -> bool | tuple[str, ...]:
+    text = raw.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    return _parse_list(raw)
+
+
+def _parse_level(raw: str) -> str:
+    level = raw.strip().lower()
+    return "warning" if level == "warn" else level
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvSpec:
+    field: str
+    names: tuple[str, ...]
+    parse: Callable[[str], Any] = dataclasses.field(default=lambda raw: raw.strip())
+
+
+_ENV_SPECS: tuple[_EnvSpec, ...] = (
+    _EnvSpec("host", ("HOST",)),
+    _EnvSpec("port", ("PORT",), _parse_int),
+    _EnvSpec("workers", ("WORKERS",), _parse_int),
+    _EnvSpec("env", ("NESSEN_ENV", "NODE_ENV"), lambda raw: raw.strip().lower()),
+    _EnvSpec("log_level", ("LOG_LEVEL",), _parse_level),
+    _EnvSpec("log_format", ("LOG_FORMAT",), lambda raw: raw.strip().lower()),
+    _EnvSpec("max_target_bytes", ("MAX_URL_LENGTH",), _parse_int),
+    _EnvSpec("max_header_bytes", ("MAX_HEADER_SIZE",), _parse_int),
+    _EnvSpec("max_header_count", ("MAX_HEADER_COUNT",), _parse_int),
+    _EnvSpec("max_body_bytes", ("MAX_BODY_SIZE",), _parse_int),
+    _EnvSpec("headers_timeout", ("HEADERS_TIMEOUT",), _parse_ms),
+    _EnvSpec("body_timeout", ("BODY_TIMEOUT",), _parse_ms),
+    _EnvSpec("request_timeout", ("REQUEST_TIMEOUT",), _parse_ms),
+    _EnvSpec("idle_timeout", ("IDLE_TIMEOUT",), _parse_ms),
+    _EnvSpec("send_timeout", ("SEND_TIMEOUT",), _parse_ms),
+    _EnvSpec("max_connections", ("MAX_CONNECTIONS",), _parse_int),
+    _EnvSpec("max_concurrent_requests", ("MAX_CONCURRENT_REQUESTS",), _parse_int),
+    _EnvSpec("max_requests_per_connection", ("MAX_REQUESTS_PER_CONNECTION",), _parse_int),
+    _EnvSpec("max_response_bytes", ("MAX_RESPONSE_SIZE",), _parse_int),
+    _EnvSpec(
+        "allowed_methods", ("ALLOWED_METHODS",), lambda raw: frozenset(_parse_list(raw.upper()))
+    ),
+    _EnvSpec("allowed_hosts", ("ALLOWED_HOSTS",), lambda raw: frozenset(_parse_list(raw))),
+    _EnvSpec("trust_proxy", ("TRUST_PROXY",), _parse_trust),
+    _EnvSpec("shutdown_timeout", ("SHUTDOWN_TIMEOUT",), _parse_ms),
+    _EnvSpec("shutdown_delay", ("SHUTDOWN_DELAY",), _parse_ms),
+    _EnvSpec("ready_when_degraded", ("READY_WHEN_DEGRADED",), _parse_bool),
+    _EnvSpec("rate_limit_max", ("RATE_LIMIT_MAX",), _parse_int),
+    _EnvSpec("rate_limit_window", ("RATE_LIMIT_WINDOW",), _parse_ms),
+    _EnvSpec("rate_limit_max_keys", ("RATE_LIMIT_MAX_KEYS",), _parse_int),
+    _EnvSpec("rate_limit_store", ("RATE_LIMIT_STORE",), lambda raw: raw.strip().lower()),
+    _EnvSpec("redis_url", ("REDIS_URL",)),
+    _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
+    _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
+)
+
+ENV_VARS: dict[str, str] = {spec.names[0]: spec.field for spec in _ENV_SPECS}
+"""Every environment variable ``Config.from_env`` reads, mapped to its field."""
+ENV_ALIASES: dict[str, str] = {alias: spec.field for spec in _ENV_SPECS for alias in spec.names[1:]}
+"""Accepted alternative names (``NODE_ENV`` for ``NESSEN_ENV``)."""
+
+
+def _lookup(environ: Mapping[str, str], names: tuple[str, ...]) -> tuple[str | None, str]:
+    for name in names:
+        raw = environ.get(name)
+        if raw is not None and raw.strip() != "":
+            return raw, name
+    return None, names[0]
+
+
+def _env_names(problems: list[str]) -> list[str]:
+    """Rewrite cross-field problems from field names to env var names."""
+    field_to_env = {spec.field: spec.names[0] for spec in _ENV_SPECS}
+    out = []
+    for problem in problems:
+        for field_name, env_name in sorted(field_to_env.items(), key=lambda kv: -len(kv[0])):
+            problem = re.sub(rf"\b{field_name}\b", env_name, problem)
+        out.append(problem)
+    return out

@@ -1,0 +1,243 @@
+"""The request a handler receives (its ``ctx``), and its parsed query."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from nessen.errors import HTTPError
+from nessen.http.headers import Headers
+
+MAX_QUERY_FIELDS = 1000
+"""Most ``name=value`` pairs parsed from one query string; more is answered with 400."""
+
+_ID_PREFIX = secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Return an id unique across processes and restarts: 48 random bits, then a counter."""
+    return f"{_ID_PREFIX}-{next(_id_counter):08x}"
+
+
+class Query(Mapping[str, str]):
+    """Parsed query parameters: ``query["page"]`` is the first value, ``getall`` all of them.
+
+    Built from ``application/x-www-form-urlencoded`` rules (``+`` is a space, percent
+    escapes decode as UTF-8, blank values kept).
+    """
+
+    __slots__ = ("_map", "_pairs")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        first: dict[str, str] = {}
+        for name, value in pairs:
+            first.setdefault(name, value)
+        self._map = first
+
+    @classmethod
+    def parse(cls, query: bytes) -> Query:
+        """Parse a raw query string.
+
+        Raises:
+            HTTPError: 400 when it holds more than ``MAX_QUERY_FIELDS`` fields.
+        """
+        if not query:
+            return cls([])
+        try:
+            pairs = parse_qsl(
+                query.decode("latin-1"),
+                keep_blank_values=True,
+                encoding="utf-8",
+                errors="replace",
+                max_num_fields=MAX_QUERY_FIELDS,
+            )
+        except ValueError as exc:
+            raise HTTPError(400, f"query has more than {MAX_QUERY_FIELDS} fields") from exc
+        return cls(pairs)
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def getall(self, name: str) -> list[str]:
+        """Return every value of ``name`` in order; ``[]`` when absent."""
+        return [value for key, value in self._pairs if key == name]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Return every ``(name, value)`` pair in order."""
+        return list(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"Query({self._pairs!r})"
+
+
+class Request:
+    """One parsed HTTP request: the ``ctx`` every handler and middleware receives.
+
+    Read-only to handlers; the one mutable part is :attr:`state`, a dict where middleware
+    leaves data for the code inside it. The server builds it when the header section is
+    complete and fills :attr:`body` once the content has arrived (the handler runs after).
+    Headers and query are parsed on first access, so a handler that never reads them does
+    not pay for them.
+    """
+
+    __slots__ = (
+        "_body",
+        "_client",
+        "_headers",
+        "_id",
+        "_method",
+        "_params",
+        "_path",
+        "_query",
+        "_query_string",
+        "_raw_headers",
+        "_target",
+        "_version",
+        "route",
+        "state",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        path: str,
+        query_string: bytes = b"",
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        body: bytes = b"",
+        client: tuple[str, int] | None = None,
+        http_version: str = "1.1",
+        headers: Headers | None = None,
+    ) -> None:
+        self._method = method
+        self._target = target
+        self._path = path
+        self._query_string = query_string
+        self._raw_headers = raw_headers if raw_headers is not None else []
+        self._headers = headers
+        self._query: Query | None = None
+        self._params: dict[str, Any] = {}
+        self._body = body
+        self._client = client
+        self._version = http_version
+        self._id: str | None = None
+        self.route: str | None = None
+        """The matched route template (``/users/{id}``), ``None`` until routed or if none."""
+        self.state: dict[str, Any] = {}
+        """Free-form per-request data that middleware passes inward."""
+
+    @property
+    def id(self) -> str:
+        """The request id: echoed as ``X-Request-ID`` and put in every log line."""
+        request_id = self._id
+        if request_id is None:
+            request_id = self._id = new_request_id()
+        return request_id
+
+    @property
+    def method(self) -> str:
+        """The method token, upper-case as sent (``GET``)."""
+        return self._method
+
+    @property
+    def target(self) -> bytes:
+        """The raw request target as received (RFC 9112 §3.2), e.g. ``b"/a%20b?x=1"``."""
+        return self._target
+
+    @property
+    def path(self) -> str:
+        """The path: percent-decoded, dot-segments removed, always starting with ``/``."""
+        return self._path
+
+    @property
+    def query_string(self) -> bytes:
+        """The raw query bytes after ``?``; ``b""`` when none."""
+        return self._query_string
+
+    @property
+    def query(self) -> Query:
+        """The parsed query (see :class:`Query`).
+
+        Raises:
+            HTTPError: 400 when the query has too many fields.
+        """
+        query = self._query
+        if query is None:
+            query = self._query = Query.parse(self._query_string)
+        return query
+
+    @property
+    def headers(self) -> Headers:
+        """Request header fields, names lower-cased, values as latin-1 text."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers.from_raw(self._raw_headers)
+        return headers
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Path parameters from the route template (``{id:int}`` gives an ``int``)."""
+        return self._params
+
+    @property
+    def body(self) -> bytes:
+        """The whole request content; ``b""`` when there is none."""
+        return self._body
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The peer's ``(address, port)`` on the socket, ``None`` when unknown."""
+        return self._client
+
+    @property
+    def client_ip(self) -> str:
+        """The peer's address on the socket (``""`` when unknown)."""
+        client = self._client
+        return client[0] if client is not None else ""
+
+    @property
+    def http_version(self) -> str:
+        """``"1.1"`` or ``"1.0"``."""
+        return self._version
+
+    def text(self) -> str:
+        """Decode the body with the ``charset`` of its Content-Type, UTF-8 by default.
+
+        Undecodable bytes become U+FFFD rather than raising.
+        """
+        charset = "utf-8"
+        content_type = self.headers.get("content-type")
+        if content_type and "charset=" in content_type:
+            charset = content_type.split("charset=", 1)[1].split(";", 1)[0].strip(" \"'")
+        try:
+            return self._body.decode(charset, errors="replace")
+        except LookupError:
+            return self._body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """Parse the body as JSON (RFC 8259).
+
+        Raises:
+            HTTPError: 400 ``"invalid JSON body"`` when the body is empty or not valid JSON.
+        """
+        try:
+            return orjson.loads(self._body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, "invalid JSON body") from exc
+
+    def __repr__(self) -> str:
+        return f"<Request {self._method} {self._path!r}>"

@@ -1,0 +1,886 @@
+"""One client connection: HTTP/1.1 parsing (httptools/llhttp), limits, deadlines, responses.
+
+The protocol owns the parser, the transport and the connection's deadlines. It builds a
+:class:`~nessen.http.Request` when the header section is complete, reads the content,
+then calls the server's handler and writes back the :class:`~nessen.http.Response`.
+Requests pipelined behind a busy one wait in a short queue and are answered in order
+(RFC 9112 §9.3.2); reading pauses while one waits, so the queue stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import types
+from collections import deque
+from collections.abc import AsyncIterable, Coroutine, Generator
+from typing import Any
+
+import httptools
+
+from nessen.errors import ProtocolError
+from nessen.http import Request, Response
+from nessen.http.target import split_target
+from nessen.server.state import ServerState
+from nessen.server.writer import (
+    CONTINUE_RESPONSE,
+    LAST_CHUNK,
+    NO_CONTENT_STATUSES,
+    ResponseError,
+    chunk,
+    content_type_field,
+    encode_fields,
+    simple_response,
+    status_line,
+)
+
+INF = float("inf")
+
+# What the read deadline of a connection is guarding.
+HEAD = 1  # waiting for (the rest of) a header section
+BODY = 2  # waiting for (the rest of) the content
+IDLE = 3  # persistent connection between requests
+NONE = 4  # a complete request is being handled; no read deadline
+LINGER = 5  # error sent, write side shut; discarding input before closing
+
+LINGER_SECONDS = 2.0
+"""How long a connection stays half-open after an error so the client can read it."""
+MAX_PIPELINED = 64
+"""Complete requests queued behind the one being handled; past it the connection closes
+after answering those (RFC 9112 §9.3.2 lets the client retry the rest)."""
+HEAD_BACKSTOP_SLACK = 256 * 1024
+"""Raw bytes allowed beyond 2 x max_header_bytes while a header section is incomplete: a
+bound on what the parser buffers for one unterminated field line."""
+
+_SPECIAL_LENGTHS = frozenset({4, 6, 14, 17})  # host, expect, content-length, transfer-encoding
+_KNOWN_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop parsing without answering yet."""
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], awaiting: Any) -> Generator[Any, Any, Any]:
+    """Continue a coroutine whose first step already ran, inside an asyncio Task.
+
+    ``awaiting`` is what the coroutine yielded (a future, or ``None`` for a bare yield).
+    The task waits on it; an exception thrown into the task (cancellation) is passed on to
+    the coroutine where it is suspended, so its ``finally`` blocks run.
+    """
+    try:
+        yield awaiting
+    except BaseException as exc:
+        try:
+            awaiting = coro.throw(exc)
+        except StopIteration as stop:
+            return stop.value
+        return (yield from _resume(coro, awaiting))
+    return (yield from coro)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """An HTTP/1.x server connection (``asyncio.Protocol``).
+
+    Limits are enforced as bytes arrive: request target (414), header section size and
+    field count (431), declared and received content size (413), header and content
+    deadlines (408), all answered before the connection is closed. Framing the parser
+    accepts but RFC 9112 forbids is refused here: a missing or repeated Host on HTTP/1.1,
+    transfer codings other than a final ``chunked`` (501), versions other than 1.0 and
+    1.1 (505).
+    """
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+        self._config = state.config
+        self._loop = state.loop
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._client: tuple[str, int] | None = None
+        # The message being parsed.
+        self._in_head = False
+        self._url: list[bytes] = []
+        self._url_bytes = 0
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._raw_head_bytes = 0
+        self._host_count = 0
+        self._te_count = 0
+        self._transfer_encoding = b""
+        self._expect: bytes | None = None
+        self._content_length = -1
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._parsing: Request | None = None
+        self._parsing_keep_alive = True
+        self._started = 0.0
+        # Requests parsed and waiting, and the one being handled.
+        self._queue: deque[tuple[Request, bool, float]] = deque()
+        self._current: tuple[Request, bool, float] | None = None
+        self._busy = False
+        self._answered = False
+        self._task: asyncio.Task[Any] | None = None
+        self._served = 0
+        self._close_after = False
+        self._closed = False
+        self._stopped_parsing = False
+        self._pending_error: ProtocolError | None = None
+        self._continue_pending = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # Deadlines, in loop.time() seconds, checked by the server's ticker.
+        self.read_phase = HEAD
+        self.read_deadline = INF
+        self.handler_deadline = INF
+        self.write_deadline = INF
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection, start its header deadline, or refuse it when full."""
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._client = (str(peer[0]), int(peer[1]))
+        state = self._state
+        state.connections.add(self)
+        if len(state.connections) > self._config.max_connections:
+            self._refuse(
+                ProtocolError(
+                    f"{len(state.connections) - 1} connections open; max_connections is "
+                    f"{self._config.max_connections}",
+                    status=503,
+                    reason="max_connections",
+                )
+            )
+            return
+        self.read_phase = HEAD
+        self.read_deadline = self._loop.time() + self._config.headers_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection; a running handler finishes but its response is dropped."""
+        self._closed = True
+        self.read_deadline = self.handler_deadline = self.write_deadline = INF
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        state = self._state
+        state.connections.discard(self)
+        state.check_idle()
+
+    def eof_received(self) -> bool | None:
+        """The client shut its write side: finish what is queued, then close."""
+        if self._busy or self._queue:
+            self._close_after = True
+            return True  # keep the transport open to write the pending responses
+        return None
+
+    def pause_writing(self) -> None:
+        """The transport buffer is above its high-water mark: stop producing output."""
+        self._writing_paused = True
+        self.write_deadline = self._loop.time() + self._config.send_timeout
+
+    def resume_writing(self) -> None:
+        """The client caught up: resume streams and the pipelined queue."""
+        self._writing_paused = False
+        self.write_deadline = INF
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self._busy:
+            self._process_queue()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes to the parser; answer a protocol error; start queued requests."""
+        if self.read_phase == LINGER or self._stopped_parsing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                self._fail(cause)
+            elif isinstance(cause, _StopParsing):
+                self._stop_parsing()
+            else:  # a bug of ours in a callback: answer 400 and close rather than hang
+                self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
+        except httptools.HttpParserUpgrade:
+            self._on_upgrade()
+        except httptools.HttpParserError as exc:
+            self._fail(
+                ProtocolError(f"malformed request: {exc}", status=400, reason="malformed_request")
+            )
+        else:
+            if self._in_head:
+                self._raw_head_bytes += len(data)
+                if self._raw_head_bytes > 2 * self._config.max_header_bytes + HEAD_BACKSTOP_SLACK:
+                    self._fail(_header_too_large(self._raw_head_bytes, self._config))
+                    return
+        if not self._busy and self._queue:
+            self._process_queue()
+
+    # --- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """First byte of a request: reset per-message state, start its header deadline."""
+        self._in_head = True
+        self._url = []
+        self._url_bytes = 0
+        self._raw_headers = []
+        self._head_bytes = 0
+        self._raw_head_bytes = 0
+        self._host_count = 0
+        self._te_count = 0
+        self._expect = None
+        self._content_length = -1
+        self._body = []
+        self._body_bytes = 0
+        self._started = time.monotonic()
+        if self.read_phase != HEAD:  # a later request on this connection: from its first byte
+            self.read_phase = HEAD
+            self.read_deadline = self._loop.time() + self._config.headers_timeout
+
+    def on_url(self, url: bytes) -> None:
+        """A piece of the request target (llhttp may split it across reads)."""
+        self._url.append(url)
+        self._url_bytes += len(url)
+        if self._url_bytes > self._config.max_target_bytes:
+            raise ProtocolError(
+                f"request target is over {self._config.max_target_bytes} bytes "
+                f"(max_target_bytes); starts {b''.join(self._url)[:64]!r}",
+                status=414,
+                reason="uri_too_long",
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One complete header field (or trailer field after the content)."""
+        size = len(name) + len(value) + 4
+        if not self._in_head:  # a trailer field: counted against the same budget, dropped
+            self._head_bytes += size
+            if self._head_bytes > self._config.max_header_bytes:
+                raise _header_too_large(self._head_bytes, self._config)
+            return
+        headers = self._raw_headers
+        headers.append((name, value))
+        self._head_bytes += size
+        config = self._config
+        if len(headers) > config.max_header_count:
+            raise ProtocolError(
+                f"more than {config.max_header_count} header fields (max_header_count)",
+                status=431,
+                reason="too_many_headers",
+            )
+        if self._head_bytes + self._url_bytes > config.max_header_bytes:
+            raise _header_too_large(self._head_bytes + self._url_bytes, config)
+        if len(name) in _SPECIAL_LENGTHS:
+            lower = name.lower()
+            if lower == b"host":
+                self._host_count += 1
+            elif lower == b"content-length":
+                self._content_length = int(value)  # llhttp accepted only digits
+            elif lower == b"transfer-encoding":
+                self._te_count += 1
+                self._transfer_encoding = value
+            elif lower == b"expect":
+                self._expect = value
+
+    def on_headers_complete(self) -> None:
+        """Validate what the parser lets through, then build the Request."""
+        self._in_head = False
+        parser = self._parser
+        config = self._config
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version == "0.9":
+                raise ProtocolError("HTTP/0.9 request line", reason="http_0_9")
+            raise ProtocolError(
+                f"HTTP/{version} is not supported", status=505, reason="http_version"
+            )
+        raw_method = parser.get_method()
+        method = _KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
+        if method not in config.allowed_methods:
+            raise ProtocolError(
+                f"method {method[:32]!r} is not in allowed_methods",
+                status=501,
+                reason="method_not_implemented",
+            )
+        if self._host_count != 1 and (version == "1.1" or self._host_count > 1):
+            raise ProtocolError(
+                f"{self._host_count} Host fields; HTTP/1.1 needs exactly one (RFC 9112 §3.2)",
+                reason="missing_host" if self._host_count == 0 else "duplicate_host",
+            )
+        if self._te_count:
+            coding = self._transfer_encoding.strip().lower()
+            if self._te_count > 1 or coding != b"chunked":
+                raise ProtocolError(
+                    f"Transfer-Encoding {self._transfer_encoding[:64]!r}: only a single "
+                    "'chunked' is supported",
+                    status=501,
+                    reason="unsupported_transfer_coding",
+                )
+        url = self._url
+        target = url[0] if len(url) == 1 else b"".join(url)
+        path, query = split_target(target)
+        if self._content_length > config.max_body_bytes:
+            raise _body_too_large(self._content_length, config, declared=True)
+        self._parsing = Request(
+            method,
+            target,
+            path,
+            query,
+            self._raw_headers,
+            client=self._client,
+            http_version=version,
+        )
+        self._parsing_keep_alive = parser.should_keep_alive()
+        if self._content_length > 0 or self._te_count:
+            self.read_phase = BODY
+            self.read_deadline = self._loop.time() + config.body_timeout
+            expect = self._expect
+            if expect is not None and version == "1.1":
+                if expect.strip().lower() != b"100-continue":
+                    raise ProtocolError(
+                        f"Expect {expect[:64]!r} is not supported",
+                        status=417,
+                        reason="expectation_failed",
+                    )
+                if self._busy or self._queue:
+                    self._continue_pending = True
+                else:
+                    self._write(CONTINUE_RESPONSE)
+        else:
+            self.read_phase = NONE
+            self.read_deadline = INF
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the content (already de-chunked by the parser)."""
+        self._body_bytes += len(body)
+        if self._body_bytes > self._config.max_body_bytes:
+            raise _body_too_large(self._body_bytes, self._config, declared=False)
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        """The request is whole: queue it for the handler."""
+        request = self._parsing
+        if request is None:  # pragma: no cover - llhttp always calls headers_complete first
+            return
+        self._parsing = None
+        body = self._body
+        if body:
+            request._body = body[0] if len(body) == 1 else b"".join(body)
+            self._body = []
+        self.read_phase = NONE
+        self.read_deadline = INF
+        queue = self._queue
+        queue.append((request, self._parsing_keep_alive, self._started))
+        if self._busy or len(queue) > 1:
+            if not self._reading_paused and self._transport is not None:
+                self._transport.pause_reading()
+                self._reading_paused = True
+            if len(queue) >= MAX_PIPELINED:
+                self._close_after = True
+                raise _StopParsing
+
+    # --- handling ------------------------------------------------------------------------
+
+    def _process_queue(self) -> None:
+        """Handle queued requests in order while each completes at once."""
+        queue = self._queue
+        while queue and not self._busy and not self._closed:
+            if self._writing_paused:
+                return  # resume_writing() calls back
+            request, keep_alive, started = queue.popleft()
+            self._dispatch(request, keep_alive, started)
+        if self._busy or self._closed:
+            return
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            self._refuse(error, request=None)
+            return
+        if self._close_after:
+            self._close()
+            return
+        if self._continue_pending:
+            self._continue_pending = False
+            self._write(CONTINUE_RESPONSE)
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        if self.read_phase == NONE:
+            self.read_phase = IDLE
+            self.read_deadline = self._loop.time() + self._config.idle_timeout
+
+    def _dispatch(self, request: Request, keep_alive: bool, started: float) -> None:
+        """Run the handler's first step now; only a handler that awaits gets a Task."""
+        state = self._state
+        self._current = (request, keep_alive, started)
+        self._busy = True
+        self._answered = False
+        if state.draining and started >= state.drain_started:
+            self._answer_server_error(
+                request,
+                ProtocolError("server is draining", status=503, reason="draining"),
+                retry_after=True,
+            )
+            return
+        if state.active_requests >= self._config.max_concurrent_requests:
+            self._answer_server_error(
+                request,
+                ProtocolError(
+                    f"{state.active_requests} requests in handlers; max_concurrent_requests "
+                    f"is {self._config.max_concurrent_requests}",
+                    status=503,
+                    reason="overloaded",
+                ),
+                retry_after=True,
+                close=False,
+            )
+            return
+        state.active_requests += 1
+        coro = state.handler(request)
+        context = contextvars.copy_context()
+        try:
+            awaiting = context.run(coro.send, None)  # type: ignore[attr-defined]
+        except StopIteration as stop:
+            state.active_requests -= 1
+            self._respond(stop.value)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            state.active_requests -= 1
+            self._respond(state.events.handler_error(request, exc))
+            return
+        task = self._loop.create_task(_resume(coro, awaiting), context=context)  # type: ignore[arg-type]
+        self._task = task
+        self.handler_deadline = self._loop.time() + self._config.request_timeout
+        task.add_done_callback(self._on_handler_done)
+
+    def _on_handler_done(self, task: asyncio.Task[Any]) -> None:
+        state = self._state
+        state.active_requests -= 1
+        self._task = None
+        self.handler_deadline = INF
+        if self._answered or self._current is None:
+            state.check_idle()
+            self._finish()
+            return
+        if task.cancelled():
+            self._answered = True
+            self._close()
+            state.check_idle()
+            self._finish()
+            return
+        exc = task.exception()
+        if exc is not None:
+            response = state.events.handler_error(self._current[0], exc)
+        else:
+            response = task.result()
+        state.check_idle()
+        self._respond(response, in_task=True)
+
+    def _respond(self, response: Any, *, in_task: bool = False) -> None:
+        """Write ``response`` for the current request; then move to the next one."""
+        current = self._current
+        assert current is not None
+        request, keep_alive, started = current
+        if self._closed or self._transport is None or self._transport.is_closing():
+            self._answered = True
+            self._complete(in_task)
+            return
+        state = self._state
+        try:
+            if type(response) is not Response:
+                raise ResponseError(f"handler returned {type(response).__name__}, not Response")
+            if response.stream is not None:
+                self._answered = True
+                self._task = self._loop.create_task(self._write_stream(request, response))
+                return
+            data, content_bytes = self._serialize(request, response, keep_alive)
+        except ResponseError as exc:
+            response = state.events.handler_error(request, exc)
+            data, content_bytes = self._serialize(request, response, keep_alive)
+        self._answered = True
+        self._write(data)
+        state.events.request_finished(
+            request, response.status, content_bytes, time.monotonic() - started
+        )
+        self._complete(in_task)
+
+    def _keep_alive(self, keep_alive: bool) -> bool:
+        limit = self._config.max_requests_per_connection
+        keep = (
+            keep_alive
+            and not self._close_after
+            and not self._state.draining
+            and (limit == 0 or self._served + 1 < limit)
+        )
+        if not keep:
+            self._close_after = True
+        return keep
+
+    def _head(self, request: Request, response: Response, keep: bool, framing: str) -> str:
+        status = response.status
+        if not 200 <= status <= 599:
+            raise ResponseError(f"handler returned status {status}; must be 200..599")
+        parts = [status_line(status, request.http_version), self._state.fixed_fields]
+        if response.content_type is not None:
+            parts.append(content_type_field(response.content_type))
+        if response._headers is not None:
+            parts.append(encode_fields(response._headers.multi_items()))
+        parts.append(framing)
+        if not keep:
+            parts.append("Connection: close\r\n")
+        elif request.http_version == "1.0":
+            parts.append("Connection: keep-alive\r\n")
+            parts.append(self._state.keep_alive_field)
+        else:
+            parts.append(self._state.keep_alive_field)
+        parts.append("\r\n")
+        return "".join(parts)
+
+    def _serialize(
+        self, request: Request, response: Response, keep_alive: bool
+    ) -> tuple[bytes | tuple[bytes, bytes], int]:
+        """Return what to write (one buffer, or head and a large body) and the content size.
+
+        Raises:
+            ResponseError: The response cannot be sent as built.
+        """
+        body = response.body
+        size = len(body)
+        if size > self._config.max_response_bytes:
+            raise ResponseError(
+                f"response content is {size} bytes; max_response_bytes is "
+                f"{self._config.max_response_bytes}"
+            )
+        if response.status in NO_CONTENT_STATUSES:
+            framing = ""
+            body = b""
+        else:
+            framing = f"Content-Length: {size}\r\n"
+        if request.method == "HEAD":
+            body = b""
+        keep = self._keep_alive(keep_alive)
+        head = self._head(request, response, keep, framing).encode("latin-1")
+        if len(body) < 65536:
+            return head + body, len(body)
+        return (head, body), len(body)  # no copy of a large body
+
+    async def _write_stream(self, request: Request, response: Response) -> None:
+        """Write a streamed response chunk by chunk, waiting whenever the client lags."""
+        assert self._current is not None
+        _, keep_alive, started = self._current
+        state = self._state
+        chunked = request.http_version == "1.1" and response.status not in NO_CONTENT_STATUSES
+        keep = self._keep_alive(keep_alive and chunked)
+        sent = 0
+        source = response.stream
+        try:
+            framing = "Transfer-Encoding: chunked\r\n" if chunked else ""
+            try:
+                head = self._head(request, response, keep, framing).encode("latin-1")
+            except ResponseError as exc:
+                error = state.events.handler_error(request, exc)
+                data, sent = self._serialize(request, error, False)
+                self._write(data)
+                response = error
+                return
+            self._write(head)
+            if request.method == "HEAD" or response.status in NO_CONTENT_STATUSES:
+                return
+            if isinstance(source, AsyncIterable):
+                async for piece in source:
+                    sent += await self._write_piece(piece, chunked)
+                    if self._closed:
+                        break
+            elif source is not None:
+                for piece in source:
+                    sent += await self._write_piece(piece, chunked)
+                    if self._closed:
+                        break
+            if chunked and not self._closed:
+                self._write(LAST_CHUNK)
+        except Exception as exc:
+            # The status line is gone: the only honest signal left is an aborted connection.
+            state.events.handler_error(request, exc)
+            self._close_after = True
+            if self._transport is not None:
+                self._transport.abort()
+        finally:
+            closer = getattr(source, "aclose", None)
+            if closer is not None:
+                await closer()
+            state.events.request_finished(
+                request, response.status, sent, time.monotonic() - started
+            )
+            self._finish()
+
+    async def _write_piece(self, piece: bytes, chunked: bool) -> int:
+        if not isinstance(piece, bytes | bytearray | memoryview):
+            raise ResponseError(f"stream yielded {type(piece).__name__}, not bytes")
+        if not piece or self._closed:
+            return 0
+        self._write(chunk(bytes(piece)) if chunked else piece)
+        if self._writing_paused and not self._closed:
+            waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+            self._drain_waiter = None
+        return len(piece)
+
+    def _complete(self, in_task: bool) -> None:
+        if in_task:
+            self._finish()
+        else:
+            self._busy = False
+            self._current = None
+            self._served += 1
+
+    def _finish(self) -> None:
+        """The current request is done (its response written or dropped): go on."""
+        self._busy = False
+        self._current = None
+        self._served += 1
+        self._process_queue()
+
+    # --- errors, timeouts, closing -------------------------------------------------------
+
+    def _answer_server_error(
+        self,
+        request: Request,
+        error: ProtocolError,
+        *,
+        retry_after: bool = False,
+        close: bool = True,
+    ) -> None:
+        """Answer the current request with a server-made error (503 and friends)."""
+        if close:
+            self._close_after = True
+        extra = "Retry-After: 1\r\n" if retry_after else ""
+        self._answered = True
+        self._write(
+            simple_response(
+                error.status,
+                _error_body(error),
+                fixed_fields=self._state.fixed_fields,
+                extra=extra,
+                close=self._close_after,
+                content_type="application/json",
+                head=request.method == "HEAD",
+            )
+        )
+        self._state.events.request_rejected(
+            error.reason, error.status, str(error), self._client, request
+        )
+        self._complete(in_task=False)
+
+    def _fail(self, error: ProtocolError) -> None:
+        """A protocol error while parsing: answer it once earlier responses are out."""
+        self._stop_parsing()
+        if self._busy or self._queue:
+            self._pending_error = error
+            return
+        self._refuse(error)
+
+    def _stop_parsing(self) -> None:
+        self._stopped_parsing = True
+        self._in_head = False
+        if self.read_phase in (HEAD, BODY):
+            self.read_phase = NONE
+            self.read_deadline = INF
+
+    def _refuse(self, error: ProtocolError, request: Request | None = None) -> None:
+        """Send an error response and close, lingering so the client can read it."""
+        self._stop_parsing()
+        self._close_after = True
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        extra = "Retry-After: 1\r\n" if error.status == 503 else ""
+        transport.write(
+            simple_response(
+                error.status,
+                _error_body(error),
+                fixed_fields=self._state.fixed_fields,
+                extra=extra,
+                content_type="application/json",
+            )
+        )
+        self._state.events.request_rejected(
+            error.reason, error.status, str(error), self._client, request or self._parsing
+        )
+        self._linger()
+
+    def _linger(self) -> None:
+        """Shut our write side and drain input briefly, so the client reads our answer.
+
+        Closing at once with unread input in the socket would send a RST that can destroy
+        the response in the client's receive buffer.
+        """
+        transport = self._transport
+        assert transport is not None
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.read_phase = LINGER
+            self.read_deadline = self._loop.time() + LINGER_SECONDS
+        else:  # pragma: no cover - TCP transports can always half-close
+            transport.close()
+
+    def _on_upgrade(self) -> None:
+        """An Upgrade (or CONNECT) request was parsed; we ignore the upgrade (RFC 9110 §7.8).
+
+        The request itself is served normally, then the connection is closed, because the
+        bytes after it belong to a protocol we do not speak.
+        """
+        self._close_after = True
+        self._stop_parsing()
+        if not self._busy and self._queue:
+            self._process_queue()
+
+    def _close(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def _write(self, data: bytes | tuple[bytes, bytes]) -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        if isinstance(data, tuple):
+            transport.writelines(data)
+        else:
+            transport.write(data)
+
+    # --- deadlines (called by the server's ticker) ---------------------------------------
+
+    def on_read_deadline(self) -> None:
+        """The read deadline passed: 408 for a slow request, close for an idle connection."""
+        phase = self.read_phase
+        self.read_deadline = INF
+        if phase == HEAD:
+            timeout = self._config.headers_timeout
+            if not self._in_head:  # not one byte of a request: just close
+                self._state.events.request_rejected(
+                    "headers_timeout",
+                    0,
+                    f"no request within {timeout:g} s (headers_timeout)",
+                    self._client,
+                    None,
+                )
+                self._close()
+                return
+            self._fail(
+                ProtocolError(
+                    f"header section not complete within {timeout:g} s (headers_timeout)",
+                    status=408,
+                    reason="headers_timeout",
+                )
+            )
+        elif phase == BODY:
+            self._fail(
+                ProtocolError(
+                    f"content not complete within {self._config.body_timeout:g} s (body_timeout)",
+                    status=408,
+                    reason="body_timeout",
+                )
+            )
+        elif phase in (IDLE, LINGER):
+            self._close()
+
+    def on_handler_timeout(self) -> None:
+        """The handler overran request_timeout: 503 now, cancel it, close the connection."""
+        self.handler_deadline = INF
+        task = self._task
+        current = self._current
+        if task is None or current is None or self._answered:
+            return
+        request = current[0]
+        self._close_after = True
+        self._answered = True
+        self._write(
+            simple_response(
+                503,
+                _error_body(ProtocolError("", status=503, reason="request_timeout")),
+                fixed_fields=self._state.fixed_fields,
+                extra="Retry-After: 1\r\n",
+                content_type="application/json",
+                head=request.method == "HEAD",
+            )
+        )
+        self._state.events.request_rejected(
+            "request_timeout",
+            503,
+            f"handler ran past {self._config.request_timeout:g} s (request_timeout); cancelled",
+            self._client,
+            request,
+        )
+        task.cancel()
+        self._close()
+
+    def on_write_timeout(self) -> None:
+        """The client left our output unread for send_timeout: abort, freeing the buffers."""
+        self.write_deadline = INF
+        self._state.events.request_rejected(
+            "send_timeout",
+            0,
+            f"client read nothing for {self._config.send_timeout:g} s (send_timeout)",
+            self._client,
+            self._current[0] if self._current else None,
+        )
+        if self._transport is not None:
+            self._transport.abort()
+
+    def on_drain(self) -> None:
+        """The server is draining: close now if idle, else after the current response."""
+        if self._busy or self._queue or self._in_head or self.read_phase == BODY:
+            return  # in flight: its response will carry Connection: close
+        self._close()
+
+    def cut(self) -> bool:
+        """Drain deadline passed: cancel the handler and abort. Returns whether it was busy."""
+        busy = self._busy
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+        return busy
+
+
+def _header_too_large(size: int, config: Any) -> ProtocolError:
+    return ProtocolError(
+        f"request line and header section are over {config.max_header_bytes} bytes "
+        f"(max_header_bytes; {size} so far)",
+        status=431,
+        reason="header_too_large",
+    )
+
+
+def _body_too_large(size: int, config: Any, *, declared: bool) -> ProtocolError:
+    how = "declared Content-Length" if declared else "received content"
+    return ProtocolError(
+        f"{how} {size} bytes is over max_body_bytes {config.max_body_bytes}",
+        status=413,
+        reason="body_too_large",
+    )
+
+
+_ERROR_BODIES: dict[tuple[int, str], bytes] = {}
+
+
+def _error_body(error: ProtocolError) -> bytes:
+    """A short JSON body naming the status and the reason; never the attacker's bytes."""
+    key = (error.status, error.reason)
+    body = _ERROR_BODIES.get(key)
+    if body is None:
+        phrase = status_line(error.status).split(" ", 2)[2].strip()
+        body = f'{{"error":"{phrase}","reason":"{error.reason}"}}'.encode()
+        if len(_ERROR_BODIES) < 256:
+            _ERROR_BODIES[key] = body
+    return body

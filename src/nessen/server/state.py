@@ -1,0 +1,107 @@
+"""What every connection of one server shares: settings, handler, hooks, counters, clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from nessen.config import Config
+from nessen.http import Handler, Request, Response
+from nessen.server.writer import http_date
+
+if TYPE_CHECKING:
+    from nessen.server.protocol import HttpProtocol
+
+
+class ServerEvents:
+    """Hooks through which the server reports what happened on the wire.
+
+    The runtime subclasses this to feed the access log and the request statistics; the
+    base class does nothing except build a bare 500 for :meth:`handler_error`. Hooks run on
+    the event loop inside the connection's callbacks: they must be quick and must not raise.
+    """
+
+    def request_finished(
+        self, request: Request, status: int, content_bytes: int, duration: float
+    ) -> None:
+        """A response was written.
+
+        Args:
+            request: The request answered.
+            status: The status code sent.
+            content_bytes: Content bytes sent (0 for HEAD, 204, 304).
+            duration: Seconds from the request's first byte to the response written.
+        """
+
+    def request_rejected(
+        self,
+        reason: str,
+        status: int,
+        detail: str,
+        client: tuple[str, int] | None,
+        request: Request | None,
+    ) -> None:
+        """The server refused a request or cut a connection on its own.
+
+        Args:
+            reason: Short tag, e.g. ``"header_too_large"``, ``"request_timeout"``.
+            status: Status code sent, or 0 when the connection was closed without one.
+            detail: Human-readable cause; may quote attacker bytes, already repr-escaped.
+            client: The peer's ``(address, port)``.
+            request: The request, when its header section had been parsed.
+        """
+
+    def handler_error(self, request: Request, exc: BaseException) -> Response:
+        """Turn an exception from the handler (or an unsendable response) into a response.
+
+        Returns:
+            The response to send instead, normally a 500.
+        """
+        return Response.json({"error": "Internal Server Error"}, 500)
+
+
+class ServerState:
+    """State shared by all connections of one :class:`~nessen.server.server.Server`.
+
+    Attributes:
+        config: The settings.
+        handler: Called once per request.
+        events: Where outcomes are reported.
+        connections: Open connections.
+        active_requests: Requests whose handler has been called and not yet returned
+            (a cancelled handler counts until its task is really gone).
+        draining: True once :meth:`Server.drain` has begun.
+        drain_started: ``time.monotonic()`` when the drain began (requests whose first byte
+            came later are refused with 503).
+        fixed_fields: The cached ``Date`` and ``Server`` lines, refreshed every second.
+    """
+
+    def __init__(self, config: Config, handler: Handler, events: ServerEvents) -> None:
+        self.config = config
+        self.handler = handler
+        self.events = events
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[HttpProtocol] = set()
+        self.active_requests = 0
+        self.draining = False
+        self.drain_started = float("inf")
+        self.idle = asyncio.Event()
+        self._server_line = f"Server: {config.server_header}\r\n" if config.server_header else ""
+        self.keep_alive_field = f"Keep-Alive: timeout={max(1, int(config.idle_timeout))}\r\n"
+        self._date_second = 0
+        self.fixed_fields = ""
+        self.refresh_date()
+
+    def refresh_date(self) -> None:
+        """Update :attr:`fixed_fields` when the wall-clock second has changed."""
+        now = time.time()
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self.fixed_fields = f"Date: {http_date(second)}\r\n{self._server_line}"
+
+    def check_idle(self) -> None:
+        """Set :attr:`idle` when draining and no connection or handler is left."""
+        if self.draining and not self.connections and self.active_requests == 0:
+            self.idle.set()

@@ -1,0 +1,125 @@
+"""Serialising responses: the status line, header fields and chunked transfer coding (RFC 9112)."""
+
+from __future__ import annotations
+
+import re
+from email.utils import formatdate
+from http import HTTPStatus
+
+from nessen.errors import NessenError
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+_PHRASES.update({413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"})
+"""Reason phrases; RFC 9110 §15 renamed a few since ``http.HTTPStatus`` was written."""
+_STATUS_LINES_11 = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _PHRASES.items()}
+_STATUS_LINES_10 = {code: f"HTTP/1.0 {code} {phrase}\r\n" for code, phrase in _PHRASES.items()}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_valid_names: set[str] = set()
+_MAX_CACHED_NAMES = 4096
+
+# Fields the server owns: a handler's copy is dropped so that framing stays ours.
+_SERVER_FIELDS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
+
+NO_CONTENT_STATUSES = frozenset({204, 304})
+"""Statuses that never carry content (RFC 9110 §15.3.5, §15.4.5); 1xx are never built here."""
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class ResponseError(NessenError):
+    """A handler built a response that cannot be sent (bad header field, bad status, too big).
+
+    The server answers 500 instead and the runtime logs this message under the request id.
+    """
+
+
+def status_line(status: int, http_version: str = "1.1") -> str:
+    r"""Return the status line with CRLF, e.g. ``"HTTP/1.1 404 Not Found\r\n"``.
+
+    Unknown codes in 200..599 get an empty reason phrase, as RFC 9112 §4 allows.
+    """
+    lines = _STATUS_LINES_11 if http_version == "1.1" else _STATUS_LINES_10
+    line = lines.get(status)
+    if line is None:
+        line = f"HTTP/{http_version} {status} \r\n"
+    return line
+
+
+def http_date(timestamp: float) -> str:
+    """Format a POSIX timestamp as an IMF-fixdate (RFC 9110 §5.6.7)."""
+    return formatdate(timestamp, usegmt=True)
+
+
+def encode_fields(fields: list[tuple[str, str]]) -> str:
+    r"""Serialise handler-set header fields as ``Name: value\r\n`` lines.
+
+    Fields the server owns (Content-Length, Transfer-Encoding, Connection, Keep-Alive,
+    Date, Server) are skipped, so a handler cannot break the message framing.
+
+    Raises:
+        ResponseError: A field name is not a token (RFC 9110 §5.1) or a value holds CR,
+            LF or NUL (RFC 9110 §5.5): sending it would let the handler split the response.
+    """
+    lines = []
+    for name, value in fields:
+        if name not in _valid_names:
+            if not _TOKEN.fullmatch(name):
+                raise ResponseError(f"response header name {name[:64]!r} is not a token")
+            if name.lower() in _SERVER_FIELDS:
+                continue
+            if len(_valid_names) < _MAX_CACHED_NAMES:
+                _valid_names.add(name)
+        lines.append(f"{name}: {value}\r\n")
+    block = "".join(lines)
+    if block.count("\n") != len(lines) or block.count("\r") != len(lines) or "\x00" in block:
+        bad = next(v for _, v in fields if "\r" in v or "\n" in v or "\x00" in v)
+        raise ResponseError(f"response header value {bad[:64]!r} contains CR, LF or NUL")
+    return block
+
+
+def content_type_field(content_type: str) -> str:
+    """Return the ``Content-Type`` line for ``content_type``.
+
+    Raises:
+        ResponseError: The value holds CR, LF or NUL.
+    """
+    if "\r" in content_type or "\n" in content_type or "\x00" in content_type:
+        raise ResponseError(f"Content-Type {content_type[:64]!r} contains CR, LF or NUL")
+    return f"Content-Type: {content_type}\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """Frame ``data`` as one chunk of chunked transfer coding (RFC 9112 §7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def simple_response(
+    status: int,
+    body: bytes,
+    *,
+    fixed_fields: str,
+    extra: str = "",
+    close: bool = True,
+    content_type: str = "text/plain; charset=utf-8",
+    head: bool = False,
+) -> bytes:
+    r"""Build a complete short response the server sends on its own (errors, 503s).
+
+    Args:
+        status: Status code.
+        body: Content, sent unless ``head``.
+        fixed_fields: The cached ``Date``/``Server`` lines.
+        extra: Further pre-formatted field lines, e.g. ``"Retry-After: 1\r\n"``.
+        close: Whether to add ``Connection: close``.
+        content_type: The Content-Type value.
+        head: Answering a HEAD request: send the fields, not the content.
+    """
+    connection = "Connection: close\r\n" if close else ""
+    text = (
+        f"{status_line(status)}{fixed_fields}Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}{connection}\r\n"
+    )
+    return text.encode("latin-1") + (b"" if head else body)

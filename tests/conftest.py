@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from nessen import Response, Runtime
+from nessen.testing import LiveServer
+
+ServeFactory = Callable[..., LiveServer]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServeFactory]:
+    """Start a runtime in a background thread: ``server = serve(runtime, max_body_bytes=10)``.
+
+    Every server started is drained and stopped at the end of the test.
+    """
+    started: list[LiveServer] = []
+
+    def start(runtime: Runtime | None = None, **config: Any) -> LiveServer:
+        server = LiveServer(runtime or echo_runtime(), **config).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def echo_runtime() -> Runtime:
+    """A runtime with a few routes the protocol tests use."""
+    runtime = Runtime(access_log=False)
+
+    @runtime.route.get("/")
+    async def index(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("hello")
+
+    @runtime.route.route(["POST", "PUT", "PATCH"], "/echo")
+    async def echo(ctx):  # type: ignore[no-untyped-def]
+        return Response(200, ctx.body, content_type="application/octet-stream")
+
+    @runtime.route.get("/path")
+    async def path(ctx):  # type: ignore[no-untyped-def]
+        return Response.json({"path": ctx.path, "query": ctx.query_string.decode()})
+
+    return runtime
