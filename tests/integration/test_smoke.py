@@ -11,4 +11,5 @@ def test_get_answers_200_with_date_and_server(serve: ServeFactory) -> None:
     assert response.status == 200
     assert response.body == b"hello"
     assert response.header("server") == "nessen"
-    assert response.header("date") is not None and response.header("date").endswith(" GMT")
+    assert response.header("date") is not None
+    assert response.header("date").endswith(" GMT")

@@ -33,7 +33,12 @@ def split_target(target: bytes) -> tuple[str, bytes]:
     elif target == b"*":
         return "*", b""
     elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError as exc:  # e.g. an unclosed IPv6 literal in the authority
+            raise ProtocolError(
+                f"request target {target[:64]!r} has a malformed authority", reason="bad_target"
+            ) from exc
         raw_path = parts.path or b"/"
         query = parts.query
     else:
@@ -44,8 +49,8 @@ def split_target(target: bytes) -> tuple[str, bytes]:
     path = raw_path.decode("latin-1")
     if "%" in path:
         path = unquote(path, encoding="utf-8", errors="replace")
-        if "\x00" in path:
-            raise ProtocolError("request path contains an encoded NUL", reason="bad_target")
+    if "\x00" in path:
+        raise ProtocolError("request path contains a NUL", reason="bad_target")
     if "/." in path:
         path = remove_dot_segments(path)
     return path, query

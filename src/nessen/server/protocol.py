@@ -10,11 +10,13 @@ Requests pipelined behind a busy one wait in a short queue and are answered in o
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import contextlib
+import re
+import socket
+import struct
 import time
-import types
 from collections import deque
-from collections.abc import AsyncIterable, Coroutine, Generator
+from collections.abc import AsyncIterable
 from typing import Any
 
 import httptools
@@ -57,29 +59,15 @@ _SPECIAL_LENGTHS = frozenset({4, 6, 14, 17})  # host, expect, content-length, tr
 _KNOWN_METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 }
+_UNKNOWN_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Z]+")
+"""A method token (RFC 9110 §9.1) without lower-case letters: one llhttp does not know
+gets 501; anything else its method check refuses is malformed (400)."""
+MAX_METHOD_START = 64
+"""Bytes of a request's start kept while its method is read, to classify a bad method."""
 
 
 class _StopParsing(Exception):
     """Raised from a parser callback to stop parsing without answering yet."""
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], awaiting: Any) -> Generator[Any, Any, Any]:
-    """Continue a coroutine whose first step already ran, inside an asyncio Task.
-
-    ``awaiting`` is what the coroutine yielded (a future, or ``None`` for a bare yield).
-    The task waits on it; an exception thrown into the task (cancellation) is passed on to
-    the coroutine where it is suspended, so its ``finally`` blocks run.
-    """
-    try:
-        yield awaiting
-    except BaseException as exc:
-        try:
-            awaiting = coro.throw(exc)
-        except StopIteration as stop:
-            return stop.value
-        return (yield from _resume(coro, awaiting))
-    return (yield from coro)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -101,6 +89,10 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] | None = None
         # The message being parsed.
+        self._in_message = False
+        self._messages_begun = 0
+        self._method_start: bytes | None = b""
+        self._head_request = False
         self._in_head = False
         self._url: list[bytes] = []
         self._url_bytes = 0
@@ -126,6 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         self._served = 0
         self._close_after = False
         self._closed = False
+        self._eof = False
         self._stopped_parsing = False
         self._pending_error: ProtocolError | None = None
         self._continue_pending = False
@@ -174,7 +167,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """The client shut its write side: finish what is queued, then close."""
-        if self._busy or self._queue:
+        self._eof = True
+        if self.read_phase != LINGER and (self._busy or self._queue):
             self._close_after = True
             return True  # keep the transport open to write the pending responses
         return None
@@ -198,6 +192,7 @@ class HttpProtocol(asyncio.Protocol):
         """Feed bytes to the parser; answer a protocol error; start queued requests."""
         if self.read_phase == LINGER or self._stopped_parsing:
             return
+        in_message, begun = self._in_message, self._messages_begun
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -210,12 +205,16 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
         except httptools.HttpParserUpgrade:
             self._on_upgrade()
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(_method_error(self._request_start(data, in_message, begun)))
         except httptools.HttpParserError as exc:
             self._fail(
                 ProtocolError(f"malformed request: {exc}", status=400, reason="malformed_request")
             )
         else:
             if self._in_head:
+                if not self._url:  # still in the method: keep its bytes
+                    self._method_start = self._request_start(data, in_message, begun)
                 self._raw_head_bytes += len(data)
                 if self._raw_head_bytes > 2 * self._config.max_header_bytes + HEAD_BACKSTOP_SLACK:
                     self._fail(_header_too_large(self._raw_head_bytes, self._config))
@@ -223,11 +222,33 @@ class HttpProtocol(asyncio.Protocol):
         if not self._busy and self._queue:
             self._process_queue()
 
+    def _request_start(self, data: bytes, in_message: bool, begun: int) -> bytes | None:
+        """The first bytes of the request being parsed, while its method is read.
+
+        Args:
+            data: The bytes just fed to the parser.
+            in_message: Whether a request had begun before they were fed.
+            begun: The count of requests begun before they were fed.
+
+        Returns:
+            Up to ``MAX_METHOD_START`` bytes, or ``None`` when the request began after
+            another one ended inside ``data``, at an offset the parser does not report.
+        """
+        new = self._messages_begun - begun
+        if new == 0 and in_message and self._method_start is not None:
+            return (self._method_start + data)[:MAX_METHOD_START]
+        if new == 1 and not in_message:
+            return data[:MAX_METHOD_START]
+        return None
+
     # --- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         """First byte of a request: reset per-message state, start its header deadline."""
+        self._in_message = True
+        self._messages_begun += 1
         self._in_head = True
+        self._head_request = False
         self._url = []
         self._url_bytes = 0
         self._raw_headers = []
@@ -246,6 +267,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target (llhttp may split it across reads)."""
+        if not self._url:  # the method is parsed: an error answer to HEAD has no content
+            self._head_request = self._parser.get_method() == b"HEAD"
         self._url.append(url)
         self._url_bytes += len(url)
         if self._url_bytes > self._config.max_target_bytes:
@@ -314,6 +337,11 @@ class HttpProtocol(asyncio.Protocol):
                 reason="missing_host" if self._host_count == 0 else "duplicate_host",
             )
         if self._te_count:
+            if version == "1.0":
+                raise ProtocolError(
+                    "Transfer-Encoding in an HTTP/1.0 request: framing is faulty (RFC 9112 §6.1)",
+                    reason="http10_transfer_encoding",
+                )
             coding = self._transfer_encoding.strip().lower()
             if self._te_count > 1 or coding != b"chunked":
                 raise ProtocolError(
@@ -365,6 +393,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         """The request is whole: queue it for the handler."""
+        self._in_message = False
         request = self._parsing
         if request is None:  # pragma: no cover - llhttp always calls headers_complete first
             return
@@ -402,7 +431,8 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(error, request=None)
             return
         if self._close_after:
-            self._close()
+            if self.read_phase != LINGER:  # a lingering close ends on its own deadline
+                self._linger()
             return
         if self._continue_pending:
             self._continue_pending = False
@@ -415,7 +445,7 @@ class HttpProtocol(asyncio.Protocol):
             self.read_deadline = self._loop.time() + self._config.idle_timeout
 
     def _dispatch(self, request: Request, keep_alive: bool, started: float) -> None:
-        """Run the handler's first step now; only a handler that awaits gets a Task."""
+        """Start the handler for ``request``, unless draining or overloaded refuses it."""
         state = self._state
         self._current = (request, keep_alive, started)
         self._busy = True
@@ -441,47 +471,38 @@ class HttpProtocol(asyncio.Protocol):
             )
             return
         state.active_requests += 1
-        coro = state.handler(request)
-        context = contextvars.copy_context()
-        try:
-            awaiting = context.run(coro.send, None)  # type: ignore[attr-defined]
-        except StopIteration as stop:
-            state.active_requests -= 1
-            self._respond(stop.value)
-            return
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            state.active_requests -= 1
-            self._respond(state.events.handler_error(request, exc))
-            return
-        task = self._loop.create_task(_resume(coro, awaiting), context=context)  # type: ignore[arg-type]
-        self._task = task
         self.handler_deadline = self._loop.time() + self._config.request_timeout
-        task.add_done_callback(self._on_handler_done)
+        self._task = self._loop.create_task(self._run_handler(request))
 
-    def _on_handler_done(self, task: asyncio.Task[Any]) -> None:
+    async def _run_handler(self, request: Request) -> None:
+        """Run the handler in this connection's Task and write its response.
+
+        The handler runs inside a real ``asyncio.Task`` (so ``asyncio.timeout``,
+        ``TaskGroup`` and ``current_task()`` work in it); a timeout or drain cancels it,
+        and its ``finally`` blocks run before the connection moves on.
+        """
         state = self._state
-        state.active_requests -= 1
-        self._task = None
-        self.handler_deadline = INF
-        if self._answered or self._current is None:
+        response: Any = None
+        cancelled = False
+        try:
+            response = await state.handler(request)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception as exc:
+            response = state.events.handler_error(request, exc)
+        finally:
+            state.active_requests -= 1
+            self._task = None
+            self.handler_deadline = INF
             state.check_idle()
+        if self._answered or self._current is None:
             self._finish()
-            return
-        if task.cancelled():
+        elif cancelled:
             self._answered = True
             self._close()
-            state.check_idle()
             self._finish()
-            return
-        exc = task.exception()
-        if exc is not None:
-            response = state.events.handler_error(self._current[0], exc)
         else:
-            response = task.result()
-        state.check_idle()
-        self._respond(response, in_task=True)
+            self._respond(response, in_task=True)
 
     def _respond(self, response: Any, *, in_task: bool = False) -> None:
         """Write ``response`` for the current request; then move to the next one."""
@@ -503,7 +524,7 @@ class HttpProtocol(asyncio.Protocol):
             data, content_bytes = self._serialize(request, response, keep_alive)
         except ResponseError as exc:
             response = state.events.handler_error(request, exc)
-            data, content_bytes = self._serialize(request, response, keep_alive)
+            data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)
         self._answered = True
         self._write(data)
         state.events.request_finished(
@@ -512,18 +533,44 @@ class HttpProtocol(asyncio.Protocol):
         self._complete(in_task)
 
     def _keep_alive(self, keep_alive: bool) -> bool:
+        """Whether the response being written keeps the connection open.
+
+        Once the connection is set to close after its queue (the client half-closed, the
+        pipelining cap, an Upgrade), only the last queued response says ``close``.
+        """
         limit = self._config.max_requests_per_connection
         keep = (
             keep_alive
-            and not self._close_after
+            and not (self._close_after and not self._queue)
             and not self._state.draining
             and (limit == 0 or self._served + 1 < limit)
         )
         if not keep:
-            self._close_after = True
+            self._announce_close()
         return keep
 
-    def _head(self, request: Request, response: Response, keep: bool, framing: str) -> str:
+    def _announce_close(self) -> None:
+        """The response being written says ``Connection: close``: nothing after it is served.
+
+        RFC 9112 §9.6: a server that sends ``close`` must not process further requests on
+        the connection, so requests still queued behind this one (and a protocol error
+        found after them) are dropped unanswered, for the client to retry, and input is
+        no longer parsed.
+        """
+        self._close_after = True
+        self._queue.clear()
+        self._pending_error = None
+        self._continue_pending = False
+        self._stop_parsing()
+
+    def _head(self, request: Request, response: Response, keep: bool, framing: str) -> bytes:
+        """Serialise the status line and header section.
+
+        Raises:
+            ResponseError: A bad status, or a field the handler set that cannot be sent:
+                CR, LF or NUL in it, or text past U+00FF (field values are octets, RFC
+                9110 §5.5; latin-1 maps each to one).
+        """
         status = response.status
         if not 200 <= status <= 599:
             raise ResponseError(f"handler returned status {status}; must be 200..599")
@@ -541,19 +588,28 @@ class HttpProtocol(asyncio.Protocol):
         else:
             parts.append(self._state.keep_alive_field)
         parts.append("\r\n")
-        return "".join(parts)
+        try:
+            return "".join(parts).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise ResponseError(
+                f"response header section holds {bad!r}, which is not latin-1 (RFC 9110 §5.5)"
+            ) from exc
 
     def _serialize(
-        self, request: Request, response: Response, keep_alive: bool
+        self, request: Request, response: Response, keep_alive: bool, *, check_size: bool = True
     ) -> tuple[bytes | tuple[bytes, bytes], int]:
         """Return what to write (one buffer, or head and a large body) and the content size.
+
+        ``check_size=False`` is for the server's own 500 that replaces a faulty response:
+        in development it carries a traceback that may exceed ``max_response_bytes``.
 
         Raises:
             ResponseError: The response cannot be sent as built.
         """
         body = response.body
         size = len(body)
-        if size > self._config.max_response_bytes:
+        if check_size and size > self._config.max_response_bytes:
             raise ResponseError(
                 f"response content is {size} bytes; max_response_bytes is "
                 f"{self._config.max_response_bytes}"
@@ -566,7 +622,7 @@ class HttpProtocol(asyncio.Protocol):
         if request.method == "HEAD":
             body = b""
         keep = self._keep_alive(keep_alive)
-        head = self._head(request, response, keep, framing).encode("latin-1")
+        head = self._head(request, response, keep, framing)
         if len(body) < 65536:
             return head + body, len(body)
         return (head, body), len(body)  # no copy of a large body
@@ -583,10 +639,10 @@ class HttpProtocol(asyncio.Protocol):
         try:
             framing = "Transfer-Encoding: chunked\r\n" if chunked else ""
             try:
-                head = self._head(request, response, keep, framing).encode("latin-1")
+                head = self._head(request, response, keep, framing)
             except ResponseError as exc:
                 error = state.events.handler_error(request, exc)
-                data, sent = self._serialize(request, error, False)
+                data, sent = self._serialize(request, error, False, check_size=False)
                 self._write(data)
                 response = error
                 return
@@ -658,8 +714,9 @@ class HttpProtocol(asyncio.Protocol):
         close: bool = True,
     ) -> None:
         """Answer the current request with a server-made error (503 and friends)."""
+        close = close or (self._close_after and not self._queue)
         if close:
-            self._close_after = True
+            self._announce_close()
         extra = "Retry-After: 1\r\n" if retry_after else ""
         self._answered = True
         self._write(
@@ -668,7 +725,7 @@ class HttpProtocol(asyncio.Protocol):
                 _error_body(error),
                 fixed_fields=self._state.fixed_fields,
                 extra=extra,
-                close=self._close_after,
+                close=close,
                 content_type="application/json",
                 head=request.method == "HEAD",
             )
@@ -708,6 +765,7 @@ class HttpProtocol(asyncio.Protocol):
                 fixed_fields=self._state.fixed_fields,
                 extra=extra,
                 content_type="application/json",
+                head=self._head_request,
             )
         )
         self._state.events.request_rejected(
@@ -719,10 +777,17 @@ class HttpProtocol(asyncio.Protocol):
         """Shut our write side and drain input briefly, so the client reads our answer.
 
         Closing at once with unread input in the socket would send a RST that can destroy
-        the response in the client's receive buffer.
+        the response in the client's receive buffer (RFC 9112 §9.6). The linger ends when
+        the client closes too, or after ``LINGER_SECONDS``; a client that has already shut
+        its write side has nothing left to drain, so that connection closes at once.
         """
         transport = self._transport
         assert transport is not None
+        if transport.is_closing():
+            return
+        if self._eof:
+            transport.close()
+            return
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
@@ -795,14 +860,18 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
 
     def on_handler_timeout(self) -> None:
-        """The handler overran request_timeout: 503 now, cancel it, close the connection."""
+        """The handler overran request_timeout: 503 now, cancel it, close the connection.
+
+        The close lingers, as for a refusal: requests the client pipelined behind this one
+        may sit unread in the socket, and closing over them would reset the connection.
+        """
         self.handler_deadline = INF
         task = self._task
         current = self._current
         if task is None or current is None or self._answered:
             return
         request = current[0]
-        self._close_after = True
+        self._announce_close()
         self._answered = True
         self._write(
             simple_response(
@@ -822,10 +891,16 @@ class HttpProtocol(asyncio.Protocol):
             request,
         )
         task.cancel()
-        self._close()
+        if self._transport is not None and not self._transport.is_closing():
+            self._linger()
 
     def on_write_timeout(self) -> None:
-        """The client left our output unread for send_timeout: abort, freeing the buffers."""
+        """The client left our output unread for send_timeout: abort, freeing the buffers.
+
+        The socket is reset (``SO_LINGER`` 0) rather than closed: a plain close leaves the
+        kernel sending what it holds to the slow reader for as long as it keeps its window
+        open, which is the very resource the deadline is meant to take back.
+        """
         self.write_deadline = INF
         self._state.events.request_rejected(
             "send_timeout",
@@ -834,8 +909,13 @@ class HttpProtocol(asyncio.Protocol):
             self._client,
             self._current[0] if self._current else None,
         )
-        if self._transport is not None:
-            self._transport.abort()
+        transport = self._transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):  # already gone: abort() is enough
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
 
     def on_drain(self) -> None:
         """The server is draining: close now if idle, else after the current response."""
@@ -853,12 +933,36 @@ class HttpProtocol(asyncio.Protocol):
         return busy
 
 
+_LINGER_RESET = struct.pack("ii", 1, 0)
+"""``SO_LINGER`` on with a zero timeout: closing sends RST and drops unsent data."""
+
+
 def _header_too_large(size: int, config: Any) -> ProtocolError:
     return ProtocolError(
         f"request line and header section are over {config.max_header_bytes} bytes "
         f"(max_header_bytes; {size} so far)",
         status=431,
         reason="header_too_large",
+    )
+
+
+def _method_error(start: bytes | None) -> ProtocolError:
+    """The answer to a method llhttp refuses: 501 for a method token, else 400.
+
+    RFC 9110 §9.1: an unrecognised method gets 501. llhttp knows a fixed set of methods
+    and refuses the rest, and lower-case ones, alike; ``start`` (the request's first bytes,
+    ``None`` when unknown) tells a well-formed unknown method from garbage.
+    """
+    method = b"" if start is None else start.lstrip(b"\r\n").partition(b" ")[0]
+    if _UNKNOWN_METHOD.fullmatch(method):
+        return ProtocolError(
+            f"method {method[:32]!r} is not implemented",
+            status=501,
+            reason="method_not_implemented",
+        )
+    return ProtocolError(
+        f"malformed request: invalid method in {(start or b'')[:32]!r}",
+        reason="malformed_request",
     )
 
 

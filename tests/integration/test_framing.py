@@ -1,0 +1,366 @@
+"""Message framing and request-line checks: what RFC 9112 calls ambiguous is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nessen import Response, Runtime
+from tests.conftest import ServeFactory, echo_runtime
+from tests.integration.wire import closed_cleanly, expect_rejection, json_body
+from tests.rawhttp import RawClient, get
+
+BAD_REQUESTS = {
+    "content-length-and-transfer-encoding": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "transfer-encoding-then-content-length": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 5\r\n\r\n0\r\n\r\n"
+    ),
+    "two-different-content-lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    ),
+    "content-length-list": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nhello!",
+    "content-length-negative": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+    "content-length-plus-sign": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello"
+    ),
+    "content-length-exponent": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1e3\r\n\r\n",
+    "content-length-hex": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0x5\r\n\r\nhello",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n",
+    "space-before-colon": b"GET / HTTP/1.1\r\nHost : t\r\n\r\n",
+    "lower-case-method": b"get / HTTP/1.1\r\nHost: t\r\n\r\n",
+    "bare-lf-line-ending": b"GET / HTTP/1.1\nHost: t\n\n",
+    "nul-in-field-value": b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n",
+    "cr-in-field-value": b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n",
+    "chunked-not-last": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+    ),
+    "missing-chunk-crlf": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabcX\r\n0\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("raw", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_malformed_framing_gets_400_and_close(serve: ServeFactory, raw: bytes) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(raw)
+        expect_rejection(client, 400, "malformed_request")
+
+
+def test_missing_host_on_http11_gets_400(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\n\r\n")
+        expect_rejection(client, 400, "missing_host")
+
+
+def test_two_host_fields_get_400(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        expect_rejection(client, 400, "duplicate_host")
+
+
+def test_two_host_fields_get_400_on_http10_too(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n")
+        expect_rejection(client, 400, "duplicate_host")
+
+
+def test_http10_without_host_is_served(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        response = client.request(b"GET / HTTP/1.0\r\n\r\n")
+    assert (response.status, response.body) == (200, b"hello")
+
+
+def test_gzip_then_chunked_transfer_coding_gets_501(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+        )
+        expect_rejection(client, 501, "unsupported_transfer_coding")
+
+
+def test_two_transfer_encoding_fields_get_501(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        expect_rejection(client, 501, "unsupported_transfer_coding")
+
+
+def test_http2_request_line_gets_505(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 505, "http_version")
+
+
+def test_method_outside_allowed_methods_gets_501(serve: ServeFactory) -> None:
+    server = serve(allowed_methods=frozenset({"GET", "HEAD"}))
+    with RawClient(server.address) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+        expect_rejection(client, 501, "method_not_implemented")
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"PURGE", b"TRACE", b"BREW", b"X-CUSTOM_1"])
+def test_unknown_method_token_gets_501(serve: ServeFactory, method: bytes) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(method + b" / HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 501, "method_not_implemented")
+
+
+def test_unknown_method_split_across_writes_gets_501(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"F")
+        client.send(b"OO / HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 501, "method_not_implemented")
+
+
+def test_method_that_is_not_a_token_gets_400(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 400, "malformed_request")
+
+
+# --- request targets -----------------------------------------------------------------------
+
+
+def _path_runtime(seen: list[str]) -> Runtime:
+    runtime = Runtime(access_log=False)
+
+    @runtime.route.get("/{rest:path}")
+    async def echo_path(ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx.path)
+        return Response.json({"path": ctx.path, "rest": ctx.params["rest"]})
+
+    return runtime
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/a/../../etc/passwd",
+        b"/%2e%2e/%2e%2e/etc",
+        b"/%2E%2E/etc/passwd",
+        b"/..",
+        b"/a/%2e%2e/%2e%2e/b",
+    ],
+)
+def test_target_climbing_above_the_root_is_never_routed(serve: ServeFactory, target: bytes) -> None:
+    seen: list[str] = []
+    server = serve(_path_runtime(seen))
+    with RawClient(server.address) as client:
+        client.send(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 400, "path_traversal")
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        (b"/a/./b/../c", "/a/c"),
+        (b"/a/%2e/b/%2E%2E/c", "/a/c"),
+        (b"/a/b/..", "/a/"),
+        (b"/a/./", "/a/"),
+    ],
+)
+def test_dot_segments_are_removed_before_routing(
+    serve: ServeFactory, target: bytes, path: str
+) -> None:
+    seen: list[str] = []
+    server = serve(_path_runtime(seen))
+    with RawClient(server.address) as client:
+        response = client.request(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.status == 200
+    assert json.loads(response.body) == {"path": path, "rest": path[1:]}
+    assert seen == [path]
+
+
+def test_percent_encoded_nul_in_path_gets_400(serve: ServeFactory) -> None:
+    seen: list[str] = []
+    server = serve(_path_runtime(seen))
+    with RawClient(server.address) as client:
+        client.send(get("/a%00b"))
+        expect_rejection(client, 400, "bad_target")
+    assert seen == []
+
+
+def test_absolute_form_target_routes_by_its_path(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        response = client.request(get("http://example.com/path?x=1"))
+    assert response.status == 200
+    assert json.loads(response.body) == {"path": "/path", "query": "x=1"}
+
+
+# --- routing errors over the wire ----------------------------------------------------------
+
+
+def test_unknown_path_gets_404_json_and_keeps_the_connection(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        response = client.request(get("/nope"))
+        follow_up = client.request(get("/"))
+    assert response.status == 404
+    assert response.header("connection") is None
+    assert json_body(response) == {"error": "Not Found"}
+    assert (follow_up.status, follow_up.body) == (200, b"hello")
+
+
+def test_wrong_method_gets_405_with_allow(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        response = client.request(b"DELETE / HTTP/1.1\r\nHost: t\r\n\r\n")
+        on_echo = client.request(get("/echo"))
+    assert response.status == 405
+    assert response.header("allow") == "GET, HEAD, OPTIONS"
+    assert json_body(response) == {"error": "Method Not Allowed"}
+    assert on_echo.status == 405
+    assert on_echo.header("allow") == "OPTIONS, PATCH, POST, PUT"
+
+
+def test_options_on_a_known_path_gets_204_with_allow(serve: ServeFactory) -> None:
+    server = serve(echo_runtime())
+    with RawClient(server.address) as client:
+        response = client.request(b"OPTIONS /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        root = client.request(b"OPTIONS / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.status == 204
+    assert response.header("allow") == "OPTIONS, PATCH, POST, PUT"
+    assert response.header("content-length") is None
+    assert response.body == b""
+    assert (root.status, root.header("allow")) == (204, "GET, HEAD, OPTIONS")
+
+
+def test_options_on_an_unknown_path_gets_404(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        response = client.request(b"OPTIONS /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.status == 404
+
+
+def test_unknown_method_on_a_reused_connection_gets_501(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        assert client.request(get("/")).status == 200
+        client.send(b"FOO / HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 501, "method_not_implemented")
+
+
+def test_lower_case_method_split_across_writes_gets_400(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"G")
+        client.send(b"et / HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 400, "malformed_request")
+
+
+def test_transfer_encoding_in_an_http10_request_is_refused(serve: ServeFactory) -> None:
+    # RFC 9112 §6.1: HTTP/1.0 has no chunked coding, so its framing is faulty; keeping
+    # the connection would let a front end that framed it differently smuggle a request.
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(
+            b"POST /echo HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        )
+        expect_rejection(client, 400, "http10_transfer_encoding")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"HEAD / HTTP/1.1\r\n\r\n", 400),
+        (b"HEAD /a/../../x HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        (b"HEAD / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"HEAD / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+    ],
+)
+def test_refusal_of_a_head_request_has_no_content(
+    serve: ServeFactory, raw: bytes, status: int
+) -> None:
+    # RFC 9110 §9.3.2: a response to HEAD never carries content, errors included.
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(raw)
+        assert closed_cleanly(client)
+    head, separator, content = client.buffer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    assert b"\r\nConnection: close" in head
+    assert separator == b"\r\n\r\n"
+    assert content == b""
+
+
+# --- response framing belongs to the server ------------------------------------------------
+
+
+def test_framing_fields_set_by_a_handler_are_not_sent(serve: ServeFactory) -> None:
+    runtime = echo_runtime()
+
+    @runtime.route.get("/framing")
+    async def framing(ctx):  # type: ignore[no-untyped-def]
+        return Response.text(
+            "four",
+            headers={
+                "Content-Length": "999",
+                "Transfer-Encoding": "chunked",
+                "Connection": "close",
+                "Keep-Alive": "timeout=1",
+                "X-Kept": "yes",
+            },
+        )
+
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        response = client.request(get("/framing"))
+        follow_up = client.request(get("/"))
+    assert response.status == 200
+    assert response.body == b"four"
+    assert [v for k, v in response.headers if k.lower() == "content-length"] == ["4"]
+    assert response.header("transfer-encoding") is None
+    assert response.header("connection") is None
+    assert response.header("keep-alive") == "timeout=65"
+    assert response.header("x-kept") == "yes"
+    assert (follow_up.status, follow_up.body) == (200, b"hello")
+
+
+# --- Upgrade and CONNECT -------------------------------------------------------------------
+
+
+def test_upgrade_request_is_served_without_switching_then_closed(serve: ServeFactory) -> None:
+    # RFC 9110 §7.8 lets a server ignore Upgrade; what follows the request would be in a
+    # protocol the server does not speak, so it answers over HTTP/1.1 and closes.
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(
+            get("/", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n")
+            + b"\x81\x85not http at all"
+        )
+        response = client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    assert (response.status, response.body) == (200, b"hello")
+    assert response.header("connection") == "close"
+    assert response.header("upgrade") is None
+
+
+def test_connect_gets_501(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        expect_rejection(client, 501, "method_not_implemented")

@@ -1,0 +1,209 @@
+"""Read deadlines on a real socket: headers_timeout, body_timeout, idle_timeout (408, close).
+
+Each test blocks on ``recv`` with a socket timeout well above the configured deadline, so
+the test waits for the server's answer (or EOF) rather than for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from nessen import Response
+from tests.conftest import ServeFactory, echo_runtime
+from tests.integration.wire import CLOSE_WAIT, closed_cleanly, expect_rejection
+from tests.rawhttp import RawClient, get
+
+TIMEOUT = 0.3
+
+
+def _trickle(client: RawClient, data: bytes, interval: float) -> int:
+    """Send ``data`` one byte per ``interval`` until the server answers; return bytes sent.
+
+    Between bytes it waits for the socket to become readable, so it stops as soon as the
+    server has written (or closed) and never sleeps blindly.
+    """
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sent = 0
+    for index in range(len(data)):
+        client.send(data[index : index + 1])
+        sent += 1
+        client.sock.settimeout(interval)
+        try:
+            client.sock.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            continue
+        finally:
+            client.sock.settimeout(5.0)
+        return sent
+    raise AssertionError("the server never answered the trickled request")
+
+
+# --- headers_timeout -----------------------------------------------------------------------
+
+
+def test_incomplete_header_section_gets_408(serve: ServeFactory) -> None:
+    server = serve(headers_timeout=TIMEOUT)
+    started = time.monotonic()
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: test\r\n")  # no blank line: the head is open
+        expect_rejection(client, 408, "headers_timeout")
+    assert time.monotonic() - started >= TIMEOUT
+
+
+def test_header_section_trickled_slower_than_the_deadline_gets_408(
+    serve: ServeFactory,
+) -> None:
+    server = serve(headers_timeout=TIMEOUT)
+    request = get("/", extra="X-Slow: " + "s" * 100 + "\r\n")
+    started = time.monotonic()
+    with RawClient(server.address) as client:
+        sent = _trickle(client, request, interval=0.05)
+        expect_rejection(client, 408, "headers_timeout")
+    assert time.monotonic() - started >= TIMEOUT
+    assert sent < len(request)  # progress does not extend the deadline
+
+
+def test_connection_that_sends_nothing_is_closed_without_a_response(
+    serve: ServeFactory,
+) -> None:
+    server = serve(headers_timeout=TIMEOUT)
+    started = time.monotonic()
+    with RawClient(server.address) as client:
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    assert time.monotonic() - started >= TIMEOUT
+
+
+def test_later_request_gets_headers_timeout_from_its_first_byte(serve: ServeFactory) -> None:
+    server = serve(headers_timeout=TIMEOUT, idle_timeout=5.0)
+    with RawClient(server.address) as client:
+        assert client.request(get("/")).status == 200
+        # Idle for longer than headers_timeout: idle_timeout governs, so still open.
+        assert not client.closed_by_peer(timeout=2 * TIMEOUT)
+        started = time.monotonic()
+        client.send(b"GET / HTTP/1.1\r\n")
+        expect_rejection(client, 408, "headers_timeout")
+    assert time.monotonic() - started >= TIMEOUT
+
+
+# --- body_timeout --------------------------------------------------------------------------
+
+
+def test_body_trickled_slower_than_body_timeout_gets_408(serve: ServeFactory) -> None:
+    server = serve(body_timeout=TIMEOUT)
+    with RawClient(server.address) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n")
+        started = time.monotonic()
+        sent = _trickle(client, b"b" * 100, interval=0.05)
+        expect_rejection(client, 408, "body_timeout")
+    assert time.monotonic() - started >= TIMEOUT
+    assert 0 < sent < 100
+
+
+def test_stalled_chunked_body_gets_408(serve: ServeFactory) -> None:
+    server = serve(body_timeout=TIMEOUT)
+    with RawClient(server.address) as client:
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
+        )
+        expect_rejection(client, 408, "body_timeout")
+
+
+def test_body_timeout_does_not_limit_the_handler(serve: ServeFactory) -> None:
+    runtime = echo_runtime()
+
+    @runtime.route.post("/slow")
+    async def slow(ctx):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(2 * TIMEOUT)
+        return Response(200, ctx.body)
+
+    server = serve(runtime, body_timeout=TIMEOUT, headers_timeout=TIMEOUT)
+    with RawClient(server.address) as client:
+        response = client.request(
+            b"POST /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nok"
+        )
+    assert (response.status, response.body) == (200, b"ok")
+
+
+# --- idle_timeout --------------------------------------------------------------------------
+
+
+def test_idle_keep_alive_connection_is_closed_after_idle_timeout(serve: ServeFactory) -> None:
+    server = serve(idle_timeout=TIMEOUT)
+    with RawClient(server.address) as client:
+        response = client.request(get("/"))
+        answered = time.monotonic()
+        assert response.status == 200
+        assert response.header("connection") is None
+        assert closed_cleanly(client)
+        assert client.buffer == b""  # closed silently: no 408 for an idle connection
+    assert time.monotonic() - answered >= TIMEOUT - 0.05  # the deadline began server-side
+
+
+def test_idle_connection_stays_open_before_idle_timeout(serve: ServeFactory) -> None:
+    server = serve(idle_timeout=0.5)
+    with RawClient(server.address) as client:
+        assert client.request(get("/")).status == 200
+        assert not client.closed_by_peer(timeout=0.2)
+        assert client.request(get("/")).status == 200
+
+
+def test_408_for_a_head_request_has_no_content(serve: ServeFactory) -> None:
+    server = serve(headers_timeout=TIMEOUT)
+    with RawClient(server.address) as client:
+        client.send(b"HEAD / HTTP/1.1\r\nHost: test\r\n")
+        response = client.response(head_request=True)
+        assert response.status == 408
+        assert response.header("connection") == "close"
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+
+
+# --- send_timeout --------------------------------------------------------------------------
+
+
+def test_client_that_stops_reading_a_stream_is_cut_after_send_timeout(
+    serve: ServeFactory,
+) -> None:
+    runtime = echo_runtime()
+    stream_closed = threading.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"z" * 65536
+        finally:
+            stream_closed.set()
+
+    @runtime.route.get("/endless")
+    async def handler(ctx):  # type: ignore[no-untyped-def]
+        return Response.streaming(endless())
+
+    server = serve(runtime, send_timeout=TIMEOUT)
+    with RawClient(server.address) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.send(get("/endless"))
+        # The client reads nothing: once the buffers fill, the server must give up.
+        assert stream_closed.wait(CLOSE_WAIT)
+        # Cut means cut: what the server had buffered is dropped, not delivered for as long
+        # as the client cares to trickle it out.
+        assert _connection_ends_within(client, CLOSE_WAIT)
+
+
+def _connection_ends_within(client: RawClient, seconds: float) -> bool:
+    """Read (and discard) until EOF or reset; False if still open after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    client.sock.settimeout(seconds)
+    try:
+        while time.monotonic() < deadline:
+            if not client.sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
