@@ -200,12 +200,15 @@ class Config:
             raw, name = _lookup(source, spec.names)
             if raw is None:
                 continue
+            rule = _RULES.get(spec.field)
             try:
                 value = spec.parse(raw)
             except ValueError as exc:
-                problems.append(f"{name}={raw!r}: {exc}")
+                # Name the allowed range too: the rule's message for a value it must refuse.
+                allowed = rule(None) if rule is not None else None
+                problems.append(f"{name}={raw!r}: {exc}" + (f"; {allowed}" if allowed else ""))
                 continue
-            message = _RULES[spec.field](value) if spec.field in _RULES else None
+            message = rule(value) if rule is not None else None
             if message:
                 problems.append(f"{name}={raw!r}: {message}")
                 continue
@@ -239,11 +242,17 @@ def _seconds(low: float, high: float, *, allow_zero: bool = False) -> Callable[[
         if ok and allow_zero and value == 0:
             return None
         if not ok or not low <= value <= high:
-            lowest = "0" if allow_zero else f"{low * 1000:g}"
-            return f"must be {lowest}..{high * 1000:g} ms ({lowest}..{high:g} s)"
+            lowest_ms = "0" if allow_zero else _number(low * 1000)
+            lowest_s = "0" if allow_zero else _number(low)
+            return f"must be {lowest_ms}..{_number(high * 1000)} ms ({lowest_s}..{_number(high)} s)"
         return None
 
     return rule
+
+
+def _number(value: float) -> str:
+    """Format a bound without an exponent: ``86400000``, ``0.001``."""
+    return f"{value:.15g}"
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:

@@ -268,7 +268,7 @@ class Runtime:
                 logger.info("draining: still serving for shutdown_delay %gs", config.shutdown_delay)
                 await self._sleep_unless_forced(config.shutdown_delay)
             remaining = 0.0 if self._force_stop else max(0.0, deadline - time.monotonic())
-            result = await server.drain(remaining)
+            result = await self._drain(server, remaining)
             if result.clean:
                 logger.info("drained: every in-flight request completed")
             else:
@@ -291,6 +291,24 @@ class Runtime:
             await server.close()
         self._serving = False
         return result
+
+    async def _drain(self, server: Server, grace_period: float) -> DrainResult:
+        """``server.drain(grace_period)``, cut short at once by a second stop request."""
+        stop = self._stop
+        if stop is None or grace_period <= 0:
+            return await server.drain(grace_period)
+        stop.clear()
+        drain = asyncio.ensure_future(server.drain(grace_period))
+        forced = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)
+            if drain.done():
+                return drain.result()
+        finally:
+            forced.cancel()
+            drain.cancel()  # a no-op once it is done
+        await asyncio.wait({drain})
+        return await server.drain(0.0)  # cancels what is left and aborts the connections
 
     async def _sleep_unless_forced(self, seconds: float) -> None:
         stop = self._stop

@@ -113,7 +113,8 @@ class Router:
 
         Raises:
             ValueError: The template does not start with ``/``, has an unknown converter,
-                a ``path`` parameter that is not last, or the route is already taken.
+                a parameter name used twice, a ``path`` parameter that is not last, or the
+                route is already taken.
         """
         names = {methods} if isinstance(methods, str) else set(methods)
         names = {m.upper() for m in names}
@@ -121,6 +122,9 @@ class Router:
             raise ValueError(f"route template {template!r} must start with '/'")
         segments = [_normalise_segment(s) for s in template.split("/")[1:]]
         template = "/" + "/".join(segments)
+        params = [found.group(1) for s in segments for found in _PARAM.finditer(s)]
+        if len(params) != len(set(params)):
+            raise ValueError(f"route template {template!r} uses a parameter name twice")
         route = Route(template, frozenset(names), handler)
         if not any("{" in s for s in segments):
             table = self._static.setdefault(template, {})

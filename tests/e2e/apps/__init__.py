@@ -1,0 +1,1 @@
+"""Apps the end-to-end tests serve with ``nessen serve tests.e2e.apps.sample:NAME``."""

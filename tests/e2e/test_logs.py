@@ -1,0 +1,64 @@
+"""What ``nessen serve`` writes to stderr."""
+
+from __future__ import annotations
+
+import json
+
+from tests.e2e.serving import ServeFactory, base_env
+from tests.rawhttp import RawClient, get
+
+
+def test_json_logs_are_one_object_per_line_with_access_fields(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve("tests.e2e.apps.sample:runtime", env=base_env(LOG_FORMAT="json"))
+    with RawClient(served.address) as client:
+        assert client.request(get("/health")).status == 200
+        evil = client.request(get("/no%0awhere%0d%0aFAKE"))
+        assert evil.status == 404
+    access = json.loads(
+        served.wait_for_line(lambda line: '"logger":"nessen.access"' in line and "/health" in line)
+    )
+    assert served.stop() == 0
+
+    assert access["level"] == "info"
+    assert access["method"] == "GET"
+    assert access["path"] == "/health"
+    assert access["route"] == "/health"
+    assert access["status"] == 200
+    assert access["bytes"] == 2
+    assert access["client_ip"] == "127.0.0.1"
+    assert isinstance(access["duration_ms"], float)
+    assert access["duration_ms"] >= 0.0
+    assert isinstance(access["request_id"], str)
+    assert access["request_id"] != ""
+    assert access["message"] == "GET /health 200"
+
+    lines = served.stderr.splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is JSON
+    assert all(set(e) >= {"timestamp", "level", "logger", "message"} for e in entries)
+    messages = [e["message"] for e in entries]
+    assert any("listening on http://127.0.0.1:" in m for m in messages)
+    (not_found,) = [e for e in entries if e.get("status") == 404]
+    assert not_found["path"] == "/no\nwhere\r\nFAKE"
+    assert not any(line.startswith("FAKE") for line in lines)
+    states = [(e["previous_state"], e["state"]) for e in entries if "previous_state" in e]
+    assert states == [("STARTING", "READY"), ("READY", "DRAINING"), ("DRAINING", "STOPPING")]
+
+
+def test_console_logs_escape_control_characters(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve("tests.e2e.apps.sample:runtime")
+    with RawClient(served.address) as client:
+        assert client.request(get("/no%0awhere%0d%0aFAKE")).status == 404
+    line = served.wait_for("nessen.access")
+    assert served.stop() == 0
+    assert "path=/no\\x0awhere\\x0d\\x0aFAKE" in line
+    assert not any(line.startswith("FAKE") for line in served.stderr.splitlines())
+
+
+def test_production_logs_json_by_default(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve(env=base_env(NESSEN_ENV="production"))
+    assert served.stop() == 0
+    lines = served.stderr.splitlines()
+    assert len(lines) >= 4
+    assert all(isinstance(json.loads(line), dict) for line in lines)

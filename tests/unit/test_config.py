@@ -1,0 +1,332 @@
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nessen.config import ENV_ALIASES, ENV_VARS, Config
+from nessen.errors import ConfigError
+
+ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def test_defaults_match_the_architecture_table() -> None:
+    config = Config()
+    assert config.host == "0.0.0.0"
+    assert config.port == 3000
+    assert config.workers == 1
+    assert config.env == "development"
+    assert config.log_level == "info"
+    assert config.max_target_bytes == 8192
+    assert config.max_header_bytes == 16384
+    assert config.max_header_count == 100
+    assert config.max_body_bytes == 1048576
+    assert config.headers_timeout == 10.0
+    assert config.body_timeout == 30.0
+    assert config.request_timeout == 30.0
+    assert config.idle_timeout == 65.0
+    assert config.send_timeout == 30.0
+    assert config.max_connections == 10000
+    assert config.max_concurrent_requests == 1000
+    assert config.max_requests_per_connection == 0
+    assert config.max_response_bytes == 10485760
+    assert config.allowed_methods == ALL_METHODS
+    assert config.allowed_hosts == frozenset()
+    assert config.trust_proxy is False
+    assert config.shutdown_timeout == 30.0
+    assert config.shutdown_delay == 0.0
+    assert config.ready_when_degraded is True
+    assert config.rate_limit_max == 100
+    assert config.rate_limit_window == 60.0
+    assert config.rate_limit_max_keys == 10000
+    assert config.rate_limit_store == "memory"
+    assert config.redis_url is None
+    assert config.compression_level == 6
+    assert config.compression_threshold == 1024
+
+
+def test_from_an_empty_environment_gives_the_defaults() -> None:
+    assert Config.from_env({}) == Config()
+
+
+def test_log_format_defaults_to_console_in_development_and_json_in_production() -> None:
+    assert Config().effective_log_format == "console"
+    assert Config(env="production").effective_log_format == "json"
+    assert Config(env="production", log_format="console").effective_log_format == "console"
+
+
+# One (raw value, expected field value) per variable, in the env var's units: times in
+# milliseconds become seconds, sizes stay bytes. Every name in ENV_VARS must appear here.
+ENV_CASES: dict[str, tuple[str, Any]] = {
+    "HOST": ("127.0.0.1", "127.0.0.1"),
+    "PORT": ("8080", 8080),
+    "WORKERS": ("4", 4),
+    "NESSEN_ENV": ("Production", "production"),
+    "LOG_LEVEL": ("DEBUG", "debug"),
+    "LOG_FORMAT": ("JSON", "json"),
+    "MAX_URL_LENGTH": ("4096", 4096),
+    "MAX_HEADER_SIZE": ("32768", 32768),
+    "MAX_HEADER_COUNT": ("50", 50),
+    "MAX_BODY_SIZE": ("2048", 2048),
+    "HEADERS_TIMEOUT": ("1500", 1.5),
+    "BODY_TIMEOUT": ("20000", 20.0),
+    "REQUEST_TIMEOUT": ("250", 0.25),
+    "IDLE_TIMEOUT": ("75000", 75.0),
+    "SEND_TIMEOUT": ("5000", 5.0),
+    "MAX_CONNECTIONS": ("500", 500),
+    "MAX_CONCURRENT_REQUESTS": ("64", 64),
+    "MAX_REQUESTS_PER_CONNECTION": ("1000", 1000),
+    "MAX_RESPONSE_SIZE": ("1024", 1024),
+    "ALLOWED_METHODS": ("GET, post,PURGE", frozenset({"GET", "POST", "PURGE"})),
+    "ALLOWED_HOSTS": (
+        "example.com, api.example.com:8443,*.example.org",
+        frozenset({"example.com", "api.example.com:8443", "*.example.org"}),
+    ),
+    "TRUST_PROXY": ("10.0.0.0/8,192.168.1.1", ("10.0.0.0/8", "192.168.1.1")),
+    "SHUTDOWN_TIMEOUT": ("45000", 45.0),
+    "SHUTDOWN_DELAY": ("5000", 5.0),
+    "READY_WHEN_DEGRADED": ("false", False),
+    "RATE_LIMIT_MAX": ("20", 20),
+    "RATE_LIMIT_WINDOW": ("1000", 1.0),
+    "RATE_LIMIT_MAX_KEYS": ("500", 500),
+    "RATE_LIMIT_STORE": ("redis", "redis"),
+    "REDIS_URL": ("redis://cache:6379/0", "redis://cache:6379/0"),
+    "COMPRESSION_LEVEL": ("9", 9),
+    "COMPRESSION_THRESHOLD": ("0", 0),
+}
+
+
+def test_every_env_var_has_a_case() -> None:
+    assert set(ENV_CASES) == set(ENV_VARS)
+
+
+@pytest.mark.parametrize("name", sorted(ENV_CASES))
+def test_from_env_reads_each_variable(name: str) -> None:
+    raw, expected = ENV_CASES[name]
+    environ = {name: raw}
+    if name == "RATE_LIMIT_STORE":  # the redis store needs its URL
+        environ["REDIS_URL"] = "redis://localhost:6379/0"
+    config = Config.from_env(environ)
+    assert getattr(config, ENV_VARS[name]) == expected
+
+
+def test_from_env_reads_every_variable_together() -> None:
+    config = Config.from_env({name: raw for name, (raw, _) in ENV_CASES.items()})
+    for name, (_, expected) in ENV_CASES.items():
+        assert getattr(config, ENV_VARS[name]) == expected, name
+
+
+def test_milliseconds_are_converted_to_float_seconds() -> None:
+    config = Config.from_env({"REQUEST_TIMEOUT": "1", "IDLE_TIMEOUT": "2.5"})
+    assert config.request_timeout == 0.001
+    assert config.idle_timeout == 0.0025
+    assert isinstance(config.request_timeout, float)
+
+
+def test_node_env_is_accepted_as_an_alias_of_nessen_env() -> None:
+    assert ENV_ALIASES == {"NODE_ENV": "env"}
+    config = Config.from_env({"NODE_ENV": "production"})
+    assert config.env == "production"
+    assert config.production is True
+    assert config.effective_log_format == "json"
+
+
+def test_nessen_env_wins_over_node_env() -> None:
+    config = Config.from_env({"NESSEN_ENV": "staging", "NODE_ENV": "production"})
+    assert config.env == "staging"
+
+
+def test_log_level_warn_means_warning() -> None:
+    assert Config.from_env({"LOG_LEVEL": "warn"}).log_level == "warning"
+    assert Config.from_env({"LOG_LEVEL": "WARN"}).log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("false", False),
+        ("0", False),
+        ("10.0.0.0/8", ("10.0.0.0/8",)),
+        ("10.0.0.0/8, ::1, 172.16.0.0/12", ("10.0.0.0/8", "::1", "172.16.0.0/12")),
+    ],
+)
+def test_trust_proxy_is_a_boolean_or_a_cidr_list(raw: str, expected: object) -> None:
+    assert Config.from_env({"TRUST_PROXY": raw}).trust_proxy == expected
+
+
+def test_trusted_networks() -> None:
+    assert Config(trust_proxy=False).trusted_networks == ()
+    everyone = [str(n) for n in Config(trust_proxy=True).trusted_networks]
+    assert everyone == ["0.0.0.0/0", "::/0"]
+    listed = Config(trust_proxy=("10.1.2.3/8",)).trusted_networks
+    assert [str(n) for n in listed] == ["10.0.0.0/8"]
+
+
+def test_allowed_methods_are_upper_cased_and_split_on_commas() -> None:
+    config = Config.from_env({"ALLOWED_METHODS": "get,head"})
+    assert config.allowed_methods == frozenset({"GET", "HEAD"})
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_variable_keeps_the_default(blank: str) -> None:
+    environ = {name: blank for name in ENV_VARS}
+    assert Config.from_env(environ) == Config()
+
+
+def test_overrides_win_over_the_environment() -> None:
+    config = Config.from_env({"PORT": "8080"}, port=9090)
+    assert config.port == 9090
+
+
+# --- invalid values: the message names the variable, the value and the allowed range ---
+
+
+def _problems(environ: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(environ)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("PORT", "80a", r"^PORT='80a': .*\b0\.\.65535\b"),
+        ("PORT", "70000", r"^PORT='70000': .*\b0\.\.65535\b"),
+        ("PORT", "-1", r"^PORT='-1': .*\b0\.\.65535\b"),
+        ("MAX_BODY_SIZE", "-1", r"^MAX_BODY_SIZE='-1': .*\b0\.\.\d+ bytes"),
+        ("MAX_BODY_SIZE", "abc", r"^MAX_BODY_SIZE='abc': .*\b0\.\.\d+ bytes"),
+        ("HEADERS_TIMEOUT", "abc", r"^HEADERS_TIMEOUT='abc': .*\b1\.\.\d+ ms"),
+        ("HEADERS_TIMEOUT", "-5", r"^HEADERS_TIMEOUT='-5': .*\b1\.\.\d+ ms"),
+        ("HEADERS_TIMEOUT", "0", r"^HEADERS_TIMEOUT='0': .*\b1\.\.\d+ ms"),
+        ("WORKERS", "0", r"^WORKERS='0': .*\b1\.\.512\b"),
+        ("LOG_LEVEL", "loud", r"^LOG_LEVEL='loud': .*debug, info, warning, error, critical"),
+        ("LOG_FORMAT", "xml", r"^LOG_FORMAT='xml': .*json, console"),
+        ("TRUST_PROXY", "not-a-cidr", r"^TRUST_PROXY='not-a-cidr': .*CIDR"),
+        ("READY_WHEN_DEGRADED", "maybe", r"^READY_WHEN_DEGRADED='maybe': .*true or false"),
+        ("COMPRESSION_LEVEL", "12", r"^COMPRESSION_LEVEL='12': .*\b1\.\.11\b"),
+        ("RATE_LIMIT_STORE", "disk", r"^RATE_LIMIT_STORE='disk': .*memory, redis"),
+        ("ALLOWED_METHODS", "GET,BAD METHOD", r"^ALLOWED_METHODS='GET,BAD METHOD': .*token"),
+    ],
+)
+def test_invalid_value_names_variable_value_and_range(name: str, raw: str, expected: str) -> None:
+    problems = _problems({name: raw})
+    assert len(problems) == 1
+    assert re.search(expected, problems[0]), problems[0]
+
+
+def test_out_of_range_timeouts_print_plain_numbers() -> None:
+    (problem,) = _problems({"IDLE_TIMEOUT": "0"})
+    assert "e+" not in problem  # "1..86400000 ms", not "1..8.64e+07 ms"
+    assert "86400000 ms" in problem
+
+
+def test_the_error_message_lists_every_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"PORT": "80a", "MAX_BODY_SIZE": "-1", "LOG_LEVEL": "loud"})
+    error = caught.value
+    assert sorted(p.split("=", 1)[0] for p in error.problems) == [
+        "LOG_LEVEL",
+        "MAX_BODY_SIZE",
+        "PORT",
+    ]
+    message = str(error)
+    assert message.startswith("invalid configuration: ")
+    for fragment in ("PORT='80a'", "MAX_BODY_SIZE='-1'", "LOG_LEVEL='loud'"):
+        assert fragment in message
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="PORT"):
+        Config.from_env({"PORT": "x"})
+
+
+def test_cross_field_rule_is_reported_with_env_names() -> None:
+    (problem,) = _problems({"MAX_URL_LENGTH": "16384", "MAX_HEADER_SIZE": "16384"})
+    assert problem.startswith("MAX_URL_LENGTH=16384: must be below MAX_HEADER_SIZE=16384")
+    assert "max_target_bytes" not in problem
+    assert "max_header_bytes" not in problem
+
+
+def test_cross_field_rule_with_the_default_header_size() -> None:
+    (problem,) = _problems({"MAX_URL_LENGTH": "20000"})
+    assert problem.startswith("MAX_URL_LENGTH=20000: must be below MAX_HEADER_SIZE=16384")
+
+
+def test_redis_store_needs_redis_url() -> None:
+    (problem,) = _problems({"RATE_LIMIT_STORE": "redis"})
+    assert problem.startswith("REDIS_URL=None: required when RATE_LIMIT_STORE='redis'")
+
+
+def test_keyword_construction_reports_field_names() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config(port=-1, max_body_bytes=-5, headers_timeout=0)
+    problems = caught.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith("port=-1: must be an integer 0..65535")
+    assert problems[1].startswith("max_body_bytes=-5: ")
+    assert problems[2].startswith("headers_timeout=0: ")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("port", True), ("port", "3000"), ("port", 3000.0), ("headers_timeout", True)],
+)
+def test_wrong_types_are_rejected(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"^invalid configuration: {field}="):
+        Config(**{field: value})
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 8080  # type: ignore[misc]
+    assert config.port == 3000
+
+
+def test_replace_returns_a_changed_copy() -> None:
+    config = Config()
+    changed = config.replace(port=8080, max_body_bytes=10)
+    assert changed.port == 8080
+    assert changed.max_body_bytes == 10
+    assert config.port == 3000
+
+
+def test_replace_validates_again() -> None:
+    with pytest.raises(ConfigError, match=r"port=70000: must be an integer 0\.\.65535"):
+        Config().replace(port=70000)
+    with pytest.raises(ConfigError, match="max_target_bytes=20000: must be below"):
+        Config().replace(max_target_bytes=20000)
+
+
+def test_shutdown_delay_may_be_zero_but_timeouts_may_not() -> None:
+    assert Config.from_env({"SHUTDOWN_DELAY": "0"}).shutdown_delay == 0.0
+    assert _problems({"SHUTDOWN_TIMEOUT": "0"})[0].startswith("SHUTDOWN_TIMEOUT='0': ")
+
+
+@given(port=st.integers(min_value=0, max_value=65535))
+def test_any_port_in_range_is_accepted(port: int) -> None:
+    assert Config(port=port).port == port
+    assert Config.from_env({"PORT": str(port)}).port == port
+
+
+@given(
+    port=st.one_of(
+        st.integers(max_value=-1),
+        st.integers(min_value=65536),
+    )
+)
+def test_any_port_out_of_range_is_rejected(port: int) -> None:
+    with pytest.raises(ConfigError, match=rf"^invalid configuration: port={port}: "):
+        Config(port=port)
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"PORT": str(port)})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"PORT='{port}': ")
+    assert "0..65535" in problem
