@@ -93,6 +93,9 @@ class Config:
     allowed_hosts: frozenset[str] = frozenset()
     """Host header allowlist (``host``, ``host:port`` or ``*.domain``); empty allows any; a
     Host not listed gets 400 (``ALLOWED_HOSTS``, comma-separated)."""
+    probe_paths: frozenset[str] = frozenset({"/health", "/ready"})
+    """Paths served whatever the Host field says (``allowed_hosts`` does not apply), so an
+    orchestrator's probe addressed to the pod IP gets the real answer."""
     trust_proxy: bool | tuple[str, ...] = False
     """Whose ``X-Forwarded-For`` to believe: ``False``, ``True`` (every peer) or proxy CIDRs
     (``TRUST_PROXY``: ``false``, ``true`` or a comma-separated CIDR list)."""
@@ -339,6 +342,11 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "max_response_bytes": _int_range(1, 64 * GiB, "bytes"),
     "allowed_methods": _methods,
     "allowed_hosts": _hosts,
+    "probe_paths": lambda v: (
+        None
+        if all(isinstance(p, str) and p.startswith("/") for p in v)
+        else "must be paths starting with /"
+    ),
     "trust_proxy": _trust,
     "shutdown_timeout": _seconds(0.001, DAY_SECONDS),
     "shutdown_delay": _seconds(0.0, DAY_SECONDS, allow_zero=True),

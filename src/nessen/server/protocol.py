@@ -100,6 +100,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._raw_head_bytes = 0
         self._host_count = 0
+        self._host = b""
         self._te_count = 0
         self._transfer_encoding = b""
         self._expect: bytes | None = None
@@ -208,9 +209,17 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserInvalidMethodError:
             self._fail(_method_error(self._request_start(data, in_message, begun)))
         except httptools.HttpParserError as exc:
-            self._fail(
-                ProtocolError(f"malformed request: {exc}", status=400, reason="malformed_request")
-            )
+            if str(exc) == "Invalid HTTP version":  # HTTP/1.2, HTTP/3.0: well-formed, unsupported
+                error = ProtocolError(
+                    "HTTP version not supported (1.0 and 1.1 are)",
+                    status=505,
+                    reason="http_version",
+                )
+            else:
+                error = ProtocolError(
+                    f"malformed request: {exc}", status=400, reason="malformed_request"
+                )
+            self._fail(error)
         else:
             if self._in_head:
                 if not self._url:  # still in the method: keep its bytes
@@ -255,6 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._raw_head_bytes = 0
         self._host_count = 0
+        self._host = b""
         self._te_count = 0
         self._expect = None
         self._content_length = -1
@@ -303,6 +313,7 @@ class HttpProtocol(asyncio.Protocol):
             lower = name.lower()
             if lower == b"host":
                 self._host_count += 1
+                self._host = value
             elif lower == b"content-length":
                 self._content_length = int(value)  # llhttp accepted only digits
             elif lower == b"transfer-encoding":
@@ -353,6 +364,11 @@ class HttpProtocol(asyncio.Protocol):
         url = self._url
         target = url[0] if len(url) == 1 else b"".join(url)
         path, query = split_target(target)
+        hosts = self._state.allowed_hosts
+        if hosts and path not in config.probe_paths and not hosts.allows(self._host):
+            raise ProtocolError(
+                f"Host {self._host[:64]!r} is not in allowed_hosts", reason="host_not_allowed"
+            )
         if self._content_length > config.max_body_bytes:
             raise _body_too_large(self._content_length, config, declared=True)
         self._parsing = Request(

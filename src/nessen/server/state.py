@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from nessen.config import Config
 from nessen.http import Handler, Request, Response
+from nessen.server.limits import HostAllowlist
 from nessen.server.writer import http_date
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class ServerState:
         self.draining = False
         self.drain_started = float("inf")
         self.idle = asyncio.Event()
+        self.allowed_hosts = HostAllowlist(config.allowed_hosts)
         self._server_line = f"Server: {config.server_header}\r\n" if config.server_header else ""
         self.keep_alive_field = f"Keep-Alive: timeout={max(1, int(config.idle_timeout))}\r\n"
         self._date_second = 0

@@ -1,0 +1,179 @@
+"""Ingress hardening: Host allowlist, unsupported versions, write flow control, rejection
+accounting and logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nessen import Response
+from tests.conftest import ServeFactory, echo_runtime
+from tests.integration.wire import expect_rejection
+from tests.rawhttp import RawClient, get
+
+# --- ALLOWED_HOSTS -----------------------------------------------------------------------
+
+HOSTS = frozenset({"api.example.com", "admin.example.com:8443", "*.apps.example.com"})
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "api.example.com",
+        "API.Example.COM",
+        "api.example.com:3000",
+        "admin.example.com:8443",
+        "a.apps.example.com",
+        "a.b.apps.example.com:80",
+    ],
+)
+def test_allowed_host_is_served(serve: ServeFactory, host: str) -> None:
+    server = serve(allowed_hosts=HOSTS)
+    with RawClient(server.address) as client:
+        response = client.request(get("/", host=host))
+    assert response.status == 200
+    assert response.body == b"hello"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example.com",
+        "admin.example.com",  # listed with a port: other ports are not allowed
+        "admin.example.com:8080",
+        "apps.example.com",  # a wildcard does not cover its own apex
+        "api.example.com.evil.net",
+        "10.1.2.3:3000",
+    ],
+)
+def test_host_outside_the_allowlist_gets_400_and_close(serve: ServeFactory, host: str) -> None:
+    server = serve(allowed_hosts=HOSTS)
+    with RawClient(server.address) as client:
+        client.send(get("/", host=host))
+        expect_rejection(client, 400, "host_not_allowed")
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_probes_addressed_to_the_pod_ip_are_answered(serve: ServeFactory, path: str) -> None:
+    # A kubelet probe sends Host: <pod IP>:<port>; the allowlist must not turn it away.
+    server = serve(allowed_hosts=HOSTS)
+    with RawClient(server.address) as client:
+        response = client.request(get(path, host="10.1.2.3:3000"))
+    assert response.status == 200
+
+
+def test_http10_without_host_is_refused_when_an_allowlist_is_set(serve: ServeFactory) -> None:
+    server = serve(allowed_hosts=HOSTS)
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.0\r\n\r\n")
+        expect_rejection(client, 400, "host_not_allowed")
+
+
+def test_empty_allowlist_allows_any_host(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        assert client.request(get("/", host="anything.invalid")).status == 200
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.2", b"HTTP/3.0", b"HTTP/9.9"])
+def test_well_formed_unsupported_version_gets_505(serve: ServeFactory, version: bytes) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"GET / " + version + b"\r\nHost: t\r\n\r\n")
+        expect_rejection(client, 505, "http_version")
+
+
+# --- write flow control --------------------------------------------------------------------
+
+CHUNK = 64 * 1024
+PRODUCTION_BOUND = 16 * 1024 * 1024
+"""Loopback socket buffers can hold a few MiB; an unbounded writer would go far past this."""
+
+
+def test_stream_to_a_client_that_does_not_read_stops_producing(serve: ServeFactory) -> None:
+    runtime = echo_runtime()
+    produced = 0
+    lock = threading.Lock()
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal produced
+        while True:
+            with lock:
+                produced += CHUNK
+            yield b"x" * CHUNK
+
+    @runtime.route.get("/endless")
+    async def handler(ctx):  # type: ignore[no-untyped-def]
+        return Response.streaming(endless())
+
+    server = serve(runtime, send_timeout=60.0)
+    with RawClient(server.address) as client:
+        client.send(get("/endless"))
+        stalled_at = _wait_until_production_stalls(lambda: produced)
+        assert stalled_at < PRODUCTION_BOUND
+        # Reading resumes production: the writer was waiting for the client, not stuck.
+        client.sock.settimeout(5.0)
+        drained = 0
+        while drained < stalled_at + 4 * CHUNK:
+            data = client.sock.recv(1 << 20)
+            assert data, "server closed the stream"
+            drained += len(data)
+        assert produced > stalled_at
+
+
+def _wait_until_production_stalls(read: object) -> int:
+    """Poll the producer's counter until it stops moving for 0.5 s (fails after 10 s)."""
+    assert callable(read)
+    deadline = time.monotonic() + 10.0
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 0.5:
+            return int(now)
+    pytest.fail(f"the stream never stopped producing ({last} bytes)")
+
+
+# --- rejections are counted and logged ----------------------------------------------------
+
+
+def test_rejections_are_counted_by_reason_in_api_health(serve: ServeFactory) -> None:
+    server = serve(max_target_bytes=64)
+    for _ in range(2):
+        with RawClient(server.address) as client:
+            client.send(get("/" + "a" * 100))
+            expect_rejection(client, 414, "uri_too_long")
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        expect_rejection(client, 400, "malformed_request")
+    with RawClient(server.address) as client:
+        health = json.loads(client.request(get("/api/health")).body)
+    assert health["requests"]["rejected"] == {"uri_too_long": 2, "malformed_request": 1}
+
+
+def test_rejection_is_logged_once_with_reason_and_escaped_bytes(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(max_target_bytes=64)
+    with caplog.at_level(logging.INFO, logger="nessen.server"), RawClient(server.address) as c:
+        c.send(get("/%0a%0dinjected" + "a" * 100))
+        expect_rejection(c, 414, "uri_too_long")
+    records = [r for r in caplog.records if r.name == "nessen.server"]
+    assert len(records) == 1
+    record = records[0]
+    assert record.__dict__["reason"] == "uri_too_long"
+    assert record.__dict__["status"] == 414
+    message = record.getMessage()
+    assert "\n" not in message
+    assert "\r" not in message
+    assert len(message) < 300  # attacker bytes are cut, not logged whole
