@@ -9,6 +9,7 @@ forge a second log line.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -33,6 +34,12 @@ FIELDS = (
     "address",
 )
 """Structured fields copied from a record's ``extra`` into the output, in this order."""
+
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "nessen_request_id", default=None
+)
+"""The id of the request being handled; the formatters add it to records that lack one, so
+every log line written while handling a request (the app's own included) carries it."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_FIELD_CHARS = 2048
@@ -70,6 +77,10 @@ class JsonFormatter(logging.Formatter):
             value = attrs.get(name)
             if value is not None:
                 entry[name] = value
+        if "request_id" not in entry:
+            request_id = current_request_id.get()
+            if request_id is not None:
+                entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
