@@ -18,11 +18,19 @@ def compose(handler: Handler, middleware: Sequence[Middleware]) -> Handler:
     """Return one handler in which ``middleware[0]`` is outermost (sees the request first).
 
     With no middleware, ``handler`` itself is returned: an empty pipeline costs nothing.
+    Each layer is a plain function returning the middleware's coroutine, so a request
+    costs one coroutine and one ``functools.partial`` per middleware, no wrapper coroutine.
     """
     for mw in reversed(middleware):
-        handler = functools.partial(_call, mw, handler)
+        handler = _layer(mw, handler)
     return handler
 
 
-async def _call(mw: Middleware, inner: Handler, request: Request) -> Response:
-    return await mw(request, functools.partial(inner, request))
+def _layer(mw: Middleware, inner: Handler) -> Handler:
+    """Bind ``mw`` around ``inner``: ``request -> mw(request, next)``."""
+    partial = functools.partial
+
+    def layer(request: Request) -> Awaitable[Response]:
+        return mw(request, partial(inner, request))
+
+    return layer

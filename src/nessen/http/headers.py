@@ -97,6 +97,19 @@ class Headers(MutableMapping[str, str]):
         self.add(name, default)
         return default
 
+    def setdefaults(self, fields: Headers) -> None:
+        """Add every field of ``fields`` whose name is not set here yet, in one pass.
+
+        ``fields`` is usually built once and reused (e.g. a middleware's fixed security
+        fields), so its names are already lower-cased: no per-call case folding.
+        """
+        keys = self._keys
+        items = self._items
+        for key, item in zip(fields._keys, fields._items, strict=True):
+            if key not in keys:
+                keys.append(key)
+                items.append(item)
+
     def add(self, name: str, value: str) -> None:
         """Append a field, keeping any earlier values (e.g. a second ``Set-Cookie``)."""
         self._items.append((name, value))

@@ -129,3 +129,16 @@ def test_built_from_another_headers_keeps_repeated_fields() -> None:
 def test_headers_are_unhashable() -> None:
     with pytest.raises(TypeError):
         hash(Headers())
+
+
+def test_setdefaults_adds_only_the_absent_fields_in_order() -> None:
+    headers = Headers([("X-Frame-Options", "SAMEORIGIN"), ("Set-Cookie", "a=1")])
+    headers.setdefaults(
+        Headers([("x-frame-options", "DENY"), ("X-Content-Type-Options", "nosniff")])
+    )
+    assert headers.multi_items() == [
+        ("X-Frame-Options", "SAMEORIGIN"),
+        ("Set-Cookie", "a=1"),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    assert headers["x-content-type-options"] == "nosniff"

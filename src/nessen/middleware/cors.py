@@ -1,0 +1,163 @@
+"""CORS: cross-origin resource sharing as the Fetch standard defines it.
+
+A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered
+here, before the inner middleware and the router, so it is neither rate limited nor
+authenticated; an allowed one gets ``204`` with the allowed methods, headers and max-age,
+a refused one ``403`` with no CORS fields (the browser then blocks the real request). On
+other requests an allowed ``Origin`` gets ``Access-Control-Allow-Origin`` (plus credentials
+and exposed headers as configured); a refused one gets no CORS fields at all. ``*`` is
+never sent together with credentials: the origin is echoed instead, and every response
+whose CORS fields depend on ``Origin`` carries ``Vary: Origin`` (RFC 9110 §12.5.5), so a
+shared cache never hands one origin's answer to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from nessen.app.pipeline import Middleware, Next
+from nessen.http import Request, Response
+from nessen.middleware.fields import add_vary
+
+SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
+"""CORS-safelisted methods: always allowed by browsers, so always allowed in preflights."""
+SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
+"""CORS-safelisted request headers (Fetch §2.2.2); allowed in preflights without listing."""
+DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def cors_middleware(
+    allow_origins: Iterable[str] = (),
+    *,
+    allow_methods: Iterable[str] = DEFAULT_METHODS,
+    allow_headers: Iterable[str] = (),
+    expose_headers: Iterable[str] = (),
+    allow_credentials: bool = False,
+    max_age: int = 600,
+) -> Middleware:
+    """Build the CORS middleware; place it outside rate limiting and authentication.
+
+    Args:
+        allow_origins: Origins allowed, as browsers send them (``"https://app.example"``,
+            scheme, host and port, no path), or ``"*"`` for any. Empty allows none.
+        allow_methods: Methods a preflight may ask for; ``"*"`` allows any (the requested
+            one is echoed). GET, HEAD and POST are always allowed (CORS-safelisted).
+        allow_headers: Request header names a preflight may ask for, case-insensitive;
+            ``"*"`` allows any (the requested ones are echoed, which also covers
+            ``Authorization``, which a literal ``*`` would not).
+        expose_headers: Response header names scripts may read
+            (``Access-Control-Expose-Headers``), e.g. ``["X-Request-ID"]``.
+        allow_credentials: Send ``Access-Control-Allow-Credentials: true`` (cookies,
+            HTTP authentication). With ``"*"`` origins this echoes any origin but
+            ``null``: every site can then make credentialed requests, so list origins.
+        max_age: Seconds a browser may cache a preflight answer (>= 0).
+
+    Returns:
+        The middleware.
+
+    Raises:
+        ValueError: An origin with a path or trailing slash, or a negative ``max_age``.
+    """
+    origins: set[str] = set()
+    any_origin = False
+    for origin in allow_origins:
+        if origin == "*":
+            any_origin = True
+            continue
+        lowered = origin.strip().lower()
+        scheme, sep, rest = lowered.partition("://")
+        if lowered != "null" and (not sep or not scheme or not rest or "/" in rest):
+            raise ValueError(
+                f"allow_origins: {origin!r} is not an origin; write scheme://host[:port] "
+                "with no path or trailing slash"
+            )
+        origins.add(lowered)
+    if max_age < 0:
+        raise ValueError(f"max_age={max_age!r}: must be >= 0 seconds")
+    methods = tuple(dict.fromkeys(m.strip().upper() for m in allow_methods))
+    any_method = "*" in methods
+    allowed_methods = frozenset(methods) | SAFELISTED_METHODS
+    headers_list = tuple(dict.fromkeys(h.strip().lower() for h in allow_headers))
+    any_header = "*" in headers_list
+    allowed_headers = frozenset(headers_list) | SAFELISTED_HEADERS
+    methods_value = ", ".join(m for m in methods if m != "*")
+    headers_value = ", ".join(h for h in headers_list if h != "*")
+    expose_value = ", ".join(dict.fromkeys(h.strip() for h in expose_headers))
+    max_age_value = str(max_age)
+    # With a wildcard and no credentials the answer is the same for every origin.
+    wildcard = any_origin and not allow_credentials
+    vary_origin = not wildcard
+
+    def allowed_origin(origin: str) -> str | None:
+        """The Access-Control-Allow-Origin value for ``origin``, or ``None`` if refused."""
+        if wildcard:
+            return "*"
+        if origin.lower() in origins:
+            return origin
+        if any_origin and origin != "null":
+            return origin
+        return None
+
+    def refuse(reason: str) -> Response:
+        body = orjson.dumps({"error": "CORS preflight refused", "reason": reason})
+        response = Response(403, body, content_type="application/json")
+        response.headers.add("Vary", "Origin")
+        return response
+
+    def preflight(origin: str, method: str, requested: str | None) -> Response:
+        value = allowed_origin(origin)
+        if value is None:
+            return refuse("origin not allowed")
+        if not any_method and method not in allowed_methods:
+            return refuse(f"method {method} not allowed")
+        names = [h.strip().lower() for h in requested.split(",")] if requested else []
+        names = [name for name in names if name]
+        if not any_header:
+            for name in names:
+                if name not in allowed_headers:
+                    return refuse(f"header {name} not allowed")
+        response = Response(204)
+        fields = response.headers
+        fields.add("Access-Control-Allow-Origin", value)
+        if allow_credentials:
+            fields.add("Access-Control-Allow-Credentials", "true")
+        fields.add("Access-Control-Allow-Methods", method if any_method else methods_value)
+        allow = ", ".join(names) if any_header else headers_value
+        if allow:
+            fields.add("Access-Control-Allow-Headers", allow)
+        fields.add("Access-Control-Max-Age", max_age_value)
+        vary = ["Origin"] if vary_origin else []
+        if any_method:
+            vary.append("Access-Control-Request-Method")
+        if any_header:
+            vary.append("Access-Control-Request-Headers")
+        if vary:
+            fields.add("Vary", ", ".join(vary))
+        return response
+
+    async def cors(request: Request, next: Next) -> Response:
+        headers = request.headers
+        origin = headers.get("origin")
+        if origin is not None and request.method == "OPTIONS":
+            method = headers.get("access-control-request-method")
+            if method is not None:
+                return preflight(
+                    origin, method.strip(), headers.get("access-control-request-headers")
+                )
+        response = await next()
+        fields = response.headers
+        if origin is not None and "access-control-allow-origin" not in fields:
+            value = allowed_origin(origin)
+            if value is not None:
+                fields.add("Access-Control-Allow-Origin", value)
+                if allow_credentials:
+                    fields.add("Access-Control-Allow-Credentials", "true")
+                if expose_value:
+                    fields.add("Access-Control-Expose-Headers", expose_value)
+        if vary_origin:
+            add_vary(fields, "Origin")
+        return response
+
+    return cors

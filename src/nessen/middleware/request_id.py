@@ -1,0 +1,70 @@
+"""Request ids: reuse a well-formed incoming ``X-Request-ID`` or generate one; echo it.
+
+The id is what correlates a client's report, the access log line and every other log
+line written while the request is handled: it is echoed on the response and set in
+:data:`nessen.observability.logs.current_request_id`, which both log formatters read.
+"""
+
+from __future__ import annotations
+
+from nessen.app.pipeline import Middleware, Next
+from nessen.http import Request, Response
+from nessen.observability.logs import current_request_id
+
+MAX_REQUEST_ID_CHARS = 128
+"""Longest incoming request id reused; longer ones are replaced by a generated id."""
+
+
+def valid_request_id(value: str) -> bool:
+    """Whether ``value`` may be reused as a request id: 1-128 visible ASCII characters.
+
+    Visible ASCII is 0x21-0x7E (RFC 5234 ``VCHAR``): no space, no control characters,
+    nothing that could break a log line or a header field. A repeated header field
+    arrives joined with ``", "`` and so fails (it holds a space).
+    """
+    return (
+        0 < len(value) <= MAX_REQUEST_ID_CHARS
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
+
+
+def request_id_middleware(
+    header: str = "X-Request-ID", *, trust_incoming: bool = True
+) -> Middleware:
+    """Build the request-id middleware; it belongs outermost, before the access log.
+
+    Args:
+        header: The field carrying the id, in requests and responses.
+        trust_incoming: Reuse a valid incoming id (set by a proxy or the client), so one
+            id follows the request across services. ``False`` always generates.
+
+    Returns:
+        The middleware. It sets ``request.id`` (a generated id is
+        :func:`nessen.http.request.new_request_id`: 48 random bits then a counter), sets
+        ``current_request_id`` for the duration of the inner pipeline, and sets ``header``
+        on every response it returns, replacing any value the handler set, so the echoed
+        id is always the logged one. A response built by the server for an exception that
+        escaped a middleware does not pass through here and carries the id only in its
+        JSON body.
+    """
+    lower = header.lower()
+    set_context = current_request_id.set
+    reset_context = current_request_id.reset
+
+    async def request_id(request: Request, next: Next) -> Response:
+        if trust_incoming:
+            incoming = request.headers.get(lower)
+            if incoming is not None and valid_request_id(incoming):
+                request._id = incoming
+        rid = request.id
+        token = set_context(rid)
+        try:
+            response = await next()
+        finally:
+            reset_context(token)
+        response.headers[header] = rid
+        return response
+
+    return request_id

@@ -1,0 +1,140 @@
+"""CORS preflights and the response cache over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+
+from nessen import Config, Request, Response, Runtime
+from nessen.middleware import cache_middleware, default_stack
+from tests.conftest import ServeFactory
+from tests.integration.middleware.apps import PAYLOAD, plain_runtime, stacked_runtime
+from tests.rawhttp import RawClient, get
+
+APP = "https://app.example"
+CORS = {"allow_origins": [APP], "allow_headers": ["Authorization"], "allow_credentials": True}
+
+
+def preflight(origin: str, method: str = "DELETE", headers: str = "authorization") -> bytes:
+    return (
+        f"OPTIONS /data HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\n"
+        f"Access-Control-Request-Method: {method}\r\n"
+        f"Access-Control-Request-Headers: {headers}\r\n\r\n"
+    ).encode()
+
+
+def test_an_allowed_preflight(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime(cors=CORS))
+    with RawClient(server.address) as client:
+        response = client.request(preflight(APP))
+    assert response.status == 204
+    assert response.body == b""
+    assert response.header("access-control-allow-origin") == APP
+    assert response.header("access-control-allow-credentials") == "true"
+    assert response.header("access-control-allow-methods") == "GET, HEAD, POST, PUT, PATCH, DELETE"
+    assert response.header("access-control-allow-headers") == "authorization"
+    assert response.header("access-control-max-age") == "600"
+    assert response.header("vary") == "Origin"
+    assert response.header("x-request-id") is not None  # outer layers still apply
+
+
+def test_a_denied_preflight(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime(cors=CORS))
+    with RawClient(server.address) as client:
+        wrong_origin = client.request(preflight("https://evil.example"))
+        wrong_header = client.request(preflight(APP, headers="x-secret"))
+    for response in (wrong_origin, wrong_header):
+        assert response.status == 403
+        assert [n for n in response.header_names() if n.startswith("access-control-")] == []
+
+
+def test_preflights_are_answered_before_the_rate_limit(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime(Config(rate_limit_max=1), cors=CORS))
+    with RawClient(server.address) as client:
+        statuses = [client.request(preflight(APP)).status for _ in range(4)]
+        actual = client.request(get("/small", extra=f"Origin: {APP}\r\n"))
+    assert statuses == [204, 204, 204, 204]
+    assert actual.status == 200
+    assert actual.header("access-control-allow-origin") == APP
+    assert actual.header("vary") == "Accept-Encoding, Origin"
+
+
+def test_an_actual_request_from_a_disallowed_origin(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime(cors=CORS))
+    with httpx.Client(base_url=server.url) as client:
+        response = client.get("/small", headers={"Origin": "https://evil.example"})
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+    assert response.headers["vary"] == "Accept-Encoding, Origin"
+
+
+def counting_runtime() -> Runtime:
+    config = Config()
+    runtime = plain_runtime(config)
+    for middleware in default_stack(config, access_log=False, cache={"ttl": 30.0}):
+        runtime.use(middleware)
+    runtime.calls = 0  # type: ignore[attr-defined]
+
+    @runtime.route.get("/data")
+    async def data(ctx: Request) -> Response:
+        runtime.calls += 1  # type: ignore[attr-defined]
+        return Response(200, PAYLOAD, content_type="application/json")
+
+    return runtime
+
+
+def test_a_cached_response_and_a_304_without_content(serve: ServeFactory) -> None:
+    runtime = counting_runtime()
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        first = client.request(get("/data", extra="Accept-Encoding: gzip\r\n"))
+        second = client.request(get("/data", extra="Accept-Encoding: gzip\r\n"))
+        etag = second.header("etag")
+        assert etag is not None
+        client.send(get("/data", extra=f"Accept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n"))
+        client.send(get("/data", extra="Accept-Encoding: gzip\r\n"))  # pipelined right behind
+        not_modified = client.response()
+        after = client.response()  # parses: the 304 carried no content
+    assert (first.header("x-cache"), second.header("x-cache")) == ("MISS", "HIT")
+    assert second.body == first.body
+    assert runtime.calls == 1  # type: ignore[attr-defined]
+    assert not_modified.status == 304
+    assert not_modified.body == b""
+    assert not_modified.header("content-length") is None
+    assert not_modified.header("content-encoding") is None
+    assert not_modified.header("etag") == etag
+    assert not_modified.header("vary") == "Accept-Encoding"
+    assert (after.status, after.body) == (200, first.body)
+
+
+def test_each_accept_encoding_has_its_own_entry(serve: ServeFactory) -> None:
+    runtime = counting_runtime()
+    server = serve(runtime)
+    with httpx.Client(base_url=server.url) as client:
+        br = client.get("/data", headers={"Accept-Encoding": "br"})
+        plain = client.get("/data", headers={"Accept-Encoding": "identity"})
+        br_again = client.get("/data", headers={"Accept-Encoding": "br"})
+    assert br.headers["content-encoding"] == "br"
+    assert "content-encoding" not in plain.headers
+    assert plain.headers["x-cache"] == "MISS"
+    assert br_again.headers["x-cache"] == "HIT"
+    assert br_again.headers["content-encoding"] == "br"
+    assert br.content == plain.content == br_again.content == PAYLOAD
+    assert br.headers["etag"] != plain.headers["etag"]  # different representations
+    assert runtime.calls == 2  # type: ignore[attr-defined]
+
+
+def test_the_cache_alone_with_a_bounded_store(serve: ServeFactory) -> None:
+    runtime = plain_runtime(Config())
+    runtime.use(cache_middleware(max_entries=2))
+
+    @runtime.route.get("/p/{n:int}")
+    async def page(ctx: Request) -> Response:
+        return Response.text(f"page {ctx.params['n']}")
+
+    server = serve(runtime)
+    with httpx.Client(base_url=server.url) as client:
+        for n in range(5):
+            client.get(f"/p/{n}")
+        recent = client.get("/p/4").headers["x-cache"]
+        evicted = client.get("/p/0").headers["x-cache"]
+    assert (recent, evicted) == ("HIT", "MISS")

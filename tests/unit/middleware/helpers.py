@@ -1,0 +1,74 @@
+"""Requests, handlers and a fake clock for calling middleware directly (no sockets)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from nessen.app.pipeline import Middleware, compose
+from nessen.http import Request, Response
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class FakeClock:
+    """A clock that moves only when told: ``clock()`` returns ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_request(
+    method: str = "GET",
+    target: str = "/",
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    body: bytes = b"",
+    client: str = "192.0.2.10",
+) -> Request:
+    """A request as the server builds it (lower-case raw header names, query split off)."""
+    path, _, query = target.partition("?")
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    return Request(
+        method,
+        target.encode(),
+        path,
+        query.encode(),
+        raw,
+        body=body,
+        client=(client, 40000),
+    )
+
+
+def responding(response_factory: Callable[[], Response]) -> Handler:
+    """A handler that returns a fresh ``response_factory()`` and counts its calls."""
+    calls = [0]
+
+    async def handler(request: Request) -> Response:
+        calls[0] += 1
+        return response_factory()
+
+    handler.calls = calls  # type: ignore[attr-defined]
+    return handler
+
+
+async def run(
+    middleware: Middleware | Sequence[Middleware],
+    request: Request,
+    handler: Handler | None = None,
+) -> Response:
+    """Send ``request`` through ``middleware`` (outermost first) to ``handler``."""
+    chain = [middleware] if callable(middleware) else list(middleware)
+    inner = handler if handler is not None else responding(lambda: Response.text("ok"))
+    return await compose(inner, chain)(request)
+
+
+def text_of(size: int) -> str:
+    """Compressible text of ``size`` characters."""
+    base = "the quick brown fox jumps over the lazy dog. "
+    return (base * (size // len(base) + 1))[:size]
