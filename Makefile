@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve check test format bench clean
+.PHONY: setup serve check test format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -20,6 +20,9 @@ def serve() -> Iterator[ServeFactory]:
     started: list[LiveServer] = []
 
     def start(runtime: Runtime | None = None, **config: Any) -> LiveServer:
+        # Tests send many requests from one address: the default stack's rate limiter
+        # (100 per minute per client) would turn them into 429s unless a test sets it.
+        config.setdefault("rate_limit_max", 1_000_000_000)
         server = LiveServer(runtime or echo_runtime(), **config).start()
         started.append(server)
         return server

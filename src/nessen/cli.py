@@ -7,8 +7,11 @@ error, 3 startup failed (a startup hook raised, or the address could not be boun
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +19,9 @@ from typing import Any
 from nessen._version import __version__
 from nessen.config import LOG_LEVELS, Config
 from nessen.errors import ConfigError
-from nessen.runtime import Runtime
+from nessen.observability.logs import configure_logging
+from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, run
+from nessen.server.supervisor import Supervisor, WorkerLink
 
 EXIT_USAGE = 2
 DEMO_APP = "nessen.demo:runtime"
@@ -136,15 +141,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if config.workers > 1:
-        print(
-            f"nessen: WORKERS={config.workers}: only 1 worker process is supported in this "
-            "version; run one process per core behind a load balancer for now",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     runtime.configure(config)
+    if config.workers > 1 or config.max_requests_per_worker:
+        return supervise(runtime, config)
     return runtime.listen()
+
+
+def supervise(runtime: Runtime, config: Config) -> int:
+    """Serve ``runtime`` in ``config.workers`` forked worker processes under a supervisor.
+
+    Returns:
+        0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
+        cannot be bound.
+    """
+    undo = configure_logging(config.log_level, config.effective_log_format)
+    try:
+        supervisor = Supervisor(config, functools.partial(_worker_main, runtime))
+        try:
+            supervisor.bind()
+        except OSError as exc:
+            logging.getLogger("nessen.supervisor").error(
+                "cannot listen on %s:%d: %s", config.host, config.port, exc
+            )
+            return EXIT_STARTUP_FAILED
+        return supervisor.run()
+    finally:
+        undo()
+
+
+def _worker_main(runtime: Runtime, sock: socket.socket, link: WorkerLink, slot: int) -> int:
+    """A forked worker: serve on the inherited socket until told to drain."""
+    return run(runtime.serve(sock=sock, link=link))
 
 
 if __name__ == "__main__":  # pragma: no cover

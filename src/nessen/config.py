@@ -19,6 +19,8 @@ from nessen.errors import ConfigError
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9.\-_\[\]:]+$")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEVELOPMENT_ENVS = frozenset({"development", "test"})
+"""The ``env`` values that show error details to clients; any other value is production."""
 LOG_FORMATS = ("json", "console")
 RATE_LIMIT_STORES = ("memory", "redis")
 DAY_SECONDS = 86_400.0
@@ -39,10 +41,19 @@ class Config:
     port: int = 3000
     """TCP port, 0..65535; 0 picks a free one (``PORT``)."""
     workers: int = 1
-    """Worker processes, 1..512 (``WORKERS``)."""
+    """Worker processes, 1..512 (``WORKERS``); more than one runs a supervisor."""
+    worker_timeout: float = 30.0
+    """Seconds a worker may go without a heartbeat before the supervisor kills and
+    replaces it (``WORKER_TIMEOUT``, ms)."""
+    max_requests_per_worker: int = 0
+    """Requests a worker serves before it is replaced; 0 = never (``MAX_REQUESTS_PER_WORKER``).
+    Replacement starts the new worker first, so no request is lost."""
+    max_requests_jitter: int = 0
+    """Up to this many extra requests, drawn at random per worker, so workers do not all
+    recycle at once (``MAX_REQUESTS_JITTER``)."""
     env: str = "development"
-    """Deployment environment (``NESSEN_ENV``, or ``NODE_ENV``); ``production`` hides error
-    details from clients and logs JSON."""
+    """Deployment environment (``NESSEN_ENV``, or ``NODE_ENV``). Anything but
+    ``development`` or ``test`` behaves as production: JSON logs, no error details sent."""
     log_level: str = "info"
     """One of debug, info, warning, error, critical (``LOG_LEVEL``)."""
     log_format: str | None = None
@@ -57,6 +68,10 @@ class Config:
     """Most header fields in one request; more gets 431 (``MAX_HEADER_COUNT``)."""
     max_body_bytes: int = 1024 * 1024
     """Largest request content, declared or chunked; larger gets 413 (``MAX_BODY_SIZE``)."""
+    max_body_buffer_bytes: int = 0
+    """Request content buffered across all connections of a worker at once; a request that
+    would go past it gets 503 + Retry-After. 0 picks max(64 MiB, 4 x max_body_bytes)
+    (``MAX_BODY_BUFFER_SIZE``)."""
 
     headers_timeout: float = 10.0
     """Seconds to receive a whole header section; then 408 and close (``HEADERS_TIMEOUT``, ms).
@@ -147,14 +162,29 @@ class Config:
                 f"max_header_bytes={self.max_header_bytes} (the request line counts toward it, "
                 "so 414 could never be sent)"
             )
+        if self.max_body_buffer_bytes and self.max_body_buffer_bytes < self.max_body_bytes:
+            problems.append(
+                f"max_body_buffer_bytes={self.max_body_buffer_bytes}: must be 0 (automatic) or "
+                f"at least max_body_bytes={self.max_body_bytes}"
+            )
         if self.rate_limit_store == "redis" and not self.redis_url:
             problems.append("redis_url=None: required when rate_limit_store='redis'")
         return problems
 
     @property
+    def body_buffer_bytes(self) -> int:
+        """The effective ``max_body_buffer_bytes`` (its automatic value when 0)."""
+        if self.max_body_buffer_bytes:
+            return self.max_body_buffer_bytes
+        return max(64 * 1024 * 1024, 4 * self.max_body_bytes)
+
+    @property
     def production(self) -> bool:
-        """Whether this is a production deployment (``env == "production"``)."""
-        return self.env == "production"
+        """Whether to behave as in production: every ``env`` but ``development`` and ``test``.
+
+        So a misspelt ``NESSEN_ENV=prod`` hides error details instead of exposing them.
+        """
+        return self.env not in DEVELOPMENT_ENVS
 
     @property
     def effective_log_format(self) -> str:
@@ -324,6 +354,9 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "host": _host,
     "port": _int_range(0, 65535),
     "workers": _int_range(1, 512),
+    "worker_timeout": _seconds(1.0, DAY_SECONDS),
+    "max_requests_per_worker": _int_range(0, 1 << 40),
+    "max_requests_jitter": _int_range(0, 1 << 40),
     "env": _env_name,
     "log_level": _choice(LOG_LEVELS),
     "log_format": lambda v: None if v is None else _choice(LOG_FORMATS)(v),
@@ -331,6 +364,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "max_header_bytes": _int_range(256, 1024 * 1024, "bytes"),
     "max_header_count": _int_range(1, 10_000),
     "max_body_bytes": _int_range(0, 64 * GiB, "bytes"),
+    "max_body_buffer_bytes": _int_range(0, 1024 * GiB, "bytes"),
     "headers_timeout": _seconds(0.001, DAY_SECONDS),
     "body_timeout": _seconds(0.001, DAY_SECONDS),
     "request_timeout": _seconds(0.001, DAY_SECONDS),
@@ -373,7 +407,7 @@ def _parse_int(raw: str) -> int:
 
 
 def _parse_ms(raw: str) -> float:
-    text = raw.strip()
+    text = raw.strip().replace("_", "")
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         raise ValueError("not a number of milliseconds")
     return float(text) / 1000.0
@@ -385,7 +419,7 @@ def _parse_bool(raw: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ValueError("must be true or false")
+    raise ValueError("not a boolean")
 
 
 def _parse_list(raw: str) -> tuple[str, ...]:
@@ -417,6 +451,9 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("host", ("HOST",)),
     _EnvSpec("port", ("PORT",), _parse_int),
     _EnvSpec("workers", ("WORKERS",), _parse_int),
+    _EnvSpec("worker_timeout", ("WORKER_TIMEOUT",), _parse_ms),
+    _EnvSpec("max_requests_per_worker", ("MAX_REQUESTS_PER_WORKER",), _parse_int),
+    _EnvSpec("max_requests_jitter", ("MAX_REQUESTS_JITTER",), _parse_int),
     _EnvSpec("env", ("NESSEN_ENV", "NODE_ENV"), lambda raw: raw.strip().lower()),
     _EnvSpec("log_level", ("LOG_LEVEL",), _parse_level),
     _EnvSpec("log_format", ("LOG_FORMAT",), lambda raw: raw.strip().lower()),
@@ -424,6 +461,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("max_header_bytes", ("MAX_HEADER_SIZE",), _parse_int),
     _EnvSpec("max_header_count", ("MAX_HEADER_COUNT",), _parse_int),
     _EnvSpec("max_body_bytes", ("MAX_BODY_SIZE",), _parse_int),
+    _EnvSpec("max_body_buffer_bytes", ("MAX_BODY_BUFFER_SIZE",), _parse_int),
     _EnvSpec("headers_timeout", ("HEADERS_TIMEOUT",), _parse_ms),
     _EnvSpec("body_timeout", ("BODY_TIMEOUT",), _parse_ms),
     _EnvSpec("request_timeout", ("REQUEST_TIMEOUT",), _parse_ms),

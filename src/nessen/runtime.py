@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nessen._version import __version__
 from nessen.app import App, Middleware, Router, State
@@ -21,11 +22,28 @@ from nessen.app.application import Hook
 from nessen.app.lifecycle import Lifecycle, Readiness, ReadinessFn
 from nessen.config import Config
 from nessen.http import Request, Response
-from nessen.observability import RequestStats, configure_logging, install_health_routes
+from nessen.middleware import PROBE_PATHS, default_stack
+from nessen.observability import (
+    METRICS_PATH,
+    OTHER_METHOD,
+    STATUS_PATH,
+    UNMATCHED,
+    ProcessSampler,
+    RequestStats,
+    Telemetry,
+    TelemetrySink,
+    configure_logging,
+    install_health_routes,
+    install_metrics_route,
+    install_status_routes,
+)
 from nessen.server import DrainResult, Server, ServerEvents
+from nessen.server.supervisor import WorkerLink
+
+if TYPE_CHECKING:
+    from nessen.observability.metrics import PrometheusMetrics
 
 logger = logging.getLogger("nessen.runtime")
-access_logger = logging.getLogger("nessen.access")
 reject_logger = logging.getLogger("nessen.server")
 
 EXIT_OK = 0
@@ -45,7 +63,18 @@ class Runtime:
             time they are needed (not at construction, so a module can create its Runtime
             at import without reading the environment).
         health_endpoints: Serve ``/health``, ``/ready`` and ``/api/health``.
-        access_log: Write one ``nessen.access`` log line per request.
+        middleware: The built-in middleware, installed outside ``use()``'s when serving
+            starts. ``"default"``: :func:`nessen.middleware.default_stack` from the config
+            (request id, access log, security headers, rate limit, compression); a mapping:
+            ``default_stack``'s options (``{"rate_limit": False, "cors": {...}}``); a list:
+            exactly those; ``None``: none (routing only).
+        access_log: With the default stack, include its access log (one ``nessen.access``
+            line per request); ``False`` leaves it out.
+        metrics: Record Prometheus metrics and serve them at ``/metrics``.
+        status_page: Serve the live status page at ``status_path``; ``None`` serves it
+            unless ``config.production`` (needs ``health_endpoints``, which it polls).
+        status_path: Where the status page is (its script and style sheet are at
+            ``status_path + ".js"`` and ``".css"``).
 
     Example::
 
@@ -63,19 +92,44 @@ class Runtime:
         config: Config | None = None,
         *,
         health_endpoints: bool = True,
+        middleware: str | Mapping[str, Any] | Sequence[Middleware] | None = "default",
         access_log: bool = True,
+        metrics: bool = True,
+        status_page: bool | None = None,
+        status_path: str = STATUS_PATH,
     ) -> None:
+        if status_page and not health_endpoints:
+            raise ValueError("status_page=True needs health_endpoints=True: the page polls them")
         self._config = config
         self.app = App()
         self.stats = RequestStats()
         self.version = __version__
         self.access_log = access_log
+        if isinstance(middleware, str) and middleware != "default":
+            raise ValueError(f"middleware={middleware!r}: use 'default', a mapping, a list or None")
+        self._builtins = middleware
+        self.process = ProcessSampler(on_tick=self._on_tick)
+        """CPU and event-loop lag, sampled every second while serving."""
+        self.telemetry = Telemetry()
+        """Every sink, Prometheus first once serving: ``runtime.telemetry.increment_counter(
+        "orders_total", tags={"kind": "book"})`` counts your own events in all of them."""
+        self._sinks = Telemetry()  # the sinks added with add_sink: the runtime's own events
+        self._metrics_enabled = metrics
+        self._prometheus: PrometheusMetrics | None = None
+        self._status_page = status_page if health_endpoints else False
+        self._status_path = status_path
+        self._status_installed = False
+        self._probe_paths: frozenset[str] = frozenset()
         self._server: Server | None = None
         self._stop: asyncio.Event | None = None
         self._force_stop = False
         self._serving = False
         if health_endpoints:
             install_health_routes(self.app.router, self)
+            self._probe_paths |= {"/api/health"}
+        if metrics:
+            install_metrics_route(self.app.router, self._render_metrics)
+            self._probe_paths |= {METRICS_PATH}
 
     # --- configuration and registration ---------------------------------------------------
 
@@ -180,7 +234,8 @@ class Runtime:
 
         Returns:
             ``{"total_requests", "active_requests", "p50", "p95", "p99"}``; the
-            percentiles are milliseconds over the most recent requests.
+            percentiles are milliseconds over the last 60-70 s, within 2 % of the exact
+            nearest-rank value (see ``nessen.observability.stats``).
         """
         p50, p95, p99 = self.stats.percentiles_ms(0.5, 0.95, 0.99)
         return {
@@ -191,10 +246,94 @@ class Runtime:
             "p99": p99,
         }
 
+    # --- observability --------------------------------------------------------------------
+
+    def add_sink(self, sink: TelemetrySink) -> TelemetrySink:
+        """Send the runtime's measurements (and ``runtime.telemetry``'s) to ``sink`` too.
+
+        See ``nessen.observability.sinks`` for the names and tags it receives.
+
+        Returns:
+            ``sink``.
+
+        Raises:
+            TypeError: ``sink`` lacks ``increment_counter``, ``record_timing`` or
+                ``record_gauge``.
+        """
+        self._sinks.add(sink)
+        self.telemetry.add(sink)
+        return sink
+
+    @property
+    def prometheus(self) -> PrometheusMetrics | None:
+        """The Prometheus metrics, once serving with ``metrics=True``."""
+        return self._prometheus
+
+    @property
+    def status_path(self) -> str | None:
+        """The status page's path while it is served, else ``None``."""
+        return self._status_path if self._status_installed else None
+
+    def _start_observability(self, config: Config) -> Config:
+        """Create the Prometheus metrics, install the status page; return the server's config.
+
+        The server's config exempts ``/api/health`` and ``/metrics`` from ``allowed_hosts``
+        (as ``/health`` and ``/ready`` are), so scrapes addressed to the pod IP work.
+        """
+        if self._metrics_enabled and self._prometheus is None:
+            from nessen.observability.metrics import PrometheusMetrics
+
+            prometheus = self._prometheus = PrometheusMetrics(config.allowed_methods)
+            prometheus.set_state(str(self.state))
+            self.app.lifecycle.on_change(lambda old, new: prometheus.set_state(str(new)))
+            self.telemetry.sinks.insert(0, prometheus)
+        status_page = self._status_page
+        if status_page is None:
+            status_page = not config.production
+        if status_page and not self._status_installed:
+            install_status_routes(self.app.router, self._status_path)
+            self._status_installed = True
+        if self._probe_paths <= config.probe_paths:
+            return config
+        return config.replace(probe_paths=config.probe_paths | self._probe_paths)
+
+    def _on_tick(self) -> None:
+        """Every second while serving: refresh gauges, flush metrics, feed the sinks."""
+        server = self._server
+        active = server.active_requests if server is not None else 0
+        connections = server.connection_count if server is not None else 0
+        lag = self.process.event_loop_lag
+        prometheus = self._prometheus
+        if prometheus is not None:
+            prometheus.set_active(active, connections)
+            prometheus.set_event_loop_lag(lag)
+            prometheus.flush()
+        sinks = self._sinks
+        if sinks.sinks:
+            sinks.record_gauge("http_requests_active", active)
+            sinks.record_gauge("nessen_connections_active", connections)
+            sinks.record_gauge("nessen_event_loop_lag_seconds", lag)
+
+    def _render_metrics(self, accept: str) -> tuple[bytes, str]:
+        """The ``/metrics`` exposition, with the gauges read now."""
+        prometheus = self._prometheus
+        if prometheus is None:  # pragma: no cover - /metrics is only served once started
+            return b"", "text/plain; version=0.0.4; charset=utf-8"
+        server = self._server
+        if server is not None:
+            prometheus.set_active(server.active_requests, server.connection_count)
+        prometheus.set_event_loop_lag(self.process.event_loop_lag)
+        return prometheus.exposition(accept)
+
     # --- serving --------------------------------------------------------------------------
 
-    async def start(self, sock: Any = None) -> Server:
+    async def start(self, sock: Any = None, link: WorkerLink | None = None) -> Server:
         """Run startup hooks, bind, start accepting, enter READY.
+
+        Args:
+            sock: A listening socket to serve on (a worker's inherited one) instead of
+                binding ``config.host:config.port``.
+            link: A worker's pipe to its supervisor: heartbeats, ready, recycle requests.
 
         Raises:
             StartupError: A startup hook raised, or the address could not be bound.
@@ -211,7 +350,12 @@ class Runtime:
                 logger.exception("startup hook %s failed", getattr(hook, "__name__", hook))
                 self.app.lifecycle.transition(State.STOPPING, "startup failed")
                 raise StartupError(f"startup hook failed: {exc!r}") from exc
-        server = Server(self.app.handler, config, _RuntimeEvents(self))
+        config = self._start_observability(config)
+        on_tick = None
+        if link is not None:
+            on_tick = self._worker_tick_hook(link)
+        self.app.middleware[:0] = self._builtin_middleware(config)
+        server = Server(self.app.handler, config, _RuntimeEvents(self), on_tick=on_tick)
         try:
             await server.start(sock)
         except OSError as exc:
@@ -221,7 +365,7 @@ class Runtime:
         host, port = server.address
         shown = f"[{host}]" if ":" in host else host
         logger.info(
-            "nessen %s listening on http://%s:%d (pid %d, env %s, workers 1; limits: target "
+            "nessen %s listening on http://%s:%d (pid %d, env %s, workers %d; limits: target "
             "%d B, header section %d B / %d fields, body %d B; timeouts: headers %gs, "
             "body %gs, request %gs, idle %gs, send %gs)",
             self.version,
@@ -229,6 +373,7 @@ class Runtime:
             port,
             os.getpid(),
             config.env,
+            config.workers,
             config.max_target_bytes,
             config.max_header_bytes,
             config.max_header_count,
@@ -240,8 +385,57 @@ class Runtime:
             config.send_timeout,
             extra={"address": f"http://{shown}:{port}"},
         )
+        self.process.start()
         self.app.lifecycle.transition(State.READY)
+        if link is not None:
+            link.ready()
         return server
+
+    def _builtin_middleware(self, config: Config) -> list[Middleware]:
+        """The built-in middleware chosen at construction, built from ``config``."""
+        chosen = self._builtins
+        if chosen is None:
+            return []
+        if isinstance(chosen, str | Mapping):
+            options: dict[str, Any] = {} if isinstance(chosen, str) else dict(chosen)
+            if not self.access_log:
+                options["access_log"] = False
+            status = self.status_path
+            rate_limit = options.get("rate_limit", True)
+            if status is not None and rate_limit is not False:
+                # The status page polls /api/health every second per viewer; it and its
+                # assets are as exempt from the rate limit as the probes are.
+                rate_limit = {} if rate_limit is True else dict(rate_limit)
+                skip = PROBE_PATHS | config.probe_paths | {status, status + ".js", status + ".css"}
+                rate_limit.setdefault("skip_paths", skip)
+                options["rate_limit"] = rate_limit
+            return default_stack(config, **options)
+        return list(chosen)
+
+    def _worker_tick_hook(self, link: WorkerLink) -> Callable[[], None]:
+        """The heartbeat a worker sends each tick, and its request-quota check."""
+        config = self.config
+        quota = 0
+        if config.max_requests_per_worker:
+            quota = config.max_requests_per_worker + random.randint(0, config.max_requests_jitter)
+        stats = self.stats
+        asked = False
+
+        def tick() -> None:
+            nonlocal asked
+            link.beat()
+            if link.orphaned and self.state not in (State.DRAINING, State.STOPPING):
+                logger.error("the supervisor is gone: draining")
+                self.request_stop()
+            if quota and not asked and stats.total >= quota:
+                asked = True
+                logger.info(
+                    "served %d requests (max_requests_per_worker): asking to be replaced",
+                    stats.total,
+                )
+                link.recycle()
+
+        return tick
 
     async def stop(self, grace_period: float | None = None) -> DrainResult:
         """Drain and close.
@@ -289,6 +483,9 @@ class Runtime:
         lifecycle.transition(State.STOPPING, "drained" if result.clean else "drain cut short")
         if server is not None:
             await server.close()
+        self.process.stop()
+        if self._prometheus is not None:
+            self._prometheus.flush()
         self._serving = False
         return result
 
@@ -326,7 +523,9 @@ class Runtime:
                 self._force_stop = True
             self._stop.set()
 
-    async def serve(self, *, sock: Any = None, handle_signals: bool = True) -> int:
+    async def serve(
+        self, *, sock: Any = None, handle_signals: bool = True, link: WorkerLink | None = None
+    ) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`request_stop`), then drain.
 
         A second signal during the drain cuts it short.
@@ -345,9 +544,11 @@ class Runtime:
                     installed.append(int(sig))
                 except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
                     pass
+            if installed:  # a forked worker starts with them blocked (see supervisor.py)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, installed)
         try:
             try:
-                await self.start(sock)
+                await self.start(sock, link)
             except StartupError as exc:
                 logger.error("%s", exc)
                 return EXIT_STARTUP_FAILED
@@ -421,40 +622,38 @@ def _name(hook: Callable[..., Any]) -> str:
 
 
 class _RuntimeEvents(ServerEvents):
-    """Feeds the statistics and logs from the server's reports."""
+    """Feeds the statistics, metrics, sinks and logs from the server's reports."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._stats = runtime.stats
-        self._access = runtime.access_log
+        self._prometheus = runtime.prometheus
+        self._sinks = runtime._sinks
+        self._allowed_methods = runtime.config.allowed_methods
+
+    def _tags(self, request: Request | None, status: int) -> dict[str, str]:
+        """The bounded tags of a response for the sinks, as labelled in ``/metrics``."""
+        method = request.method if request is not None else ""
+        route = request.route if request is not None else None
+        return {
+            "method": method if method in self._allowed_methods else OTHER_METHOD,
+            "route": route if route is not None else UNMATCHED,
+            "status": str(status),
+        }
 
     def request_finished(
         self, request: Request, status: int, content_bytes: int, duration: float
     ) -> None:
         self._stats.record(duration, content_bytes)
-        if not self._access:
-            return
-        level = (
-            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        )
-        if access_logger.isEnabledFor(level):
-            access_logger.log(
-                level,
-                "%s %s %d",
-                request.method,
-                request.path,
-                status,
-                extra={
-                    "request_id": request.id,
-                    "method": request.method,
-                    "path": request.path,
-                    "route": request.route,
-                    "status": status,
-                    "duration_ms": round(duration * 1000.0, 3),
-                    "bytes": content_bytes,
-                    "client_ip": request.client_ip,
-                },
+        prometheus = self._prometheus
+        if prometheus is not None:
+            prometheus.request_finished(
+                request.method, request.route, status, duration, content_bytes
             )
+        if self._sinks.sinks:
+            tags = self._tags(request, status)
+            self._sinks.increment_counter("http_requests_total", 1, tags)
+            self._sinks.record_timing("http_request_duration_seconds", duration, tags)
 
     def request_rejected(
         self,
@@ -464,9 +663,18 @@ class _RuntimeEvents(ServerEvents):
         client: tuple[str, int] | None,
         request: Request | None,
     ) -> None:
-        self._stats.reject(reason)
-        if status:
-            self._stats.record(0.0, 0)
+        self._stats.reject(reason, answered=status != 0)
+        if self._prometheus is not None:
+            self._prometheus.request_rejected(
+                reason,
+                status,
+                request.method if request is not None else None,
+                request.route if request is not None else None,
+            )
+        if self._sinks.sinks:
+            self._sinks.increment_counter("nessen_rejected_requests_total", 1, {"reason": reason})
+            if status:
+                self._sinks.increment_counter("http_requests_total", 1, self._tags(request, status))
         extra: dict[str, Any] = {
             "reason": reason,
             "status": status or None,

@@ -26,6 +26,8 @@ LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
 def base_env(**extra: str) -> dict[str, str]:
     """A small explicit environment: PATH, loopback, a free port, plus ``extra``."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": "127.0.0.1", "PORT": "0"}
+    # The tests send many requests from one address; the default rate limit would 429 them.
+    env["RATE_LIMIT_MAX"] = "1000000000"
     # coverage's subprocess measurement (``make test``) travels in COVERAGE_* variables
     env.update((k, v) for k, v in os.environ.items() if k.startswith("COVERAGE_"))
     env.update(extra)

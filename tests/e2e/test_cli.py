@@ -72,10 +72,14 @@ def test_bad_app_spec_exits_2_with_one_line(spec: str, expected: str) -> None:
     assert result.stdout == ""
 
 
-def test_more_than_one_worker_is_refused_with_exit_2() -> None:
-    result = run_nessen("serve", env=base_env(WORKERS="2"))
-    assert result.returncode == 2
-    assert "WORKERS=2" in result.stderr
+def test_an_address_in_use_exits_3_with_workers_too() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_nessen("serve", env=base_env(WORKERS="2", PORT=str(port)))
+    assert result.returncode == 3
+    assert "cannot listen on" in result.stderr
     assert "Traceback" not in result.stderr
 
 

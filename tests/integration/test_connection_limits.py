@@ -8,6 +8,7 @@ import threading
 import time
 
 from nessen import Response, Runtime
+from nessen.server.protocol import PROBE_RESERVE
 from tests.conftest import ServeFactory, echo_runtime
 from tests.integration.wire import PHRASES, closed_cleanly, expect_rejection, json_body
 from tests.rawhttp import RawClient, get
@@ -92,6 +93,7 @@ def test_max_connections_refuses_the_extra_connection_with_503(serve: ServeFacto
         assert first.request(get("/")).status == 200
         assert second.request(get("/")).status == 200
         with RawClient(server.address) as third:
+            third.send(get("/"))
             expect_rejection(third, 503, "max_connections", retry_after="1")
         assert first.request(get("/")).status == 200  # the admitted ones are unaffected
         first.close()
@@ -101,11 +103,62 @@ def test_max_connections_refuses_the_extra_connection_with_503(serve: ServeFacto
         assert second.request(get("/")).status == 200
 
 
-def test_refused_connection_gets_503_even_before_sending_a_request(
+def test_past_the_probe_reserve_connections_get_503_before_sending_a_request(
     serve: ServeFactory,
 ) -> None:
     server = serve(max_connections=1)
     with RawClient(server.address) as first:
         assert first.request(get("/")).status == 200
-        with RawClient(server.address) as second:
-            expect_rejection(second, 503, "max_connections", retry_after="1")
+        reserve = [RawClient(server.address) for _ in range(PROBE_RESERVE)]
+        try:
+            with RawClient(server.address) as beyond:
+                expect_rejection(beyond, 503, "max_connections", retry_after="1")
+        finally:
+            for client in reserve:
+                client.close()
+
+
+def test_probes_are_answered_when_the_connection_limit_is_reached(serve: ServeFactory) -> None:
+    server = serve(max_connections=1)
+    with RawClient(server.address) as first:
+        assert first.request(get("/")).status == 200
+        with RawClient(server.address) as probe:
+            assert probe.request(get("/health")).status == 200
+        with RawClient(server.address) as other:
+            other.send(get("/"))
+            expect_rejection(other, 503, "max_connections", retry_after="1")
+
+
+def test_a_silent_connection_in_the_probe_reserve_is_closed_quickly(serve: ServeFactory) -> None:
+    server = serve(max_connections=1)
+    with RawClient(server.address) as first:
+        assert first.request(get("/")).status == 200
+        with RawClient(server.address) as silent:
+            started = time.monotonic()
+            assert silent.closed_by_peer(timeout=5.0)
+            assert silent.buffer == b""
+            assert time.monotonic() - started < 3.0  # 1 s, not the 10 s headers_timeout
+
+
+def test_probes_are_answered_when_handlers_are_at_capacity(serve: ServeFactory) -> None:
+    runtime = echo_runtime()
+    release = threading.Event()
+
+    @runtime.route.get("/busy")
+    async def busy(ctx):  # type: ignore[no-untyped-def]
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 10)
+        return Response.text("done")
+
+    server = serve(runtime, max_concurrent_requests=1)
+    with RawClient(server.address) as holder, RawClient(server.address) as probe:
+        holder.send(get("/busy"))
+        deadline = time.monotonic() + 5
+        while server.runtime.active_requests < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert probe.request(get("/health")).status == 200
+        assert probe.request(get("/ready")).status == 200
+        overloaded = probe.request(get("/"))
+        assert overloaded.status == 503
+        release.set()
+        assert holder.response().status == 200

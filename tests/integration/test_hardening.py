@@ -177,3 +177,69 @@ def test_rejection_is_logged_once_with_reason_and_escaped_bytes(
     assert "\n" not in message
     assert "\r" not in message
     assert len(message) < 300  # attacker bytes are cut, not logged whole
+
+
+# --- memory held by request bodies ---------------------------------------------------------
+
+
+def test_buffered_bodies_share_a_budget_and_the_excess_gets_503(serve: ServeFactory) -> None:
+    server = serve(max_body_bytes=1000, max_body_buffer_bytes=2500)
+    head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n"
+    with RawClient(server.address) as first, RawClient(server.address) as second:
+        first.send(head + b"a" * 999)
+        second.send(head + b"b" * 999)  # 1998 bytes held, each waiting for its last byte
+        deadline = time.monotonic() + 5
+        while server.runtime.server.state.body_bytes < 1998:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with RawClient(server.address) as third:
+            third.send(head)
+            expect_rejection(third, 503, "body_buffer_full", retry_after="1")
+        first.send(b"a")
+        assert first.response().body == b"a" * 1000
+        with RawClient(server.address) as fourth:  # the first body's bytes were released
+            assert fourth.request(head + b"c" * 1000).status == 200
+        second.send(b"b")
+        assert second.response().status == 200
+    deadline = time.monotonic() + 5
+    while server.runtime.server.state.body_bytes != 0:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "budget not released"
+        time.sleep(0.01)
+
+
+def test_endless_chunk_extension_is_refused(serve: ServeFactory) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;")
+        try:
+            for _ in range(64):
+                client.send(b"a" * 8192)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused while we were still sending
+        response = client.response()
+    assert response.status == 400
+    assert json.loads(response.body) == {"error": "Bad Request", "reason": "chunk_overhead"}
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a/b", b"user@host", b"[::1", b"h:8o"])
+def test_malformed_host_value_gets_400(serve: ServeFactory, host: bytes) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        expect_rejection(client, 400, "bad_host")
+
+
+@pytest.mark.parametrize("host", [b"", b"example.com", b"[::1]:3000", b"10.0.0.1:80", b"a-b.c_d"])
+def test_well_formed_host_values_are_served(serve: ServeFactory, host: bytes) -> None:
+    server = serve()
+    with RawClient(server.address) as client:
+        assert client.request(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").status == 200
+
+
+def test_http10_requests_get_an_http11_status_line(serve: ServeFactory) -> None:
+    # RFC 9110 §2.5: a server sends its own highest conformant version.
+    server = serve()
+    with RawClient(server.address) as client:
+        response = client.request(b"GET / HTTP/1.0\r\n\r\n")
+    assert response.version == "HTTP/1.1"
+    assert response.header("connection") == "close"

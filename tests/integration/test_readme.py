@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,49 @@ def test_testing_sample_runs() -> None:
     exec(compile(python_blocks()[1], "README.md", "exec"), namespace)
     assert namespace["server"].result is not None  # the with-block stopped it cleanly
     assert namespace["server"].result.clean
+
+
+def test_statsd_sample_sends_the_handlers_and_the_runtimes_counts(serve: ServeFactory) -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5.0)
+    source = python_blocks()[2]
+    assert '"127.0.0.1", 8125' in source
+    port = str(receiver.getsockname()[1])
+    namespace: dict[str, Any] = {}
+    exec(compile(source.replace("8125", port), "README.md", "exec"), namespace)
+    namespace["runtime"].process.interval = 3600.0  # no once-a-second gauges in the test
+    with receiver, namespace["statsd"]:
+        server = serve(namespace["runtime"])
+        assert httpx.post(server.url + "/orders").status_code == 201
+        assert [receiver.recv(65536).decode() for _ in range(2)] == [
+            "shop.orders_total:1|c|#channel:web",
+            "shop.http_requests_total:1|c|#method:POST,route:/orders,status:201",
+        ]
+        metrics = httpx.get(server.url + "/metrics").text.splitlines()
+    assert 'orders_total{channel="web"} 1.0' in metrics
+    assert 'http_requests_total{method="POST",route="/orders",status="201"} 1.0' in metrics
+
+
+def test_middleware_sample_behaves_as_described(serve: ServeFactory) -> None:
+    (block,) = [b for b in python_blocks() if "default_stack(" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    server = serve(namespace["runtime"])
+    origin = {"Origin": "https://app.example", "X-Request-ID": "readme-1"}
+    with httpx.Client(base_url=server.url, headers=origin) as client:
+        first = client.get("/catalog")
+        second = client.get("/catalog", headers={"X-Api-Key": "k1"})
+        preflight = client.options("/catalog", headers={"Access-Control-Request-Method": "DELETE"})
+    assert first.status_code == 200
+    assert first.json()[99] == {"sku": 99, "name": "item 99"}
+    assert first.headers["content-encoding"] == "br"  # httpx offers br; COMPRESSION_LEVEL 4
+    assert first.headers["x-request-id"] == "readme-1"
+    assert first.headers["x-content-type-options"] == "nosniff"
+    assert first.headers["access-control-allow-origin"] == "https://app.example"
+    assert first.headers["access-control-expose-headers"] == "X-Request-ID"
+    assert first.headers["ratelimit-limit"] == "1000"
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.headers["ratelimit-remaining"] == "999"  # keyed by API key: a new bucket
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-methods"].endswith("DELETE")

@@ -50,6 +50,7 @@ def fuzz_server() -> Iterator[LiveServer]:
         headers_timeout=0.5,
         body_timeout=0.5,
         idle_timeout=0.5,
+        rate_limit_max=1_000_000_000,
     ).start()
     yield server
     server.stop()

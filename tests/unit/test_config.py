@@ -65,6 +65,9 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "HOST": ("127.0.0.1", "127.0.0.1"),
     "PORT": ("8080", 8080),
     "WORKERS": ("4", 4),
+    "WORKER_TIMEOUT": ("5000", 5.0),
+    "MAX_REQUESTS_PER_WORKER": ("10000", 10000),
+    "MAX_REQUESTS_JITTER": ("500", 500),
     "NESSEN_ENV": ("Production", "production"),
     "LOG_LEVEL": ("DEBUG", "debug"),
     "LOG_FORMAT": ("JSON", "json"),
@@ -72,6 +75,7 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "MAX_HEADER_SIZE": ("32768", 32768),
     "MAX_HEADER_COUNT": ("50", 50),
     "MAX_BODY_SIZE": ("2048", 2048),
+    "MAX_BODY_BUFFER_SIZE": ("1048576", 1048576),
     "HEADERS_TIMEOUT": ("1500", 1.5),
     "BODY_TIMEOUT": ("20000", 20.0),
     "REQUEST_TIMEOUT": ("250", 0.25),
@@ -330,3 +334,28 @@ def test_any_port_out_of_range_is_rejected(port: int) -> None:
     (problem,) = caught.value.problems
     assert problem.startswith(f"PORT='{port}': ")
     assert "0..65535" in problem
+
+
+@pytest.mark.parametrize(
+    ("env", "production"),
+    [
+        ("development", False),
+        ("test", False),
+        ("production", True),
+        ("prod", True),
+        ("staging", True),
+    ],
+)
+def test_anything_but_development_or_test_behaves_as_production(env: str, production: bool) -> None:
+    assert Config(env=env).production is production
+
+
+def test_body_buffer_is_automatic_or_at_least_one_body() -> None:
+    assert Config().body_buffer_bytes == 64 * 1024 * 1024
+    assert Config(max_body_bytes=100 * 1024 * 1024).body_buffer_bytes == 400 * 1024 * 1024
+    assert Config(max_body_buffer_bytes=5_000_000).body_buffer_bytes == 5_000_000
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"MAX_BODY_SIZE": "2000000", "MAX_BODY_BUFFER_SIZE": "1000000"})
+    assert caught.value.problems == [
+        "MAX_BODY_BUFFER_SIZE=1000000: must be 0 (automatic) or at least MAX_BODY_SIZE=2000000"
+    ]

@@ -22,6 +22,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "nessen.app": ("nessen.server",),
     "nessen.observability": ("nessen.server",),
+    "nessen.middleware": ("nessen.server", "nessen.runtime", "nessen.cli", "nessen.demo"),
+    # the seam a Redis store implements: bytes and numbers in, no HTTP types
+    "nessen.stores": ("nessen.http", "nessen.server", "nessen.app", "nessen.middleware"),
 }
 
 
@@ -70,6 +73,8 @@ def test_the_packages_exist() -> None:
     assert len(modules_of("nessen.http")) >= 4
     assert len(modules_of("nessen.app")) >= 4
     assert len(modules_of("nessen.observability")) >= 3
+    assert len(modules_of("nessen.middleware")) >= 8
+    assert len(modules_of("nessen.stores")) >= 3
 
 
 @pytest.mark.parametrize(

@@ -38,15 +38,16 @@ class _Converter:
 
 CONVERTERS: dict[str, _Converter] = {
     "str": _Converter(r"[^/]+", str),
-    "int": _Converter(r"-?[0-9]+", int),
-    "float": _Converter(r"-?[0-9]+(?:\.[0-9]+)?", float),
+    "int": _Converter(r"-?[0-9]{1,18}", int),
+    "float": _Converter(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?", float),
     "uuid": _Converter(
         r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
         uuid.UUID,
     ),
     "path": _Converter(r".*", str),
 }
-"""Parameter converters: ``{name:int}`` matches ``-?[0-9]+`` and passes an ``int``."""
+"""Parameter converters: ``{name:int}`` matches ``-?[0-9]{1,18}`` (so it fits in 64 bits and
+a JSON encoder) and passes an ``int``; a longer number does not match (404)."""
 
 
 @dataclass(slots=True)
@@ -272,6 +273,8 @@ class Router:
         Exceptions from the handler become responses here (``HTTPError`` its status, any
         other 500 through :attr:`on_error`), so every middleware sees a response.
         """
+        if request.path == "*":
+            return self._asterisk(request)
         route, params, allowed = self.match(request.method, request.path)
         if route is None:
             return self._unrouted(request, allowed)
@@ -289,15 +292,23 @@ class Router:
 
     def _unrouted(self, request: Request, allowed: set[str]) -> Response:
         if not allowed:
-            return Response(404, b'{"error":"Not Found"}', content_type="application/json")
+            return Response.json({"error": "Not Found", "request_id": request.id}, 404)
         allow = allow_field(allowed)
         if request.method == "OPTIONS":
             return Response(204, headers={"Allow": allow})
-        return Response(
+        return Response.json(
+            {"error": "Method Not Allowed", "request_id": request.id},
             405,
-            b'{"error":"Method Not Allowed"}',
             headers={"Allow": allow},
-            content_type="application/json",
+        )
+
+    def _asterisk(self, request: Request) -> Response:
+        """``OPTIONS *`` asks about the server itself (RFC 9110 §9.3.7); other methods can't."""
+        if request.method == "OPTIONS":
+            methods = {m for route in self.routes for m in route.methods}
+            return Response(204, headers={"Allow": allow_field(methods)})
+        return Response.json(
+            {"error": "the asterisk target is only for OPTIONS", "request_id": request.id}, 400
         )
 
 

@@ -23,23 +23,11 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Nessen runtime</title>
-<style>
- body {{ font: 15px/1.5 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }}
- main {{ max-width: 860px; margin: 0 auto; padding: 24px 16px; }}
- h1 {{ font-size: 24px; margin: 0 0 4px; }} h2 {{ font-size: 16px; margin: 24px 0 8px; }}
- .state {{ display: inline-block; padding: 2px 10px; border-radius: 12px; color: #fff;
-          background: {state_colour}; font-weight: 600; font-size: 13px; }}
- table {{ border-collapse: collapse; width: 100%; background: #fff; font-size: 14px; }}
- td, th {{ border-bottom: 1px solid #e3e6eb; padding: 6px 10px; text-align: left;
-          vertical-align: top; word-break: break-all; }}
- th {{ width: 30%; font-weight: 600; color: #4a5366; }}
- code {{ font: 13px ui-monospace, monospace; }}
- a {{ color: #2456c7; }}
-</style>
+<link rel="stylesheet" href="/demo.css">
 </head>
 <body>
 <main>
-<h1>Nessen runtime <span class="state">{state}</span></h1>
+<h1>Nessen runtime <span class="state state-{state_lower}">{state}</span></h1>
 <p>Version {version} &middot; up {uptime} &middot; {total} requests served
  &middot; <img src="/badge/state/{state_lower}.svg" alt="state: {state}" height="20"></p>
 <h2>Your request</h2>
@@ -60,6 +48,7 @@ _PAGE = """<!doctype html>
 <li><a href="/health">/health</a> &mdash; liveness</li>
 <li><a href="/ready">/ready</a> &mdash; readiness</li>
 <li><a href="/api/health">/api/health</a> &mdash; state, uptime, latency percentiles</li>
+<li><a href="/metrics">/metrics</a> &mdash; Prometheus metrics</li>{status_link}
 <li><a href="/badge/build/passing.svg">/badge/build/passing.svg</a> &mdash; a badge</li>
 </ul>
 </main>
@@ -67,7 +56,24 @@ _PAGE = """<!doctype html>
 </html>
 """
 
-_STATE_COLOURS = {"READY": "#2e7d32", "DEGRADED": "#ef6c00", "DRAINING": "#6d4c41"}
+_CSS = """
+ body { font: 15px/1.5 system-ui, sans-serif; margin: 0; background: #f6f7f9;
+        color: #1d2330; }
+ main { max-width: 860px; margin: 0 auto; padding: 24px 16px; }
+ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
+ .state { display: inline-block; padding: 2px 10px; border-radius: 12px; color: #fff;
+          background: #c62828; font-weight: 600; font-size: 13px; }
+ .state-ready { background: #2e7d32; } .state-degraded { background: #ef6c00; }
+ .state-draining { background: #6d4c41; }
+ table { border-collapse: collapse; width: 100%; background: #fff; font-size: 14px; }
+ td, th { border-bottom: 1px solid #e3e6eb; padding: 6px 10px; text-align: left;
+          vertical-align: top; word-break: break-all; }
+ th { width: 30%; font-weight: 600; color: #4a5366; }
+ code { font: 13px ui-monospace, monospace; }
+ a { color: #2456c7; }
+"""
+"""The page's style sheet, served from the same origin so the default
+``Content-Security-Policy: default-src 'self'`` allows it (an inline <style> would be blocked)."""
 
 
 def _duration(seconds: float) -> str:
@@ -88,7 +94,6 @@ async def home(ctx: Request) -> Response:
     page = _PAGE.format(
         state=esc(state),
         state_lower=esc(state.lower()),
-        state_colour=_STATE_COLOURS.get(state, "#c62828"),
         version=esc(runtime.version),
         uptime=_duration(runtime.lifecycle.uptime),
         total=runtime.stats.total,
@@ -99,8 +104,22 @@ async def home(ctx: Request) -> Response:
         http_version=esc(ctx.http_version),
         client_ip=esc(ctx.client_ip),
         header_rows=header_rows,
+        status_link=(
+            f'\n<li><a href="{esc(runtime.status_path)}">{esc(runtime.status_path)}</a> '
+            "&mdash; live status page</li>"
+            if runtime.status_path
+            else ""
+        ),
     )
     return Response.html(page)
+
+
+@runtime.route.get("/demo.css")
+async def stylesheet(ctx: Request) -> Response:
+    """The demo page's CSS."""
+    return Response(
+        200, _CSS, content_type="text/css; charset=utf-8", headers={"Cache-Control": "max-age=300"}
+    )
 
 
 @runtime.route.get("/{path:path}")

@@ -1,9 +1,31 @@
-"""The probe endpoints: ``/health`` (liveness), ``/ready`` (readiness), ``/api/health`` (JSON).
+"""The probe endpoints: ``/health``, ``/ready``, ``/api/health`` (JSON) and ``/metrics``.
 
 ``/health`` answers 200 ``OK`` until the STOPPING state; it checks nothing else, so a slow
 dependency never gets a live process restarted. ``/ready`` answers 200 only when the state
-allows traffic and every readiness check passes. Neither looks at the Host field, so a
-kubelet probe addressed to the pod IP gets the real answer.
+allows traffic and every readiness check passes. None of them looks at the Host field, so a
+kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answer.
+
+``/api/health`` describes the process that answers it (with several workers, one of them):
+
+.. code-block:: text
+
+    ok                  bool   the state accepts traffic (READY, or DEGRADED when allowed);
+                               the status is 200 when true, 503 otherwise
+    state               str    STARTING, READY, DEGRADED, DRAINING or STOPPING
+    reason              str    why the last transition happened (only when there is one)
+    uptime_ms           int    since the runtime was created
+    requests.total      int    responses sent, refusals with a status included
+    requests.active     int    requests in handlers now
+    requests.p50_ms     float  latency percentiles over the last 60-70 s (see stats.py),
+    requests.p95_ms            nearest rank within 2 %; 0 when no request finished then
+    requests.p99_ms
+    requests.avg_response_bytes  float  mean content bytes per response
+    requests.rejected   {reason: count}  the server's refusals since start
+    memory.rss_bytes    int    resident set size
+    cpu_percent         float  process CPU over the last 1 s, percent of one core
+    event_loop_lag_ms   float  how late the last 1 s tick ran
+    pid                 int
+    version             str
 """
 
 from __future__ import annotations
@@ -11,15 +33,20 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from collections.abc import Callable
 from typing import Protocol
 
 from nessen.app.lifecycle import Lifecycle, Readiness
 from nessen.app.routing import Router
 from nessen.http import Request, Response
+from nessen.observability.process import ProcessSampler
 from nessen.observability.stats import RequestStats
 
 HEALTH_PATHS = frozenset({"/health", "/ready", "/api/health"})
 """Paths of the probe endpoints (rate limiting and access-log sampling may skip them)."""
+METRICS_PATH = "/metrics"
+"""Path of the Prometheus exposition."""
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class HealthSource(Protocol):
@@ -27,6 +54,7 @@ class HealthSource(Protocol):
 
     stats: RequestStats
     version: str
+    process: ProcessSampler
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -83,13 +111,18 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
     async def api_health(request: Request) -> Response:
         lifecycle = source.lifecycle
         stats = source.stats
+        process = source.process
         ok = lifecycle.accepting(source.ready_when_degraded)
         p50, p95, p99 = stats.percentiles_ms(0.5, 0.95, 0.99)
-        body = {
+        body: dict[str, object] = {
             "ok": ok,
             "state": str(lifecycle.state),
-            "uptime_ms": int(lifecycle.uptime * 1000),
-            "requests": {
+        }
+        if lifecycle.reason:
+            body["reason"] = lifecycle.reason
+        body.update(
+            uptime_ms=int(lifecycle.uptime * 1000),
+            requests={
                 "total": stats.total,
                 "active": source.active_requests,
                 "p50_ms": p50,
@@ -98,12 +131,30 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
                 "avg_response_bytes": round(stats.average_bytes, 1),
                 "rejected": dict(stats.rejected),
             },
-            "memory": {"rss_bytes": rss_bytes()},
-            "pid": os.getpid(),
-            "version": source.version,
-        }
-        return Response.json(body, 200 if ok else 503)
+            memory={"rss_bytes": rss_bytes()},
+            cpu_percent=process.cpu_percent,
+            event_loop_lag_ms=process.event_loop_lag_ms,
+            pid=os.getpid(),
+            version=source.version,
+        )
+        return Response.json(body, 200 if ok else 503, headers=NO_STORE)
 
     router.get("/health", health)
     router.get("/ready", ready)
     router.get("/api/health", api_health)
+
+
+def install_metrics_route(router: Router, render: Callable[[str], tuple[bytes, str]]) -> None:
+    """Register ``GET /metrics``, answered with ``render(accept)``.
+
+    Args:
+        router: Where to register it.
+        render: Takes the request's Accept field value (``""`` if none) and returns the
+            exposition and its content type (see ``PrometheusMetrics.exposition``).
+    """
+
+    async def metrics(request: Request) -> Response:
+        content, content_type = render(request.headers.get("accept") or "")
+        return Response(200, content, content_type=content_type, headers=NO_STORE)
+
+    router.get(METRICS_PATH, metrics)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -42,9 +44,17 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The id of the request being handled; the formatters add it to records that lack one, so
 every log line written while handling a request (the app's own included) carries it."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NEEDS_QUOTES = re.compile(r'[\s="]')
 MAX_FIELD_CHARS = 2048
 """Longest logged text field; longer ones are cut with ``...`` appended."""
+
+
+def _quote(text: str) -> str:
+    """logfmt-style quoting, so a value holding ``key=value`` text cannot forge a field."""
+    if text and _NEEDS_QUOTES.search(text) is None:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def escape(text: str) -> str:
@@ -53,7 +63,12 @@ def escape(text: str) -> str:
         text = text[:MAX_FIELD_CHARS] + "..."
     if text.isprintable() or _CONTROL.search(text) is None:
         return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 _second_cache: list[Any] = [-1, ""]
@@ -92,7 +107,15 @@ class JsonFormatter(logging.Formatter):
                 entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        line = orjson.dumps(entry, default=str).decode()
+        if "\u2028" in line or "\u2029" in line or "\x85" in line:
+            # Valid JSON, but line separators to some readers (str.splitlines, JavaScript).
+            line = (
+                line.replace("\u2028", "\\u2028")
+                .replace("\u2029", "\\u2029")
+                .replace("\x85", "\\u0085")
+            )
+        return line
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -107,8 +130,12 @@ class ConsoleFormatter(logging.Formatter):
             if value is None:
                 continue
             if type(value) is str:
-                value = escape(value)
+                value = _quote(escape(value))
             parts.append(f"{name}={value}")
+        if attrs.get("request_id") is None:
+            request_id = current_request_id.get()
+            if request_id is not None:
+                parts.insert(0, f"request_id={_quote(escape(request_id))}")
         extras = " ".join(parts)
         line = (
             f"{_timestamp(record)} {record.levelname:<7} {record.name} "
@@ -151,11 +178,28 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush_level = flush_level
         self._lines: list[str] = []
         self._size = 0
+        self._start_flusher()
+        reference = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            handler = reference()
+            if handler is not None:
+                handler._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _start_flusher(self) -> None:
         self._stop = threading.Event()
         self._flusher = threading.Thread(
             target=self._flush_periodically, name="nessen-log-flush", daemon=True
         )
         self._flusher.start()
+
+    def _after_fork(self) -> None:
+        """In a forked worker: drop the parent's unwritten lines, start a flusher thread."""
+        self._lines = []
+        self._size = 0
+        self._start_flusher()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format ``record`` and buffer it (called with the handler's lock held)."""

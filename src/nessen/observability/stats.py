@@ -1,38 +1,171 @@
 """Request statistics for ``/api/health`` and ``runtime.metrics()``: counts and latency percentiles.
 
-Latencies are kept in a fixed ring of the most recent ``WINDOW`` requests (a count window,
-as the original runtime had): recording is one array store; the percentiles are computed
-only when asked, from a sorted copy of at most ``WINDOW`` floats.
+Latency percentiles are computed over a recent time window from log-bucketed histograms,
+so recording a request never sorts anything:
+
+- A duration falls in bucket ``i`` when it lies in ``[g**i, g**(i+1))`` microseconds, with
+  ``g = 1.02`` (:data:`GROWTH`); bucket 0 also holds everything under 1 µs and the last one
+  everything over :data:`MAX_SECONDS`. Recording is a logarithm, two array stores and a
+  clock read.
+- Each bucket also sums its durations, and a percentile is reported as the mean of the
+  bucket that holds the nearest-rank sample. That mean lies inside the bucket, so the
+  answer is within 2 % of the exact nearest-rank value (exact when the bucket's samples
+  are equal, e.g. a single request).
+- The window is :data:`WINDOW_SECONDS` (60 s) long, kept as :data:`INTERVALS` (6) rotating
+  10 s histograms plus the current one: a sample counts for between 60 and 70 s after it
+  was recorded, then drops out with its whole interval.
+
+Counts (``total``, ``content_bytes``, ``rejected``) cover the whole life of the process.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 
-WINDOW = 1024
-"""Requests the latency percentiles are computed over (the most recent ones)."""
+GROWTH = 1.02
+"""Ratio between the bounds of consecutive latency buckets (2 % relative width)."""
+MAX_SECONDS = 1000.0
+"""Durations above this share the last latency bucket."""
+WINDOW_SECONDS = 60.0
+"""Seconds of history the latency percentiles cover (to a granularity of one interval)."""
+INTERVALS = 6
+"""Intervals the window is divided into; each is ``WINDOW_SECONDS / INTERVALS`` long."""
+
+_INV_LOG_GROWTH = 1.0 / math.log(GROWTH)
+BUCKETS = int(math.log(MAX_SECONDS * 1e6) * _INV_LOG_GROWTH) + 1
+"""Number of latency buckets (1 µs to ``MAX_SECONDS`` at 2 % width: 1047)."""
+_LAST = BUCKETS - 1
+
+
+def bucket_index(duration: float) -> int:
+    """Return the latency bucket of ``duration`` (seconds): ``floor(log_g(µs))``, clamped."""
+    micros = duration * 1e6
+    if micros <= 1.0:
+        return 0
+    index = int(math.log(micros) * _INV_LOG_GROWTH)
+    return index if index < _LAST else _LAST
+
+
+class LatencyWindow:
+    """Latency histograms for the last ``window`` seconds, rotating per interval.
+
+    Args:
+        window: Seconds of history kept (between ``window`` and ``window + window /
+            intervals`` in practice, as whole intervals drop out).
+        intervals: How many intervals the window is cut into.
+        clock: Seconds on a monotonic clock; ``time.monotonic`` by default.
+    """
+
+    __slots__ = ("_clock", "_counts", "_epoch", "_epochs", "_interval", "_slot", "_sums")
+
+    def __init__(
+        self,
+        window: float = WINDOW_SECONDS,
+        intervals: int = INTERVALS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window <= 0 or intervals < 1:
+            raise ValueError(f"window={window}, intervals={intervals}: both must be positive")
+        self._interval = window / intervals
+        self._clock = clock
+        slots = intervals + 1  # the current, partial interval and the ``intervals`` before it
+        self._counts = [array("q", bytes(8 * BUCKETS)) for _ in range(slots)]
+        self._sums = [array("d", bytes(8 * BUCKETS)) for _ in range(slots)]
+        self._epochs = [-1] * slots  # which interval each slot holds; -1: none yet
+        self._epoch = -1
+        self._slot = 0
+
+    def record(self, duration: float) -> None:
+        """Add one request that took ``duration`` seconds."""
+        epoch = int(self._clock() // self._interval)
+        if epoch != self._epoch:
+            self._advance(epoch)
+        micros = duration * 1e6  # bucket_index(), inlined: this runs once per request
+        index = int(math.log(micros) * _INV_LOG_GROWTH) if micros > 1.0 else 0
+        if index > _LAST:
+            index = _LAST
+        slot = self._slot
+        self._counts[slot][index] += 1
+        self._sums[slot][index] += duration
+
+    def _advance(self, epoch: int) -> None:
+        """Make ``epoch`` the current interval, clearing the slot it reuses."""
+        self._epoch = epoch
+        slot = self._slot = epoch % len(self._epochs)
+        if self._epochs[slot] != epoch:
+            self._epochs[slot] = epoch
+            self._counts[slot] = array("q", bytes(8 * BUCKETS))
+            self._sums[slot] = array("d", bytes(8 * BUCKETS))
+
+    def _live_slots(self) -> list[int]:
+        """Slots holding intervals still inside the window."""
+        epoch = int(self._clock() // self._interval)
+        oldest = epoch - len(self._epochs) + 1
+        return [s for s, held in enumerate(self._epochs) if held >= 0 and oldest <= held <= epoch]
+
+    def count(self) -> int:
+        """Requests recorded in the window."""
+        return sum(sum(self._counts[slot]) for slot in self._live_slots())
+
+    def percentiles(self, *quantiles: float) -> list[float]:
+        """Return latency percentiles in seconds over the window (nearest rank, ±2 %).
+
+        Args:
+            quantiles: Fractions in (0, 1], e.g. ``0.5, 0.95, 0.99``.
+
+        Returns:
+            One value per quantile, in seconds: the mean of the bucket holding the sample
+            of rank ``ceil(q * n)``. Zeros when the window is empty.
+        """
+        slots = self._live_slots()
+        if len(slots) == 1:
+            counts: list[int] | array[int] = self._counts[slots[0]]
+            sums: list[float] | array[float] = self._sums[slots[0]]
+        else:
+            counts = [sum(column) for column in zip(*(self._counts[s] for s in slots), strict=True)]
+            sums = [sum(column) for column in zip(*(self._sums[s] for s in slots), strict=True)]
+        total = sum(counts)
+        if total == 0:
+            return [0.0 for _ in quantiles]
+        ranks = sorted((max(1, math.ceil(q * total)), n) for n, q in enumerate(quantiles))
+        out = [0.0] * len(quantiles)
+        seen = 0
+        next_rank = 0
+        for index, count in enumerate(counts):
+            if not count:
+                continue
+            seen += count
+            while next_rank < len(ranks) and ranks[next_rank][0] <= seen:
+                out[ranks[next_rank][1]] = sums[index] / count
+                next_rank += 1
+            if next_rank == len(ranks):
+                break
+        return out
 
 
 class RequestStats:
     """Counters and a latency window for one process.
 
     Attributes:
-        total: Requests answered (by the handler or by the server on its own).
-        content_bytes: Content bytes sent, summed.
-        rejected: Rejections by reason, e.g. ``{"header_too_large": 3}``.
+        total: Requests answered, by the handler or by the server on its own (a refusal
+            that sent a status counts; one that only closed the connection does not).
+        content_bytes: Content bytes sent in handler responses, summed.
+        rejected: Refusals by reason, e.g. ``{"header_too_large": 3}``.
+        latency: Durations of handler responses over the last minute (refusals carry no
+            duration and are not in it).
     """
 
-    __slots__ = ("_filled", "_next", "_window", "content_bytes", "rejected", "total")
+    __slots__ = ("content_bytes", "latency", "rejected", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, latency: LatencyWindow | None = None) -> None:
         self.total = 0
         self.content_bytes = 0
         self.rejected: Counter[str] = Counter()
-        self._window = array("d", bytes(8 * WINDOW))
-        self._next = 0
-        self._filled = 0
+        self.latency = latency if latency is not None else LatencyWindow()
 
     def record(self, duration: float, content_bytes: int) -> None:
         """Count one answered request.
@@ -43,34 +176,30 @@ class RequestStats:
         """
         self.total += 1
         self.content_bytes += content_bytes
-        index = self._next
-        self._window[index] = duration
-        self._next = (index + 1) % WINDOW
-        if self._filled < WINDOW:
-            self._filled += 1
+        self.latency.record(duration)
 
-    def reject(self, reason: str) -> None:
-        """Count one rejection by ``reason``."""
+    def reject(self, reason: str, *, answered: bool = False) -> None:
+        """Count one refusal by ``reason``.
+
+        Args:
+            reason: The server's tag, e.g. ``"header_too_large"``.
+            answered: A status was sent (the refusal also counts in :attr:`total`).
+        """
         self.rejected[reason] += 1
+        if answered:
+            self.total += 1
 
     def percentiles_ms(self, *quantiles: float) -> list[float]:
-        """Return latency percentiles in milliseconds over the window (nearest rank).
+        """Return latency percentiles in milliseconds over the last minute.
 
         Args:
             quantiles: Fractions in (0, 1], e.g. ``0.5, 0.95, 0.99``.
 
         Returns:
-            One value per quantile, rounded to 0.001 ms; zeros when nothing was recorded.
+            One value per quantile, rounded to 0.001 ms, within 2 % of the exact
+            nearest-rank value; zeros when nothing was recorded in the window.
         """
-        count = self._filled
-        if count == 0:
-            return [0.0 for _ in quantiles]
-        ordered = sorted(self._window[:count])
-        out = []
-        for q in quantiles:
-            rank = max(1, math.ceil(q * count))
-            out.append(round(ordered[rank - 1] * 1000.0, 3))
-        return out
+        return [round(value * 1000.0, 3) for value in self.latency.percentiles(*quantiles)]
 
     @property
     def average_bytes(self) -> float:

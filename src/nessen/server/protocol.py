@@ -46,6 +46,18 @@ IDLE = 3  # persistent connection between requests
 NONE = 4  # a complete request is being handled; no read deadline
 LINGER = 5  # error sent, write side shut; discarding input before closing
 
+PROBE_RESERVE = 16
+"""Connections accepted past max_connections only to see whether they are probes (paths in
+``config.probe_paths``): those are answered, the rest get 503 once their request line is in,
+so a liveness probe does not fail because the server is busy."""
+OVER_LIMIT_HEADERS_TIMEOUT = 1.0
+"""Header deadline, in seconds, for a connection accepted into that reserve."""
+CHUNK_OVERHEAD_SLACK = 64 * 1024
+"""Bytes of chunked framing (sizes, extensions, trailers) allowed beyond twice the content."""
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+"""A Host field value: uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2); may be empty."""
+DRAIN_FRESH_GRACE = 2.0
+"""Seconds a connection accepted just before a drain has to send its first request."""
 LINGER_SECONDS = 2.0
 """How long a connection stays half-open after an error so the client can read it."""
 MAX_PIPELINED = 64
@@ -107,6 +119,9 @@ class HttpProtocol(asyncio.Protocol):
         self._content_length = -1
         self._body: list[bytes] = []
         self._body_bytes = 0
+        self._body_raw = 0
+        self._held = 0  # content bytes of this connection's requests counted in the budget
+        self._over_limit = False
         self._parsing: Request | None = None
         self._parsing_keep_alive = True
         self._started = 0.0
@@ -142,18 +157,16 @@ class HttpProtocol(asyncio.Protocol):
             self._client = (str(peer[0]), int(peer[1]))
         state = self._state
         state.connections.add(self)
-        if len(state.connections) > self._config.max_connections:
-            self._refuse(
-                ProtocolError(
-                    f"{len(state.connections) - 1} connections open; max_connections is "
-                    f"{self._config.max_connections}",
-                    status=503,
-                    reason="max_connections",
-                )
-            )
-            return
         self.read_phase = HEAD
         self.read_deadline = self._loop.time() + self._config.headers_timeout
+        over = len(state.connections) - self._config.max_connections
+        if over > PROBE_RESERVE:
+            self._refuse(_too_many_connections(self._config.max_connections))
+        elif over > 0:  # kept only if it turns out to be a probe
+            self._over_limit = True
+            self.read_deadline = self._loop.time() + min(
+                OVER_LIMIT_HEADERS_TIMEOUT, self._config.headers_timeout
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection; a running handler finishes but its response is dropped."""
@@ -164,6 +177,9 @@ class HttpProtocol(asyncio.Protocol):
             waiter.set_result(None)
         state = self._state
         state.connections.discard(self)
+        if self._held:
+            state.body_bytes -= self._held
+            self._held = 0
         state.check_idle()
 
     def eof_received(self) -> bool | None:
@@ -194,6 +210,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_phase == LINGER or self._stopped_parsing:
             return
         in_message, begun = self._in_message, self._messages_begun
+        in_body = self.read_phase == BODY
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -221,6 +238,17 @@ class HttpProtocol(asyncio.Protocol):
                 )
             self._fail(error)
         else:
+            if in_body and self.read_phase == BODY:  # all of ``data`` was content framing
+                self._body_raw += len(data)
+                if self._body_raw > 2 * self._body_bytes + CHUNK_OVERHEAD_SLACK:
+                    self._fail(
+                        ProtocolError(
+                            f"{self._body_raw - self._body_bytes} bytes of chunk framing for "
+                            f"{self._body_bytes} bytes of content",
+                            reason="chunk_overhead",
+                        )
+                    )
+                    return
             if self._in_head:
                 if not self._url:  # still in the method: keep its bytes
                     self._method_start = self._request_start(data, in_message, begun)
@@ -347,6 +375,10 @@ class HttpProtocol(asyncio.Protocol):
                 f"{self._host_count} Host fields; HTTP/1.1 needs exactly one (RFC 9112 §3.2)",
                 reason="missing_host" if self._host_count == 0 else "duplicate_host",
             )
+        if self._host_count and not _HOST_VALUE.fullmatch(self._host):
+            raise ProtocolError(
+                f"Host {self._host[:64]!r} is not host[:port] (RFC 9112 §3.2)", reason="bad_host"
+            )
         if self._te_count:
             if version == "1.0":
                 raise ProtocolError(
@@ -369,8 +401,15 @@ class HttpProtocol(asyncio.Protocol):
             raise ProtocolError(
                 f"Host {self._host[:64]!r} is not in allowed_hosts", reason="host_not_allowed"
             )
+        if self._over_limit and path not in config.probe_paths:
+            raise _too_many_connections(config.max_connections)
         if self._content_length > config.max_body_bytes:
             raise _body_too_large(self._content_length, config, declared=True)
+        state = self._state
+        if self._content_length > 0 and (
+            state.body_bytes + self._content_length > config.body_buffer_bytes
+        ):
+            raise _body_buffer_full(state.body_bytes, config)
         self._parsing = Request(
             method,
             target,
@@ -382,6 +421,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._parsing_keep_alive = parser.should_keep_alive()
         if self._content_length > 0 or self._te_count:
+            self._body_raw = 0
             self.read_phase = BODY
             self.read_deadline = self._loop.time() + config.body_timeout
             expect = self._expect
@@ -401,10 +441,21 @@ class HttpProtocol(asyncio.Protocol):
             self.read_deadline = INF
 
     def on_body(self, body: bytes) -> None:
-        """A piece of the content (already de-chunked by the parser)."""
-        self._body_bytes += len(body)
-        if self._body_bytes > self._config.max_body_bytes:
-            raise _body_too_large(self._body_bytes, self._config, declared=False)
+        """A piece of the content (already de-chunked by the parser).
+
+        Content is counted against the per-request limit and against the server-wide
+        budget for buffered content, so many uploads at once cannot exhaust memory.
+        """
+        size = len(body)
+        self._body_bytes += size
+        config = self._config
+        if self._body_bytes > config.max_body_bytes:
+            raise _body_too_large(self._body_bytes, config, declared=False)
+        state = self._state
+        state.body_bytes += size
+        self._held += size
+        if state.body_bytes > config.body_buffer_bytes:
+            raise _body_buffer_full(state.body_bytes - size, config)
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -428,6 +479,13 @@ class HttpProtocol(asyncio.Protocol):
                 self._reading_paused = True
             if len(queue) >= MAX_PIPELINED:
                 self._close_after = True
+                self._state.events.request_rejected(
+                    "pipeline_limit",
+                    0,
+                    f"{MAX_PIPELINED} pipelined requests queued: answering them, then closing",
+                    self._client,
+                    None,
+                )
                 raise _StopParsing
 
     # --- handling ------------------------------------------------------------------------
@@ -466,14 +524,19 @@ class HttpProtocol(asyncio.Protocol):
         self._current = (request, keep_alive, started)
         self._busy = True
         self._answered = False
-        if state.draining and started >= state.drain_started:
+        if state.draining and started >= state.drain_started and self._served:
+            # A reused keep-alive connection: send the client elsewhere. (The first request
+            # of a connection accepted before the drain is served, with Connection: close.)
             self._answer_server_error(
                 request,
                 ProtocolError("server is draining", status=503, reason="draining"),
                 retry_after=True,
             )
             return
-        if state.active_requests >= self._config.max_concurrent_requests:
+        if (
+            state.active_requests >= self._config.max_concurrent_requests
+            and request.path not in self._config.probe_paths
+        ):
             self._answer_server_error(
                 request,
                 ProtocolError(
@@ -590,7 +653,7 @@ class HttpProtocol(asyncio.Protocol):
         status = response.status
         if not 200 <= status <= 599:
             raise ResponseError(f"handler returned status {status}; must be 200..599")
-        parts = [status_line(status, request.http_version), self._state.fixed_fields]
+        parts = [status_line(status), self._state.fixed_fields]
         if response.content_type is not None:
             parts.append(content_type_field(response.content_type))
         if response._headers is not None:
@@ -708,16 +771,22 @@ class HttpProtocol(asyncio.Protocol):
         if in_task:
             self._finish()
         else:
-            self._busy = False
-            self._current = None
-            self._served += 1
+            self._done_with_current()
 
     def _finish(self) -> None:
         """The current request is done (its response written or dropped): go on."""
+        self._done_with_current()
+        self._process_queue()
+
+    def _done_with_current(self) -> None:
+        current = self._current
+        if current is not None and self._held:
+            size = min(len(current[0]._body), self._held)
+            self._held -= size
+            self._state.body_bytes -= size
         self._busy = False
         self._current = None
         self._served += 1
-        self._process_queue()
 
     # --- errors, timeouts, closing -------------------------------------------------------
 
@@ -934,9 +1003,18 @@ class HttpProtocol(asyncio.Protocol):
             transport.abort()
 
     def on_drain(self) -> None:
-        """The server is draining: close now if idle, else after the current response."""
+        """The server is draining: close now if idle, else after the current response.
+
+        A connection accepted before the drain that has not sent its first request yet is
+        not idle but about to be used (the client saw its connect succeed): its first
+        request is served, with ``Connection: close``, if it arrives within
+        ``DRAIN_FRESH_GRACE`` seconds.
+        """
         if self._busy or self._queue or self._in_head or self.read_phase == BODY:
             return  # in flight: its response will carry Connection: close
+        if self._served == 0 and self.read_phase == HEAD:
+            self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_FRESH_GRACE)
+            return
         self._close()
 
     def cut(self) -> bool:
@@ -979,6 +1057,23 @@ def _method_error(start: bytes | None) -> ProtocolError:
     return ProtocolError(
         f"malformed request: invalid method in {(start or b'')[:32]!r}",
         reason="malformed_request",
+    )
+
+
+def _too_many_connections(limit: int) -> ProtocolError:
+    return ProtocolError(
+        f"more than {limit} connections open (max_connections)",
+        status=503,
+        reason="max_connections",
+    )
+
+
+def _body_buffer_full(held: int, config: Any) -> ProtocolError:
+    return ProtocolError(
+        f"{held} bytes of request content already buffered; body_buffer_bytes is "
+        f"{config.body_buffer_bytes}",
+        status=503,
+        reason="body_buffer_full",
     )
 
 

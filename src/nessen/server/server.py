@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nessen.config import Config
@@ -53,12 +54,21 @@ class Server:
         handler: ``async (Request) -> Response``.
         config: Limits, timeouts, address.
         events: Hooks for finished and rejected requests; a no-op when ``None``.
+        on_tick: Called on every deadline tick, on the event loop (so it stops being called
+            when the loop is stuck: a heartbeat).
     """
 
     def __init__(
-        self, handler: Handler, config: Config, events: ServerEvents | None = None
+        self,
+        handler: Handler,
+        config: Config,
+        events: ServerEvents | None = None,
+        *,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.handler = handler
+        self.on_tick = on_tick
+        """Called on every deadline tick (a worker's heartbeat to its supervisor)."""
         self.config = config
         self.events = events or ServerEvents()
         self._state: ServerState | None = None
@@ -137,6 +147,8 @@ class Server:
                 conn.on_handler_timeout()
             if conn.write_deadline <= now:
                 conn.on_write_timeout()
+        if self.on_tick is not None:
+            self.on_tick()
         self._ticker = state.loop.call_later(self._tick, self._on_tick)
 
     def stop_accepting(self) -> None:

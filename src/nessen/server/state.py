@@ -85,6 +85,8 @@ class ServerState:
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpProtocol] = set()
         self.active_requests = 0
+        self.body_bytes = 0
+        """Request content bytes buffered now, across connections (see body_buffer_bytes)."""
         self.draining = False
         self.drain_started = float("inf")
         self.idle = asyncio.Event()

@@ -300,7 +300,7 @@ async def test_dispatch_unknown_path_is_404() -> None:
     response = await router.dispatch(request)
     assert response.status == 404
     assert response.content_type == "application/json"
-    assert json.loads(response.body) == {"error": "Not Found"}
+    assert json.loads(response.body) == {"error": "Not Found", "request_id": request.id}
     assert request.route is None
 
 
@@ -314,10 +314,29 @@ async def test_dispatch_other_method_is_405_with_allow() -> None:
     router = Router()
     router.get("/users/{id}", ok("get"))
     router.delete("/users/{id}", ok("delete"))
-    response = await router.dispatch(make_request("POST", "/users/1"))
+    request = make_request("POST", "/users/1")
+    response = await router.dispatch(request)
     assert response.status == 405
     assert response.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
-    assert json.loads(response.body) == {"error": "Method Not Allowed"}
+    assert json.loads(response.body) == {"error": "Method Not Allowed", "request_id": request.id}
+
+
+async def test_options_asterisk_describes_the_server_and_other_methods_get_400() -> None:
+    router = Router()
+    router.get("/a", ok("a"))
+    router.post("/b", ok("b"))
+    response = await router.dispatch(make_request("OPTIONS", "*"))
+    assert response.status == 204
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    assert (await router.dispatch(make_request("GET", "*"))).status == 400
+
+
+async def test_int_parameter_longer_than_18_digits_does_not_match() -> None:
+    router = Router()
+    router.get("/items/{id:int}", ok("item"))
+    assert (await router.dispatch(make_request("GET", "/items/" + "9" * 18))).status == 200
+    assert (await router.dispatch(make_request("GET", "/items/" + "9" * 19))).status == 404
+    assert (await router.dispatch(make_request("GET", "/items/-5"))).status == 200
 
 
 async def test_dispatch_head_uses_the_get_handler() -> None:

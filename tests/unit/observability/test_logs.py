@@ -105,7 +105,24 @@ def test_console_escapes_newlines_as_hex() -> None:
     assert "\n" not in line
     assert "\r" not in line
     assert "GET /a\\x0aFAKE 2023 ERROR\\x0d" in line
-    assert line.endswith("path=/a\\x0aFAKE 2023 ERROR\\x0d")
+    # Field values with spaces are quoted (logfmt), their backslashes doubled.
+    assert line.endswith('path="/a\\\\x0aFAKE 2023 ERROR\\\\x0d"')
+
+
+def test_console_quotes_values_so_request_data_cannot_forge_fields() -> None:
+    evil = "/x status=200 client_ip=6.6.6.6"
+    line = ConsoleFormatter().format(make_record("GET", (), path=evil, status=404))
+    assert line.endswith('path="/x status=200 client_ip=6.6.6.6" status=404')
+
+
+def test_unicode_line_separators_are_escaped_in_both_formats() -> None:
+    evil = "/x\u2028y\x85z\u2029"
+    console = ConsoleFormatter().format(make_record("GET %s", (evil,), path=evil))
+    assert len(console.splitlines()) == 1
+    assert "/x\\u2028y\\x85z\\u2029" in console
+    line = JsonFormatter().format(make_record("GET %s", (evil,), path=evil))
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["path"] == evil
 
 
 def test_escape() -> None:

@@ -1,0 +1,110 @@
+"""/api/health and runtime.metrics() over the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+
+import nessen
+from nessen import Request, Response, Runtime
+from tests.conftest import ServeFactory
+from tests.rawhttp import RawClient, get
+
+
+def timed() -> Runtime:
+    runtime = Runtime(access_log=False)
+
+    @runtime.route.get("/sleep/{ms:int}")
+    async def sleep(ctx: Request) -> Response:
+        await asyncio.sleep(ctx.params["ms"] / 1000)
+        return Response.text("x" * 100)
+
+    return runtime
+
+
+def test_api_health_has_every_field(serve: ServeFactory) -> None:
+    runtime = timed()
+    server = serve(runtime, max_target_bytes=64)
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        for ms in (20, 20, 20, 60):
+            assert client.get(f"/sleep/{ms}").status_code == 200
+        with RawClient(server.address) as raw:
+            assert raw.request(get("/" + "a" * 100)).status == 414
+        response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert list(body) == [
+        "ok", "state", "uptime_ms", "requests", "memory", "cpu_percent",
+        "event_loop_lag_ms", "pid", "version",
+    ]  # fmt: skip
+    assert body["ok"] is True
+    assert body["state"] == "READY"
+    assert isinstance(body["uptime_ms"], int)
+    assert body["uptime_ms"] >= 140  # four requests that slept 120 ms in all
+    requests = body["requests"]
+    assert list(requests) == [
+        "total", "active", "p50_ms", "p95_ms", "p99_ms", "avg_response_bytes", "rejected",
+    ]  # fmt: skip
+    assert requests["total"] == 5  # four answers and the 414
+    assert requests["active"] == 1  # this request
+    assert requests["p50_ms"] >= 20.0  # rank 2 of 4: a 20 ms sleep, plus scheduling
+    assert requests["p99_ms"] >= 60.0  # rank 4 of 4: the 60 ms sleep
+    assert requests["p50_ms"] < requests["p99_ms"]
+    assert requests["p95_ms"] == requests["p99_ms"]
+    assert requests["rejected"] == {"uri_too_long": 1}
+    assert requests["avg_response_bytes"] == 80.0  # 4 x 100 bytes over 5 answers
+    assert body["memory"]["rss_bytes"] > 10 * 1024 * 1024
+    assert isinstance(body["cpu_percent"], float)
+    assert isinstance(body["event_loop_lag_ms"], float)
+    assert body["pid"] == os.getpid()
+    assert body["version"] == nessen.__version__
+
+
+def test_api_health_is_503_with_the_reason_when_not_ready(serve: ServeFactory) -> None:
+    runtime = timed()
+    server = serve(runtime, ready_when_degraded=False)
+    server.call(runtime.set_degraded, "database unreachable")
+    response = httpx.get(server.url + "/api/health", trust_env=False)
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["ok"], body["state"], body["reason"]) == (
+        False,
+        "DEGRADED",
+        "database unreachable",
+    )
+
+
+def test_runtime_metrics_keeps_the_originals_shape(serve: ServeFactory) -> None:
+    runtime = timed()
+    server = serve(runtime)
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        for _ in range(3):
+            client.get("/sleep/5")
+    metrics = runtime.metrics()
+    assert list(metrics) == ["total_requests", "active_requests", "p50", "p95", "p99"]
+    assert metrics["total_requests"] == 3
+    assert metrics["active_requests"] == 0
+    assert 5.0 <= metrics["p50"] <= metrics["p95"] <= metrics["p99"] < 50.0
+
+
+def test_cpu_and_event_loop_lag_are_the_samplers_which_runs_while_serving(
+    serve: ServeFactory,
+) -> None:
+    runtime = Runtime(access_log=False)
+    runtime.process.interval = 3600.0  # no tick during the test: the values stay as set
+    assert not runtime.process.running
+    server = serve(runtime)
+    assert runtime.process.running
+
+    def set_values() -> None:
+        runtime.process.cpu_percent = 12.5
+        runtime.process.event_loop_lag = 0.0421
+
+    server.call(set_values)
+    body = httpx.get(server.url + "/api/health", trust_env=False).json()
+    assert (body["cpu_percent"], body["event_loop_lag_ms"]) == (12.5, 42.1)
+    server.stop()
+    assert not runtime.process.running

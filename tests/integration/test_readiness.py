@@ -1,0 +1,85 @@
+"""/ready over the wire: checks run concurrently, each under its timeout, results cached."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from nessen import Runtime
+from tests.conftest import ServeFactory
+from tests.rawhttp import RawClient, get
+
+
+def test_failing_and_hanging_checks_make_ready_503_and_are_named(serve: ServeFactory) -> None:
+    runtime = Runtime(access_log=False)
+
+    async def database() -> bool:
+        return False
+
+    async def cache() -> None:
+        await asyncio.sleep(60)
+
+    async def queue() -> None:
+        raise ConnectionRefusedError("queue down")
+
+    async def config_store() -> str:
+        return "fine"
+
+    runtime.readiness_check("database", database, timeout=1.0)
+    runtime.readiness_check("cache", cache, timeout=0.2)
+    runtime.readiness_check("queue", queue, timeout=1.0)
+    runtime.readiness_check("config", config_store, timeout=1.0)
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        response = client.request(get("/ready"))
+        live = client.request(get("/health"))
+    assert response.status == 503
+    body = json.loads(response.body)
+    assert body["ready"] is False
+    assert body["state"] == "READY"
+    checks = body["checks"]
+    assert checks["database"]["ok"] is False
+    assert checks["database"]["error"] == "returned False"
+    assert checks["cache"]["ok"] is False
+    assert checks["cache"]["error"] == "timed out after 0.2 s"
+    assert checks["queue"]["error"] == "ConnectionRefusedError: queue down"
+    assert checks["config"] == {
+        "ok": True,
+        "duration_ms": checks["config"]["duration_ms"],
+        "error": None,
+    }
+    # Liveness does not depend on readiness checks.
+    assert live.status == 200
+
+
+def test_probe_storm_runs_each_check_once_per_cache_interval(serve: ServeFactory) -> None:
+    runtime = Runtime(access_log=False)
+    calls = 0
+
+    async def counted() -> None:
+        nonlocal calls
+        calls += 1
+
+    runtime.readiness_check("counted", counted)
+    runtime.readiness.cache_seconds = 60.0
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        for _ in range(50):
+            assert client.request(get("/ready")).status == 200
+    assert calls == 1
+
+
+def test_degraded_stays_ready_unless_configured_otherwise(serve: ServeFactory) -> None:
+    for ready_when_degraded, expected in ((True, 200), (False, 503)):
+        runtime = Runtime(access_log=False)
+        server = serve(runtime, ready_when_degraded=ready_when_degraded)
+        server.call(runtime.set_degraded, "cache store down")
+        with RawClient(server.address) as client:
+            response = client.request(get("/ready"))
+        assert response.status == expected
+        body = json.loads(response.body)
+        assert body["state"] == "DEGRADED"
+        assert body["reason"] == "cache store down"
+        server.call(runtime.set_ready)
+        with RawClient(server.address) as client:
+            assert client.request(get("/ready")).status == 200
