@@ -21,6 +21,7 @@ from nessen.app import App, Middleware, Router, State
 from nessen.app.application import Hook
 from nessen.app.lifecycle import Lifecycle, Readiness, ReadinessFn
 from nessen.config import Config
+from nessen.errors import ConfigError
 from nessen.http import Request, Response
 from nessen.middleware import PROBE_PATHS, default_stack
 from nessen.observability import (
@@ -48,6 +49,7 @@ reject_logger = logging.getLogger("nessen.server")
 
 EXIT_OK = 0
 EXIT_DRAIN_TIMEOUT = 1
+EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
 
 
@@ -343,6 +345,7 @@ class Runtime:
         config = self.config
         self._serving = True
         self.app.expose_errors = not config.production
+        builtins = self._builtin_middleware(config)  # a ConfigError here, before any hook
         for hook in self.app.startup_hooks:
             try:
                 await hook()
@@ -354,7 +357,7 @@ class Runtime:
         on_tick = None
         if link is not None:
             on_tick = self._worker_tick_hook(link)
-        self.app.middleware[:0] = self._builtin_middleware(config)
+        self.app.middleware[:0] = builtins
         server = Server(self.app.handler, config, _RuntimeEvents(self), on_tick=on_tick)
         try:
             await server.start(sock)
@@ -400,9 +403,12 @@ class Runtime:
             options: dict[str, Any] = {} if isinstance(chosen, str) else dict(chosen)
             if not self.access_log:
                 options["access_log"] = False
-            status = self.status_path
+            status_on = self._status_page
+            if status_on is None:
+                status_on = not config.production
+            status = self._status_path
             rate_limit = options.get("rate_limit", True)
-            if status is not None and rate_limit is not False:
+            if status_on and rate_limit is not False:
                 # The status page polls /api/health every second per viewer; it and its
                 # assets are as exempt from the rate limit as the probes are.
                 rate_limit = {} if rate_limit is True else dict(rate_limit)
@@ -552,6 +558,9 @@ class Runtime:
             except StartupError as exc:
                 logger.error("%s", exc)
                 return EXIT_STARTUP_FAILED
+            except ConfigError as exc:
+                logger.error("invalid configuration: %s", "; ".join(exc.problems))
+                return EXIT_USAGE
             await self._stop.wait()
             result = await self.stop()
             return EXIT_OK if result.clean else EXIT_DRAIN_TIMEOUT

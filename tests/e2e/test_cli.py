@@ -98,3 +98,12 @@ def test_an_address_in_use_exits_3() -> None:
         result = run_nessen("serve", "--port", str(port))
     assert result.returncode == 3, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_store_that_does_not_exist_yet_exits_2_before_listening() -> None:
+    result = run_nessen(
+        "serve", env=base_env(RATE_LIMIT_STORE="redis", REDIS_URL="redis://127.0.0.1:1/0")
+    )
+    assert result.returncode == 2
+    assert "rate_limit_store='redis'" in result.stderr
+    assert "listening on" not in result.stderr

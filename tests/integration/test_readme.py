@@ -75,10 +75,10 @@ def test_statsd_sample_sends_the_handlers_and_the_runtimes_counts(serve: ServeFa
 
 
 def test_middleware_sample_behaves_as_described(serve: ServeFactory) -> None:
-    (block,) = [b for b in python_blocks() if "default_stack(" in b]
+    (block,) = [b for b in python_blocks() if "middleware={" in b]
     namespace: dict[str, Any] = {}
     exec(compile(block, "README.md", "exec"), namespace)
-    server = serve(namespace["runtime"])
+    server = serve(namespace["runtime"], rate_limit_max=1000)  # the sample's own limit
     origin = {"Origin": "https://app.example", "X-Request-ID": "readme-1"}
     with httpx.Client(base_url=server.url, headers=origin) as client:
         first = client.get("/catalog")

@@ -35,6 +35,9 @@ FIELDS = (
     "state",
     "previous_state",
     "address",
+    "headers",
+    "response_headers",
+    "body",
 )
 """Structured fields copied from a record's ``extra`` into the output, in this order."""
 
