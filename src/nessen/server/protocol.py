@@ -159,6 +159,8 @@ class HttpProtocol(asyncio.Protocol):
         state.connections.add(self)
         self.read_phase = HEAD
         self.read_deadline = self._loop.time() + self._config.headers_timeout
+        if state.draining:  # accepted just before the listener closed: one request, soon
+            self.read_deadline = self._loop.time() + DRAIN_FRESH_GRACE
         over = len(state.connections) - self._config.max_connections
         if over > PROBE_RESERVE:
             self._refuse(_too_many_connections(self._config.max_connections))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -174,11 +173,22 @@ class Server:
             state.draining = True
             state.drain_started = time.monotonic()
         self.stop_accepting()
+        # Connections accepted just before the listener closed register in callbacks that
+        # are already scheduled: let them run, so they are drained like the others.
+        await asyncio.sleep(0)
         for conn in list(state.connections):
             conn.on_drain()
-        state.check_idle()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.idle.wait(), grace_period)
+        end = state.loop.time() + grace_period
+        while state.connections or state.active_requests:
+            remaining = end - state.loop.time()
+            if remaining <= 0:
+                break
+            state.idle.clear()
+            state.check_idle()
+            try:
+                await asyncio.wait_for(state.idle.wait(), remaining)
+            except TimeoutError:
+                break
         cut = 0
         leftover = list(state.connections)
         for conn in leftover:
