@@ -75,7 +75,9 @@ def test_sigterm_under_load_completes_in_flight_work_and_exits_0(
     clients = [KeepAliveClient(served.address) for _ in range(20)]
     for client in clients:
         client.start()
-    while sum(len(c.results) for c in clients) < 200:
+    deadline = time.monotonic() + 15
+    while sum(len(c.results) for c in clients) < 200:  # poll the condition, never forever
+        assert time.monotonic() < deadline, "the keep-alive clients made no progress"
         time.sleep(0.01)
 
     served.signal()
