@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup serve check test format clean
+.PHONY: setup serve check test format clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: check
 	PYTHONASYNCIODEBUG=1 $(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report --fail-under=90
+
+# The side-by-side benchmark suite (about 20 minutes; see docs/BENCHMARKS.md).
+bench:
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 format: setup
 	$(BIN)/ruff format src tests benchmarks
