@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 import logging
 import os
 import socket
@@ -41,26 +42,44 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve an app (the built-in demo when none is given)",
-        description="Serve MODULE:ATTR, a nessen Runtime; the demo app when omitted. "
-        "Settings come from the environment (PORT, MAX_BODY_SIZE, ...); flags override them.",
+        description="Serve MODULE:ATTR, a nessen Runtime or any ASGI 3 application "
+        "(FastAPI, Starlette, ...); the demo app when omitted. Settings come from the "
+        "environment (PORT, MAX_BODY_SIZE, ...); flags override them.",
     )
     serve.add_argument("app", nargs="?", default=None, metavar="MODULE:ATTR")
     serve.add_argument("--host", help="address to bind (HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="TCP port, 0 for any free one (PORT, default 3000)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="LOG_LEVEL (default info)")
     serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1)")
+    serve.add_argument(
+        "--health-endpoints",
+        action="store_true",
+        default=None,
+        help="ASGI apps: answer /health, /ready, /api/health and /metrics in front of the app "
+        "(HEALTH_ENDPOINTS=true; a Runtime always has them)",
+    )
+    serve.add_argument(
+        "--root-path", default=None, help="ASGI apps: scope['root_path'] (ROOT_PATH, default '')"
+    )
     return parser
 
 
-def load_app(spec: str) -> Runtime:
-    """Import ``module:attr`` and return the Runtime it names.
+def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Runtime:
+    """Import ``module:attr`` and return the Runtime to serve.
 
-    The current directory is put first on ``sys.path``, so ``nessen serve app:runtime``
-    finds ``./app.py``.
+    A nessen Runtime is served natively. Any other ASGI 3 application (a coroutine
+    function, or an object whose ``__call__`` is one: FastAPI, Starlette, Litestar...) is
+    wrapped in an :class:`~nessen.asgi.ASGIHost`. The current directory is put first on
+    ``sys.path``, so ``nessen serve app:runtime`` finds ``./app.py``.
+
+    Args:
+        spec: ``module:attr``.
+        health_endpoints: For an ASGI app: serve the probe and metrics endpoints in front.
+        root_path: For an ASGI app: its ``scope["root_path"]``.
 
     Raises:
-        AppLoadError: Malformed spec, module not importable, attribute missing, or not a
-            Runtime. The message is one line.
+        AppLoadError: Malformed spec, module not importable, attribute missing, or neither
+            a Runtime nor an ASGI 3 application. The message is one line.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -83,12 +102,31 @@ def load_app(spec: str) -> Runtime:
             target = getattr(target, part)
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(target, Runtime):
+    if isinstance(target, Runtime):
+        return target
+    if not is_asgi3(target):
         raise AppLoadError(
             f"{spec} is a {type(target).__name__}, not a nessen Runtime "
-            "(create one with `runtime = nessen.Runtime()`)"
+            "(create one with `runtime = nessen.Runtime()`) or an ASGI 3 application "
+            "(`async def app(scope, receive, send)`)"
         )
-    return target
+    from nessen.asgi import ASGIHost
+
+    return ASGIHost(target, health_endpoints=health_endpoints, root_path=root_path)
+
+
+def is_asgi3(target: object) -> bool:
+    """Whether ``target`` looks like an ASGI 3 application (as uvicorn tells ASGI 3 from 2).
+
+    True for a coroutine function and for an object whose ``__call__`` is one; ASGI 2
+    style classes (``app(scope)`` returning the coroutine function) are not.
+    """
+    if inspect.isclass(target):
+        return False
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(target, "__call__", None)  # noqa: B004 - the method itself, not callable()
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def resolve_config(
@@ -130,8 +168,14 @@ def _name_flags(problems: list[str], flags: Mapping[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nessen`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    health = args.health_endpoints
+    if health is None:
+        health = os.environ.get("HEALTH_ENDPOINTS", "").strip().lower() in ("1", "true", "yes")
+    root_path = args.root_path
+    if root_path is None:
+        root_path = os.environ.get("ROOT_PATH", "")
     try:
-        runtime = load_app(args.app or DEMO_APP)
+        runtime = load_app(args.app or DEMO_APP, health_endpoints=health, root_path=root_path)
         config = resolve_config(args, os.environ, runtime._config if runtime.has_config else None)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)

@@ -23,6 +23,11 @@ DEVELOPMENT_ENVS = frozenset({"development", "test"})
 """The ``env`` values that show error details to clients; any other value is production."""
 LOG_FORMATS = ("json", "console")
 RATE_LIMIT_STORES = ("memory", "redis")
+"""Values of ``RATE_LIMIT_STORE`` and ``CACHE_STORE``."""
+FAIL_MODES = ("open", "closed")
+"""Values of ``RATE_LIMIT_FAIL``."""
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""URL schemes ``REDIS_URL`` may use (plain TCP, TLS, Unix socket), as redis-py reads them."""
 DAY_SECONDS = 86_400.0
 GiB = 1 << 30
 
@@ -132,9 +137,30 @@ class Config:
     """Client keys tracked at most; the least recently used is evicted
     (``RATE_LIMIT_MAX_KEYS``)."""
     rate_limit_store: str = "memory"
-    """``memory`` (per process) or ``redis`` (shared) (``RATE_LIMIT_STORE``)."""
+    """``memory`` (per process) or ``redis`` (shared by every worker and replica using the
+    same ``REDIS_URL``, so the limit holds across them) (``RATE_LIMIT_STORE``)."""
+    rate_limit_fail: str = "open"
+    """What the rate limiter does when its shared store fails or is slower than
+    ``redis_timeout`` (``RATE_LIMIT_FAIL``): ``open`` lets the request through (the runtime
+    goes DEGRADED, ``/ready`` stays 200), ``closed`` answers 503 + ``Retry-After`` and
+    ``/ready`` answers 503 until Redis answers again. The memory store never fails."""
+    cache_store: str = "memory"
+    """Where the response cache keeps entries when it is on (``CACHE_STORE``): ``memory``
+    (per process) or ``redis`` (shared: a page cached by one replica is a hit on all)."""
     redis_url: str | None = None
-    """Redis URL, required with ``rate_limit_store="redis"`` (``REDIS_URL``)."""
+    """Redis URL (``redis://``, ``rediss://`` for TLS, or ``unix://``), required when
+    ``rate_limit_store`` or ``cache_store`` is ``redis`` (``REDIS_URL``)."""
+    redis_timeout: float = 0.05
+    """Seconds one Redis call may take, connecting included, before it counts as failed
+    (``REDIS_TIMEOUT``, ms; 1..60000, default 50). A healthy Redis on the same network answers
+    in well under 1 ms, so 50 ms is only reached by an unreachable or overloaded one, and it
+    bounds what Redis can add to a request's latency."""
+    redis_pool_size: int = 16
+    """Connections each worker process may open to Redis, 1..10000 (``REDIS_POOL_SIZE``).
+    A call that finds all of them busy waits for one within ``redis_timeout``."""
+    redis_key_prefix: str = "nessen:"
+    """Prepended to every Redis key, so several services can share one Redis
+    (``REDIS_KEY_PREFIX``; at most 64 printable ASCII characters, no spaces)."""
 
     compression_level: int = 6
     """Compression level 1..11; gzip uses at most 9 (``COMPRESSION_LEVEL``)."""
@@ -167,8 +193,13 @@ class Config:
                 f"max_body_buffer_bytes={self.max_body_buffer_bytes}: must be 0 (automatic) or "
                 f"at least max_body_bytes={self.max_body_bytes}"
             )
-        if self.rate_limit_store == "redis" and not self.redis_url:
-            problems.append("redis_url=None: required when rate_limit_store='redis'")
+        users = [
+            f"{name}='redis'"
+            for name in ("rate_limit_store", "cache_store")
+            if getattr(self, name) == "redis"
+        ]
+        if users and not self.redis_url:
+            problems.append(f"redis_url=None: required when {' and '.join(users)}")
         return problems
 
     @property
@@ -340,10 +371,16 @@ def _header_value(value: Any) -> str | None:
     return None
 
 
-def _optional_url(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and "://" in value):
+def _redis_url(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.startswith(REDIS_SCHEMES)):
         return None
-    return "must be a URL such as redis://localhost:6379/0"
+    return "must be a URL starting redis://, rediss:// or unix://, e.g. redis://localhost:6379/0"
+
+
+def _key_prefix(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) <= 64 and all(33 <= ord(c) <= 126 for c in value):
+        return None
+    return "must be at most 64 printable ASCII characters without spaces, e.g. nessen:"
 
 
 def _bool(value: Any) -> str | None:
@@ -389,7 +426,12 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "rate_limit_window": _seconds(0.001, DAY_SECONDS),
     "rate_limit_max_keys": _int_range(1, 100_000_000),
     "rate_limit_store": _choice(RATE_LIMIT_STORES),
-    "redis_url": _optional_url,
+    "rate_limit_fail": _choice(FAIL_MODES),
+    "cache_store": _choice(RATE_LIMIT_STORES),
+    "redis_url": _redis_url,
+    "redis_timeout": _seconds(0.001, 60.0),
+    "redis_pool_size": _int_range(1, 10_000),
+    "redis_key_prefix": _key_prefix,
     "compression_level": _int_range(1, 11),
     "compression_threshold": _int_range(0, 64 * GiB, "bytes"),
     "server_header": _header_value,
@@ -483,7 +525,12 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("rate_limit_window", ("RATE_LIMIT_WINDOW",), _parse_ms),
     _EnvSpec("rate_limit_max_keys", ("RATE_LIMIT_MAX_KEYS",), _parse_int),
     _EnvSpec("rate_limit_store", ("RATE_LIMIT_STORE",), lambda raw: raw.strip().lower()),
+    _EnvSpec("rate_limit_fail", ("RATE_LIMIT_FAIL",), lambda raw: raw.strip().lower()),
+    _EnvSpec("cache_store", ("CACHE_STORE",), lambda raw: raw.strip().lower()),
     _EnvSpec("redis_url", ("REDIS_URL",)),
+    _EnvSpec("redis_timeout", ("REDIS_TIMEOUT",), _parse_ms),
+    _EnvSpec("redis_pool_size", ("REDIS_POOL_SIZE",), _parse_int),
+    _EnvSpec("redis_key_prefix", ("REDIS_KEY_PREFIX",), lambda raw: raw.strip()),
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
 )

@@ -43,6 +43,7 @@ from nessen.server.supervisor import WorkerLink
 
 if TYPE_CHECKING:
     from nessen.observability.metrics import PrometheusMetrics
+    from nessen.stores.redis import RedisStore
 
 logger = logging.getLogger("nessen.runtime")
 reject_logger = logging.getLogger("nessen.server")
@@ -89,6 +90,9 @@ class Runtime:
         runtime.listen(3000)
     """
 
+    _stream_bodies = False
+    """Serve in the server's streaming mode (the ASGI host's choice, see nessen.server.body)."""
+
     def __init__(
         self,
         config: Config | None = None,
@@ -126,12 +130,23 @@ class Runtime:
         self._stop: asyncio.Event | None = None
         self._force_stop = False
         self._serving = False
+        self._redis: RedisStore | None = None  # opened by start() when a *_STORE is redis
         if health_endpoints:
             install_health_routes(self.app.router, self)
             self._probe_paths |= {"/api/health"}
         if metrics:
             install_metrics_route(self.app.router, self._render_metrics)
             self._probe_paths |= {METRICS_PATH}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """ASGI 3 entry point: ``uvicorn module:runtime`` (see :mod:`nessen.asgi.app`).
+
+        Serves ``http`` and ``lifespan`` scopes; the host server then owns the connection
+        limits, this runtime still enforces ``max_body_bytes`` and ``request_timeout``.
+        """
+        from nessen.asgi.app import runtime_asgi_app
+
+        await runtime_asgi_app(self, scope, receive, send)
 
     # --- configuration and registration ---------------------------------------------------
 
@@ -358,7 +373,13 @@ class Runtime:
         if link is not None:
             on_tick = self._worker_tick_hook(link)
         self.app.middleware[:0] = builtins
-        server = Server(self.app.handler, config, _RuntimeEvents(self), on_tick=on_tick)
+        server = Server(
+            self.app.handler,
+            config,
+            _RuntimeEvents(self),
+            on_tick=on_tick,
+            stream_bodies=self._stream_bodies,
+        )
         try:
             await server.start(sock)
         except OSError as exc:
@@ -390,6 +411,8 @@ class Runtime:
         )
         self.process.start()
         self.app.lifecycle.transition(State.READY)
+        if self._redis is not None:  # connect and load the script; DEGRADED if it fails
+            await self._redis.load_script()
         if link is not None:
             link.ready()
         return server
@@ -415,8 +438,51 @@ class Runtime:
                 skip = PROBE_PATHS | config.probe_paths | {status, status + ".js", status + ".css"}
                 rate_limit.setdefault("skip_paths", skip)
                 options["rate_limit"] = rate_limit
+            if "redis" in (config.rate_limit_store, config.cache_store):
+                options["redis_store"] = self._open_redis(config)
             return default_stack(config, **options)
         return list(chosen)
+
+    def _open_redis(self, config: Config) -> RedisStore:
+        """The shared store of this process (after the fork), wired to the lifecycle.
+
+        While Redis is unavailable the runtime is DEGRADED; when it answers again, READY.
+        Failed calls count in ``nessen_store_errors_total``. Failing closed, ``/ready``
+        also depends on a ``PING`` (a readiness check named ``redis``).
+        """
+        try:
+            from nessen.stores.redis import RedisStore
+        except ImportError as exc:  # the optional extra is missing: a usage error, exit 2
+            raise ConfigError(
+                [f"redis stores need redis-py: pip install 'nessen-runtime[redis]' ({exc})"]
+            ) from exc
+
+        store = self._redis = RedisStore.from_config(config)
+        lifecycle = self.app.lifecycle
+
+        def changed(available: bool, reason: str) -> None:
+            if not available:
+                self.set_degraded(f"redis unavailable: {reason}")
+            elif lifecycle.state == State.DEGRADED and lifecycle.reason.startswith("redis "):
+                self.set_ready()
+
+        def failed(operation: str) -> None:
+            if self._prometheus is not None:
+                self._prometheus.store_error("redis", operation)
+            if self._sinks.sinks:
+                tags = {"store": "redis", "operation": operation}
+                self._sinks.increment_counter("nessen_store_errors_total", 1, tags)
+
+        store.on_change(changed)
+        store.on_error(failed)
+        if config.rate_limit_store == "redis" and config.rate_limit_fail == "closed":
+
+            async def redis_answers() -> bool:
+                return self._redis is not None and await self._redis.ping()
+
+            with contextlib.suppress(ValueError):  # registered by an earlier start()
+                self.readiness_check("redis", redis_answers, timeout=config.redis_timeout + 0.1)
+        return store
 
     def _worker_tick_hook(self, link: WorkerLink) -> Callable[[], None]:
         """The heartbeat a worker sends each tick, and its request-quota check."""
@@ -489,6 +555,8 @@ class Runtime:
         lifecycle.transition(State.STOPPING, "drained" if result.clean else "drain cut short")
         if server is not None:
             await server.close()
+        if self._redis is not None:
+            await self._redis.aclose()
         self.process.stop()
         if self._prometheus is not None:
             self._prometheus.flush()

@@ -99,6 +99,11 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "RATE_LIMIT_MAX_KEYS": ("500", 500),
     "RATE_LIMIT_STORE": ("redis", "redis"),
     "REDIS_URL": ("redis://cache:6379/0", "redis://cache:6379/0"),
+    "RATE_LIMIT_FAIL": ("closed", "closed"),
+    "CACHE_STORE": ("redis", "redis"),
+    "REDIS_TIMEOUT": ("25", 0.025),
+    "REDIS_POOL_SIZE": ("4", 4),
+    "REDIS_KEY_PREFIX": ("shop:", "shop:"),
     "COMPRESSION_LEVEL": ("9", 9),
     "COMPRESSION_THRESHOLD": ("0", 0),
 }
@@ -112,7 +117,7 @@ def test_every_env_var_has_a_case() -> None:
 def test_from_env_reads_each_variable(name: str) -> None:
     raw, expected = ENV_CASES[name]
     environ = {name: raw}
-    if name == "RATE_LIMIT_STORE":  # the redis store needs its URL
+    if name in ("RATE_LIMIT_STORE", "CACHE_STORE"):  # the redis store needs its URL
         environ["REDIS_URL"] = "redis://localhost:6379/0"
     config = Config.from_env(environ)
     assert getattr(config, ENV_VARS[name]) == expected

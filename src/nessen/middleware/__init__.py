@@ -21,6 +21,7 @@ from nessen.middleware.cors import cors_middleware
 from nessen.middleware.rate_limit import PROBE_PATHS, rate_limit_middleware
 from nessen.middleware.request_id import request_id_middleware
 from nessen.middleware.security_headers import security_headers_middleware
+from nessen.stores import Store
 
 Option = bool | Mapping[str, Any]
 """How :func:`default_stack` takes each built-in: ``True`` (on, settings from the config),
@@ -49,6 +50,7 @@ def default_stack(
     rate_limit: Option = True,
     cache: Option = False,
     compression: Option = True,
+    redis_store: Store | None = None,
 ) -> list[Middleware]:
     """Build the built-in middleware in their default order, outermost first.
 
@@ -66,6 +68,7 @@ def default_stack(
     Args:
         config: Settings (``Config()`` defaults when ``None``). Used: ``rate_limit_max``,
             ``rate_limit_window``, ``rate_limit_max_keys``, ``rate_limit_store``,
+            ``rate_limit_fail``, ``cache_store``,
             ``trusted_networks`` (rate-limit key and logged ``client_ip``),
             ``probe_paths`` (never rate limited), ``compression_level``,
             ``compression_threshold``.
@@ -77,14 +80,20 @@ def default_stack(
         rate_limit: :func:`rate_limit_middleware`.
         cache: :func:`cache_middleware`; off by default.
         compression: :func:`compression_middleware`.
+        redis_store: The shared store used where the config says ``redis``
+            (``rate_limit_store``, ``cache_store``) and no ``store`` option is given:
+            a :class:`nessen.stores.redis.RedisStore`, whose connections the caller
+            closes. :class:`~nessen.Runtime` creates one when serving starts and closes
+            it on shutdown.
 
     Returns:
         The middleware list, for ``runtime.use`` one by one or ``Runtime(middleware=...)``.
 
     Raises:
         ValueError: ``cors=True`` without origins, or an option of the wrong type.
-        ConfigError: ``rate_limit_store="redis"`` with no ``store`` given (the Redis store
-            is not built yet; limits would silently be per process).
+        ConfigError: ``rate_limit_store`` or ``cache_store`` is ``"redis"`` with neither
+            ``redis_store`` nor a ``store`` option given (limits or entries would silently
+            be per process).
         TypeError: A mapping holds an argument its factory does not take.
     """
     config = config if config is not None else Config()
@@ -103,27 +112,37 @@ def default_stack(
             )
         built.append(cors_middleware(**options))
     if (options := _options("rate_limit", rate_limit)) is not None:
-        if config.rate_limit_store != "memory" and "store" not in options:
-            raise ConfigError(
-                [
-                    f"rate_limit_store={config.rate_limit_store!r}: no store of that kind is "
-                    "available yet; use 'memory' or pass rate_limit={'store': ...}"
-                ]
-            )
         defaults: dict[str, Any] = {
+            "fail_open": config.rate_limit_fail == "open",
             "limit": config.rate_limit_max,
             "window": config.rate_limit_window,
             "max_keys": config.rate_limit_max_keys,
             "trusted_networks": networks,
             "skip_paths": PROBE_PATHS | config.probe_paths,
         }
+        if config.rate_limit_store == "redis" and "store" not in options:
+            defaults["store"] = _shared("rate_limit_store", redis_store)
         built.append(rate_limit_middleware(**{**defaults, **options}))
     if (options := _options("cache", cache)) is not None:
+        if config.cache_store == "redis" and "store" not in options:
+            options["store"] = _shared("cache_store", redis_store)
         built.append(cache_middleware(**options))
     if (options := _options("compression", compression)) is not None:
         defaults = {"level": config.compression_level, "threshold": config.compression_threshold}
         built.append(compression_middleware(**{**defaults, **options}))
     return built
+
+
+def _shared(setting: str, store: Store | None) -> Store:
+    """The shared store for ``setting='redis'``; a ConfigError when none was given."""
+    if store is None:
+        raise ConfigError(
+            [
+                f"{setting}='redis': default_stack needs redis_store="
+                "RedisStore.from_config(config) (Runtime passes one), or a 'store' option"
+            ]
+        )
+    return store
 
 
 def _options(name: str, option: Option) -> dict[str, Any] | None:

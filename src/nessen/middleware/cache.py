@@ -12,6 +12,12 @@ A 2xx/3xx answer to an unsafe method invalidates the entry for its target (§4.4
 Independently of storage, every buffered ``200`` to GET or HEAD gets a strong ``ETag``
 (a hash of the content) unless it has one, and a matching ``If-None-Match`` is answered
 ``304`` with no content (RFC 9110 §13.1.2, §15.4.5).
+
+Entries live in a :class:`~nessen.stores.Store`: a bounded per-process
+:class:`~nessen.stores.MemoryStore` by default, or a shared
+:class:`~nessen.stores.redis.RedisStore` (``CACHE_STORE=redis``, ``docs/STORES.md``), so that
+a page one replica cached is a hit on every replica. A store that fails is logged at most
+every 10 s and the request is served uncached.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from nessen.app.pipeline import Middleware, Next
 from nessen.http import Request, Response
 from nessen.middleware.fields import cache_directives, seconds_directive, vary_names
 from nessen.middleware.rate_limit import PROBE_PATHS
-from nessen.stores import MemoryStore, Store
+from nessen.stores import MemoryStore, Store, StoreError
 
 logger = logging.getLogger("nessen.middleware.cache")
 
@@ -149,11 +155,17 @@ def cache_middleware(
     now = clock if clock is not None else time.time
     last_warning = [-math.inf]
 
-    def warn(action: str) -> None:
+    def warn(action: str, exc: Exception) -> None:
         moment = time.monotonic()
         if moment - last_warning[0] >= _WARNING_INTERVAL:
             last_warning[0] = moment
-            logger.warning("cache store failed to %s; serving uncached", action, exc_info=True)
+            known = isinstance(exc, StoreError)  # a store's own report: no traceback
+            logger.warning(
+                "cache store failed to %s; serving uncached",
+                action,
+                exc_info=not known,
+                extra={"error": str(exc)} if known else None,
+            )
 
     def target_key(request: Request) -> str:
         query = request.query_string
@@ -236,8 +248,8 @@ def cache_middleware(
             if method in UNSAFE_METHODS and 200 <= response.status < 400:
                 try:
                     await entries.delete(target_key(request))
-                except Exception:
-                    warn("invalidate")
+                except Exception as exc:
+                    warn("invalidate", exc)
             return response
         if request.path in skipped or (skip is not None and skip(request)):
             return finish(request, await next())
@@ -257,8 +269,8 @@ def cache_middleware(
         if not bypass and not fresh_only:
             try:
                 hit = await lookup(base, request)
-            except Exception:
-                warn("read")
+            except Exception as exc:
+                warn("read", exc)
                 hit = None
             if hit is not None:
                 return finish(request, hit)
@@ -270,8 +282,8 @@ def cache_middleware(
                     response.headers.add("ETag", make_etag(response.body))
                 try:
                     await save(base, request, response, seconds)
-                except Exception:
-                    warn("write")
+                except Exception as exc:
+                    warn("write", exc)
         response.headers.add("X-Cache", "MISS")
         return finish(request, response)
 

@@ -10,7 +10,9 @@ a 429 also carries ``RateLimit-Policy: <limit>;w=<window seconds>``
 1.5 us per request (``docs/BENCHMARKS.md``), so the policy, which never changes, is only
 sent when the client needs it. Buckets live in a :class:`~nessen.stores.Store`;
 the default :class:`~nessen.stores.MemoryStore` keeps at most ``max_keys`` of them and
-evicts the least recently used one, with no timer per key.
+evicts the least recently used one, with no timer per key;
+:class:`~nessen.stores.redis.RedisStore` shares them across workers and replicas
+(``docs/STORES.md``), and when it fails the limiter fails open or closed (``fail_open``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import orjson
 from nessen.app.pipeline import Middleware, Next
 from nessen.http import Request, Response
 from nessen.middleware.client_ip import Network, client_address_resolver
-from nessen.stores import MemoryStore, Store, TakeResult
+from nessen.stores import MemoryStore, Store, StoreError, TakeResult
 
 logger = logging.getLogger("nessen.middleware.rate_limit")
 
@@ -83,8 +85,10 @@ def rate_limit_middleware(
             key (``Config.trusted_networks``, from ``TRUST_PROXY``).
         headers: Add ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` to responses that
             were let through.
-        fail_open: When the store raises (a shared store down), let requests through
-            and log a warning at most every 10 s; ``False`` propagates the error (500).
+        fail_open: When the store raises (a shared store down or slower than its
+            timeout), let requests through (``RATE_LIMIT_FAIL=open``); ``False`` answers
+            ``503`` with ``Retry-After: 1`` instead (``RATE_LIMIT_FAIL=closed``). Either
+            way a warning is logged at most every 10 s, not per request.
         key_prefix: Prepended to every key in the store, so stores can be shared.
         clock: Monotonic seconds; tests pass a fake clock.
 
@@ -92,6 +96,8 @@ def rate_limit_middleware(
         The middleware. A refused request gets ``429`` with the JSON body
         ``{"error": "Too Many Requests", "retry_after": N, "request_id": ...}`` and
         ``Retry-After: N``, where N is the whole seconds until a token is available.
+        Failing closed, a request the store could not decide gets ``503`` with
+        ``{"error": "Service Unavailable", "retry_after": 1, "request_id": ...}``.
 
     Raises:
         ValueError: ``limit < 1`` or ``window <= 0``.
@@ -121,13 +127,19 @@ def rate_limit_middleware(
         now = clock()
         try:
             result = await take(key_prefix + name, capacity, rate, now)
-        except Exception:
-            if not fail_open:
-                raise
+        except Exception as exc:
             if now - last_warning[0] >= _STORE_WARNING_INTERVAL:
                 last_warning[0] = now
-                logger.warning("rate limit store failed; letting requests through", exc_info=True)
-            return await next()
+                known = isinstance(exc, StoreError)  # a store's own report: no traceback
+                logger.warning(
+                    "rate limit store failed; %s",
+                    "letting requests through" if fail_open else "answering 503",
+                    exc_info=not known,
+                    extra={"error": str(exc)} if known else None,
+                )
+            if fail_open:
+                return await next()
+            return unavailable(request)
         if not result.allowed:
             return too_many(request, result)
         response = await next()
@@ -139,6 +151,12 @@ def rate_limit_middleware(
                 add("RateLimit-Remaining", str(result.remaining))
                 add("RateLimit-Reset", str(max(0, ceil(result.reset_after - _ROUNDING))))
         return response
+
+    def unavailable(request: Request) -> Response:
+        body = orjson.dumps(
+            {"error": "Service Unavailable", "retry_after": 1, "request_id": request.id}
+        )
+        return Response(503, body, headers=[("Retry-After", "1")], content_type="application/json")
 
     def too_many(request: Request, result: TakeResult) -> Response:
         retry_after = max(1, whole_seconds(result.retry_after))

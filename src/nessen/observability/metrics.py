@@ -14,6 +14,10 @@ the scraper's ``Accept`` asks for it) is the library's. The series (type, labels
 - ``nessen_rejected_requests_total``: counter ``{reason}``; the server's refusals.
 - ``nessen_state``: gauge ``{state}``; 1 for the current lifecycle state, 0 for the others.
 - ``nessen_event_loop_lag_seconds``: gauge; how late the runtime's 1 s tick ran.
+- ``nessen_store_errors_total``: counter ``{store, operation}``; shared-store calls that
+  failed (``store="redis"``; ``operation`` one of take, get, set, delete, ping), those
+  refused at once while the store is known to be down included. Absent until the first
+  failure (a process without a shared store never shows it).
 - ``process_*``, ``python_*``: prometheus-client's process, platform and GC collectors.
 
 Cardinality is bounded by construction: ``route`` is the route template (``/users/{id}``)
@@ -201,6 +205,7 @@ class PrometheusMetrics:
             registry=own,
             multiprocess_mode="livemax",
         )
+        self._store_errors: Counter | None = None  # created by the first store_error()
         self._state_children = {name: self.state.labels(name) for name in STATES}
         self._series: dict[tuple[str, str | None, int], _Series] = {}
         self._by_labels: dict[tuple[str, str, str], _Series] = {}
@@ -217,6 +222,7 @@ class PrometheusMetrics:
                 "nessen_rejected_requests_total",
                 "nessen_state",
                 "nessen_event_loop_lag_seconds",
+                "nessen_store_errors_total",
             }
         )
 
@@ -311,6 +317,24 @@ class PrometheusMetrics:
         if status:
             labels = (self.label_method(method or ""), self.label_route(route), str(status))
             self.requests.labels(*labels).inc()
+
+    def store_error(self, store: str, operation: str) -> None:
+        """Count one failed store call (``nessen_store_errors_total``).
+
+        Args:
+            store: The store's kind, e.g. ``"redis"``.
+            operation: The call that failed: take, get, set, delete or ping.
+        """
+        counter = self._store_errors
+        if counter is None:
+            counter = self._store_errors = Counter(
+                "nessen_store_errors_total",
+                "Shared-store calls that failed (unreachable, timed out or refused), by "
+                "store and operation.",
+                ("store", "operation"),
+                registry=None if self.multiprocess else self.registry,
+            )
+        counter.labels(store, operation).inc()
 
     def set_active(self, requests: int, connections: int) -> None:
         """Set ``http_requests_active`` and ``nessen_connections_active``."""

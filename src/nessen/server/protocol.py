@@ -24,6 +24,12 @@ import httptools
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
 from nessen.http.target import split_target
+from nessen.server.body import (
+    HIGH_WATER_BYTES,
+    PreparedResponse,
+    RequestChannel,
+    StreamedRequest,
+)
 from nessen.server.state import ServerState
 from nessen.server.writer import (
     CONTINUE_RESPONSE,
@@ -141,6 +147,13 @@ class HttpProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        # Streaming mode: requests are dispatched at the end of their header section and
+        # their content flows through a RequestChannel (see nessen.server.body).
+        self._streaming = state.stream_bodies
+        self._body_channel: RequestChannel | None = None  # content being parsed now
+        self._body_request: Request | None = None  # its request
+        self._body_paused = False  # reading paused because the channel is full
+        self._body_time_left = 0.0  # body deadline left while paused for the handler
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
         self.read_deadline = INF
@@ -179,6 +192,8 @@ class HttpProtocol(asyncio.Protocol):
             waiter.set_result(None)
         state = self._state
         state.connections.discard(self)
+        if self._streaming:
+            self._close_channels()
         if self._held:
             state.body_bytes -= self._held
             self._held = 0
@@ -187,6 +202,12 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client shut its write side: finish what is queued, then close."""
         self._eof = True
+        if self._streaming:
+            # As a lost connection: a streaming handler cannot tell a half-close from a
+            # close (nor can we, short of writing), and ASGI servers report both as
+            # http.disconnect. Content already received is still read; what is queued is
+            # still answered.
+            self._close_channels()
         if self.read_phase != LINGER and (self._busy or self._queue):
             self._close_after = True
             return True  # keep the transport open to write the pending responses
@@ -408,6 +429,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._content_length > config.max_body_bytes:
             raise _body_too_large(self._content_length, config, declared=True)
         state = self._state
+        if self._streaming:
+            self._start_streamed(method, target, path, query, version)
+            return
         if self._content_length > 0 and (
             state.body_bytes + self._content_length > config.body_buffer_bytes
         ):
@@ -442,6 +466,102 @@ class HttpProtocol(asyncio.Protocol):
             self.read_phase = NONE
             self.read_deadline = INF
 
+    def _start_streamed(
+        self, method: str, target: bytes, path: str, query: bytes, version: str
+    ) -> None:
+        """Streaming mode: build the request; one with content is queued at once.
+
+        Its content then goes to a :class:`RequestChannel` as it arrives. ``100 Continue``
+        is sent when the handler first asks for content, not before (so a handler that
+        answers without reading spares the client the upload).
+        """
+        request = StreamedRequest(
+            method,
+            target,
+            path,
+            query,
+            self._raw_headers,
+            client=self._client,
+            http_version=version,
+        )
+        self._parsing = request
+        keep_alive = self._parsing_keep_alive = self._parser.should_keep_alive()
+        if not (self._content_length > 0 or self._te_count):
+            request.channel = RequestChannel(complete=True, on_respond=self._respond_early)
+            self.read_phase = NONE
+            self.read_deadline = INF
+            return
+        expect = self._expect
+        expect_continue = False
+        if expect is not None and version == "1.1":
+            if expect.strip().lower() != b"100-continue":
+                raise ProtocolError(
+                    f"Expect {expect[:64]!r} is not supported",
+                    status=417,
+                    reason="expectation_failed",
+                )
+            expect_continue = True
+        channel = request.channel = RequestChannel(
+            complete=False,
+            on_consumed=self._body_consumed,
+            on_wanted=self._body_wanted,
+            expect_continue=expect_continue,
+            on_respond=self._respond_early,
+        )
+        self._body_channel = channel
+        self._body_request = request
+        self._body_raw = 0
+        self.read_phase = BODY
+        self.read_deadline = self._loop.time() + self._config.body_timeout
+        self._queue.append((request, keep_alive, self._started))
+
+    def _body_consumed(self, channel: RequestChannel, size: int) -> None:
+        """The handler read ``size`` content bytes: free them, read on if paused for them."""
+        held = min(size, self._held)
+        self._held -= held
+        self._state.body_bytes -= held
+        if self._body_paused and channel is self._body_channel:
+            self._resume_body()
+
+    def _body_wanted(self, channel: RequestChannel) -> None:
+        """The handler waits for content: send ``100 Continue`` if the client asked for it."""
+        if channel.expects_continue:
+            channel.continue_sent()
+            if not self._close_after:
+                self._write(CONTINUE_RESPONSE)
+
+    def _pause_body(self) -> None:
+        """The channel is full: stop reading and suspend the body deadline."""
+        self._body_paused = True
+        transport = self._transport
+        if not self._reading_paused and transport is not None:
+            transport.pause_reading()
+            self._reading_paused = True
+        if self.read_phase == BODY and self.read_deadline != INF:
+            self._body_time_left = max(0.0, self.read_deadline - self._loop.time())
+            self.read_deadline = INF
+
+    def _resume_body(self) -> None:
+        """The handler wants content again: read on, restart the rest of the body deadline."""
+        self._body_paused = False
+        transport = self._transport
+        if self._reading_paused and not self._closed and transport is not None:
+            self._reading_paused = False
+            transport.resume_reading()
+        if self.read_phase == BODY and self.read_deadline == INF:
+            self.read_deadline = self._loop.time() + self._body_time_left
+
+    def _close_channels(self) -> None:
+        """The connection is gone: every request's channel reports a disconnect."""
+        channel = self._body_channel
+        if channel is not None:
+            self._body_channel = self._body_request = None
+            channel.close()
+        if self._current is not None:
+            _channel_of(self._current[0]).close()
+        for queued in self._queue:
+            _channel_of(queued[0]).close()
+
     def on_body(self, body: bytes) -> None:
         """A piece of the content (already de-chunked by the parser).
 
@@ -458,7 +578,13 @@ class HttpProtocol(asyncio.Protocol):
         self._held += size
         if state.body_bytes > config.body_buffer_bytes:
             raise _body_buffer_full(state.body_bytes - size, config)
-        self._body.append(body)
+        channel = self._body_channel
+        if channel is None:
+            self._body.append(body)
+            return
+        channel.feed(body)
+        if channel.buffered >= HIGH_WATER_BYTES and not self._body_paused:
+            self._pause_body()
 
     def on_message_complete(self) -> None:
         """The request is whole: queue it for the handler."""
@@ -467,14 +593,20 @@ class HttpProtocol(asyncio.Protocol):
         if request is None:  # pragma: no cover - llhttp always calls headers_complete first
             return
         self._parsing = None
-        body = self._body
-        if body:
-            request._body = body[0] if len(body) == 1 else b"".join(body)
-            self._body = []
         self.read_phase = NONE
         self.read_deadline = INF
         queue = self._queue
-        queue.append((request, self._parsing_keep_alive, self._started))
+        channel = self._body_channel
+        if channel is not None:  # streaming mode: queued when its header section ended
+            self._body_channel = self._body_request = None
+            self._body_paused = False
+            channel.finish()
+        else:
+            body = self._body
+            if body:
+                request._body = body[0] if len(body) == 1 else b"".join(body)
+                self._body = []
+            queue.append((request, self._parsing_keep_alive, self._started))
         if self._busy or len(queue) > 1:
             if not self._reading_paused and self._transport is not None:
                 self._transport.pause_reading()
@@ -554,6 +686,9 @@ class HttpProtocol(asyncio.Protocol):
         state.active_requests += 1
         self.handler_deadline = self._loop.time() + self._config.request_timeout
         self._task = self._loop.create_task(self._run_handler(request))
+        channel = self._body_channel
+        if request is self._body_request and channel and channel.buffered < HIGH_WATER_BYTES:
+            self._resume_body()  # its content is still coming: read on, whatever paused it
 
     async def _run_handler(self, request: Request) -> None:
         """Run the handler in this connection's Task and write its response.
@@ -573,9 +708,15 @@ class HttpProtocol(asyncio.Protocol):
             response = state.events.handler_error(request, exc)
         finally:
             state.active_requests -= 1
-            self._task = None
-            self.handler_deadline = INF
+            early = self._streaming and _channel_of(request).responded
+            if not early:
+                self._task = None
+                self.handler_deadline = INF
             state.check_idle()
+        if early:  # answered through its channel: that response's path went on already
+            if cancelled:
+                raise asyncio.CancelledError
+            return
         if self._answered or self._current is None:
             self._finish()
         elif cancelled:
@@ -596,7 +737,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         state = self._state
         try:
-            if type(response) is not Response:
+            if type(response) is not Response and not isinstance(response, Response):
                 raise ResponseError(f"handler returned {type(response).__name__}, not Response")
             if response.stream is not None:
                 self._answered = True
@@ -613,6 +754,15 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._complete(in_task)
 
+    def _respond_early(self, channel: RequestChannel, response: Response) -> bool:
+        """Streaming mode: the handler answers through its channel before returning."""
+        current = self._current
+        if current is None or self._answered or _channel_of(current[0]) is not channel:
+            return False
+        self.handler_deadline = INF
+        self._respond(response, in_task=True)
+        return True
+
     def _keep_alive(self, keep_alive: bool) -> bool:
         """Whether the response being written keeps the connection open.
 
@@ -620,11 +770,18 @@ class HttpProtocol(asyncio.Protocol):
         pipelining cap, an Upgrade), only the last queued response says ``close``.
         """
         limit = self._config.max_requests_per_connection
+        body_request = self._body_request
         keep = (
             keep_alive
             and not (self._close_after and not self._queue)
             and not self._state.draining
             and (limit == 0 or self._served + 1 < limit)
+            # streaming mode: answered before its content arrived; the rest is not read
+            and (
+                body_request is None
+                or self._current is None
+                or body_request is not self._current[0]
+            )
         )
         if not keep:
             self._announce_close()
@@ -660,6 +817,8 @@ class HttpProtocol(asyncio.Protocol):
             parts.append(content_type_field(response.content_type))
         if response._headers is not None:
             parts.append(encode_fields(response._headers.multi_items()))
+        elif type(response) is PreparedResponse:
+            parts.append(response.fields)
         parts.append(framing)
         if not keep:
             parts.append("Connection: close\r\n")
@@ -709,17 +868,36 @@ class HttpProtocol(asyncio.Protocol):
         return (head, body), len(body)  # no copy of a large body
 
     async def _write_stream(self, request: Request, response: Response) -> None:
-        """Write a streamed response chunk by chunk, waiting whenever the client lags."""
+        """Write a streamed response chunk by chunk, waiting whenever the client lags.
+
+        Framing: a ``Content-Length`` the handler set is kept and the stream must produce
+        exactly that many bytes (more, or fewer at its end, aborts the connection: the
+        client must not take a truncated message for a whole one); without one, chunked
+        transfer coding on HTTP/1.1 (RFC 9112 §7.1) and close-delimited on HTTP/1.0.
+        """
         assert self._current is not None
         _, keep_alive, started = self._current
         state = self._state
-        chunked = request.http_version == "1.1" and response.status not in NO_CONTENT_STATUSES
-        keep = self._keep_alive(keep_alive and chunked)
         sent = 0
         source = response.stream
+        declared: int | None = None
+        chunked = False
         try:
-            framing = "Transfer-Encoding: chunked\r\n" if chunked else ""
             try:
+                if response.status not in NO_CONTENT_STATUSES:
+                    declared = (
+                        response.content_length
+                        if type(response) is PreparedResponse
+                        else _declared_length(response)
+                    )
+                    chunked = declared is None and request.http_version == "1.1"
+                keep = self._keep_alive(keep_alive and (chunked or declared is not None))
+                if chunked:
+                    framing = "Transfer-Encoding: chunked\r\n"
+                elif declared is not None:
+                    framing = f"Content-Length: {declared}\r\n"
+                else:
+                    framing = ""
                 head = self._head(request, response, keep, framing)
             except ResponseError as exc:
                 error = state.events.handler_error(request, exc)
@@ -730,16 +908,23 @@ class HttpProtocol(asyncio.Protocol):
             self._write(head)
             if request.method == "HEAD" or response.status in NO_CONTENT_STATUSES:
                 return
+            limit = INF if declared is None else declared
             if isinstance(source, AsyncIterable):
                 async for piece in source:
+                    if sent + len(piece) > limit:
+                        raise ResponseError(_length_mismatch(declared, sent + len(piece)))
                     sent += await self._write_piece(piece, chunked)
                     if self._closed:
                         break
             elif source is not None:
                 for piece in source:
+                    if sent + len(piece) > limit:
+                        raise ResponseError(_length_mismatch(declared, sent + len(piece)))
                     sent += await self._write_piece(piece, chunked)
                     if self._closed:
                         break
+            if declared is not None and sent != declared and not self._closed:
+                raise ResponseError(_length_mismatch(declared, sent))
             if chunked and not self._closed:
                 self._write(LAST_CHUNK)
         except Exception as exc:
@@ -782,7 +967,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done_with_current(self) -> None:
         current = self._current
-        if current is not None and self._held:
+        if current is not None and self._streaming:
+            channel = _channel_of(current[0])
+            channel.close()
+            dropped = min(channel.discard(), self._held)
+            self._held -= dropped
+            self._state.body_bytes -= dropped
+        elif current is not None and self._held:
             size = min(len(current[0]._body), self._held)
             self._held -= size
             self._state.body_bytes -= size
@@ -801,7 +992,7 @@ class HttpProtocol(asyncio.Protocol):
         close: bool = True,
     ) -> None:
         """Answer the current request with a server-made error (503 and friends)."""
-        close = close or (self._close_after and not self._queue)
+        close = close or (self._close_after and not self._queue) or request is self._body_request
         if close:
             self._announce_close()
         extra = "Retry-After: 1\r\n" if retry_after else ""
@@ -823,14 +1014,63 @@ class HttpProtocol(asyncio.Protocol):
         self._complete(in_task=False)
 
     def _fail(self, error: ProtocolError) -> None:
-        """A protocol error while parsing: answer it once earlier responses are out."""
+        """A protocol error while parsing: answer it once earlier responses are out.
+
+        In streaming mode the request whose content failed (413, 408, bad chunking) may be
+        in its handler already: it is answered now and its handler cancelled, or, when its
+        response has begun, the connection is aborted. If it still waits in the queue it
+        is dropped from it, and the error answered in its place.
+        """
+        body_request = self._body_request
         self._stop_parsing()
+        if body_request is not None:
+            current = self._current
+            if current is not None and current[0] is body_request:
+                self._fail_in_handler(body_request, error)
+                return
+            self._queue = deque(entry for entry in self._queue if entry[0] is not body_request)
         if self._busy or self._queue:
             self._pending_error = error
             return
         self._refuse(error)
 
+    def _fail_in_handler(self, request: Request, error: ProtocolError) -> None:
+        """Streaming mode: the content of the request being handled failed.
+
+        Answered now (the handler's own answer will be dropped), or, when its response
+        has begun, the connection is aborted.
+        """
+        if self._answered:  # its response has begun: nothing honest to add, abort
+            self._state.events.request_rejected(error.reason, 0, str(error), self._client, request)
+            self._close_after = True
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        self._announce_close()
+        self._answered = True
+        self._write(
+            simple_response(
+                error.status,
+                _error_body(error),
+                fixed_fields=self._state.fixed_fields,
+                content_type="application/json",
+                head=request.method == "HEAD",
+            )
+        )
+        self._state.events.request_rejected(
+            error.reason, error.status, str(error), self._client, request
+        )
+        # The handler is not cancelled: reading on, it learns that the content will not
+        # come (an ASGI app gets http.disconnect) and can unwind; its response is dropped.
+        # The request deadline still cancels it if it runs on.
+        if self._transport is not None and not self._transport.is_closing():
+            self._linger()
+
     def _stop_parsing(self) -> None:
+        channel = self._body_channel
+        if channel is not None:  # streaming mode: the rest of its content is not read
+            self._body_channel = self._body_request = None
+            channel.close()
         self._stopped_parsing = True
         self._in_head = False
         if self.read_phase in (HEAD, BODY):
@@ -955,7 +1195,10 @@ class HttpProtocol(asyncio.Protocol):
         self.handler_deadline = INF
         task = self._task
         current = self._current
-        if task is None or current is None or self._answered:
+        if task is None or current is None:
+            return
+        if self._answered:  # the server refused its content already; the handler ran on
+            task.cancel()
             return
         request = current[0]
         self._announce_close()
@@ -1031,6 +1274,30 @@ class HttpProtocol(asyncio.Protocol):
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 """``SO_LINGER`` on with a zero timeout: closing sends RST and drops unsent data."""
+
+
+def _declared_length(response: Response) -> int | None:
+    """The ``Content-Length`` a handler set on a streamed response, if any.
+
+    Raises:
+        ResponseError: It is not one decimal number (RFC 9110 §8.6).
+    """
+    headers = response._headers
+    if headers is None or "content-length" not in headers:
+        return None
+    value = headers["content-length"].strip()
+    if not value.isdigit() or not value.isascii():
+        raise ResponseError(f"response Content-Length {value[:32]!r} is not a decimal number")
+    return int(value)
+
+
+def _length_mismatch(declared: int | None, sent: int) -> str:
+    return f"streamed response produced {sent} bytes for its Content-Length {declared}"
+
+
+def _channel_of(request: Request) -> RequestChannel:
+    """The channel of a request built in streaming mode."""
+    return request.channel  # type: ignore[attr-defined,no-any-return]
 
 
 def _header_too_large(size: int, config: Any) -> ProtocolError:

@@ -55,6 +55,12 @@ class Server:
         events: Hooks for finished and rejected requests; a no-op when ``None``.
         on_tick: Called on every deadline tick, on the event loop (so it stops being called
             when the loop is stuck: a heartbeat).
+        stream_bodies: Streaming mode, for handlers that read content as it arrives (the
+            ASGI host): each request is a :class:`~nessen.server.body.StreamedRequest`,
+            dispatched when its header section is complete, with its content in
+            ``request.channel`` (bounded; reading pauses while the handler lags) and
+            ``request.body`` empty. Limits and deadlines are the same. Off by default: a
+            native handler gets the whole content in ``request.body``.
     """
 
     def __init__(
@@ -64,8 +70,10 @@ class Server:
         events: ServerEvents | None = None,
         *,
         on_tick: Callable[[], None] | None = None,
+        stream_bodies: bool = False,
     ) -> None:
         self.handler = handler
+        self.stream_bodies = stream_bodies
         self.on_tick = on_tick
         """Called on every deadline tick (a worker's heartbeat to its supervisor)."""
         self.config = config
@@ -116,7 +124,9 @@ class Server:
             OSError: The address cannot be bound (in use, not permitted).
         """
         loop = asyncio.get_running_loop()
-        state = self._state = ServerState(self.config, self.handler, self.events)
+        state = self._state = ServerState(
+            self.config, self.handler, self.events, stream_bodies=self.stream_bodies
+        )
         if sock is not None:
             self._listener = await loop.create_server(
                 lambda: HttpProtocol(state), sock=sock, backlog=BACKLOG

@@ -69,6 +69,7 @@ class ServerState:
         config: The settings.
         handler: Called once per request.
         events: Where outcomes are reported.
+        stream_bodies: Whether requests are built in streaming mode.
         connections: Open connections.
         active_requests: Requests whose handler has been called and not yet returned
             (a cancelled handler counts until its task is really gone).
@@ -78,10 +79,20 @@ class ServerState:
         fixed_fields: The cached ``Date`` and ``Server`` lines, refreshed every second.
     """
 
-    def __init__(self, config: Config, handler: Handler, events: ServerEvents) -> None:
+    def __init__(
+        self,
+        config: Config,
+        handler: Handler,
+        events: ServerEvents,
+        *,
+        stream_bodies: bool = False,
+    ) -> None:
         self.config = config
         self.handler = handler
         self.events = events
+        self.stream_bodies = stream_bodies
+        """Streaming mode: dispatch at the end of the header section, content through a
+        :class:`~nessen.server.body.RequestChannel` (see :mod:`nessen.server.body`)."""
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpProtocol] = set()
         self.active_requests = 0

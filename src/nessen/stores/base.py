@@ -10,6 +10,28 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from nessen.errors import NessenError
+
+
+class StoreError(NessenError):
+    """A store call failed: the store is unreachable, too slow, or refused the command.
+
+    Middleware catches it per request: the rate limiter fails open (or answers 503 when set
+    to fail closed), the cache serves uncached.
+
+    Attributes:
+        operation: The store method that failed: ``"take"``, ``"get"``, ``"set"``,
+            ``"delete"`` or ``"ping"``.
+    """
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached within its timeout, or is known to be down."""
+
 
 class TakeResult(NamedTuple):
     """The outcome of taking one token from a bucket.

@@ -178,10 +178,18 @@ async def test_a_failing_store_fails_open_with_one_warning(
     ] * 2
 
 
-async def test_a_failing_store_can_fail_closed() -> None:
+async def test_a_failing_store_can_fail_closed_with_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     limiter = rate_limit_middleware(1, 60.0, store=BrokenStore(), fail_open=False)
-    with pytest.raises(ConnectionError):
-        await run(limiter, make_request())
+    with caplog.at_level(logging.WARNING, logger="nessen.middleware.rate_limit"):
+        first = await run(limiter, make_request())
+        second = await run(limiter, make_request())
+    for response in (first, second):
+        assert response.status == 503
+        assert response.headers["retry-after"] == "1"
+        assert json.loads(response.body)["error"] == "Service Unavailable"
+    assert [r.message for r in caplog.records] == ["rate limit store failed; answering 503"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,402 @@
+"""A Runtime as an ASGI 3 application: ``uvicorn module:runtime`` (``Runtime.__call__``).
+
+The host server (uvicorn, hypercorn, granian) then owns the sockets, the parser and the
+connection-level limits and timeouts; the Runtime keeps what is about the request itself:
+routing, middleware, health endpoints, metrics, the access log, ``max_body_bytes`` (413,
+checked on the declared Content-Length and on the content as it arrives) and
+``request_timeout`` (503 + Retry-After, the handler cancelled). Lifespan ``startup``
+runs what :meth:`Runtime.start` runs short of binding (the built-in middleware, startup
+hooks, metrics, READY); lifespan ``shutdown`` runs :meth:`Runtime.stop` (DRAINING,
+shutdown hooks, STOPPING). A host that skips lifespan gets the middleware and metrics set
+up on the first request, and the startup hooks are not run (logged as a warning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import weakref
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from nessen.app.lifecycle import State
+from nessen.asgi.types import Message, Receive, Scope, Send
+from nessen.errors import ProtocolError
+from nessen.http import Request, Response
+from nessen.http.target import split_target
+from nessen.server.writer import NO_CONTENT_STATUSES, ResponseError, status_line
+
+if TYPE_CHECKING:
+    from nessen.runtime import Runtime, _RuntimeEvents
+
+logger = logging.getLogger("nessen.asgi")
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HOST_FIELDS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"}
+)
+"""Fields the host server owns (framing, connection, Date, Server); a handler's are dropped."""
+
+_adapters: weakref.WeakKeyDictionary[Runtime, RuntimeASGI] = weakref.WeakKeyDictionary()
+
+
+async def runtime_asgi_app(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one ASGI connection scope with ``runtime`` (what ``Runtime.__call__`` does).
+
+    Args:
+        runtime: The runtime.
+        scope: ``type`` ``"http"`` or ``"lifespan"``; a ``"websocket"`` one is refused
+            (closed before accept, which the host answers with 403).
+        receive: The host's ``receive``.
+        send: The host's ``send``.
+
+    Raises:
+        RuntimeError: A scope type other than http, lifespan or websocket.
+    """
+    adapter = _adapters.get(runtime)
+    if adapter is None:
+        adapter = _adapters[runtime] = RuntimeASGI(runtime)
+    kind = scope["type"]
+    if kind == "http":
+        await adapter.http(scope, receive, send)
+    elif kind == "lifespan":
+        await adapter.lifespan(receive, send)
+    elif kind == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1000})
+    else:
+        raise RuntimeError(f"nessen Runtime cannot serve ASGI scope type {kind!r}")
+
+
+class RuntimeASGI:
+    """The ASGI side of one :class:`~nessen.runtime.Runtime` (created on its first call).
+
+    Args:
+        runtime: The runtime served.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.events: _RuntimeEvents | None = None
+        """The runtime's outcome reports (statistics, metrics, rejection log), once set up."""
+
+    # --- lifespan --------------------------------------------------------------------------
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        """Answer ``lifespan.startup`` and ``lifespan.shutdown`` (ASGI lifespan spec 2.0)."""
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                try:
+                    await self.runtime.stop()
+                except Exception as exc:
+                    logger.exception("shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self, *, run_hooks: bool = True) -> None:
+        """Set the runtime up as :meth:`Runtime.start` does, without binding a socket.
+
+        Raises:
+            RuntimeError: The runtime is already serving.
+            StartupError: A startup hook raised.
+            ConfigError: The configuration (from the environment) is invalid.
+        """
+        from nessen.runtime import StartupError, _RuntimeEvents
+
+        runtime = self.runtime
+        if runtime._serving:
+            raise RuntimeError("this runtime is already serving")
+        config = runtime.config
+        runtime._serving = True
+        runtime.app.expose_errors = not config.production
+        builtins = runtime._builtin_middleware(config)
+        if run_hooks:
+            for hook in runtime.app.startup_hooks:
+                try:
+                    await hook()
+                except Exception as exc:
+                    logger.exception("startup hook %s failed", getattr(hook, "__name__", hook))
+                    runtime.app.lifecycle.transition(State.STOPPING, "startup failed")
+                    raise StartupError(f"startup hook failed: {exc!r}") from exc
+        runtime._start_observability(config)
+        runtime.app.middleware[:0] = builtins
+        self.events = _RuntimeEvents(runtime)
+        runtime.process.start()
+        runtime.app.lifecycle.transition(State.READY)
+        logger.info("nessen %s serving as an ASGI application", runtime.version)
+
+    # --- http ------------------------------------------------------------------------------
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request scope."""
+        events = self.events
+        if events is None:
+            events = await self._setup_lazily()
+        runtime = self.runtime
+        config = runtime.config
+        started = time.monotonic()
+        try:
+            request = _request(scope)
+        except ProtocolError as exc:
+            await _send_error(send, exc, head=scope.get("method") == "HEAD")
+            events.request_rejected(exc.reason, exc.status, str(exc), _client(scope), None)
+            return
+        # The content: whole, within max_body_bytes (413 on the declared or received size).
+        limit = config.max_body_bytes
+        declared = _content_length(request)
+        if declared is not None and declared > limit:
+            self._too_large(events, request, f"declared Content-Length {declared} bytes", limit)
+            await _send_error(send, _body_too_large(), head=request.method == "HEAD")
+            return
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect: nobody to answer
+                return
+            data = message.get("body", b"")
+            if data:
+                size += len(data)
+                if size > limit:
+                    self._too_large(events, request, f"received content {size} bytes", limit)
+                    await _send_error(send, _body_too_large(), head=request.method == "HEAD")
+                    return
+                parts.append(data)
+            if not message.get("more_body", False):
+                break
+        if parts:
+            request._body = parts[0] if len(parts) == 1 else b"".join(parts)
+        # The handler, within request_timeout.
+        try:
+            async with asyncio.timeout(config.request_timeout) as deadline:
+                response = await runtime.app.handler(request)
+        except TimeoutError:
+            if not deadline.expired():
+                response = events.handler_error(
+                    request, TimeoutError("handler raised TimeoutError")
+                )
+            else:
+                detail = (
+                    f"handler ran past {config.request_timeout:g} s (request_timeout); cancelled"
+                )
+                events.request_rejected("request_timeout", 503, detail, request.client, request)
+                await _send_error(
+                    send,
+                    ProtocolError(detail, status=503, reason="request_timeout"),
+                    head=request.method == "HEAD",
+                    retry_after=True,
+                )
+                return
+        except Exception as exc:
+            response = events.handler_error(request, exc)
+        await self._respond(request, response, send, events, started)
+
+    async def _setup_lazily(self) -> _RuntimeEvents:
+        from nessen.runtime import _RuntimeEvents
+
+        runtime = self.runtime
+        if runtime.app.startup_hooks:
+            logger.warning(
+                "the ASGI server did not run the lifespan protocol: startup hooks not run"
+            )
+        if self.events is None:
+            await self.startup(run_hooks=False)
+        events = self.events
+        return events if events is not None else _RuntimeEvents(runtime)
+
+    def _too_large(self, events: _RuntimeEvents, request: Request, what: str, limit: int) -> None:
+        detail = f"{what} is over max_body_bytes {limit}"
+        events.request_rejected("body_too_large", 413, detail, request.client, request)
+
+    async def _respond(
+        self,
+        request: Request,
+        response: Any,
+        send: Send,
+        events: _RuntimeEvents,
+        started: float,
+    ) -> None:
+        """Send ``response`` as ``http.response.start`` and ``http.response.body`` events."""
+        config = self.runtime.config
+        head = request.method == "HEAD"
+        try:
+            if type(response) is not Response:
+                raise ResponseError(f"handler returned {type(response).__name__}, not Response")
+            status = response.status
+            if not 200 <= status <= 599:
+                raise ResponseError(f"handler returned status {status}; must be 200..599")
+            headers = _header_list(response)
+            if response.stream is None and len(response.body) > config.max_response_bytes:
+                raise ResponseError(
+                    f"response content is {len(response.body)} bytes; max_response_bytes is "
+                    f"{config.max_response_bytes}"
+                )
+        except ResponseError as exc:
+            response = events.handler_error(request, exc)
+            status = response.status
+            headers = _header_list(response)
+        if response.stream is None:
+            body = b"" if status in NO_CONTENT_STATUSES else response.body
+            if status not in NO_CONTENT_STATUSES:
+                headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send(
+                {"type": "http.response.body", "body": b"" if head else body, "more_body": False}
+            )
+            events.request_finished(
+                request, status, 0 if head else len(body), time.monotonic() - started
+            )
+            return
+        declared = response.headers.get("content-length")
+        if declared is not None and status not in NO_CONTENT_STATUSES:
+            headers.append((b"content-length", declared.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        sent = 0
+        source = response.stream
+        try:
+            if not head and status not in NO_CONTENT_STATUSES:
+                if isinstance(source, AsyncIterable):
+                    async for piece in source:
+                        if piece:
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": bytes(piece),
+                                    "more_body": True,
+                                }
+                            )
+                            sent += len(piece)
+                else:
+                    for piece in source:
+                        if piece:
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": bytes(piece),
+                                    "more_body": True,
+                                }
+                            )
+                            sent += len(piece)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # spec 2.4 hosts: the client went away
+            pass
+        except Exception as exc:
+            events.handler_error(request, exc)  # logs it; the host closes the connection
+            raise
+        finally:
+            closer = getattr(source, "aclose", None)
+            if closer is not None:
+                await closer()
+            events.request_finished(request, status, sent, time.monotonic() - started)
+
+
+def _request(scope: Scope) -> Request:
+    """Build the Request the handlers see from an HTTP scope.
+
+    The path is taken from ``raw_path`` (as the native server does: percent-decoded,
+    dot-segments removed), less ``root_path``.
+
+    Raises:
+        ProtocolError: The path is malformed (400).
+    """
+    raw_path = scope.get("raw_path")
+    if not raw_path:
+        raw_path = scope["path"].encode("utf-8")
+    query: bytes = scope.get("query_string", b"")
+    target = raw_path + b"?" + query if query else raw_path
+    path, _ = split_target(raw_path)
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    client = scope.get("client")
+    return Request(
+        scope["method"],
+        target,
+        path,
+        query,
+        [(bytes(name), bytes(value)) for name, value in scope.get("headers", ())],
+        client=(str(client[0]), int(client[1])) if client else None,
+        http_version=scope.get("http_version", "1.1"),
+    )
+
+
+def _client(scope: Scope) -> tuple[str, int] | None:
+    client = scope.get("client")
+    return (str(client[0]), int(client[1])) if client else None
+
+
+def _content_length(request: Request) -> int | None:
+    for name, value in request._raw_headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _header_list(response: Response) -> list[tuple[bytes, bytes]]:
+    """The response's fields as ASGI header pairs, without those the host owns.
+
+    Raises:
+        ResponseError: A name that is not a token, or CR, LF or NUL in a value, or text
+            past U+00FF (RFC 9110 §5.5).
+    """
+    pairs: list[tuple[bytes, bytes]] = []
+    if response.content_type is not None:
+        pairs.append((b"content-type", _value(response.content_type)))
+    if response._headers is not None:
+        for name, value in response._headers.multi_items():
+            raw = name.encode("latin-1", "replace").lower()
+            if raw in _HOST_FIELDS:
+                continue
+            if not _TOKEN.fullmatch(raw):
+                raise ResponseError(f"response header name {name[:64]!r} is not a token")
+            pairs.append((raw, _value(value)))
+    return pairs
+
+
+def _value(text: str) -> bytes:
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise ResponseError(f"response header value {text[:64]!r} contains CR, LF or NUL")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ResponseError(f"response header value {text[:64]!r} is not latin-1") from exc
+
+
+def _body_too_large() -> ProtocolError:
+    return ProtocolError("content too large", status=413, reason="body_too_large")
+
+
+async def _send_error(
+    send: Send, error: ProtocolError, *, head: bool, retry_after: bool = False
+) -> None:
+    """Send the JSON error answer the native server sends for ``error``, and close."""
+    phrase = status_line(error.status).split(" ", 2)[2].strip()
+    body = orjson.dumps({"error": phrase, "reason": error.reason})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    start: Message = {"type": "http.response.start", "status": error.status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})

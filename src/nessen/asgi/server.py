@@ -1,0 +1,608 @@
+"""Serve any ASGI 3 application on Nessen's server: ``nessen serve module:app``.
+
+:class:`ASGIHost` is a :class:`~nessen.runtime.Runtime` whose server hands every request
+that is not a probe to the ASGI application (:class:`ASGIHandler`), so what a Runtime does
+around its handler applies unchanged: every connection-level limit and deadline of the
+server, the drain, ``max_concurrent_requests``, the request deadline, the request
+statistics and Prometheus metrics, and (optionally) ``/health``, ``/ready``,
+``/api/health`` and ``/metrics`` answered in front of the app; the request id and the
+access log are written by the handler. The server runs in streaming mode for it (see
+:mod:`nessen.server.body`): request content reaches the app as it arrives, as several
+``http.request`` events, never buffered whole, and the response goes out while the app
+may still run.
+
+The HTTP part follows the ASGI HTTP & WebSocket spec 2.3 (``scope["asgi"]["spec_version"]``)
+and the lifespan part the lifespan spec 2.0 (startup and shutdown, with ``state``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from nessen.app.pipeline import compose
+from nessen.asgi.lifespan import Lifespan
+from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
+from nessen.config import Config
+from nessen.http import Request, Response
+from nessen.middleware.client_ip import client_address_resolver
+from nessen.middleware.request_id import valid_request_id
+from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
+from nessen.observability.logs import current_request_id
+from nessen.runtime import Runtime
+from nessen.server import Server
+from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
+from nessen.server.supervisor import WorkerLink
+from nessen.server.writer import NO_CONTENT_STATUSES
+
+logger = logging.getLogger("nessen.asgi")
+
+ASGI_MIDDLEWARE: Mapping[str, Any] = {
+    "security_headers": False,
+    "rate_limit": False,
+    "compression": False,
+}
+"""The built-ins in front of the probe endpoints of an ASGI host: request id and access log
+(the app's own requests get the same two from :class:`ASGIHandler`). Security headers,
+rate limiting and compression would change what the app answers: they are the app's choice."""
+
+
+_SERVER_OWNED = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"date",
+        b"server",
+        b"x-request-id",
+    }
+)
+"""Response fields an ASGI app may not set: the server's framing and connection fields,
+``Date`` and ``Server``, and ``X-Request-ID`` (the one logged is echoed)."""
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_valid_names: set[bytes] = set()
+
+
+class ASGIHandler:
+    """The handler (``async (Request) -> Response | None``) that runs an ASGI 3 app.
+
+    It needs the server's streaming mode (``Server(..., stream_bodies=True)``): each
+    request is a :class:`~nessen.server.body.StreamedRequest`, whose channel carries the
+    content in and the response out. The app runs inline, in the request's own task (one
+    task per request, as in uvicorn), with an HTTP scope built from the request. The
+    response is handed to the server through the channel as soon as it can go, while the
+    app may keep running (Starlette's background tasks run after the response):
+
+    - ``http.response.start``, then ``http.response.body`` with ``more_body`` false: a
+      buffered :class:`~nessen.http.Response`, Content-Length framed, written at once.
+    - a first ``http.response.body`` with ``more_body`` true: a streamed response. Every
+      later ``send`` returns once the server has taken the previous part, and the server
+      waits for the client to read whenever the socket buffer is full, so a slow reader
+      slows the app instead of growing memory. A ``Content-Length`` the app set is kept
+      and enforced; without one, HTTP/1.1 gets chunked transfer coding.
+
+    Errors: the app raising, or returning, before its response could go is a 500 built by
+    ``error_response`` (which logs it with the request id); raising or returning after a
+    streamed response began, before its end, aborts the connection (logged by the
+    server), since the status line is gone. After the response, an exception is logged.
+
+    Every response carries ``X-Request-ID`` (a valid incoming one is reused, as the
+    request-id middleware does), ``current_request_id`` is set while the app runs, and
+    one ``nessen.access`` record is written per response when ``access_log`` is on.
+
+    Args:
+        app: The ASGI 3 application.
+        state: The lifespan state; each request's ``scope["state"]`` is a shallow copy.
+        root_path: ``scope["root_path"]``, the prefix the app is mounted under; it is put
+            in front of ``scope["path"]`` too, as the spec says.
+    """
+
+    def __init__(self, app: ASGIApp, *, state: dict[str, Any], root_path: str = "") -> None:
+        self.app = app
+        self.state = state
+        self.root_path = root_path
+        self.server_address: tuple[str, int] | None = None
+        """``scope["server"]``: the listening address, set by the host once bound."""
+        self.access_log: logging.Logger | None = None
+        """Where access records go (``nessen.access``), ``None`` for none."""
+        self.max_response_bytes = 10 * 1024 * 1024
+        self.error_response: Callable[[Request, BaseException], Response] = _plain_500
+        """Builds (and logs) the 500 for an app that failed before its response."""
+        self.client_address: Callable[[Request], str] | None = None
+        """Finds the logged client address behind trusted proxies; the peer when ``None``."""
+
+    def configure(
+        self,
+        config: Config,
+        *,
+        error_response: Callable[[Request, BaseException], Response],
+        access_log: bool,
+    ) -> None:
+        """Take the settings the host knows once it starts serving."""
+        self.max_response_bytes = config.max_response_bytes
+        self.error_response = error_response
+        self.access_log = logging.getLogger("nessen.access") if access_log else None
+        networks = config.trusted_networks
+        self.client_address = client_address_resolver(networks) if networks else None
+
+    async def __call__(self, request: Request) -> Response | None:
+        """Run the app for ``request``.
+
+        Returns:
+            ``None`` once the response went through the request's channel, else the 500
+            to send (the app failed before answering).
+
+        Raises:
+            TypeError: ``request`` was not built in streaming mode.
+        """
+        channel: RequestChannel | None = getattr(request, "channel", None)
+        if channel is None:
+            raise TypeError("ASGIHandler needs the server's streaming mode (stream_bodies=True)")
+        incoming = None
+        headers = []
+        for name, value in request._raw_headers:
+            name = name.lower()
+            headers.append((name, value))
+            if name == b"x-request-id":
+                incoming = value
+        if incoming is not None:
+            text = incoming.decode("latin-1")
+            if valid_request_id(text):
+                request._id = text
+        target = request.target
+        raw_path = target.partition(b"?")[0] if target[:1] == b"/" else request.path.encode()
+        root = self.root_path
+        scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "server": self.server_address,
+            "client": request.client,
+            "scheme": "http",
+            "method": request.method,
+            "root_path": root,
+            "path": root + request.path if root else request.path,
+            "raw_path": raw_path,
+            "query_string": request.query_string,
+            "headers": headers,
+            "state": self.state.copy(),
+        }
+        exchange = _Exchange(self, request, channel, scope)
+        token = current_request_id.set(request.id)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception as exc:
+            return exchange.failed(exc)
+        finally:
+            current_request_id.reset(token)
+        return exchange.returned()
+
+    def log_access(self, request: Request, status: int, sent: int, started: float) -> None:
+        """Write the access record of one response (the access-log middleware's fields)."""
+        log = self.access_log
+        if log is None:
+            return
+        level = (
+            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        )
+        if not log.isEnabledFor(level):
+            return
+        resolve = self.client_address
+        log.log(
+            level,
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "request_id": request.id,
+                "method": request.method,
+                "path": request.path,
+                "route": request.route,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                "bytes": sent,
+                "client_ip": request.client_ip if resolve is None else resolve(request),
+            },
+        )
+
+
+def _plain_500(request: Request, exc: BaseException) -> Response:
+    logger.error("ASGI app failed", exc_info=(type(exc), exc, exc.__traceback__))
+    return Response.json({"error": "Internal Server Error", "request_id": request.id}, 500)
+
+
+class _Exchange:
+    """One request's ``receive`` and ``send``, and the response they build."""
+
+    __slots__ = (
+        "_body_read",
+        "_channel",
+        "_complete",
+        "_declared",
+        "_fields",
+        "_handler",
+        "_request",
+        "_responded",
+        "_scope",
+        "_start_time",
+        "_started",
+        "_status",
+        "_stream",
+    )
+
+    def __init__(
+        self, handler: ASGIHandler, request: Request, channel: RequestChannel, scope: Scope
+    ) -> None:
+        self._handler = handler
+        self._request = request
+        self._channel = channel
+        self._scope = scope
+        self._body_read = False
+        self._started = False
+        self._responded = False
+        self._complete = False
+        self._status = 0
+        self._fields = ""
+        self._declared: int | None = None
+        self._stream: _ResponseStream | None = None
+        self._start_time = time.perf_counter()
+
+    # --- receive ---------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The next event: ``http.request`` parts, then ``http.disconnect``.
+
+        ``http.disconnect`` comes when the client has gone, or once the response is
+        complete (and for every call after either).
+        """
+        channel = self._channel
+        if not self._body_read:
+            try:
+                data, more = await channel.read()
+            except ClientDisconnected:
+                self._body_read = True
+                return {"type": "http.disconnect"}
+            if not more:
+                self._body_read = True
+            return {"type": "http.request", "body": data, "more_body": more}
+        await channel.wait_closed()
+        return {"type": "http.disconnect"}
+
+    # --- send ------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Take ``http.response.start`` or ``http.response.body`` from the app.
+
+        Raises:
+            RuntimeError: A message out of order or of an unknown type, a bad status or
+                header list.
+        """
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self._started:
+                raise RuntimeError(
+                    "ASGI app sent 'http.response.body' before 'http.response.start'"
+                )
+            stream = self._stream
+            if self._complete:
+                if stream is not None and stream.closed:
+                    return  # the client is gone: a no-op (spec 2.3)
+                raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
+            body = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if not more:
+                self._complete = True
+            if stream is not None:
+                await stream.push(body, more)
+            elif more:
+                await self._start_stream(body)
+            else:
+                self._respond_whole(bytes(body))
+        elif kind == "http.response.start":
+            if self._started:
+                raise RuntimeError("ASGI app sent 'http.response.start' twice")
+            status = message["status"]
+            if type(status) is not int:
+                raise RuntimeError(f"ASGI app sent status {status!r}, not an int")
+            self._started = True
+            self._status = status
+            self._fields = self._convert(message.get("headers", ()))
+        else:
+            raise RuntimeError(f"ASGI app sent an unexpected message type {kind!r}")
+
+    def _convert(self, raw: Any) -> str:
+        """Serialise the app's header pairs as the response's field lines.
+
+        Content-Length is kept aside (the server frames the message), the fields the
+        server owns are dropped (as for any handler), and ``X-Request-ID`` is ours.
+
+        Raises:
+            RuntimeError: Not a list of byte pairs, a name that is not a token, a value
+                holding CR, LF or NUL (RFC 9110 §5), or a Content-Length that is not a
+                decimal number.
+        """
+        parts: list[bytes] = []
+        count = 1
+        try:
+            for name, value in raw:
+                lower = name.lower()
+                if lower in _SERVER_OWNED:
+                    if lower == b"content-length":
+                        text = bytes(value).strip()
+                        if not text.isdigit():
+                            raise RuntimeError(f"ASGI app sent Content-Length {text[:32]!r}")
+                        self._declared = int(text)
+                    continue
+                if lower not in _valid_names:
+                    if not _TOKEN.fullmatch(name):
+                        raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
+                    if len(_valid_names) < 4096:
+                        _valid_names.add(lower)
+                parts += (name, b": ", value, b"\r\n")
+                count += 1
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"ASGI app sent malformed headers: {exc}") from exc
+        parts += (b"X-Request-ID: ", self._request.id.encode("latin-1"), b"\r\n")
+        block = b"".join(parts)
+        if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
+            raise RuntimeError("ASGI app sent a header value holding CR, LF or NUL")
+        return block.decode("latin-1")
+
+    def _hand_over(self, response: Response) -> bool:
+        """Give the response to the server; note its route for the metrics and the log."""
+        request = self._request
+        route = self._scope.get("route")
+        template = getattr(route, "path", None)
+        request.route = template if isinstance(template, str) else None
+        self._responded = True
+        return self._channel.respond(response)
+
+    def _respond_whole(self, body: bytes) -> None:
+        """The whole response is known: hand it over in one piece."""
+        request = self._request
+        declared = self._declared
+        head = request.method == "HEAD"
+        response = PreparedResponse(self._status, body, fields=self._fields)
+        if (head and declared is not None and declared != len(body)) or (
+            len(body) > self._handler.max_response_bytes
+        ):
+            # A HEAD answer announcing the GET's length, or a body past max_response_bytes
+            # (it is in memory already: sent with flow control rather than refused).
+            response.content_length = len(body) if declared is None else declared
+            response.stream = () if head else (body,)
+        if self._hand_over(response):
+            status = self._status
+            sent = 0 if head or status in NO_CONTENT_STATUSES else len(body)
+            self._handler.log_access(request, status, sent, self._start_time)
+
+    async def _start_stream(self, first: bytes) -> None:
+        request = self._request
+        handler = self._handler
+        status = self._status
+        started = self._start_time
+
+        def done(sent: int) -> None:
+            handler.log_access(request, status, sent, started)
+
+        stream = self._stream = _ResponseStream(done)
+        response = PreparedResponse(status, fields=self._fields, content_length=self._declared)
+        response.stream = stream
+        if not self._hand_over(response):
+            stream.closed = True  # already answered (deadline, refused content): drop it
+            return
+        await stream.push(first, True)
+
+    # --- the app's end ---------------------------------------------------------------------
+
+    def failed(self, exc: Exception) -> Response | None:
+        """The app raised: a 500 if nothing was sent, else end what was begun."""
+        if not self._responded:
+            return self._handler.error_response(self._request, exc)
+        stream = self._stream
+        if stream is not None and not stream.ended:
+            stream.fail(exc)  # the server logs it and aborts the connection
+            return None
+        request = self._request
+        logger.error(
+            "ASGI app raised after its response: %s %s",
+            request.method,
+            request.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+            extra={"request_id": request.id, "method": request.method, "path": request.path},
+        )
+        return None
+
+    def returned(self) -> Response | None:
+        """The app returned: a 500 if it never answered, else end what was begun."""
+        if not self._responded:
+            if not self._started:
+                problem = "ASGI app returned without sending 'http.response.start'"
+            else:
+                problem = "ASGI app returned without sending its response body"
+            return self._handler.error_response(self._request, RuntimeError(problem))
+        stream = self._stream
+        if stream is not None and not stream.ended:
+            stream.fail(RuntimeError("ASGI app returned without completing its response body"))
+        return None
+
+
+class _ResponseStream:
+    """A streamed response body: the app's ``send`` pushes, the server iterates.
+
+    A push with more to come waits until the server has taken it (one part in flight),
+    which is how write flow control reaches the app. ``on_done(bytes_sent)`` is called
+    once when the server closes the stream.
+    """
+
+    __slots__ = (
+        "_consumer",
+        "_done",
+        "_error",
+        "_on_done",
+        "_parts",
+        "_producer",
+        "_sent",
+        "closed",
+    )
+
+    def __init__(self, on_done: Callable[[int], None]) -> None:
+        self._parts: collections.deque[bytes] = collections.deque()
+        self._done = False
+        self._error: BaseException | None = None
+        self._consumer: asyncio.Future[None] | None = None
+        self._producer: asyncio.Future[None] | None = None
+        self._on_done = on_done
+        self._sent = 0
+        self.closed = False
+        """The server stopped reading (response written, or the connection lost)."""
+
+    @property
+    def ended(self) -> bool:
+        """The app sent its last part, or the stream failed or was closed."""
+        return self._done or self._error is not None or self.closed
+
+    def __aiter__(self) -> _ResponseStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            parts = self._parts
+            if parts:
+                part = parts.popleft()
+                if not parts:
+                    _wake(self._producer)
+                self._sent += len(part)
+                return part
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._done:
+                raise StopAsyncIteration
+            waiter = self._consumer = asyncio.get_running_loop().create_future()
+            await waiter
+
+    async def aclose(self) -> None:
+        """The server is done with the stream: wake a waiting ``send``, drop the rest."""
+        if self.closed:
+            return
+        self.closed = True
+        self._parts.clear()
+        _wake(self._producer)
+        _wake(self._consumer)
+        self._on_done(self._sent)
+
+    async def push(self, data: bytes, more: bool) -> None:
+        """Queue ``data``; when ``more``, wait until the server has taken it."""
+        if self.closed:
+            return  # the client is gone: a no-op, as spec 2.3 says
+        if data:
+            self._parts.append(bytes(data))
+        if not more:
+            self._done = True
+        _wake(self._consumer)
+        while more and self._parts and not self.closed:
+            waiter = self._producer = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def fail(self, exc: BaseException) -> None:
+        """End the stream with ``exc`` (raised in the server, which aborts the connection)."""
+        self._error = exc
+        _wake(self._consumer)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class ASGIHost(Runtime):
+    """A Runtime serving an ASGI 3 application: what ``nessen serve module:app`` builds.
+
+    The app gets every request the runtime does not answer itself. With
+    ``health_endpoints``, ``/health``, ``/ready``, ``/api/health`` and ``/metrics`` are
+    answered in front of it by the Runtime's own router and built-in middleware (and
+    Prometheus metrics recorded); without, every path is the app's. App requests skip the
+    router and the middleware chain: :class:`ASGIHandler` sets the request id and writes
+    the access record itself. Lifespan startup runs before the socket accepts (a failure
+    exits 3, as a failing startup hook does); lifespan shutdown runs after the drain, which
+    waits for the app's requests, background work included.
+
+    The metric and access-log ``route`` of a request is the app's route template when the
+    app puts one in ``scope["route"]`` (Starlette and FastAPI do), else unmatched.
+
+    Args:
+        app: The ASGI 3 application.
+        config: Settings; ``Config.from_env()`` when ``None``.
+        health_endpoints: Serve the probe and metrics endpoints in front of the app.
+        access_log: One ``nessen.access`` line per request.
+        root_path: ``scope["root_path"]``.
+    """
+
+    _stream_bodies = True
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: Config | None = None,
+        *,
+        health_endpoints: bool = False,
+        access_log: bool = True,
+        root_path: str = "",
+    ) -> None:
+        super().__init__(
+            config,
+            health_endpoints=health_endpoints,
+            middleware=ASGI_MIDDLEWARE,
+            access_log=access_log,
+            metrics=health_endpoints,
+            status_page=False,
+        )
+        self.asgi_app = app
+        self.lifespan_state: dict[str, Any] = {}
+        """``scope["state"]`` of the lifespan; each request's scope gets a shallow copy."""
+        self.lifespan = Lifespan(app, self.lifespan_state)
+        self.handler = ASGIHandler(app, state=self.lifespan_state, root_path=root_path)
+        self._native_paths = (HEALTH_PATHS | {METRICS_PATH}) if health_endpoints else frozenset()
+        self._pipeline: Callable[[Request], Awaitable[Response]] | None = None
+        # The server calls _dispatch: probes go through the Runtime's router and built-in
+        # middleware, everything else straight to the app (no router, no middleware chain:
+        # the app runs inline in the request's task and answers through its channel).
+        self.app._handler = self._dispatch  # type: ignore[assignment]
+        self.on_startup(self._startup)
+        self.on_shutdown(self._shutdown)
+
+    async def _dispatch(self, request: Request) -> Response | None:
+        if request.path in self._native_paths:
+            pipeline = self._pipeline
+            if pipeline is None:
+                pipeline = self._pipeline = compose(self.app.router.dispatch, self.app.middleware)
+            return await pipeline(request)
+        return await self.handler(request)
+
+    async def start(self, sock: Any = None, link: WorkerLink | None = None) -> Server:
+        """Run lifespan startup (and any startup hook), bind, accept: see Runtime.start.
+
+        Raises:
+            StartupError: Lifespan startup failed, or the address could not be bound.
+        """
+        self.handler.configure(
+            self.config, error_response=self.app.error_response, access_log=self.access_log
+        )
+        server = await super().start(sock, link)
+        self.handler.server_address = server.address
+        return server
+
+    async def _startup(self) -> None:
+        await self.lifespan.startup()
+
+    async def _shutdown(self) -> None:
+        # The drain has waited for the app's requests, background work included (the app
+        # runs in each request's task, which counts as active until the app returns).
+        await self.lifespan.shutdown()

@@ -1,0 +1,24 @@
+"""Small raw ASGI apps for the ``nessen serve`` end-to-end tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def failing_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Its lifespan startup fails: ``nessen serve`` must exit 3 without listening."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "cannot reach the database"})
+        return
+    raise AssertionError("never served")
+
+
+class SyncCallable:
+    """Callable, but not ASGI 3 (``__call__`` is not a coroutine function)."""
+
+    def __call__(self, scope: Any) -> None:
+        return None
+
+
+not_asgi = SyncCallable()

@@ -1,0 +1,38 @@
+"""A Runtime for serving under ASGI servers (uvicorn, hypercorn, granian) in the tests.
+
+Its startup and shutdown hooks print a line to stderr, so a test sees that the host's
+lifespan ran them; ``/hang`` waits until cancelled (at most ``HANG_LIMIT`` seconds), which
+only the Runtime's own request deadline does under an ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from nessen import Request, Response, Runtime
+
+HANG_LIMIT = 60.0
+
+runtime = Runtime()
+
+
+@runtime.on_startup
+async def opened() -> None:
+    print("asgi-runtime: startup hook ran", file=sys.stderr, flush=True)
+
+
+@runtime.on_shutdown
+async def closed() -> None:
+    print("asgi-runtime: shutdown hook ran", file=sys.stderr, flush=True)
+
+
+@runtime.route.post("/echo")
+async def echo(ctx: Request) -> Response:
+    return Response(200, ctx.body, content_type="application/octet-stream")
+
+
+@runtime.route.get("/hang")
+async def hang(ctx: Request) -> Response:
+    await asyncio.sleep(HANG_LIMIT)
+    return Response.text("too late")
