@@ -21,6 +21,7 @@ from nessen.http import Request, Response
 from nessen.http.response import BodyStream
 from nessen.middleware.client_ip import Network, client_address_resolver
 from nessen.middleware.streams import ChunkIterator, close_stream, next_chunk, open_stream
+from nessen.observability.logs import direct_handler
 
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 """Header fields whose values are never logged (replaced by ``REDACTED``)."""
@@ -94,6 +95,10 @@ def logging_middleware(
     info, warning, error = logging.INFO, logging.WARNING, logging.ERROR
     message = "%s %s %d"
 
+    level_names = {level: logging.getLevelName(level) for level in (info, warning, error)}
+    plain = not (log_headers or log_body)
+    wall_clock = time.time
+
     def emit(
         request: Request, response: Response | None, status: int, sent: int, start: float
     ) -> None:
@@ -104,29 +109,41 @@ def logging_middleware(
             return
         method = request.method
         path = request.path
+        fields = [
+            ("request_id", request.id),
+            ("method", method),
+            ("path", path),
+            ("route", request.route),
+            ("status", status),
+            ("duration_ms", round((clock() - start) * 1000.0, 3)),
+            ("bytes", sent),
+            ("client_ip", request.client_ip if client_of is None else client_of(request)),
+        ]
+        if fields[3][1] is None:
+            del fields[3]
+        if plain and (direct := direct_handler(log)) is not None:
+            # The line the record would print, without building the LogRecord.
+            handler, formatter = direct
+            if level >= handler.level:
+                line = formatter.format_fields(
+                    wall_clock(), level_names[level], name, f"{method} {path} {status}", fields
+                )
+                handler.write_line(line, level)
+            return
         # The record factory directly (what Logger.makeRecord calls), then the fields in one
         # update: makeRecord would check each extra name against the record's attributes.
         record = logging.getLogRecordFactory()(
             name, level, "(access log)", 0, message, (method, path, status), None
         )
-        fields = record.__dict__
-        fields.update(
-            request_id=request.id,
-            method=method,
-            path=path,
-            route=request.route,
-            status=status,
-            duration_ms=round((clock() - start) * 1000.0, 3),
-            bytes=sent,
-            client_ip=request.client_ip if client_of is None else client_of(request),
-        )
+        extra = record.__dict__
+        extra.update(fields)
         if log_headers:
-            fields["headers"] = _fields(request.headers.multi_items(), redacted)
+            extra["headers"] = _fields(request.headers.multi_items(), redacted)
             if response is not None:
-                fields["response_headers"] = _fields(response.headers.multi_items(), redacted)
+                extra["response_headers"] = _fields(response.headers.multi_items(), redacted)
         if log_body:
             text = request.body[: max_body_chars * 4].decode("utf-8", "replace")
-            fields["body"] = text[:max_body_chars]
+            extra["body"] = text[:max_body_chars]
         handle(record)
 
     async def access_log(request: Request, next: Next) -> Response:

@@ -660,6 +660,8 @@ class HttpProtocol(asyncio.Protocol):
             parts.append(content_type_field(response.content_type))
         if response._headers is not None:
             parts.append(encode_fields(response._headers.multi_items()))
+        if response._encoded:
+            parts.append(response._encoded)
         parts.append(framing)
         if not keep:
             parts.append("Connection: close\r\n")
