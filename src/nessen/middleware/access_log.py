@@ -26,6 +26,17 @@ from nessen.observability.logs import direct_handler
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 """Header fields whose values are never logged (replaced by ``REDACTED``)."""
 REDACTED = "[redacted]"
+ACCESS_FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "route",
+    "status",
+    "duration_ms",
+    "bytes",
+    "client_ip",
+)
+"""The fields of every access record, in order."""
 NO_CONTENT_STATUSES = frozenset({204, 304})
 
 StreamDone = Callable[[int], None]
@@ -109,25 +120,21 @@ def logging_middleware(
             return
         method = request.method
         path = request.path
-        fields = [
-            ("request_id", request.id),
-            ("method", method),
-            ("path", path),
-            ("route", request.route),
-            ("status", status),
-            ("duration_ms", round((clock() - start) * 1000.0, 3)),
-            ("bytes", sent),
-            ("client_ip", request.client_ip if client_of is None else client_of(request)),
-        ]
-        if fields[3][1] is None:
-            del fields[3]
+        access = (
+            request.id,
+            method,
+            path,
+            request.route,
+            status,
+            round((clock() - start) * 1000.0, 3),
+            sent,
+            request.client_ip if client_of is None else client_of(request),
+        )
         if plain and (direct := direct_handler(log)) is not None:
             # The line the record would print, without building the LogRecord.
             handler, formatter = direct
             if level >= handler.level:
-                line = formatter.format_fields(
-                    wall_clock(), level_names[level], name, f"{method} {path} {status}", fields
-                )
+                line = formatter.format_access(wall_clock(), level_names[level], name, access)
                 handler.write_line(line, level)
             return
         # The record factory directly (what Logger.makeRecord calls), then the fields in one
@@ -136,7 +143,9 @@ def logging_middleware(
             name, level, "(access log)", 0, message, (method, path, status), None
         )
         extra = record.__dict__
-        extra.update(fields)
+        extra.update(zip(ACCESS_FIELDS, access, strict=True))
+        if access[3] is None:
+            del extra["route"]
         if log_headers:
             extra["headers"] = _fields(request.headers.multi_items(), redacted)
             if response is not None:

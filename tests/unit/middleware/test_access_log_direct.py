@@ -90,6 +90,7 @@ def test_the_direct_path_applies_only_to_a_lone_buffered_handler() -> None:
         alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
     ),
     status=st.sampled_from([200, 302, 404, 429, 503]),
+    route=st.sampled_from([None, "/users/{id}", 'a "quoted" = route']),
 )
 async def test_both_paths_print_the_same_line(
     pair: tuple[logging.Logger, io.StringIO, logging.Logger, io.StringIO],
@@ -97,6 +98,7 @@ async def test_both_paths_print_the_same_line(
     path: str,
     request_id: str,
     status: int,
+    route: str | None,
 ) -> None:
     fast_logger, fast_out, record_logger, record_out = pair
     formatter = ConsoleFormatter() if fmt == "console" else JsonFormatter()
@@ -111,7 +113,7 @@ async def test_both_paths_print_the_same_line(
         request = make_request("GET", "/x")
         request._path = path  # a decoded path may hold anything, control characters too
         request._id = request_id
-        request.route = "/users/{id}"
+        request.route = route
         clock = FakeClock(5.0)
 
         async def handler(_: object, clock: FakeClock = clock) -> Response:
