@@ -314,7 +314,11 @@ class Running:
 
     def __init__(self, spec: ServerSpec, pinned: bool, extra_env: dict[str, str]) -> None:
         self.spec = spec
-        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",  # this checkout, whatever is installed
+        }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         for key, value in {**spec.env, **extra_env}.items():
             env[key] = value.replace("{port}", str(PORT))

@@ -108,7 +108,7 @@ class Runtime:
             raise ValueError("status_page=True needs health_endpoints=True: the page polls them")
         self._config = config
         self.app = App()
-        self.stats = RequestStats()
+        self.stats = RequestStats(refresh=0.25)
         self.version = __version__
         self.access_log = access_log
         if isinstance(middleware, str) and middleware != "default":

@@ -360,8 +360,8 @@ def _header_list(response: Response) -> list[tuple[bytes, bytes]]:
     pairs: list[tuple[bytes, bytes]] = []
     if response.content_type is not None:
         pairs.append((b"content-type", _value(response.content_type)))
-    if response._headers is not None:
-        for name, value in response._headers.multi_items():
+    if response._headers is not None or response._encoded:  # pre-encoded fields too
+        for name, value in response.headers.multi_items():
             raw = name.encode("latin-1", "replace").lower()
             if raw in _HOST_FIELDS:
                 continue

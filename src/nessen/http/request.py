@@ -188,6 +188,24 @@ class Request:
             headers = self._headers = Headers.from_raw(self._raw_headers)
         return headers
 
+    def header(self, name: str) -> str | None:
+        """One field's value (repeated fields joined with ``", "``), ``None`` when absent.
+
+        The same answer as ``headers.get(name)``, without building :attr:`headers` when it
+        was not built yet: a scan of the raw fields, for middleware that reads one or two.
+        """
+        headers = self._headers
+        if headers is not None:
+            return headers.get(name)
+        key = name.lower().encode("latin-1")
+        size = len(key)
+        found: str | None = None
+        for raw_name, value in self._raw_headers:
+            if len(raw_name) == size and raw_name.lower() == key:
+                text = value.decode("latin-1")
+                found = text if found is None else f"{found}, {text}"
+        return found
+
     @property
     def params(self) -> dict[str, Any]:
         """Path parameters from the route template (``{id:int}`` gives an ``int``)."""

@@ -32,7 +32,15 @@ class Response:
         stream: Iterable of byte chunks for a streamed response, else ``None``.
     """
 
-    __slots__ = ("_headers", "body", "content_type", "status", "stream")
+    __slots__ = (
+        "_encoded",
+        "_encoded_keys",
+        "_headers",
+        "body",
+        "content_type",
+        "status",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -47,14 +55,47 @@ class Response:
         self.content_type = content_type
         self._headers: Headers | None = None if headers is None else Headers(headers)
         self.stream: BodyStream | None = None
+        self._encoded = ""
+        self._encoded_keys: tuple[str, ...] = ()
 
     @property
     def headers(self) -> Headers:
-        """Header fields set by the handler and middleware (created on first use)."""
+        """Header fields set by the handler and middleware (created on first use).
+
+        Fields added with :meth:`add_encoded_fields` are in it too, after those added
+        before them.
+        """
         headers = self._headers
         if headers is None:
             headers = self._headers = Headers()
+        if self._encoded:
+            for line in self._encoded.split("\r\n")[:-1]:
+                name, _, value = line.partition(": ")
+                headers.add(name, value)
+            self._encoded = ""
+            self._encoded_keys = ()
         return headers
+
+    def has_field(self, key: str) -> bool:
+        """Whether a field named ``key`` (lower case) is set, without building ``headers``."""
+        headers = self._headers
+        return (headers is not None and key in headers._keys) or key in self._encoded_keys
+
+    def add_encoded_fields(self, block: str, keys: tuple[str, ...]) -> None:
+        r"""Append header fields already serialised: ``"Name: value\r\n"`` lines.
+
+        The fast path of the built-in middleware: the lines go out as they are, and a
+        :class:`Headers` is only built if someone reads :attr:`headers`. The caller
+        guarantees what :meth:`headers` would otherwise check when sending: names are
+        tokens, values hold no CR, LF or NUL and are latin-1, and none is a field the
+        server owns (Content-Length, Connection...).
+
+        Args:
+            block: The serialised lines, each ending in CRLF.
+            keys: The lower-case names of the fields in ``block``, in order.
+        """
+        self._encoded += block
+        self._encoded_keys += keys
 
     @classmethod
     def json(cls, data: Any, status: int = 200, *, headers: HeadersInit = None) -> Response:

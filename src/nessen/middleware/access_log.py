@@ -21,10 +21,22 @@ from nessen.http import Request, Response
 from nessen.http.response import BodyStream
 from nessen.middleware.client_ip import Network, client_address_resolver
 from nessen.middleware.streams import ChunkIterator, close_stream, next_chunk, open_stream
+from nessen.observability.logs import direct_handler
 
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 """Header fields whose values are never logged (replaced by ``REDACTED``)."""
 REDACTED = "[redacted]"
+ACCESS_FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "route",
+    "status",
+    "duration_ms",
+    "bytes",
+    "client_ip",
+)
+"""The fields of every access record, in order."""
 NO_CONTENT_STATUSES = frozenset({204, 304})
 
 StreamDone = Callable[[int], None]
@@ -94,6 +106,10 @@ def logging_middleware(
     info, warning, error = logging.INFO, logging.WARNING, logging.ERROR
     message = "%s %s %d"
 
+    level_names = {level: logging.getLevelName(level) for level in (info, warning, error)}
+    plain = not (log_headers or log_body)
+    wall_clock = time.time
+
     def emit(
         request: Request, response: Response | None, status: int, sent: int, start: float
     ) -> None:
@@ -104,29 +120,39 @@ def logging_middleware(
             return
         method = request.method
         path = request.path
+        access = (
+            request.id,
+            method,
+            path,
+            request.route,
+            status,
+            round((clock() - start) * 1000.0, 3),
+            sent,
+            request.client_ip if client_of is None else client_of(request),
+        )
+        if plain and (direct := direct_handler(log)) is not None:
+            # The line the record would print, without building the LogRecord.
+            handler, formatter = direct
+            if level >= handler.level:
+                line = formatter.format_access(wall_clock(), level_names[level], name, access)
+                handler.write_line(line, level)
+            return
         # The record factory directly (what Logger.makeRecord calls), then the fields in one
         # update: makeRecord would check each extra name against the record's attributes.
         record = logging.getLogRecordFactory()(
             name, level, "(access log)", 0, message, (method, path, status), None
         )
-        fields = record.__dict__
-        fields.update(
-            request_id=request.id,
-            method=method,
-            path=path,
-            route=request.route,
-            status=status,
-            duration_ms=round((clock() - start) * 1000.0, 3),
-            bytes=sent,
-            client_ip=request.client_ip if client_of is None else client_of(request),
-        )
+        extra = record.__dict__
+        extra.update(zip(ACCESS_FIELDS, access, strict=True))
+        if access[3] is None:
+            del extra["route"]
         if log_headers:
-            fields["headers"] = _fields(request.headers.multi_items(), redacted)
+            extra["headers"] = _fields(request.headers.multi_items(), redacted)
             if response is not None:
-                fields["response_headers"] = _fields(response.headers.multi_items(), redacted)
+                extra["response_headers"] = _fields(response.headers.multi_items(), redacted)
         if log_body:
             text = request.body[: max_body_chars * 4].decode("utf-8", "replace")
-            fields["body"] = text[:max_body_chars]
+            extra["body"] = text[:max_body_chars]
         handle(record)
 
     async def access_log(request: Request, next: Next) -> Response:

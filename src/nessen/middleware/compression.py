@@ -52,6 +52,8 @@ COMPRESSIBLE_TYPES = frozenset(
 """Media types compressed besides ``text/*``, ``*/*+json`` and ``*/*+xml``."""
 
 SKIP_STATUSES = frozenset({204, 206, 304})
+VARY_FIELD = "Vary: Accept-Encoding\r\n"
+VARY_KEYS = ("vary",)
 """No content (204, 304) or a byte range of the identity representation (206)."""
 
 _IMPLICIT_IDENTITY = 0.0001  # identity is acceptable when unlisted, but below any listed coding
@@ -329,8 +331,30 @@ def compression_middleware(
         response = await next()
         if response.status in SKIP_STATUSES:
             return response
-        headers = response.headers
         content_type = response.content_type
+        if response._headers is None and not response._encoded_keys and content_type is not None:
+            # No field set by the handler: no Content-Encoding, Cache-Control, Vary, ETag.
+            # When nothing will be compressed, only Vary is added, without building headers.
+            verdict = types.get(content_type)
+            if verdict is None:
+                verdict = worth_compressing(content_type)
+            if not verdict:
+                return response
+            if request.method == "HEAD":
+                response.add_encoded_fields(VARY_FIELD, VARY_KEYS)
+                return response
+            accept_encoding = request.header("accept-encoding")
+            coding = chosen.get(accept_encoding, "")
+            if coding == "":
+                coding = choose(accept_encoding)
+            if (
+                coding is None
+                or coding == "identity"
+                or (response.stream is None and len(response.body) < max(threshold, 1))
+            ):
+                response.add_encoded_fields(VARY_FIELD, VARY_KEYS)
+                return response
+        headers = response.headers
         if content_type is None:
             content_type = headers.get("content-type")
             if content_type is None:
@@ -346,7 +370,7 @@ def compression_middleware(
         add_vary(headers, "Accept-Encoding")
         if request.method == "HEAD":
             return response
-        accept_encoding = request.headers.get("accept-encoding")
+        accept_encoding = request.header("accept-encoding")
         coding = chosen.get(accept_encoding, "")
         if coding == "":
             coding = choose(accept_encoding)

@@ -7,10 +7,13 @@ line written while the request is handled: it is echoed on the response and set 
 
 from __future__ import annotations
 
+import re
+
 from nessen.app.pipeline import Middleware, Next
 from nessen.http import Request, Response
 from nessen.observability.logs import current_request_id
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 MAX_REQUEST_ID_CHARS = 128
 """Longest incoming request id reused; longer ones are replaced by a generated id."""
 
@@ -40,6 +43,9 @@ def request_id_middleware(
         trust_incoming: Reuse a valid incoming id (set by a proxy or the client), so one
             id follows the request across services. ``False`` always generates.
 
+    Raises:
+        ValueError: ``header`` is not a field name.
+
     Returns:
         The middleware. It sets ``request.id`` (a generated id is
         :func:`nessen.http.request.new_request_id`: 48 random bits then a counter), sets
@@ -50,12 +56,15 @@ def request_id_middleware(
         JSON body.
     """
     lower = header.lower()
+    keys = (lower,)
+    if not _TOKEN.fullmatch(header):
+        raise ValueError(f"header={header!r}: must be a field name (a token, RFC 9110 §5.1)")
     set_context = current_request_id.set
     reset_context = current_request_id.reset
 
     async def request_id(request: Request, next: Next) -> Response:
         if trust_incoming:
-            incoming = request.headers.get(lower)
+            incoming = request.header(lower)
             if incoming is not None and valid_request_id(incoming):
                 request._id = incoming
         rid = request.id
@@ -64,7 +73,10 @@ def request_id_middleware(
             response = await next()
         finally:
             reset_context(token)
-        response.headers[header] = rid
+        if response.has_field(lower):
+            response.headers[header] = rid  # replaces the handler's value
+        else:  # the id is a visible-ASCII string: safe on the wire as it is
+            response.add_encoded_fields(f"{header}: {rid}\r\n", keys)
         return response
 
     return request_id

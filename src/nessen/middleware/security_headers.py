@@ -10,12 +10,17 @@ from the Content-Security-Policy instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from nessen.app.pipeline import Middleware, Next
 from nessen.http import Headers, Request, Response
 
 Setting = str | bool
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_SERVER_FIELDS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
 """A field's value: a string to send, ``True`` for the default, ``False`` to send none."""
 
 DEFAULTS: dict[str, str] = {
@@ -69,7 +74,8 @@ def security_headers_middleware(
         The middleware.
 
     Raises:
-        ValueError: A value holds CR, LF or NUL.
+        ValueError: A value holds CR, LF or NUL or is not latin-1; a name is not a token
+            or is a field the server owns (Content-Length, Connection, Date...).
     """
     chosen: dict[str, Setting] = {
         "X-Content-Type-Options": content_type_options,
@@ -88,11 +94,27 @@ def security_headers_middleware(
         value = DEFAULTS[name] if setting is True else setting
         if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
             raise ValueError(f"{name}={value!r}: must be a string without CR, LF or NUL")
+        if not _TOKEN.fullmatch(name) or name.lower() in _SERVER_FIELDS:
+            raise ValueError(f"{name!r}: must be a field name the server does not own")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name}={value!r}: must be latin-1 text (RFC 9110 §5.5)") from None
         fields[name] = value  # case-insensitive: an ``extra`` entry replaces a default
+
+    keys = tuple(fields._keys)
+    names = frozenset(keys)
+    block = "".join(f"{name}: {value}\r\n" for name, value in fields.multi_items())
 
     async def security_headers(request: Request, next: Next) -> Response:
         response = await next()
-        response.headers.setdefaults(fields)
+        headers = response._headers
+        if (headers is None or names.isdisjoint(headers._keys)) and names.isdisjoint(
+            response._encoded_keys
+        ):
+            response.add_encoded_fields(block, keys)
+        else:
+            response.headers.setdefaults(fields)  # keep the handler's own values
         return response
 
     return security_headers

@@ -53,6 +53,21 @@ MAX_FIELD_CHARS = 2048
 """Longest logged text field; longer ones are cut with ``...`` appended."""
 
 
+_QUOTED: dict[str, str] = {}
+_MAX_QUOTED = 1024
+
+
+def _field_text(text: str) -> str:
+    """``text`` escaped and quoted for a console line; repeated values come from a cache."""
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        quoted = _quote(escape(text))
+        if len(_QUOTED) >= _MAX_QUOTED:
+            _QUOTED.clear()  # unbounded distinct values (paths, ids): start over
+        _QUOTED[text] = quoted
+    return quoted
+
+
 def _quote(text: str) -> str:
     """logfmt-style quoting, so a value holding ``key=value`` text cannot forge a field."""
     if text and _NEEDS_QUOTES.search(text) is None:
@@ -74,81 +89,167 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-_second_cache: list[Any] = [-1, ""]
+_second_cache: list[Any] = [-1, "", -1, ""]
+"""The last millisecond formatted and its text, the last second and its text."""
+
+Fields = list[tuple[str, Any]]
+"""A line's structured fields as ``(name, value)`` pairs in output order, ``None`` values
+left out."""
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    """``2026-11-29T12:00:00.123Z`` (UTC, milliseconds); the seconds part is cached."""
-    created = record.created
-    seconds = int(created)
+def _timestamp(created: float) -> str:
+    """``2026-11-29T12:00:00.123Z`` (UTC, ms) for ``created`` (Unix seconds), cached per ms."""
+    millis = int(created * 1000)
     cache = _second_cache
-    if cache[0] != seconds:
-        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        cache[0] = seconds
-    return f"{cache[1]}.{int((created - seconds) * 1000):03d}Z"
+    if cache[0] != millis:
+        seconds, fraction = divmod(millis, 1000)
+        if cache[2] != seconds:
+            cache[3] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            cache[2] = seconds
+        cache[1] = f"{cache[3]}.{fraction:03d}Z"
+        cache[0] = millis
+    return cache[1]  # type: ignore[no-any-return]
 
 
-class JsonFormatter(logging.Formatter):
+def _record_fields(record: logging.LogRecord) -> Fields:
+    """The ``FIELDS`` a record carries, plus the current request id when it has none."""
+    attrs = record.__dict__
+    fields = [(name, value) for name in FIELDS if (value := attrs.get(name)) is not None]
+    if attrs.get("request_id") is None:
+        request_id = current_request_id.get()
+        if request_id is not None:
+            fields.insert(0, ("request_id", request_id))
+    return fields
+
+
+class LineFormatter(logging.Formatter):
+    """A formatter whose output is a function of a few plain values, not of the record.
+
+    :meth:`format_fields` is the whole format; :meth:`format` feeds it a record. The
+    access log calls :meth:`format_fields` directly (no ``LogRecord`` built) when its
+    records would reach only a :class:`BufferedStreamHandler` with one of these
+    formatters, so both paths print the same line by construction.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return ``record`` as one line (plus its traceback, when it carries one)."""
+        line = self.format_fields(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            _record_fields(record),
+        )
+        if record.exc_info:
+            line = self.add_exception(line, self.formatException(record.exc_info))
+        return line
+
+    def format_fields(
+        self, created: float, levelname: str, name: str, message: str, fields: Fields
+    ) -> str:
+        """Return one line: ``created`` in Unix seconds, ``levelname`` like ``"INFO"``."""
+        raise NotImplementedError
+
+    def add_exception(self, line: str, text: str) -> str:
+        """``line`` with a formatted traceback added."""
+        return line + "\n" + text
+
+    def format_access(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        access: tuple[str, str, str, str | None, int, float, int, str],
+    ) -> str:
+        """The access log's line: what :meth:`format_fields` prints for its fields.
+
+        ``access`` is ``(request_id, method, path, route, status, duration_ms, bytes,
+        client_ip)``; the message is ``"method path status"``. Subclasses may print the
+        same line faster.
+        """
+        request_id, method, path, route, status, duration_ms, sent, client_ip = access
+        fields: Fields = [
+            ("request_id", request_id),
+            ("method", method),
+            ("path", path),
+            ("route", route),
+            ("status", status),
+            ("duration_ms", duration_ms),
+            ("bytes", sent),
+            ("client_ip", client_ip),
+        ]
+        if route is None:
+            del fields[3]
+        return self.format_fields(created, levelname, name, f"{method} {path} {status}", fields)
+
+
+class JsonFormatter(LineFormatter):
     """Formats a record as one JSON object: timestamp, level, logger, message, fields."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        """Return the record as a single line of JSON (newlines inside are escaped)."""
+    def format_fields(
+        self, created: float, levelname: str, name: str, message: str, fields: Fields
+    ) -> str:
+        """Return a single line of JSON (newlines and line separators inside escaped)."""
         entry: dict[str, Any] = {
-            "timestamp": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+            "timestamp": _timestamp(created),
+            "level": levelname.lower(),
+            "logger": name,
+            "message": message,
         }
-        attrs = record.__dict__
-        for name in FIELDS:
-            value = attrs.get(name)
-            if value is not None:
-                entry[name] = value
-        if "request_id" not in entry:
-            request_id = current_request_id.get()
-            if request_id is not None:
-                entry["request_id"] = request_id
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        line = orjson.dumps(entry, default=str).decode()
-        if "\u2028" in line or "\u2029" in line or "\x85" in line:
-            # Valid JSON, but line separators to some readers (str.splitlines, JavaScript).
-            line = (
-                line.replace("\u2028", "\\u2028")
-                .replace("\u2029", "\\u2029")
-                .replace("\x85", "\\u0085")
-            )
-        return line
+        entry.update(fields)
+        return _json_line(entry)
+
+    def add_exception(self, line: str, text: str) -> str:
+        """The same object with an ``exception`` member holding the traceback."""
+        entry = orjson.loads(line)
+        entry["exception"] = text
+        return _json_line(entry)
 
 
-class ConsoleFormatter(logging.Formatter):
+def _json_line(entry: dict[str, Any]) -> str:
+    line = orjson.dumps(entry, default=str).decode()
+    if "\u2028" in line or "\u2029" in line or "\x85" in line:
+        # Valid JSON, but line separators to some readers (str.splitlines, JavaScript).
+        line = (
+            line.replace("\u2028", "\\u2028")
+            .replace("\u2029", "\\u2029")
+            .replace("\x85", "\\u0085")
+        )
+    return line
+
+
+class ConsoleFormatter(LineFormatter):
     """Formats a record as one readable line, control characters escaped."""
 
-    def format(self, record: logging.LogRecord) -> str:
+    def format_fields(
+        self, created: float, levelname: str, name: str, message: str, fields: Fields
+    ) -> str:
         """Return ``time level logger message key=value ...`` on one line."""
-        attrs = record.__dict__
-        parts = []
-        for name in FIELDS:
-            value = attrs.get(name)
-            if value is None:
-                continue
-            if type(value) is str:
-                value = _quote(escape(value))
-            parts.append(f"{name}={value}")
-        if attrs.get("request_id") is None:
-            request_id = current_request_id.get()
-            if request_id is not None:
-                parts.insert(0, f"request_id={_quote(escape(request_id))}")
-        extras = " ".join(parts)
-        line = (
-            f"{_timestamp(record)} {record.levelname:<7} {record.name} "
-            f"{escape(record.getMessage())}"
+        line = f"{_timestamp(created)} {levelname:<7} {name} {escape(message)}"
+        if not fields:
+            return line
+        parts = [
+            f"{key}={_field_text(value) if type(value) is str else value}" for key, value in fields
+        ]
+        return line + " " + " ".join(parts)
+
+    def format_access(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        access: tuple[str, str, str, str | None, int, float, int, str],
+    ) -> str:
+        """The access line in one f-string (the same text as the generic path)."""
+        request_id, method, path, route, status, duration_ms, sent, client_ip = access
+        route_field = "" if route is None else f" route={_field_text(route)}"
+        return (
+            f"{_timestamp(created)} {levelname:<7} {name} "
+            f"{escape(f'{method} {path} {status}')} request_id={_field_text(request_id)} "
+            f"method={_field_text(method)} path={_field_text(path)}{route_field} "
+            f"status={status} duration_ms={duration_ms} bytes={sent} "
+            f"client_ip={_field_text(client_ip)}"
         )
-        if extras:
-            line += " " + extras
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -216,6 +317,14 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if self._size >= self.max_bytes or record.levelno >= self.flush_level:
             self._write()
 
+    def write_line(self, line: str, levelno: int) -> None:
+        """Buffer an already formatted line, as :meth:`emit` does with a record's."""
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            self._size += len(line) + 1
+            if self._size >= self.max_bytes or levelno >= self.flush_level:
+                self._write()
+
     def _write(self) -> None:
         if not self._lines:
             return
@@ -244,6 +353,42 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._flusher.join(1.0)
         self.flush()
         super().close()
+
+
+def direct_handler(
+    logger: logging.Logger,
+) -> tuple[BufferedStreamHandler, LineFormatter] | None:
+    """The only handler ``logger``'s records reach, when a line can be written to it directly.
+
+    That is: no filter, disabled flag or other handler on the way (``logger``, then its
+    parents while ``propagate``), and that one handler is a :class:`BufferedStreamHandler`
+    without filters whose formatter is a :class:`LineFormatter`. Then formatting the
+    fields with the formatter and :meth:`BufferedStreamHandler.write_line` writes exactly
+    what ``logger.handle(record)`` would, without building a ``LogRecord``. Checked per
+    call (a few attribute reads), so a logging set-up changed at run time is respected;
+    the handler's own level is left for the caller to compare.
+
+    Returns:
+        ``(handler, formatter)``, or ``None`` when the record path must be taken.
+    """
+    found: BufferedStreamHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if found is not None or type(handler) is not BufferedStreamHandler:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or found.filters:
+        return None
+    formatter = found.formatter
+    if not isinstance(formatter, LineFormatter):
+        return None
+    return found, formatter
 
 
 def configure_logging(

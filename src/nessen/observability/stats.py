@@ -60,7 +60,18 @@ class LatencyWindow:
         clock: Seconds on a monotonic clock; ``time.monotonic`` by default.
     """
 
-    __slots__ = ("_clock", "_counts", "_epoch", "_epochs", "_interval", "_slot", "_sums")
+    __slots__ = (
+        "_advances",
+        "_clock",
+        "_closed",
+        "_counts",
+        "_epoch",
+        "_epochs",
+        "_interval",
+        "_slot",
+        "_sums",
+        "_touched",
+    )
 
     def __init__(
         self,
@@ -76,8 +87,13 @@ class LatencyWindow:
         self._counts = [array("q", bytes(8 * BUCKETS)) for _ in range(slots)]
         self._sums = [array("d", bytes(8 * BUCKETS)) for _ in range(slots)]
         self._epochs = [-1] * slots  # which interval each slot holds; -1: none yet
+        self._touched: list[list[int]] = [[] for _ in range(slots)]  # non-zero buckets
         self._epoch = -1
         self._slot = 0
+        self._advances = 0
+        # The finished intervals in the window, merged: (key, counts, sums, non-zero buckets).
+        # They change once per interval, so percentiles() merges them once per interval.
+        self._closed: tuple[tuple[int, int], array[int], array[float], list[int]] | None = None
 
     def record(self, duration: float) -> None:
         """Add one request that took ``duration`` seconds."""
@@ -89,7 +105,10 @@ class LatencyWindow:
         if index > _LAST:
             index = _LAST
         slot = self._slot
-        self._counts[slot][index] += 1
+        counts = self._counts[slot]
+        counts[index] += 1
+        if counts[index] == 1:
+            self._touched[slot].append(index)
         self._sums[slot][index] += duration
 
     def _advance(self, epoch: int) -> None:
@@ -100,12 +119,31 @@ class LatencyWindow:
             self._epochs[slot] = epoch
             self._counts[slot] = array("q", bytes(8 * BUCKETS))
             self._sums[slot] = array("d", bytes(8 * BUCKETS))
+            self._touched[slot] = []
+            self._advances += 1
 
     def _live_slots(self) -> list[int]:
         """Slots holding intervals still inside the window."""
         epoch = int(self._clock() // self._interval)
         oldest = epoch - len(self._epochs) + 1
         return [s for s, held in enumerate(self._epochs) if held >= 0 and oldest <= held <= epoch]
+
+    def _merge_closed(
+        self, epoch: int
+    ) -> tuple[tuple[int, int], array[int], array[float], list[int]]:
+        """Merge the finished intervals still in the window (all live slots but ``epoch``'s)."""
+        oldest = epoch - len(self._epochs) + 1
+        slots = [s for s, held in enumerate(self._epochs) if held >= 0 and oldest <= held < epoch]
+        counts = array("q", bytes(8 * BUCKETS))
+        sums = array("d", bytes(8 * BUCKETS))
+        touched: set[int] = set()
+        for slot in slots:
+            slot_counts, slot_sums = self._counts[slot], self._sums[slot]
+            for index in self._touched[slot]:
+                counts[index] += slot_counts[index]
+                sums[index] += slot_sums[index]
+            touched.update(self._touched[slot])
+        return (epoch, self._advances), counts, sums, sorted(touched)
 
     def count(self) -> int:
         """Requests recorded in the window."""
@@ -121,13 +159,21 @@ class LatencyWindow:
             One value per quantile, in seconds: the mean of the bucket holding the sample
             of rank ``ceil(q * n)``. Zeros when the window is empty.
         """
-        slots = self._live_slots()
-        if len(slots) == 1:
-            counts: list[int] | array[int] = self._counts[slots[0]]
-            sums: list[float] | array[float] = self._sums[slots[0]]
-        else:
-            counts = [sum(column) for column in zip(*(self._counts[s] for s in slots), strict=True)]
-            sums = [sum(column) for column in zip(*(self._sums[s] for s in slots), strict=True)]
+        epoch = int(self._clock() // self._interval)
+        closed = self._closed
+        if closed is None or closed[0] != (epoch, self._advances):
+            closed = self._closed = self._merge_closed(epoch)
+        _, closed_counts, closed_sums, closed_touched = closed
+        current = self._slot if self._epochs[self._slot] == epoch else None
+        if current is None:
+            indices = closed_touched
+            counts: list[int] = [closed_counts[i] for i in indices]
+            sums: list[float] = [closed_sums[i] for i in indices]
+        else:  # only the buckets in use: a few dozen of the 1047, not all of them
+            indices = sorted(set(closed_touched).union(self._touched[current]))
+            now_counts, now_sums = self._counts[current], self._sums[current]
+            counts = [closed_counts[i] + now_counts[i] for i in indices]
+            sums = [closed_sums[i] + now_sums[i] for i in indices]
         total = sum(counts)
         if total == 0:
             return [0.0 for _ in quantiles]
@@ -157,15 +203,32 @@ class RequestStats:
         rejected: Refusals by reason, e.g. ``{"header_too_large": 3}``.
         latency: Durations of handler responses over the last minute (refusals carry no
             duration and are not in it).
+
+    Args:
+        latency: The window (a new :class:`LatencyWindow` when ``None``).
+        refresh: Seconds a :meth:`percentiles_ms` answer is reused for the same
+            quantiles; ``0`` recomputes on every call. The runtime uses 0.25 s, so a
+            storm of ``/api/health`` calls costs one merge of the window every 250 ms,
+            and an answer is at most that much older than the minute it describes.
+        clock: Seconds, for ``refresh``.
     """
 
-    __slots__ = ("content_bytes", "latency", "rejected", "total")
+    __slots__ = ("_clock", "_memo", "_refresh", "content_bytes", "latency", "rejected", "total")
 
-    def __init__(self, latency: LatencyWindow | None = None) -> None:
+    def __init__(
+        self,
+        latency: LatencyWindow | None = None,
+        *,
+        refresh: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = 0
         self.content_bytes = 0
         self.rejected: Counter[str] = Counter()
         self.latency = latency if latency is not None else LatencyWindow()
+        self._refresh = refresh
+        self._clock = clock
+        self._memo: tuple[float, tuple[float, ...], list[float]] = (-math.inf, (), [])
 
     def record(self, duration: float, content_bytes: int) -> None:
         """Count one answered request.
@@ -199,7 +262,15 @@ class RequestStats:
             One value per quantile, rounded to 0.001 ms, within 2 % of the exact
             nearest-rank value; zeros when nothing was recorded in the window.
         """
-        return [round(value * 1000.0, 3) for value in self.latency.percentiles(*quantiles)]
+        if self._refresh > 0.0:
+            when, asked, answer = self._memo
+            now = self._clock()
+            if asked == quantiles and now - when < self._refresh:
+                return list(answer)
+        answer = [round(value * 1000.0, 3) for value in self.latency.percentiles(*quantiles)]
+        if self._refresh > 0.0:
+            self._memo = (now, quantiles, answer)
+        return list(answer)
 
     @property
     def average_bytes(self) -> float:

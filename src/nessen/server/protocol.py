@@ -819,6 +819,8 @@ class HttpProtocol(asyncio.Protocol):
             parts.append(encode_fields(response._headers.multi_items()))
         elif type(response) is PreparedResponse:
             parts.append(response.fields)
+        if response._encoded:
+            parts.append(response._encoded)
         parts.append(framing)
         if not keep:
             parts.append("Connection: close\r\n")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nessen.errors import HTTPError
 from nessen.http import Headers, Query, Request
@@ -168,3 +170,23 @@ def test_accessors() -> None:
 def test_prebuilt_headers_are_used() -> None:
     headers = Headers({"X": "1"})
     assert Request("GET", b"/", "/", headers=headers).headers is headers
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Accept", "accept", "X-Request-ID", "x-request-id", "Host"]),
+            st.text(alphabet="abc ,;=", max_size=8),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from(["accept", "Accept", "X-REQUEST-ID", "host", "missing"]),
+)
+def test_one_header_reads_as_headers_get_does(fields: list[tuple[str, str]], name: str) -> None:
+    raw = [(n.encode(), v.encode()) for n, v in fields]
+    unbuilt = Request("GET", b"/", "/", b"", list(raw))
+    built = Request("GET", b"/", "/", b"", list(raw))
+    expected = built.headers.get(name)
+    assert unbuilt.header(name) == expected
+    assert unbuilt._headers is None  # the scan did not build the headers
+    assert built.header(name) == expected

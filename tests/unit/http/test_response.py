@@ -152,3 +152,26 @@ async def test_streaming_accepts_an_async_iterable() -> None:
 def test_repr() -> None:
     assert repr(Response.text("abc")) == "<Response 200 text/plain; charset=utf-8 3 bytes>"
     assert repr(Response.streaming([b"x"])) == "<Response 200 - stream>"
+
+
+def test_encoded_fields_show_in_headers_after_those_set_before() -> None:
+    response = Response.text("hi", headers={"X-A": "1"})
+    response.add_encoded_fields("X-B: 2\r\nX-C: 3\r\n", ("x-b", "x-c"))
+    assert response.has_field("x-a")
+    assert response.has_field("x-c")
+    assert not response.has_field("x-d")
+    response.headers.add("X-D", "4")  # reading headers takes the encoded fields in, in order
+    assert response.headers.multi_items() == [
+        ("X-A", "1"),
+        ("X-B", "2"),
+        ("X-C", "3"),
+        ("X-D", "4"),
+    ]
+    assert response._encoded == ""
+
+
+def test_encoded_fields_without_other_headers() -> None:
+    response = Response.text("hi")
+    response.add_encoded_fields("Vary: Accept-Encoding\r\n", ("vary",))
+    assert response.has_field("vary")
+    assert response.headers["vary"] == "Accept-Encoding"

@@ -111,3 +111,8 @@ async def test_the_context_is_reset_when_the_handler_raises() -> None:
     with pytest.raises(RuntimeError):
         await run(request_id_middleware(), make_request(), handler)
     assert current_request_id.get() is None
+
+
+def test_a_header_name_that_is_not_a_token_is_refused() -> None:
+    with pytest.raises(ValueError, match="token"):
+        request_id_middleware("X Request Id")

@@ -4,7 +4,7 @@ import pytest
 
 from nessen.http import Request, Response
 from nessen.middleware.security_headers import DEFAULTS, security_headers_middleware
-from tests.unit.middleware.helpers import make_request, run
+from tests.unit.middleware.helpers import make_request, responding, run
 
 
 async def test_the_defaults() -> None:
@@ -77,3 +77,29 @@ async def test_extra_entries_replace_defaults_whatever_their_case() -> None:
     response = await run(middleware, make_request())
     assert response.headers.getall("x-frame-options") == ["SAMEORIGIN"]
     assert "referrer-policy" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        ({"X Bad": "1"}, "field name"),
+        ({"Content-Length": "5"}, "field name"),
+        ({"Connection": "close"}, "field name"),
+        ({"X-Snow": "\u2603"}, "latin-1"),
+    ],
+)
+def test_fields_that_cannot_be_sent_are_refused_when_built(
+    extra: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        security_headers_middleware(extra=extra)
+
+
+async def test_a_handler_s_own_value_is_kept_and_the_rest_added() -> None:
+    response = await run(
+        security_headers_middleware(),
+        make_request(),
+        responding(lambda: Response.text("x", headers={"X-Frame-Options": "SAMEORIGIN"})),
+    )
+    assert response.headers.getall("x-frame-options") == ["SAMEORIGIN"]
+    assert response.headers["x-content-type-options"] == "nosniff"

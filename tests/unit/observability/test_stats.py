@@ -199,3 +199,41 @@ def test_a_refusal_that_sent_a_status_counts_as_answered_but_has_no_latency() ->
     assert stats.rejected == {"uri_too_long": 1}
     assert stats.latency.count() == 0
     assert stats.percentiles_ms(0.5) == [0.0]
+
+
+def test_a_refresh_interval_reuses_an_answer_until_it_has_passed() -> None:
+    window_clock = FakeClock()
+    memo_clock = FakeClock()
+    stats = RequestStats(LatencyWindow(clock=window_clock), refresh=0.25, clock=memo_clock)
+    stats.record(0.010, 1)
+    assert stats.percentiles_ms(0.5) == [10.0]
+    stats.record(0.040, 1)
+    stats.record(0.040, 1)
+    memo_clock.now = 0.2
+    assert stats.percentiles_ms(0.5) == [10.0]  # reused: asked again within 250 ms
+    memo_clock.now = 0.3
+    assert stats.percentiles_ms(0.5) == [40.0]  # 250 ms passed: recomputed
+    assert stats.percentiles_ms(0.99) == [40.0]  # other quantiles: computed at once
+
+
+@given(
+    st.lists(st.tuples(st.floats(0.0, 99.9), st.floats(0.0001, 5.0)), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.9, 0.99, 1.0]),
+)
+def test_percentiles_across_intervals_match_the_samples_still_in_the_window(
+    samples: list[tuple[float, float]], q: float
+) -> None:
+    clock = FakeClock()
+    window = LatencyWindow(window=60.0, intervals=6, clock=clock)
+    for at, duration in sorted(samples):
+        clock.now = at
+        window.record(duration)
+        window.percentiles(q)  # queried between records too: the merged cache must keep up
+    clock.now = 100.0  # epoch 10: epochs 4..10 are in the window, i.e. samples at t >= 40
+    kept = [duration for at, duration in samples if at >= 40.0]
+    [got] = window.percentiles(q)
+    if not kept:
+        assert got == 0.0
+    else:
+        expected = nearest_rank(kept, q)
+        assert math.isclose(got, expected, rel_tol=0.021)
