@@ -47,6 +47,9 @@ def whole_seconds(seconds: float) -> int:
     return max(0, math.ceil(seconds - _ROUNDING))
 
 
+_FIELD_KEYS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
 def rate_limit_middleware(
     limit: int = 100,
     window: float = 60.0,
@@ -143,13 +146,12 @@ def rate_limit_middleware(
         if not result.allowed:
             return too_many(request, result)
         response = await next()
-        if headers:
-            fields = response.headers
-            if "ratelimit-limit" not in fields:  # an inner, more specific limiter wins
-                add = fields.add
-                add("RateLimit-Limit", limit_text)
-                add("RateLimit-Remaining", str(result.remaining))
-                add("RateLimit-Reset", str(max(0, ceil(result.reset_after - _ROUNDING))))
+        if headers and not response.has_field("ratelimit-limit"):  # an inner limiter wins
+            response.add_encoded_fields(
+                f"RateLimit-Limit: {limit_text}\r\nRateLimit-Remaining: {result.remaining}\r\n"
+                f"RateLimit-Reset: {max(0, ceil(result.reset_after - _ROUNDING))}\r\n",
+                _FIELD_KEYS,
+            )
         return response
 
     def unavailable(request: Request) -> Response:
