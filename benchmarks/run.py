@@ -128,7 +128,8 @@ SERVERS = [
     ServerSpec(
         "fastapi-nessen",
         ("nessen", "serve", "benchmarks.apps.fastapi_app:app"),
-        {**NESSEN_ENV, "LOG_LEVEL": "warning"},
+        NESSEN_ENV,
+        quiet=True,  # as shipped: its access log on, like uvicorn's
     ),
     ServerSpec(
         "granian-rsgi",
