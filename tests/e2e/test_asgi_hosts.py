@@ -275,3 +275,17 @@ def test_uvicorn_nessen_demo_runtime_is_importable() -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "PORT"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+def test_under_uvicorn_nessen_s_log_lines_are_formatted_and_escaped(
+    hosts: Callable[..., HostProcess],
+) -> None:
+    host = hosts("uvicorn", "nessen.demo:runtime")
+    forged = "FORGED 127.0.0.1:1 - GET /admin 200 OK"
+    target = "/a%0a" + forged.replace(" ", "%20")
+    with socket.create_connection(("127.0.0.1", host.port), timeout=5.0) as client:
+        client.sendall(f"GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+        assert client.recv(65536).startswith(b"HTTP/1.1 404")
+    line = host.wait_for(re.compile(r"nessen\.access .*404")).string  # the 404 is a warning
+    assert "\\x0a" in line  # the decoded newline is escaped within the one line
+    assert not any(text.startswith("FORGED") for text in host.output.splitlines())

@@ -614,8 +614,12 @@ def test_request_id_is_echoed_and_set_while_the_app_runs(host: Any) -> None:
     with RawClient(server.address) as client:
         given = client.request(get("/", extra="X-Request-ID: abc-123\r\n"))
         generated = client.request(get("/"))
+        repeated = client.request(get("/", extra="X-Request-ID: one\r\nX-Request-ID: two\r\n"))
     assert given.header("x-request-id") == "abc-123"
     assert given.body == b"abc-123"
+    # A repeated field joins to "one, two", which is not a valid id: a new one, as natively.
+    assert repeated.header("x-request-id") not in {"one", "two", "one, two"}
+    assert repeated.header("x-request-id") == repeated.body.decode()
     assert generated.header("x-request-id") == generated.body.decode()
     assert generated.body != b"the-app-may-not-choose"
 

@@ -67,6 +67,29 @@ def test_probes_addressed_to_the_pod_ip_are_answered(serve: ServeFactory, path: 
     assert response.status == 200
 
 
+@pytest.mark.parametrize(
+    ("target", "host", "status"),
+    [
+        ("http://evil.example.com/", "api.example.com", 400),
+        ("http://user@evil.example.com/", "api.example.com", 400),
+        ("http://api.example.com/", "evil.example.com", 200),
+        ("HTTPS://API.example.com:3000/?x=1", "evil.example.com", 200),
+        ("http://api.example.com?x=1", "evil.example.com", 200),
+    ],
+)
+def test_an_absolute_form_target_s_authority_is_what_the_allowlist_judges(
+    serve: ServeFactory, target: str, host: str, status: int
+) -> None:
+    # RFC 9112 §3.2.2: with an absolute-form target the server ignores Host.
+    server = serve(allowed_hosts=HOSTS)
+    with RawClient(server.address) as client:
+        client.send(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        if status == 400:
+            expect_rejection(client, 400, "host_not_allowed")
+        else:
+            assert client.response().status == status
+
+
 def test_http10_without_host_is_refused_when_an_allowlist_is_set(serve: ServeFactory) -> None:
     server = serve(allowed_hosts=HOSTS)
     with RawClient(server.address) as client:

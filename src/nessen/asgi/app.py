@@ -28,6 +28,7 @@ from nessen.asgi.types import Message, Receive, Scope, Send
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
 from nessen.http.target import split_target
+from nessen.observability.logs import configure_logging
 from nessen.server.writer import NO_CONTENT_STATUSES, ResponseError, status_line
 
 if TYPE_CHECKING:
@@ -122,6 +123,11 @@ class RuntimeASGI:
         if runtime._serving:
             raise RuntimeError("this runtime is already serving")
         config = runtime.config
+        if not logging.getLogger().handlers:
+            # The host configured only its own loggers (uvicorn does): without this, Python's
+            # last-resort handler would print warnings and errors unescaped, so a request
+            # path holding %0a could forge a line. Set up Nessen's formatting as `serve` does.
+            configure_logging(config.log_level, config.effective_log_format)
         runtime._serving = True
         runtime.app.expose_errors = not config.production
         builtins = runtime._builtin_middleware(config)

@@ -33,7 +33,7 @@ from nessen.http import Request, Response
 from nessen.middleware.client_ip import client_address_resolver
 from nessen.middleware.request_id import valid_request_id
 from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
-from nessen.observability.logs import current_request_id
+from nessen.observability.logs import current_request_id, quote_field
 from nessen.runtime import Runtime
 from nessen.server import Server
 from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
@@ -149,8 +149,8 @@ class ASGIHandler:
         for name, value in request._raw_headers:
             name = name.lower()
             headers.append((name, value))
-            if name == b"x-request-id":
-                incoming = value
+            if name == b"x-request-id":  # repeated: joined with ", ", so never valid
+                incoming = value if incoming is None else incoming + b", " + value
         if incoming is not None:
             text = incoming.decode("latin-1")
             if valid_request_id(text):
@@ -198,7 +198,7 @@ class ASGIHandler:
             level,
             "%s %s %d",
             request.method,
-            request.path,
+            quote_field(request.path),  # a path cannot pass for fields in a console line
             status,
             extra={
                 "request_id": request.id,

@@ -21,7 +21,7 @@ from nessen.http import Request, Response
 from nessen.http.response import BodyStream
 from nessen.middleware.client_ip import Network, client_address_resolver
 from nessen.middleware.streams import ChunkIterator, close_stream, next_chunk, open_stream
-from nessen.observability.logs import direct_handler
+from nessen.observability.logs import direct_handler, quote_field
 
 REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 """Header fields whose values are never logged (replaced by ``REDACTED``)."""
@@ -140,7 +140,7 @@ def logging_middleware(
         # The record factory directly (what Logger.makeRecord calls), then the fields in one
         # update: makeRecord would check each extra name against the record's attributes.
         record = logging.getLogRecordFactory()(
-            name, level, "(access log)", 0, message, (method, path, status), None
+            name, level, "(access log)", 0, message, (method, quote_field(path), status), None
         )
         extra = record.__dict__
         extra.update(zip(ACCESS_FIELDS, access, strict=True))

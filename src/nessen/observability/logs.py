@@ -57,8 +57,13 @@ _QUOTED: dict[str, str] = {}
 _MAX_QUOTED = 1024
 
 
-def _field_text(text: str) -> str:
-    """``text`` escaped and quoted for a console line; repeated values come from a cache."""
+def quote_field(text: str) -> str:
+    """``text`` escaped and, if it holds a space, ``=`` or ``"``, quoted (logfmt style).
+
+    For request data put into a log *message* (the access line's path), so that a path
+    like ``/x request_id=forged`` cannot pass for fields in a console line. Repeated values
+    come from a bounded cache.
+    """
     quoted = _QUOTED.get(text)
     if quoted is None:
         quoted = _quote(escape(text))
@@ -180,7 +185,8 @@ class LineFormatter(logging.Formatter):
         ]
         if route is None:
             del fields[3]
-        return self.format_fields(created, levelname, name, f"{method} {path} {status}", fields)
+        message = f"{method} {quote_field(path)} {status}"
+        return self.format_fields(created, levelname, name, message, fields)
 
 
 class JsonFormatter(LineFormatter):
@@ -229,7 +235,7 @@ class ConsoleFormatter(LineFormatter):
         if not fields:
             return line
         parts = [
-            f"{key}={_field_text(value) if type(value) is str else value}" for key, value in fields
+            f"{key}={quote_field(value) if type(value) is str else value}" for key, value in fields
         ]
         return line + " " + " ".join(parts)
 
@@ -242,13 +248,13 @@ class ConsoleFormatter(LineFormatter):
     ) -> str:
         """The access line in one f-string (the same text as the generic path)."""
         request_id, method, path, route, status, duration_ms, sent, client_ip = access
-        route_field = "" if route is None else f" route={_field_text(route)}"
+        route_field = "" if route is None else f" route={quote_field(route)}"
         return (
             f"{_timestamp(created)} {levelname:<7} {name} "
-            f"{escape(f'{method} {path} {status}')} request_id={_field_text(request_id)} "
-            f"method={_field_text(method)} path={_field_text(path)}{route_field} "
+            f"{method} {quote_field(path)} {status} request_id={quote_field(request_id)} "
+            f"method={quote_field(method)} path={quote_field(path)}{route_field} "
             f"status={status} duration_ms={duration_ms} bytes={sent} "
-            f"client_ip={_field_text(client_ip)}"
+            f"client_ip={quote_field(client_ip)}"
         )
 
 

@@ -420,10 +420,16 @@ class HttpProtocol(asyncio.Protocol):
         target = url[0] if len(url) == 1 else b"".join(url)
         path, query = split_target(target)
         hosts = self._state.allowed_hosts
-        if hosts and path not in config.probe_paths and not hosts.allows(self._host):
-            raise ProtocolError(
-                f"Host {self._host[:64]!r} is not in allowed_hosts", reason="host_not_allowed"
-            )
+        if hosts and path not in config.probe_paths:
+            authority = self._host
+            if target[:1] != b"/" and target != b"*":
+                # absolute-form: its authority is the request's host, Host is ignored
+                # (RFC 9112 §3.2.2), so it is what the allowlist must judge.
+                authority = target.split(b"/", 3)[2].partition(b"?")[0].rpartition(b"@")[2]
+            if not hosts.allows(authority):
+                raise ProtocolError(
+                    f"Host {authority[:64]!r} is not in allowed_hosts", reason="host_not_allowed"
+                )
         if self._over_limit and path not in config.probe_paths:
             raise _too_many_connections(config.max_connections)
         if self._content_length > config.max_body_bytes:

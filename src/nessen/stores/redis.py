@@ -36,6 +36,7 @@ every failed call (the runtime counts ``nessen_store_errors_total``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import math
@@ -249,7 +250,11 @@ class RedisStore:
                 extra={"reason": reason},
             )
         if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
+            # A context of its own: not the request's that saw the outage (its request id
+            # would be on every line the probe logs).
+            self._probe = asyncio.get_running_loop().create_task(
+                self._probe_until_up(), context=contextvars.Context()
+            )
         for listener in self._change_listeners:
             listener(False, reason)
 

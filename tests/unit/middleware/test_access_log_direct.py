@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import shlex
 from collections.abc import Iterator
 
 import pytest
@@ -141,3 +142,23 @@ async def test_the_handler_level_still_filters_direct_lines(
     assert len(lines) == 1
     assert " 404 " in lines[0]
     assert "WARNING" in lines[0]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_path_cannot_pass_for_fields_in_a_console_line(
+    pair: tuple[logging.Logger, io.StringIO, logging.Logger, io.StringIO], direct: bool
+) -> None:
+    fast_logger, fast_out, record_logger, record_out = pair
+    logger, out = (fast_logger, fast_out) if direct else (record_logger, record_out)
+    logger.handlers = [h for h in logger.handlers if type(h) is BufferedStreamHandler]
+    logger.handlers[0].setFormatter(ConsoleFormatter())
+    request = make_request("GET", "/x")
+    request._path = "/x request_id=forged status=200"  # what %20 in a target decodes to
+    request._id = "real-id"
+    await run(logging_middleware(logger=logger), request, responding(lambda: Response.text("")))
+    logger.handlers[0].flush()
+    line = out.getvalue().splitlines()[-1]
+    tokens = shlex.split(line)  # logfmt-style: quoted values are one token
+    ids = [token for token in tokens if token.startswith("request_id=")]
+    assert ids == ["request_id=real-id"]
+    assert '"/x request_id=forged status=200"' in line
