@@ -356,6 +356,8 @@ def test_app_raising_before_start_gets_500_and_is_logged(
         response = client.request(get("/"))
         assert response.status == 500
         assert json.loads(response.body)["error"] == "Internal Server Error"
+        # the id in the body is echoed in the header, as on every other response
+        assert response.header("x-request-id") == json.loads(response.body)["request_id"]
         assert client.request(get("/")).status == 500  # keep-alive survives
     assert any(r.exc_info and isinstance(r.exc_info[1], ValueError) for r in caplog.records), (
         caplog.text
@@ -373,6 +375,7 @@ def test_app_returning_without_a_response_gets_500_and_is_logged(
     with caplog.at_level(logging.ERROR), RawClient(server.address) as client:
         response = client.request(get("/"))
     assert response.status == 500
+    assert response.header("x-request-id") == json.loads(response.body)["request_id"]
     assert "returned without sending 'http.response.start'" in caplog.text
 
 

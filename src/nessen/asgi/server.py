@@ -401,10 +401,18 @@ class _Exchange:
 
     # --- the app's end ---------------------------------------------------------------------
 
+    def _server_error(self, exc: BaseException) -> Response:
+        """The 500 for an app that never answered, with the request id echoed as usual."""
+        request = self._request
+        response = self._handler.error_response(request, exc)
+        if not response.has_field("x-request-id"):  # a valid id is visible ASCII
+            response.add_encoded_fields(f"X-Request-ID: {request.id}\r\n", ("x-request-id",))
+        return response
+
     def failed(self, exc: Exception) -> Response | None:
         """The app raised: a 500 if nothing was sent, else end what was begun."""
         if not self._responded:
-            return self._handler.error_response(self._request, exc)
+            return self._server_error(exc)
         stream = self._stream
         if stream is not None and not stream.ended:
             stream.fail(exc)  # the server logs it and aborts the connection
@@ -426,7 +434,7 @@ class _Exchange:
                 problem = "ASGI app returned without sending 'http.response.start'"
             else:
                 problem = "ASGI app returned without sending its response body"
-            return self._handler.error_response(self._request, RuntimeError(problem))
+            return self._server_error(RuntimeError(problem))
         stream = self._stream
         if stream is not None and not stream.ended:
             stream.fail(RuntimeError("ASGI app returned without completing its response body"))
