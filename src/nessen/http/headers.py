@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TypeVar, Union, overload
 
 _T = TypeVar("_T")
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
+
+FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A field name is a token (RFC 9110 §5.1, §5.6.2); use ``FIELD_NAME.fullmatch(name)``."""
+
+SERVER_FIELDS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
+"""Fields the server owns (lower case): a handler's copy is dropped so framing stays ours."""
 
 
 class Headers(MutableMapping[str, str]):

@@ -7,13 +7,11 @@ line written while the request is handled: it is echoed on the response and set 
 
 from __future__ import annotations
 
-import re
-
 from nessen.app.pipeline import Middleware, Next
 from nessen.http import Request, Response
+from nessen.http.headers import FIELD_NAME
 from nessen.observability.logs import current_request_id
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 MAX_REQUEST_ID_CHARS = 128
 """Longest incoming request id reused; longer ones are replaced by a generated id."""
 
@@ -57,7 +55,7 @@ def request_id_middleware(
     """
     lower = header.lower()
     keys = (lower,)
-    if not _TOKEN.fullmatch(header):
+    if not FIELD_NAME.fullmatch(header):
         raise ValueError(f"header={header!r}: must be a field name (a token, RFC 9110 §5.1)")
     set_context = current_request_id.set
     reset_context = current_request_id.reset

@@ -10,17 +10,13 @@ from the Content-Security-Policy instead.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from nessen.app.pipeline import Middleware, Next
 from nessen.http import Headers, Request, Response
+from nessen.http.headers import FIELD_NAME, SERVER_FIELDS
 
 Setting = str | bool
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_SERVER_FIELDS = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
-)
 """A field's value: a string to send, ``True`` for the default, ``False`` to send none."""
 
 DEFAULTS: dict[str, str] = {
@@ -94,7 +90,7 @@ def security_headers_middleware(
         value = DEFAULTS[name] if setting is True else setting
         if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
             raise ValueError(f"{name}={value!r}: must be a string without CR, LF or NUL")
-        if not _TOKEN.fullmatch(name) or name.lower() in _SERVER_FIELDS:
+        if not FIELD_NAME.fullmatch(name) or name.lower() in SERVER_FIELDS:
             raise ValueError(f"{name!r}: must be a field name the server does not own")
         try:
             value.encode("latin-1")

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from email.utils import formatdate
 from http import HTTPStatus
 
 from nessen.errors import NessenError
+from nessen.http.headers import FIELD_NAME, SERVER_FIELDS
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _PHRASES.update({413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"})
 """Reason phrases; RFC 9110 §15 renamed a few since ``http.HTTPStatus`` was written."""
 _STATUS_LINES_11 = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _PHRASES.items()}
 _STATUS_LINES_10 = {code: f"HTTP/1.0 {code} {phrase}\r\n" for code, phrase in _PHRASES.items()}
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _valid_names: set[str] = set()
 _MAX_CACHED_NAMES = 4096
 
-# Fields the server owns: a handler's copy is dropped so that framing stays ours.
-_SERVER_FIELDS = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
-)
 
 NO_CONTENT_STATUSES = frozenset({204, 304})
 """Statuses that never carry content (RFC 9110 §15.3.5, §15.4.5); 1xx are never built here."""
@@ -66,9 +61,9 @@ def encode_fields(fields: list[tuple[str, str]]) -> str:
     lines = []
     for name, value in fields:
         if name not in _valid_names:
-            if not _TOKEN.fullmatch(name):
+            if not FIELD_NAME.fullmatch(name):
                 raise ResponseError(f"response header name {name[:64]!r} is not a token")
-            if name.lower() in _SERVER_FIELDS:
+            if name.lower() in SERVER_FIELDS:
                 continue
             if len(_valid_names) < _MAX_CACHED_NAMES:
                 _valid_names.add(name)
