@@ -70,3 +70,52 @@ async def _passthrough(request: Request, next: Next) -> Response:
 passthrough = build(**OFF)
 """One middleware that only calls ``next``: the cost of a pipeline layer itself."""
 passthrough.use(_passthrough)
+
+
+def _floor_layer() -> Any:
+    """The output the default stack must produce on ``/health``, with none of its work:
+    the same nine response fields (``Vary``, the seven security fields, ``X-Request-ID``)
+    pre-encoded, and one access line of the usual length written to the log, both
+    constant. Nothing the stack does can cost less than this."""
+    import logging
+
+    from nessen.observability.logs import direct_handler
+
+    fields = [
+        ("Vary", "Accept-Encoding"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+        ("Permissions-Policy", "camera=(), geolocation=(), microphone=()"),
+        (
+            "Content-Security-Policy",
+            "default-src 'self'; object-src 'none'; frame-ancestors 'none'",
+        ),
+        ("X-XSS-Protection", "0"),
+        ("X-Request-ID", "aec2be1c54a9-00000001"),
+    ]
+    block = "".join(f"{name}: {value}\r\n" for name, value in fields)
+    keys = tuple(name.lower() for name, _ in fields)
+    line = (
+        "2026-11-29T12:00:00.000Z INFO    nessen.access GET /health 200 "
+        "request_id=aec2be1c54a9-00000001 method=GET path=/health route=/health status=200 "
+        "duration_ms=0.041 bytes=2 client_ip=127.0.0.1"
+    )
+    log = logging.getLogger("nessen.access")
+    info = logging.INFO
+
+    async def floor(request: Request, next: Next) -> Response:
+        response = await next()
+        response.add_encoded_fields(block, keys)
+        direct = direct_handler(log)
+        if direct is not None:
+            direct[0].write_line(line, info)
+        return response
+
+    return floor
+
+
+floor = build(**OFF)
+"""One layer that adds the stack's fixed fields and writes a constant access line."""
+floor.use(_floor_layer())
