@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 
 import pytest
 
 from nessen import Response, Runtime
+from nessen.server.writer import ResponseError
 from tests.conftest import ServeFactory
 from tests.integration.wire import PHRASES, closed_cleanly, json_body
 from tests.rawhttp import RawClient, get
@@ -36,9 +38,11 @@ def _failing_runtime() -> Runtime:
     return runtime
 
 
-def test_handler_exception_in_production_gets_a_generic_500(serve: ServeFactory) -> None:
+def test_handler_exception_in_production_gets_a_generic_500(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     server = serve(_failing_runtime(), env="production")
-    with RawClient(server.address) as client:
+    with caplog.at_level(logging.ERROR, logger="nessen"), RawClient(server.address) as client:
         response = client.request(get("/boom"))
         follow_up = client.request(get("/ok"))
     assert response.status == 500
@@ -47,8 +51,26 @@ def test_handler_exception_in_production_gets_a_generic_500(serve: ServeFactory)
     assert body["error"] == "Internal Server Error"
     assert REQUEST_ID.match(body["request_id"])
     assert b"secret detail" not in response.body
+    assert b"Traceback" not in response.body
+    assert b"RuntimeError" not in response.body
     assert response.header("connection") is None  # a handler fault is not a framing fault
     assert (follow_up.status, follow_up.body) == (200, b"ok")
+    # Issue 2: the detail hidden from the client is always in the log, under the same id.
+    record = _one_error_record(caplog)
+    assert record.__dict__["request_id"] == body["request_id"]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+    logged = caplog.text
+    assert "Traceback (most recent call last):" in logged
+    assert "RuntimeError: secret detail" in logged
+    assert 'raise RuntimeError("secret detail")' in logged  # the handler's own frame
+
+
+def _one_error_record(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    """The single ERROR record the server logged (it logs before it writes the 500)."""
+    records = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(records) == 1, caplog.text
+    return records[0]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +115,10 @@ def _injecting_runtime() -> Runtime:
     async def lf(ctx):  # type: ignore[no-untyped-def]
         return Response.text("x", headers={"X-Note": "a\nSet-Cookie: injected=1"})
 
+    @runtime.route.get("/nul")
+    async def nul(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("x", headers={"X-Note": "a\x00b"})
+
     @runtime.route.get("/content-type")
     async def content_type(ctx):  # type: ignore[no-untyped-def]
         return Response(200, b"x", content_type="text/plain\r\nSet-Cookie: injected=1")
@@ -108,22 +134,28 @@ def _injecting_runtime() -> Runtime:
     return runtime
 
 
-@pytest.mark.parametrize("path", ["/crlf", "/lf", "/content-type", "/name", "/stream"])
+@pytest.mark.parametrize("path", ["/crlf", "/lf", "/nul", "/content-type", "/name", "/stream"])
 def test_header_injection_gets_500_and_never_reaches_the_wire(
-    serve: ServeFactory, path: str
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
     server = serve(_injecting_runtime(), env="production")
-    with RawClient(server.address) as client:
+    with caplog.at_level(logging.ERROR, logger="nessen"), RawClient(server.address) as client:
         client.send(get(path, extra="Connection: close\r\n"))
         assert closed_cleanly(client)
         wire = client.buffer
     assert wire.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert b"injected" not in wire
     assert b"x-note" not in wire.lower()
+    assert b"\x00" not in wire
     assert wire.count(b"HTTP/1.1 ") == 1
     body = json.loads(wire.partition(b"\r\n\r\n")[2])
     assert body["error"] == "Internal Server Error"
     assert set(body) == {"error", "request_id"}
+    # One log line says why, under the id the client got.
+    record = _one_error_record(caplog)
+    assert record.__dict__["request_id"] == body["request_id"]
+    assert isinstance(record.exc_info[1] if record.exc_info else None, ResponseError)
+    assert "\n" not in record.getMessage()
 
 
 # --- request_timeout -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
 import threading
 
@@ -11,6 +12,7 @@ import pytest
 
 from nessen import Response, Runtime
 from nessen.server.protocol import MAX_PIPELINED
+from nessen.testing import LiveServer
 from tests.conftest import ServeFactory, echo_runtime
 from tests.integration.wire import closed_cleanly, no_data_within
 from tests.rawhttp import RawClient, RawResponse, get
@@ -196,3 +198,76 @@ def test_pipelining_past_the_queue_cap_answers_the_cap_then_closes(
         assert client.buffer == b""  # the rest is left for the client to retry
     assert _queries(responses) == [f"n={n}" for n in range(MAX_PIPELINED)]
     assert [r.header("connection") for r in responses] == [None] * (MAX_PIPELINED - 1) + ["close"]
+
+
+FLOOD_BOUND = 64 * 1024 * 1024
+"""Bytes the flood may send before the client must block: loopback socket buffers hold a
+few MiB, so a server that kept reading (and queueing or discarding) would pass this."""
+
+
+def _flood_until_blocked(sock: socket.socket) -> int:
+    """Send ever more ``GET /fast?<n>`` requests without blocking until the kernel refuses.
+
+    Returns:
+        How many requests were sent whole or in part.
+    """
+    sock.setblocking(False)
+    sent_requests = 0
+    sent_bytes = 0
+    pending = b""
+    while sent_bytes < FLOOD_BOUND:
+        if not pending:
+            pending = b"".join(
+                get(f"/fast?{n}") for n in range(sent_requests, sent_requests + 4096)
+            )
+            sent_requests += 4096
+        try:
+            count = sock.send(pending)
+        except BlockingIOError:
+            return sent_requests
+        sent_bytes += count
+        pending = pending[count:]
+    pytest.fail(f"the server read {sent_bytes} bytes while its pipeline was full")
+
+
+def _connection_state(server: LiveServer) -> list[tuple[int, bool]]:
+    """``(queued requests, reading paused)`` of each open connection, read on the loop."""
+    found: list[tuple[int, bool]] = []
+
+    def read() -> None:
+        for conn in server.runtime.server.state.connections:  # type: ignore[union-attr]
+            found.append((len(conn._queue), conn._reading_paused))
+
+    server.call(read)
+    return found
+
+
+def test_reading_pauses_while_a_handler_waits_and_the_queue_stays_bounded(
+    serve: ServeFactory,
+) -> None:
+    entered, release = threading.Event(), asyncio.Event()
+    runtime, order = _blocking_runtime(entered, release)
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/slow"))
+        assert entered.wait(5.0)
+        sent = _flood_until_blocked(client.sock)
+        assert sent > MAX_PIPELINED
+        # Blocked, and still blocked: the server is not reading (and discarding) our bytes,
+        # or the socket would become writable again as its receive buffer drained.
+        _, writable, _ = select.select([], [client.sock], [], 0.5)
+        assert writable == []
+        # The first read held far more than the cap (one loopback segment is ~64 KiB), so
+        # parsing stopped at the cap and nothing beyond it is held as requests.
+        assert _connection_state(server) == [(MAX_PIPELINED, True)]
+        assert order == ["slow started"]
+        client.sock.setblocking(True)
+        client.sock.settimeout(5.0)
+        server.call(release.set)
+        responses = [client.response() for _ in range(1 + MAX_PIPELINED)]
+        client.sock.shutdown(socket.SHUT_WR)  # the rest of the flood is never answered
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    assert [r.body for r in responses] == [b"slow"] + [b"fast %d" % n for n in range(MAX_PIPELINED)]
+    assert [r.header("connection") for r in responses] == [None] * MAX_PIPELINED + ["close"]
+    assert order == ["slow started", "slow finished"] + [f"fast {n}" for n in range(MAX_PIPELINED)]

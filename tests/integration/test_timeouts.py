@@ -7,10 +7,14 @@ the test waits for the server's answer (or EOF) rather than for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+
+import pytest
 
 from nessen import Response
 from tests.conftest import ServeFactory, echo_runtime
@@ -167,16 +171,19 @@ def test_408_for_a_head_request_has_no_content(serve: ServeFactory) -> None:
 
 
 def test_client_that_stops_reading_a_stream_is_cut_after_send_timeout(
-    serve: ServeFactory,
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime = echo_runtime()
     stream_closed = threading.Event()
+    times: dict[str, float] = {}
 
     async def endless() -> AsyncIterator[bytes]:
         try:
             while True:
+                times["last_chunk"] = time.monotonic()
                 yield b"z" * 65536
         finally:
+            times["closed"] = time.monotonic()
             stream_closed.set()
 
     @runtime.route.get("/endless")
@@ -184,7 +191,10 @@ def test_client_that_stops_reading_a_stream_is_cut_after_send_timeout(
         return Response.streaming(endless())
 
     server = serve(runtime, send_timeout=TIMEOUT)
-    with RawClient(server.address) as client:
+    with (
+        caplog.at_level(logging.INFO, logger="nessen.server"),
+        RawClient(server.address) as client,
+    ):
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.send(get("/endless"))
         # The client reads nothing: once the buffers fill, the server must give up.
@@ -192,6 +202,18 @@ def test_client_that_stops_reading_a_stream_is_cut_after_send_timeout(
         # Cut means cut: what the server had buffered is dropped, not delivered for as long
         # as the client cares to trickle it out.
         assert _connection_ends_within(client, CLOSE_WAIT)
+    # The writer stalls right after its last chunk; the deadline runs from there. (The
+    # server's clock is uvloop's, cached per loop pass in whole milliseconds: 5 ms slack.)
+    assert times["closed"] - times["last_chunk"] >= TIMEOUT - 0.005
+    # The cause is on record: one log line and one count, both under send_timeout.
+    records = [r for r in caplog.records if r.__dict__.get("reason") == "send_timeout"]
+    assert len(records) == 1
+    assert records[0].__dict__["path"] == "/endless"
+    assert records[0].__dict__["request_id"]
+    assert "send_timeout" in records[0].getMessage()
+    with RawClient(server.address) as client:
+        health = json.loads(client.request(get("/api/health")).body)
+    assert health["requests"]["rejected"] == {"send_timeout": 1}
 
 
 def _connection_ends_within(client: RawClient, seconds: float) -> bool:

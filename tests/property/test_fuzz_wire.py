@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -145,10 +146,19 @@ def assert_well_formed(received: bytes) -> None:
         assert_well_formed(rest)
 
 
+PIECE_GAP = 0.001
+"""Seconds between the pieces of one input. With TCP_NODELAY each piece leaves as its own
+segment, and the pause lets the server read it before the next arrives: without both,
+loopback merges the pieces and the server sees one read, so the splits test nothing."""
+
+
 def exchange(address: tuple[str, int], pieces: list[bytes], half_close: bool) -> bytes:
     with socket.create_connection(address, timeout=5.0) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            for piece in pieces:
+            for index, piece in enumerate(pieces):
+                if index:
+                    time.sleep(PIECE_GAP)  # the gap between writes is the input here
                 sock.sendall(piece)
             if half_close:
                 sock.shutdown(socket.SHUT_WR)

@@ -17,6 +17,13 @@ def split_target(target: bytes) -> tuple[str, bytes]:
     after decoding, so ``/a/%2e%2e/b`` routes as ``/b``. A path that would climb above
     the root (``/../etc``) is refused rather than clamped.
 
+    ``%2F`` is decoded to ``/`` too, as nginx decodes ``$uri`` before merging it, though
+    RFC 3986 §2.2 does not make a reserved character equivalent to its encoding: so no
+    spelling of ``..`` (``%2e%2e%2f``, ``..%2f``, ``.%2e``) survives as a segment, and
+    ``/static/%2e%2e%2fsecret`` routes as ``/secret``, which the client could have asked
+    for directly. ``/a%2Fb`` and ``/a/b`` are the same path to the router. Decoding
+    happens once: ``%252e`` reaches the handler as ``%2e``.
+
     Args:
         target: The request target bytes exactly as received.
 
