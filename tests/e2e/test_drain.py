@@ -9,11 +9,29 @@ import time
 import pytest
 
 from tests.e2e.serving import ServeFactory, base_env
-from tests.e2e.test_workers import get
+from tests.rawhttp import RawClient, RawResponse, get
 
 pytestmark = pytest.mark.slow
 
 APP = "tests.e2e.apps.workers:runtime"
+SLOW_SECONDS = 2
+READY_WITHIN = 10.0
+"""Seconds after SIGTERM by which /ready must have turned 503."""
+
+
+def request_once(address: tuple[str, int], path: str) -> RawResponse:
+    """One request on a new connection that asks to be closed after it."""
+    with RawClient(address, timeout=10.0) as client:
+        return client.request(get(path, host="t", extra="Connection: close\r\n"))
+
+
+def slow_request(address: tuple[str, int], results: list[RawResponse | OSError]) -> None:
+    """GET /slow on a persistent connection: the server alone decides to close it."""
+    try:
+        with RawClient(address, timeout=15.0) as client:
+            results.append(client.request(get(f"/slow?seconds={SLOW_SECONDS}", host="t")))
+    except OSError as exc:
+        results.append(exc)
 
 
 class KeepAliveClient(threading.Thread):
@@ -61,17 +79,6 @@ def test_sigterm_under_load_completes_in_flight_work_and_exits_0(
     nessen_serve: ServeFactory,
 ) -> None:
     served = nessen_serve(APP, env=base_env(SHUTDOWN_DELAY="500", SHUTDOWN_TIMEOUT="10000"))
-    slow_results: list[tuple[int, bytes]] = []
-    slow = [
-        threading.Thread(
-            target=lambda: slow_results.append(get(served.address, "/slow?seconds=2")),
-            daemon=True,
-        )
-        for _ in range(5)
-    ]
-    for thread in slow:
-        thread.start()
-    served.wait_for_line(lambda _: served.stderr.count("slow handler entered") == 5)
     clients = [KeepAliveClient(served.address) for _ in range(20)]
     for client in clients:
         client.start()
@@ -79,23 +86,36 @@ def test_sigterm_under_load_completes_in_flight_work_and_exits_0(
     while sum(len(c.results) for c in clients) < 200:  # poll the condition, never forever
         assert time.monotonic() < deadline, "the keep-alive clients made no progress"
         time.sleep(0.01)
+    # The slow requests start last and SIGTERM follows as soon as all five are in their
+    # handlers, so they are in flight when the drain begins (their responses prove it).
+    slow_results: list[RawResponse | OSError] = []
+    slow = [
+        threading.Thread(target=slow_request, args=(served.address, slow_results), daemon=True)
+        for _ in range(5)
+    ]
+    for thread in slow:
+        thread.start()
+    served.wait_for_line(lambda _: served.stderr.count("slow handler entered") == 5)
 
     served.signal()
-    ready_went_503 = 0.0
-    while not ready_went_503:
-        status, _ = get(served.address, "/ready")
-        if status == 503:
-            ready_went_503 = time.monotonic()
+    signalled = time.monotonic()
+    while (status := request_once(served.address, "/ready").status) != 503:
+        assert status == 200
+        assert time.monotonic() - signalled < READY_WITHIN, "/ready still 200 after SIGTERM"
+    ready_went_503 = time.monotonic()
     # SHUTDOWN_DELAY: still serving normally, new connections included.
-    status, _ = get(served.address, "/pid")
-    assert status == 200
+    assert request_once(served.address, "/pid").status == 200
 
     assert served.wait() == 0
     for thread in slow:
         thread.join(10)
     for client in clients:
         client.join(10)
-    assert [status for status, _ in slow_results] == [200] * 5
+    slow_responses = [r for r in slow_results if isinstance(r, RawResponse)]
+    assert [r.status for r in slow_responses] == [200] * 5, slow_results
+    # Written during the drain, not before it: each says the connection closes, although
+    # the client did not ask for that.
+    assert [r.header("connection") for r in slow_responses] == ["close"] * 5
     before = [
         outcome for c in clients for started, outcome in c.results if started < ready_went_503
     ]

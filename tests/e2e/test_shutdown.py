@@ -8,10 +8,14 @@ import time
 
 import pytest
 
+from tests.e2e.apps.draining import PIECE, SLOW_HOOK_SECONDS, STREAM_PIECES
 from tests.e2e.serving import ServeFactory, base_env
+from tests.integration.wire import closed_cleanly
 from tests.rawhttp import RawClient, get
 
 SAMPLE = "tests.e2e.apps.sample:runtime"
+DRAINING = "tests.e2e.apps.draining:runtime"
+SLOW_HOOK = "tests.e2e.apps.draining:slow_hook"
 
 
 TRANSITION = re.compile(r"nessen\.lifecycle state (\w+ -> \w+(?: \([^)]*\))?)")
@@ -108,3 +112,119 @@ def test_a_second_sigterm_cuts_the_drain_short(nessen_serve: ServeFactory) -> No
         assert served.wait(timeout=10.0) == 1
         assert client.closed_by_peer(timeout=5.0)
     assert "DRAINING -> STOPPING (drain cut short)" in served.stderr
+
+
+def _read_until(client: RawClient, marker: bytes, timeout: float = 10.0) -> None:
+    """Receive into ``client.buffer`` until it holds ``marker`` (each read ``timeout`` s)."""
+    client.sock.settimeout(timeout)
+    try:
+        while marker not in client.buffer:
+            chunk = client.sock.recv(65536)
+            assert chunk, f"closed before {marker!r} arrived; got {client.buffer!r}"
+            client.buffer += chunk
+    finally:
+        client.sock.settimeout(15.0)
+
+
+def test_a_stream_in_flight_at_sigterm_is_sent_whole_and_ends_the_drain(
+    nessen_serve: ServeFactory,
+) -> None:
+    # The stream's head goes out before the drain, so it cannot say "Connection: close";
+    # the drain must close the connection when the stream ends, not wait for
+    # SHUTDOWN_TIMEOUT and report it aborted.
+    served = nessen_serve(DRAINING, env=base_env(SHUTDOWN_TIMEOUT="30000"))
+    with RawClient(served.address, timeout=15.0) as client:
+        client.send(get("/stream"))
+        _read_until(client, PIECE)  # the head and the first piece are out: mid-stream
+        served.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        response = client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    status = served.wait()
+    took = time.monotonic() - signalled
+    assert response.status == 200
+    assert response.header("transfer-encoding") == "chunked"
+    assert response.header("connection") is None  # written before the drain began
+    assert response.body == PIECE * STREAM_PIECES
+    assert status == 0
+    assert took < 10.0, f"exit {took:.1f} s after SIGTERM; the stream lasts about 1 s"
+    log = served.stderr
+    assert log.index("SIGTERM received") < log.index("GET /stream")  # access line: at its end
+    assert "drained: every in-flight request completed" in log
+    assert "DRAINING -> STOPPING (drained)" in log
+
+
+def test_an_idle_keep_alive_connection_gets_fin_at_once_on_sigterm(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve(DRAINING, env=base_env(SHUTDOWN_TIMEOUT="60000"))
+    with (
+        RawClient(served.address, timeout=15.0) as idle,
+        RawClient(served.address, timeout=15.0) as busy,
+    ):
+        first = idle.request(get("/pid"))
+        assert (first.status, first.header("connection")) == (200, None)  # kept alive
+        busy.send(get("/hang"))  # keeps the process draining: a FIN must come from the drain
+        served.wait_for("hang handler entered")
+        served.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert closed_cleanly(idle, timeout=10.0)  # FIN, not a reset
+        took = time.monotonic() - signalled
+        assert idle.buffer == b""
+        assert served.process.poll() is None  # still draining: closed by the drain, not exit
+        # Far below SHUTDOWN_TIMEOUT (60 s) and below the 2 s a connection that never sent
+        # a request is given (DRAIN_FRESH_GRACE): an idle one is not waited for.
+        assert took < 1.0, f"the idle connection was closed {took:.2f} s after SIGTERM"
+        served.signal(signal.SIGTERM)  # cut the hung request short
+        assert served.wait() == 1
+
+
+def test_shutdown_hooks_run_after_the_drain_and_are_cut_at_shutdown_timeout(
+    nessen_serve: ServeFactory,
+) -> None:
+    # runtime.py decides the exit status from the drain alone: a shutdown hook that
+    # overruns SHUTDOWN_TIMEOUT is cancelled and logged, but the process still exits 0
+    # when every request completed. Exit 1 means requests were cut.
+    served = nessen_serve(SLOW_HOOK, env=base_env(SHUTDOWN_TIMEOUT="3000"))
+    with RawClient(served.address, timeout=15.0) as client:
+        client.send(get("/stream"))
+        _read_until(client, PIECE)  # a request in flight: the drain takes about 1 s
+        served.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        response = client.response()
+        assert closed_cleanly(client)
+    status = served.wait()
+    took = time.monotonic() - signalled
+    assert response.body == PIECE * STREAM_PIECES
+    assert status == 0
+    # The hook (30 s) runs until SHUTDOWN_TIMEOUT, counted from the signal, and no longer.
+    assert 2.9 <= took < SLOW_HOOK_SECONDS / 2, f"exit {took:.1f} s after SIGTERM"
+    log = served.stderr
+    assert log.index("drained: every in-flight request completed") < log.index(
+        "shutdown hook started"
+    )
+    assert "shutdown hook shutdown_hook overran the shutdown timeout" in log
+    assert log.index("shutdown hook cancelled") < log.index("DRAINING -> STOPPING (drained)")
+    assert "shutdown hook finished" not in log
+
+
+def test_a_request_pipelined_behind_the_in_flight_one_is_answered(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve(DRAINING)
+    with RawClient(served.address, timeout=15.0) as client:
+        client.send(get("/until-drain") + get("/pid"))  # the second waits its turn
+        served.wait_for("until-drain handler entered")
+        served.signal(signal.SIGTERM)
+        first, second = client.response(), client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    assert served.wait() == 0
+    assert (first.status, first.body) == (200, b"finished during the drain")
+    # Not "close": nothing may be answered after a close (RFC 9112 §9.6), and the second
+    # request was sent before the drain. The last response on the connection closes it.
+    assert first.header("connection") is None
+    assert (second.status, second.header("connection")) == (200, "close")
+    assert second.body == str(served.process.pid).encode()
+    assert "drained: every in-flight request completed" in served.stderr

@@ -648,6 +648,15 @@ class HttpProtocol(asyncio.Protocol):
             if self.read_phase != LINGER:  # a lingering close ends on its own deadline
                 self._linger()
             return
+        if self._state.draining and not self._begun_before_drain():
+            # Its last response is out, and nothing that began before the drain is still
+            # arriving: close rather than wait idle. (A response whose head went out before
+            # the drain, such as a long stream, did not say close: nothing else would end
+            # this connection.)
+            self._close_after = True
+            self._stop_parsing()
+            self._linger()
+            return
         if self._continue_pending:
             self._continue_pending = False
             self._write(CONTINUE_RESPONSE)
@@ -667,10 +676,13 @@ class HttpProtocol(asyncio.Protocol):
         if state.draining and started >= state.drain_started and self._served:
             # A reused keep-alive connection: send the client elsewhere. (The first request
             # of a connection accepted before the drain is served, with Connection: close.)
+            # It says close unless more requests are queued behind it: they get their own
+            # answers, the last one closing (see _last_while_draining).
             self._answer_server_error(
                 request,
                 ProtocolError("server is draining", status=503, reason="draining"),
                 retry_after=True,
+                close=False,
             )
             return
         if (
@@ -780,7 +792,7 @@ class HttpProtocol(asyncio.Protocol):
         keep = (
             keep_alive
             and not (self._close_after and not self._queue)
-            and not self._state.draining
+            and not self._last_while_draining()
             and (limit == 0 or self._served + 1 < limit)
             # streaming mode: answered before its content arrived; the rest is not read
             and (
@@ -792,6 +804,29 @@ class HttpProtocol(asyncio.Protocol):
         if not keep:
             self._announce_close()
         return keep
+
+    def _begun_before_drain(self) -> bool:
+        """Whether a request whose first byte came before the drain is still arriving.
+
+        One that began later does not hold the connection open: it is dropped when the
+        connection closes, for the client to retry (RFC 9112 §9.3.1), so a client that keeps
+        pipelining cannot keep a draining connection open.
+        """
+        return (
+            self._in_message
+            and not self._stopped_parsing
+            and self._started < self._state.drain_started
+        )
+
+    def _last_while_draining(self) -> bool:
+        """Whether the server drains and the response being written is the connection's last.
+
+        Requests already queued (pipelined) behind it, and one that began arriving before
+        the drain, are still answered, normally or with 503 (see :meth:`_dispatch`); so
+        only the response to the last of them says ``Connection: close`` (RFC 9112 §9.6
+        forbids answering anything after it).
+        """
+        return self._state.draining and not self._queue and not self._begun_before_drain()
 
     def _announce_close(self) -> None:
         """The response being written says ``Connection: close``: nothing after it is served.
@@ -1000,7 +1035,12 @@ class HttpProtocol(asyncio.Protocol):
         close: bool = True,
     ) -> None:
         """Answer the current request with a server-made error (503 and friends)."""
-        close = close or (self._close_after and not self._queue) or request is self._body_request
+        close = (
+            close
+            or (self._close_after and not self._queue)
+            or self._last_while_draining()
+            or request is self._body_request
+        )
         if close:
             self._announce_close()
         extra = "Retry-After: 1\r\n" if retry_after else ""
@@ -1264,10 +1304,33 @@ class HttpProtocol(asyncio.Protocol):
         ``DRAIN_FRESH_GRACE`` seconds.
         """
         if self._busy or self._queue or self._in_head or self.read_phase == BODY:
-            return  # in flight: its response will carry Connection: close
+            return  # in flight: its last response will carry Connection: close
+        if self.read_phase == LINGER:
+            return  # its lingering close ends on its own deadline (or the drain's)
         if self._served == 0 and self.read_phase == HEAD:
             self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_FRESH_GRACE)
             return
+        self._close()
+
+    @property
+    def lingering(self) -> bool:
+        """Whether only the lingering close is left (see :meth:`_linger`).
+
+        Every response is written out of our buffer and no handler runs: the connection
+        waits only for the client's FIN, so closing it loses nothing.
+        """
+        transport = self._transport
+        return (
+            self.read_phase == LINGER
+            and not self._busy
+            and not self._closed
+            and transport is not None
+            and transport.get_write_buffer_size() == 0
+        )
+
+    def end_linger(self) -> None:
+        """Drain deadline passed during the lingering close: close now (not a cut)."""
+        self.read_deadline = INF
         self._close()
 
     def cut(self) -> bool:

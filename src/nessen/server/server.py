@@ -28,7 +28,9 @@ class DrainResult:
 
     Attributes:
         cut: Requests still in a handler (or streaming) when the deadline passed, cancelled.
-        connections: Connections that were still open then, aborted.
+        connections: Connections that were still open then, aborted. A connection in its
+            lingering close (every response written, only the client's FIN awaited) is
+            closed then and not counted: nothing was lost on it.
     """
 
     cut: int
@@ -166,17 +168,22 @@ class Server:
             self._listener.close()
 
     async def drain(self, grace_period: float) -> DrainResult:
-        """Stop accepting, let in-flight requests finish, close the rest after ``timeout``.
+        """Stop accepting, let in-flight requests finish, close the rest after ``grace_period``.
 
-        Idle persistent connections are closed at once; a busy one gets ``Connection:
-        close`` on its response and closes after it; a request whose first byte arrives
-        after this call gets 503 + ``Connection: close``.
+        Idle persistent connections are closed at once. A busy one is closed once its last
+        response is written: that response says ``Connection: close``, unless its head went
+        out before the drain (a long stream); requests pipelined behind it are answered
+        first. A request whose first byte arrives after this call on a connection that has
+        served one gets 503 + ``Connection: close``. Closes that follow a response linger
+        (RFC 9112 §9.6) until the client closes too, ``LINGER_SECONDS`` or the deadline,
+        whichever comes first.
 
         Args:
             grace_period: Seconds to wait for in-flight requests.
 
         Returns:
-            What had to be cut when the deadline passed (zeros for a clean drain).
+            What had to be cut when the deadline passed (zeros for a clean drain). A
+            connection still lingering then is closed but not counted.
         """
         state = self.state
         if not state.draining:
@@ -199,14 +206,17 @@ class Server:
                 await asyncio.wait_for(state.idle.wait(), remaining)
             except TimeoutError:
                 break
-        cut = 0
-        leftover = list(state.connections)
-        for conn in leftover:
+        cut = aborted = 0
+        for conn in list(state.connections):
+            if conn.lingering:  # its responses are out; only the client's FIN is awaited
+                conn.end_linger()
+                continue
+            aborted += 1
             if conn.cut():
                 cut += 1
         if state.active_requests > cut:
             cut = state.active_requests
-        return DrainResult(cut=cut, connections=len(leftover))
+        return DrainResult(cut=cut, connections=aborted)
 
     async def close(self) -> None:
         """Stop the ticker and the listener and abort every connection at once."""

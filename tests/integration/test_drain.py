@@ -1,0 +1,260 @@
+"""What each connection gets while the server drains: raw bytes, an in-process server.
+
+The drain is started with ``LiveServer.stop`` in a thread; handlers wait on events the test
+sets, so "in flight when the drain began" holds by construction, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+from nessen import Response, Runtime
+from nessen.server import DrainResult
+from nessen.server.protocol import LINGER_SECONDS
+from nessen.testing import LiveServer
+from tests.conftest import ServeFactory
+from tests.integration.wire import closed_cleanly
+from tests.rawhttp import RawClient, get
+
+WAIT = 5.0
+"""Seconds to wait for anything the test expects to happen promptly."""
+STOP_JOIN = 10.0
+"""Seconds to wait for a drain that must end long before its grace period."""
+
+
+def _poll(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {WAIT} s: {what}"
+        time.sleep(0.005)
+
+
+class Gated:
+    """A runtime whose ``/slow`` handler and ``/stream`` stream wait for ``release``.
+
+    ``/slow`` answers ``slow`` once released; ``/stream`` sends ``first``, then ``second``
+    once released; ``/fast`` answers ``fast`` at once.
+    """
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = asyncio.Event()  # binds to the server's loop on first use
+        self.runtime = Runtime(access_log=False)
+        gate = self
+
+        @self.runtime.route.get("/slow")
+        async def slow(ctx):  # type: ignore[no-untyped-def]
+            gate.entered.set()
+            await gate.release.wait()
+            return Response.text("slow")
+
+        @self.runtime.route.get("/fast")
+        async def fast(ctx):  # type: ignore[no-untyped-def]
+            return Response.text("fast")
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield b"first"
+            gate.entered.set()
+            await gate.release.wait()
+            yield b"second"
+
+        @self.runtime.route.get("/stream")
+        async def stream(ctx):  # type: ignore[no-untyped-def]
+            return Response.streaming(pieces(), content_type="text/plain")
+
+
+def _drain_in_background(server: LiveServer, grace_period: float) -> threading.Thread:
+    """Start ``server.stop(grace_period)`` in a thread; return once the server drains."""
+    thread = threading.Thread(target=server.stop, args=(grace_period,), daemon=True)
+    thread.start()
+    _poll(
+        lambda: server.runtime.server is not None and server.runtime.server.draining,
+        "the server began draining",
+    )
+    return thread
+
+
+def _queued(server: LiveServer) -> int:
+    """Requests waiting behind a busy one, over all connections (read on the server's loop)."""
+    found: list[int] = []
+
+    def count() -> None:
+        state = server.runtime.server.state  # type: ignore[union-attr]
+        found.append(sum(len(conn._queue) for conn in state.connections))
+
+    server.call(count)
+    return found[0]
+
+
+def _receiving(server: LiveServer) -> bool:
+    """Whether some connection has part of a request in its parser (read on the server's loop)."""
+    found: list[bool] = []
+
+    def check() -> None:
+        state = server.runtime.server.state  # type: ignore[union-attr]
+        found.append(any(conn._in_message for conn in state.connections))
+
+    server.call(check)
+    return found[0]
+
+
+def test_a_request_pipelined_behind_an_in_flight_one_is_answered(serve: ServeFactory) -> None:
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/slow") + get("/fast"))
+        assert gated.entered.wait(WAIT)
+        _poll(lambda: _queued(server) == 1, "the second request was queued")
+        stopping = _drain_in_background(server, grace_period=30.0)
+        server.call(gated.release.set)
+        first, second = client.response(), client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive()
+    assert (first.status, first.body) == (200, b"slow")
+    # Not "close": RFC 9112 §9.6 forbids answering anything after a close response, and
+    # the request behind it was sent before the drain. The last response closes.
+    assert first.header("connection") is None
+    assert (second.status, second.body, second.header("connection")) == (200, b"fast", "close")
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_request_pipelined_after_the_drain_began_gets_503_and_close(
+    serve: ServeFactory,
+) -> None:
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/slow"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=30.0)
+        client.send(get("/fast"))
+        _poll(lambda: _queued(server) == 1, "the second request was queued")
+        server.call(gated.release.set)
+        first, second = client.response(), client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive()
+    assert (first.status, first.body, first.header("connection")) == (200, b"slow", None)
+    assert second.status == 503
+    assert second.header("connection") == "close"
+    assert second.header("retry-after") == "1"
+    assert second.body == b'{"error":"Service Unavailable","reason":"draining"}'
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_request_begun_before_the_drain_is_answered_once_complete(
+    serve: ServeFactory,
+) -> None:
+    gated = Gated()
+    server = serve(gated.runtime)
+    second_request = get("/fast")
+    with RawClient(server.address) as client:
+        client.send(get("/slow") + second_request[:10])
+        assert gated.entered.wait(WAIT)
+        _poll(lambda: _receiving(server), "the second request began arriving")
+        stopping = _drain_in_background(server, grace_period=30.0)
+        server.call(gated.release.set)
+        first = client.response()
+        client.send(second_request[10:])
+        second = client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive()
+    assert (first.status, first.body, first.header("connection")) == (200, b"slow", None)
+    assert (second.status, second.body, second.header("connection")) == (200, b"fast", "close")
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_request_begun_after_the_drain_does_not_hold_the_connection_open(
+    serve: ServeFactory,
+) -> None:
+    # Otherwise a client that keeps pipelining could keep a draining connection open until
+    # the deadline. The unfinished request is left for the client to retry (RFC 9112 §9.3.1).
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/slow"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=30.0)
+        client.send(get("/fast")[:10])
+        _poll(lambda: _receiving(server), "the second request began arriving")
+        server.call(gated.release.set)
+        first = client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive()
+    assert (first.status, first.body, first.header("connection")) == (200, b"slow", "close")
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_stream_begun_before_the_drain_is_closed_when_it_ends(serve: ServeFactory) -> None:
+    # Its head went out before the drain, without "Connection: close": the connection goes
+    # back to idle when the stream ends, and the drain must close it then, not wait for
+    # its grace period and count it as aborted.
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/stream"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=30.0)
+        server.call(gated.release.set)
+        response = client.response()
+        assert closed_cleanly(client)
+        assert client.buffer == b""
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive(), "the drain waited out its grace period"
+    assert response.header("transfer-encoding") == "chunked"
+    assert response.header("connection") is None
+    assert response.body == b"firstsecond"
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_lingering_close_at_the_drain_deadline_is_not_an_aborted_connection(
+    serve: ServeFactory,
+) -> None:
+    # The grace period ends while the close after the response still lingers (the client
+    # keeps its end open): the response is whole, so nothing was cut.
+    grace = LINGER_SECONDS / 2
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/slow"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=grace)
+        server.call(gated.release.set)
+        response = client.response()
+        stopping.join(STOP_JOIN)
+        assert not stopping.is_alive()
+        assert closed_cleanly(client)  # FIN, never a reset
+        assert client.buffer == b""
+    assert (response.status, response.body, response.header("connection")) == (
+        200,
+        b"slow",
+        "close",
+    )
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_connection_still_writing_at_the_drain_deadline_is_counted(
+    serve: ServeFactory,
+) -> None:
+    # The other side of the rule above: a stream still running is cut and its connection
+    # aborted, and both are counted.
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/stream"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=0.5)
+        stopping.join(STOP_JOIN)
+        assert not stopping.is_alive()
+        assert client.closed_by_peer(timeout=WAIT)
+    assert server.result == DrainResult(cut=1, connections=1)
