@@ -134,8 +134,9 @@ def logging_middleware(
             # The line the record would print, without building the LogRecord.
             handler, formatter = direct
             if level >= handler.level:
-                line = formatter.format_access(wall_clock(), level_names[level], name, access)
-                handler.write_line(line, level)
+                handler.write_access(
+                    formatter, wall_clock(), level_names[level], name, access, level
+                )
             return
         # The record factory directly (what Logger.makeRecord calls), then the fields in one
         # update: makeRecord would check each extra name against the record's attributes.

@@ -94,26 +94,34 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-_second_cache: list[Any] = [-1, "", -1, ""]
-"""The last millisecond formatted and its text, the last second and its text."""
+_last_stamp: tuple[int, str, int, str] = (-1, "", -1, "")
+"""The last millisecond formatted and its text, its second and that second's text; replaced
+as a whole, so threads formatting at once never mix two entries."""
 
 Fields = list[tuple[str, Any]]
 """A line's structured fields as ``(name, value)`` pairs in output order, ``None`` values
 left out."""
 
 
+AccessFields = tuple[str, str, str, str | None, int, float, int, str]
+"""An access line's values: ``(request_id, method, path, route, status, duration_ms,
+bytes, client_ip)``."""
+
+
 def _timestamp(created: float) -> str:
     """``2026-11-29T12:00:00.123Z`` (UTC, ms) for ``created`` (Unix seconds), cached per ms."""
+    global _last_stamp
     millis = int(created * 1000)
-    cache = _second_cache
-    if cache[0] != millis:
-        seconds, fraction = divmod(millis, 1000)
-        if cache[2] != seconds:
-            cache[3] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            cache[2] = seconds
-        cache[1] = f"{cache[3]}.{fraction:03d}Z"
-        cache[0] = millis
-    return cache[1]  # type: ignore[no-any-return]
+    last = _last_stamp
+    if last[0] == millis:
+        return last[1]
+    seconds, fraction = divmod(millis, 1000)
+    second_text = (
+        last[3] if last[2] == seconds else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    )
+    text = f"{second_text}.{fraction:03d}Z"
+    _last_stamp = (millis, text, seconds, second_text)
+    return text
 
 
 def _record_fields(record: logging.LogRecord) -> Fields:
@@ -164,7 +172,7 @@ class LineFormatter(logging.Formatter):
         created: float,
         levelname: str,
         name: str,
-        access: tuple[str, str, str, str | None, int, float, int, str],
+        access: AccessFields,
     ) -> str:
         """The access log's line: what :meth:`format_fields` prints for its fields.
 
@@ -244,7 +252,7 @@ class ConsoleFormatter(LineFormatter):
         created: float,
         levelname: str,
         name: str,
-        access: tuple[str, str, str, str | None, int, float, int, str],
+        access: AccessFields,
     ) -> str:
         """The access line in one f-string (the same text as the generic path)."""
         request_id, method, path, route, status, duration_ms, sent, client_ip = access
@@ -258,6 +266,10 @@ class ConsoleFormatter(LineFormatter):
         )
 
 
+_DeferredAccess = tuple[LineFormatter, float, str, str, AccessFields]
+"""An access line waiting in :class:`BufferedStreamHandler`: formatter and arguments."""
+
+
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes lines in batches instead of one ``write`` per record.
 
@@ -267,11 +279,18 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     line per request this turns a system call per request into one per batch. A process
     killed with SIGKILL loses at most ``interval`` seconds of lines below ``flush_level``.
 
+    Access lines given to :meth:`write_access` are formatted later, ``format_batch`` at a
+    time, in the order they came with the other lines: one tight loop over a batch costs
+    the server about half of what formatting each line inside its request did (the
+    interpreter's caches stay warm), and a batch is small enough (~0.1 ms) not to stall
+    the event loop.
+
     Args:
         stream: Where to write (``sys.stderr`` when ``None``).
         interval: Seconds between timed flushes.
         max_bytes: Buffered characters that trigger a flush.
         flush_level: Records at this level or above are written at once.
+        format_batch: Access lines kept unformatted before a batch is formatted.
     """
 
     def __init__(
@@ -281,13 +300,16 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         interval: float = 0.1,
         max_bytes: int = 64 * 1024,
         flush_level: int = logging.ERROR,
+        format_batch: int = 64,
     ) -> None:
         super().__init__(stream or sys.stderr)
         self.interval = interval
         self.max_bytes = max_bytes
         self.flush_level = flush_level
+        self.format_batch = format_batch
         self._lines: list[str] = []
         self._size = 0
+        self._deferred: list[_DeferredAccess] = []
         self._start_flusher()
         reference = weakref.ref(self)
 
@@ -309,6 +331,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """In a forked worker: drop the parent's unwritten lines, start a flusher thread."""
         self._lines = []
         self._size = 0
+        self._deferred = []
         self._start_flusher()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -318,6 +341,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        if self._deferred:
+            self._format_deferred()  # the earlier access lines go first
         self._lines.append(line)
         self._size += len(line) + 1
         if self._size >= self.max_bytes or record.levelno >= self.flush_level:
@@ -326,12 +351,54 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def write_line(self, line: str, levelno: int) -> None:
         """Buffer an already formatted line, as :meth:`emit` does with a record's."""
         with self.lock:  # type: ignore[union-attr]
+            if self._deferred:
+                self._format_deferred()
             self._lines.append(line)
             self._size += len(line) + 1
             if self._size >= self.max_bytes or levelno >= self.flush_level:
                 self._write()
 
+    def write_access(
+        self,
+        formatter: LineFormatter,
+        created: float,
+        levelname: str,
+        name: str,
+        access: AccessFields,
+        levelno: int,
+    ) -> None:
+        """Buffer an access line, to be formatted later (see the class docstring).
+
+        The line is ``formatter.format_access(created, levelname, name, access)``.
+        ``access`` must hold only immutable values (it is read later, maybe from the
+        flusher thread). A line at ``flush_level`` or above is formatted and written at
+        once, with everything before it.
+        """
+        with self.lock:  # type: ignore[union-attr]
+            deferred = self._deferred
+            deferred.append((formatter, created, levelname, name, access))
+            if len(deferred) >= self.format_batch or levelno >= self.flush_level:
+                self._format_deferred()
+                if self._size >= self.max_bytes or levelno >= self.flush_level:
+                    self._write()
+
+    def _format_deferred(self) -> None:
+        """Format the pending access lines into the buffer (called with the lock held)."""
+        deferred, self._deferred = self._deferred, []
+        lines = self._lines
+        size = self._size
+        for formatter, created, levelname, name, access in deferred:
+            try:
+                line = formatter.format_access(created, levelname, name, access)
+            except Exception:  # a formatter of the user's that fails: say so, keep going
+                line = f"(unformattable access line) {escape(repr(access))}"
+            lines.append(line)
+            size += len(line) + 1
+        self._size = size
+
     def _write(self) -> None:
+        if self._deferred:
+            self._format_deferred()
         if not self._lines:
             return
         text = "\n".join(self._lines) + "\n"

@@ -4,7 +4,7 @@ import io
 import logging
 import threading
 
-from nessen.observability.logs import BufferedStreamHandler
+from nessen.observability.logs import AccessFields, BufferedStreamHandler, ConsoleFormatter
 
 
 class CountingStream(io.StringIO):
@@ -79,3 +79,60 @@ def test_close_writes_what_is_left() -> None:
     logger.warning("last words")
     handler.close()
     assert stream.getvalue() == "last words\n"
+
+
+def access_fields(index: int, status: int = 200) -> AccessFields:
+    return (f"id-{index}", "GET", f"/items/{index}", "/items/{id}", status, 0.5, 2, "127.0.0.1")
+
+
+def test_access_lines_are_formatted_later_and_keep_their_place_among_records() -> None:
+    stream = CountingStream()
+    handler = BufferedStreamHandler(stream, interval=3600.0, format_batch=4)
+    logger = make_logger(handler, "test.buffered.access")  # records print their message
+    formatter = ConsoleFormatter()
+    expected = []
+    for index in range(10):  # more than two batches, with a record after every third line
+        created = 1_795_000_000.0 + index
+        fields = access_fields(index)
+        handler.write_access(formatter, created, "INFO", "nessen.access", fields, logging.INFO)
+        expected.append(formatter.format_access(created, "INFO", "nessen.access", fields))
+        if index % 3 == 2:
+            logger.info("between %d", index)
+            expected.append(f"between {index}")
+    assert stream.writes == 0
+    handler.flush()
+    assert stream.writes == 1
+    assert stream.getvalue().splitlines() == expected
+    assert expected[0].startswith("2026-11-18T11:06:40.000Z INFO    nessen.access GET /items/0 200")
+    handler.close()
+
+
+def test_a_5xx_access_line_is_written_at_once_with_the_lines_before_it() -> None:
+    stream = CountingStream()
+    handler = BufferedStreamHandler(stream, interval=3600.0)
+    formatter = ConsoleFormatter()
+    handler.write_access(formatter, 1.0, "INFO", "nessen.access", access_fields(1), logging.INFO)
+    assert stream.writes == 0
+    handler.write_access(
+        formatter, 2.0, "ERROR", "nessen.access", access_fields(2, 500), logging.ERROR
+    )
+    assert stream.writes == 1
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "request_id=id-1 " in lines[0]
+    assert " status=200 " in lines[0]
+    assert "request_id=id-2 " in lines[1]
+    assert " status=500 " in lines[1]
+    handler.close()
+
+
+def test_close_formats_and_writes_pending_access_lines() -> None:
+    stream = CountingStream()
+    handler = BufferedStreamHandler(stream, interval=3600.0)
+    handler.write_access(
+        ConsoleFormatter(), 1.0, "INFO", "nessen.access", access_fields(7), logging.INFO
+    )
+    handler.close()
+    assert "request_id=id-7 method=GET path=/items/7 route=/items/{id} status=200" in (
+        stream.getvalue()
+    )
