@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import subprocess
+import time
 
 import pytest
 
 import nessen
-from tests.e2e.serving import base_env, run_nessen
+from tests.e2e.serving import (
+    EXIT_TIMEOUT,
+    ROOT,
+    START_TIMEOUT,
+    base_env,
+    nessen_command,
+    run_nessen,
+)
+from tests.rawhttp import RawClient, get
 
 
 def test_version() -> None:
@@ -105,3 +116,52 @@ def test_a_redis_store_without_its_url_exits_2_before_listening() -> None:
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
     assert "listening on" not in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_host_and_log_level_flags_win_over_the_environment() -> None:
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(
+        nessen_command("serve", "tests.e2e.apps.sample:runtime", *args),
+        env=base_env(HOST="0.0.0.0", LOG_LEVEL="debug"),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # At warning level not even the "listening on" line is written: poll the port.
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                client = RawClient(("127.0.0.1", port))
+                break
+            except ConnectionRefusedError:
+                assert process.poll() is None, "nessen serve exited"
+                assert time.monotonic() < deadline, "nothing listens"
+                time.sleep(0.02)
+        with client:
+            assert client.request(get("/ready")).status == 200
+            assert client.request(get("/nowhere")).status == 404
+        # Bound to 127.0.0.1 only: another loopback address (which HOST=0.0.0.0 would
+        # answer on) is refused.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=5.0).close()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    # The 404's access line is a warning; the 200's, the startup line and the state
+    # transitions are info lines, left out.
+    (line,) = stderr.splitlines()
+    assert " WARNING nessen.access GET /nowhere 404 " in line

@@ -62,3 +62,21 @@ def test_production_logs_json_by_default(nessen_serve: ServeFactory) -> None:
     lines = served.stderr.splitlines()
     assert len(lines) >= 4
     assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_the_startup_line_lists_the_limits_in_force(nessen_serve: ServeFactory) -> None:
+    env = base_env(
+        MAX_URL_LENGTH="4096",
+        MAX_HEADER_SIZE="12345",
+        MAX_HEADER_COUNT="42",
+        MAX_BODY_SIZE="54321",
+        HEADERS_TIMEOUT="7000",
+        REQUEST_TIMEOUT="2500",
+        IDLE_TIMEOUT="61000",
+    )
+    served = nessen_serve("tests.e2e.apps.sample:runtime", env=env)
+    line = served.wait_for("listening on")
+    assert served.stop() == 0
+    assert f"listening on http://127.0.0.1:{served.port} " in line
+    assert "limits: target 4096 B, header section 12345 B / 42 fields, body 54321 B;" in line
+    assert "timeouts: headers 7s, body 30s, request 2.5s, idle 61s, send 30s)" in line

@@ -8,6 +8,7 @@ import json
 from nessen import Runtime
 from tests.conftest import ServeFactory
 from tests.rawhttp import RawClient, get
+from tests.unit.middleware.helpers import FakeClock
 
 
 def test_failing_and_hanging_checks_make_ready_503_and_are_named(serve: ServeFactory) -> None:
@@ -83,3 +84,38 @@ def test_degraded_stays_ready_unless_configured_otherwise(serve: ServeFactory) -
         server.call(runtime.set_ready)
         with RawClient(server.address) as client:
             assert client.request(get("/ready")).status == 200
+
+
+def test_a_check_runs_again_once_the_cache_interval_has_passed(serve: ServeFactory) -> None:
+    runtime = Runtime(access_log=False)
+    clock = FakeClock(1000.0)
+    runtime.readiness.clock = clock  # the cache's age only; checks still run in real time
+    healthy = True
+    calls = 0
+
+    async def database() -> bool:
+        nonlocal calls
+        calls += 1
+        return healthy
+
+    runtime.readiness_check("database", database)
+    assert runtime.readiness.cache_seconds == 1.0  # the default interval
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        assert client.request(get("/ready")).status == 200
+        assert calls == 1
+        healthy = False  # the database goes down; /ready keeps the cached answer...
+        clock.advance(0.9)
+        assert client.request(get("/ready")).status == 200
+        assert calls == 1
+        clock.advance(0.2)  # ...until the interval has passed since the last round ended
+        response = client.request(get("/ready"))
+        assert calls == 2
+        assert response.status == 503
+        assert json.loads(response.body)["checks"]["database"]["error"] == "returned False"
+        healthy = True
+        clock.advance(0.5)
+        assert client.request(get("/ready")).status == 503  # cached failure
+        clock.advance(0.5)
+        assert client.request(get("/ready")).status == 200
+        assert calls == 3

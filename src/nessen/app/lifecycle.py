@@ -123,11 +123,20 @@ class Readiness:
     """Named readiness checks, run concurrently, each under its own timeout.
 
     Results are cached for ``cache_seconds`` so that a storm of probes costs one round of
-    checks per interval, not one per probe.
+    checks per interval, not one per probe. ``/ready`` and ``/api/health`` read the same
+    cache.
+
+    Args:
+        cache_seconds: How long a round of results is reused, counted from its end.
+        clock: Seconds on a monotonic clock, read only for the cache's age (the checks'
+            timeouts and durations use real time); tests pass a fake one.
     """
 
-    def __init__(self, cache_seconds: float = 1.0) -> None:
+    def __init__(
+        self, cache_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cache_seconds = cache_seconds
+        self.clock = clock
         self._checks: dict[str, tuple[ReadinessFn, float]] = {}
         self._cached: tuple[float, dict[str, CheckResult]] | None = None
         self._running: asyncio.Task[dict[str, CheckResult]] | None = None
@@ -155,7 +164,7 @@ class Readiness:
         """
         if not self._checks:
             return {}
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cached
         if cached is not None and now - cached[0] < self.cache_seconds:
             return cached[1]
@@ -167,7 +176,7 @@ class Readiness:
         names = list(self._checks)
         results = await asyncio.gather(*(self._run_one(name) for name in names))
         outcome = dict(zip(names, results, strict=True))
-        self._cached = (time.monotonic(), outcome)
+        self._cached = (self.clock(), outcome)
         return outcome
 
     async def _run_one(self, name: str) -> CheckResult:

@@ -2,17 +2,22 @@
 
 ``/health`` answers 200 ``OK`` until the STOPPING state; it checks nothing else, so a slow
 dependency never gets a live process restarted. ``/ready`` answers 200 only when the state
-allows traffic and every readiness check passes. None of them looks at the Host field, so a
+allows traffic and every readiness check passes; ``/api/health`` reads the same cached
+check results (see ``Readiness``), so together they cost one round of checks per cache
+interval, and its ``ok`` is ``/ready``'s answer. None of them looks at the Host field, so a
 kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answer.
 
 ``/api/health`` describes the process that answers it (with several workers, one of them):
 
 .. code-block:: text
 
-    ok                  bool   the state accepts traffic (READY, or DEGRADED when allowed);
-                               the status is 200 when true, 503 otherwise
+    ok                  bool   what ``/ready`` would answer: the state accepts traffic
+                               (READY, or DEGRADED when allowed) and every readiness check
+                               passes; the status is 200 when true, 503 otherwise
     state               str    STARTING, READY, DEGRADED, DRAINING or STOPPING
     reason              str    why the last transition happened (only when there is one)
+    checks              {name: {ok, duration_ms, error}}  as in ``/ready`` (only when checks
+                               are registered and the state accepts traffic)
     uptime_ms           int    since the runtime was created
     requests.total      int    responses sent, refusals with a status included
     requests.active     int    requests in handlers now
@@ -37,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from nessen.app.lifecycle import Lifecycle, Readiness
+from nessen.app.lifecycle import CheckResult, Lifecycle, Readiness
 from nessen.app.routing import Router
 from nessen.http import Request, Response
 from nessen.observability.process import ProcessSampler
@@ -110,19 +115,17 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
             return Response.text("OK")
         return Response.text("STOPPING", 503)
 
+    async def readiness() -> tuple[bool, dict[str, CheckResult]]:
+        """Whether ``/ready`` answers 200, and the check results (cached) it is based on."""
+        accepting = source.lifecycle.accepting(source.ready_when_degraded)
+        checks = source.readiness
+        results = await checks.run() if accepting and len(checks) else {}
+        return accepting and all(result.ok for result in results.values()), results
+
     async def ready(request: Request) -> Response:
         lifecycle = source.lifecycle
-        accepting = lifecycle.accepting(source.ready_when_degraded)
-        results = await source.readiness.run() if accepting else {}
-        ok = accepting and all(result.ok for result in results.values())
-        body = {
-            "ready": ok,
-            "state": str(lifecycle.state),
-            "checks": {
-                name: {"ok": r.ok, "duration_ms": r.duration_ms, "error": r.error}
-                for name, r in results.items()
-            },
-        }
+        ok, results = await readiness()
+        body = {"ready": ok, "state": str(lifecycle.state), "checks": _checks_json(results)}
         if lifecycle.reason:
             body["reason"] = lifecycle.reason
         return Response.json(body, 200 if ok else 503)
@@ -131,7 +134,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
         lifecycle = source.lifecycle
         stats = source.stats
         process = source.process
-        ok = lifecycle.accepting(source.ready_when_degraded)
+        ok, results = await readiness()
         p50, p95, p99 = stats.percentiles_ms(0.5, 0.95, 0.99)
         body: dict[str, object] = {
             "ok": ok,
@@ -139,6 +142,8 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
         }
         if lifecycle.reason:
             body["reason"] = lifecycle.reason
+        if results:
+            body["checks"] = _checks_json(results)
         body.update(
             uptime_ms=int(lifecycle.uptime * 1000),
             requests={
@@ -163,6 +168,14 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
     router.get("/health", health)
     router.get("/ready", ready)
     router.get("/api/health", api_health)
+
+
+def _checks_json(results: dict[str, CheckResult]) -> dict[str, dict[str, object]]:
+    """Readiness results as JSON: ``{name: {"ok", "duration_ms", "error"}}``."""
+    return {
+        name: {"ok": r.ok, "duration_ms": r.duration_ms, "error": r.error}
+        for name, r in results.items()
+    }
 
 
 def install_metrics_route(router: Router, render: Callable[[str], tuple[bytes, str]]) -> None:

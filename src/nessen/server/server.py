@@ -190,6 +190,11 @@ class Server:
             state.draining = True
             state.drain_started = time.monotonic()
         self.stop_accepting()
+        # Before yielding to the loop: a request read from an idle keep-alive connection in
+        # between would be refused (503), while a close is what clients retry (RFC 9112
+        # §9.3.1). A rolling restart under keep-alive load lost requests to that gap.
+        for conn in list(state.connections):
+            conn.on_drain()
         # Connections accepted just before the listener closed register in callbacks that
         # are already scheduled: let them run, so they are drained like the others.
         await asyncio.sleep(0)

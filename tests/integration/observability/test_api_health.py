@@ -11,6 +11,7 @@ import nessen
 from nessen import Request, Response, Runtime
 from tests.conftest import ServeFactory
 from tests.rawhttp import RawClient, get
+from tests.unit.middleware.helpers import FakeClock
 
 
 def timed() -> Runtime:
@@ -108,3 +109,69 @@ def test_cpu_and_event_loop_lag_are_the_samplers_which_runs_while_serving(
     assert (body["cpu_percent"], body["event_loop_lag_ms"]) == (12.5, 42.1)
     server.stop()
     assert not runtime.process.running
+
+
+def test_api_health_is_503_naming_the_failing_check_when_ready_is(serve: ServeFactory) -> None:
+    runtime = timed()
+    clock = FakeClock(1000.0)
+    runtime.readiness.clock = clock
+    database_up = False
+    calls = {"database": 0, "cache": 0}
+
+    async def database() -> bool:
+        calls["database"] += 1
+        return database_up
+
+    async def cache() -> None:
+        calls["cache"] += 1
+
+    runtime.readiness_check("database", database)
+    runtime.readiness_check("cache", cache)
+    server = serve(runtime)
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        ready = client.get("/ready")
+        health = client.get("/api/health")
+        assert ready.status_code == 503
+        assert health.status_code == 503
+        body = health.json()
+        assert list(body)[:3] == ["ok", "state", "checks"]
+        assert (body["ok"], body["state"]) == (False, "READY")
+        assert body["checks"] == ready.json()["checks"]  # the same round of results
+        assert body["checks"]["database"]["ok"] is False
+        assert body["checks"]["database"]["error"] == "returned False"
+        assert body["checks"]["cache"]["ok"] is True
+        assert calls == {"database": 1, "cache": 1}  # /api/health read /ready's cache
+
+        database_up = True
+        clock.advance(1.0)  # the cache interval: the next call runs the checks again
+        health = client.get("/api/health")
+        assert calls == {"database": 2, "cache": 2}
+        assert health.status_code == 200
+        body = health.json()
+        assert body["ok"] is True
+        assert body["checks"]["database"] == {
+            "ok": True,
+            "duration_ms": body["checks"]["database"]["duration_ms"],
+            "error": None,
+        }
+        assert client.get("/ready").status_code == 200
+        assert calls == {"database": 2, "cache": 2}
+
+
+def test_api_health_runs_no_check_while_the_state_refuses_traffic(serve: ServeFactory) -> None:
+    runtime = timed()
+    calls = 0
+
+    async def database() -> None:
+        nonlocal calls
+        calls += 1
+
+    runtime.readiness_check("database", database)
+    server = serve(runtime, ready_when_degraded=False)
+    server.call(runtime.set_degraded, "maintenance")
+    response = httpx.get(server.url + "/api/health", trust_env=False)
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["ok"], body["state"], body["reason"]) == (False, "DEGRADED", "maintenance")
+    assert "checks" not in body
+    assert calls == 0
