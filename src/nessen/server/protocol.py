@@ -275,6 +275,16 @@ class HttpProtocol(asyncio.Protocol):
             if self._in_head:
                 if not self._url:  # still in the method: keep its bytes
                     self._method_start = self._request_start(data, in_message, begun)
+                elif (
+                    not self._raw_headers
+                    and data.endswith(b"\n")
+                    and self._parser.get_http_version() == "0.0"
+                ):
+                    # The request line ended after the target with no version: an HTTP/0.9
+                    # client, which sends no header section and waits. (A newline at the end
+                    # of ``data`` is this request's: it began before it.)
+                    self._fail(ProtocolError("HTTP/0.9 request line", reason="http_0_9"))
+                    return
                 self._raw_head_bytes += len(data)
                 if self._raw_head_bytes > 2 * self._config.max_header_bytes + HEAD_BACKSTOP_SLACK:
                     self._fail(_header_too_large(self._raw_head_bytes, self._config))
