@@ -258,10 +258,15 @@ def test_runtime_under_uvicorn_runs_hooks_and_keeps_its_body_limit_and_deadline(
         chunked = client.post("/echo", content=iter([b"y" * 60, b"y" * 60]))
         assert chunked.status_code == 413
         started = time.monotonic()
-        late = client.get("/hang")
+        late = client.get("/hang", headers={"X-Request-ID": "trace-hang-1"})
         assert late.status_code == 503
         assert late.headers["retry-after"] == "1"
-        assert late.json() == {"error": PHRASES[503], "reason": "request_timeout"}
+        assert late.headers["x-request-id"] == "trace-hang-1"
+        assert late.json() == {
+            "error": PHRASES[503],
+            "reason": "request_timeout",
+            "request_id": "trace-hang-1",
+        }
         assert time.monotonic() - started < 10.0
         assert client.get("/health").text == "OK"
     assert hosted.stop() in (0, -signal.SIGTERM)

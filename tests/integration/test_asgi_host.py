@@ -414,8 +414,8 @@ def test_app_past_request_timeout_gets_503_and_is_cancelled(host: Any) -> None:
 
     server = host(app, request_timeout=0.3)
     with RawClient(server.address) as client:
-        client.send(get("/"))
-        expect_rejection(client, 503, "request_timeout", retry_after="1")
+        client.send(get("/", extra="X-Request-ID: trace-asgi-1\r\n"))
+        expect_rejection(client, 503, "request_timeout", retry_after="1", request_id="trace-asgi-1")
     assert seen.wait_for(1) == ["cancelled"]
 
 

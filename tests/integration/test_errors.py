@@ -177,11 +177,17 @@ def test_handler_past_request_timeout_gets_503_and_is_cancelled(serve: ServeFact
 
     server = serve(runtime, request_timeout=0.3)
     with RawClient(server.address) as client:
-        response = client.request(get("/slow"))
+        response = client.request(get("/slow", extra="X-Request-ID: trace-slow-1\r\n"))
         assert response.status == 503
         assert response.header("retry-after") == "1"
         assert response.header("connection") == "close"
-        assert json_body(response) == {"error": PHRASES[503], "reason": "request_timeout"}
+        # The id the handler ran under (the client's, reused by the request-id middleware).
+        assert response.header("x-request-id") == "trace-slow-1"
+        assert json_body(response) == {
+            "error": PHRASES[503],
+            "reason": "request_timeout",
+            "request_id": "trace-slow-1",
+        }
         assert closed_cleanly(client)
         assert client.buffer == b""
     assert entered.is_set()

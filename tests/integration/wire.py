@@ -31,13 +31,19 @@ def json_body(response: RawResponse) -> Any:
 
 
 def expect_rejection(
-    client: RawClient, status: int, reason: str, *, retry_after: str | None = None
+    client: RawClient,
+    status: int,
+    reason: str,
+    *,
+    retry_after: str | None = None,
+    request_id: str | None = None,
 ) -> RawResponse:
     """Read a server-made error response, then check that the server closed the connection.
 
     The response must be ``status`` with ``Connection: close``, the JSON body
-    ``{"error": <phrase>, "reason": <reason>}``, ``Retry-After`` exactly ``retry_after``,
-    and nothing may follow it before EOF.
+    ``{"error": <phrase>, "reason": <reason>}`` (plus ``"request_id"`` and an
+    ``X-Request-ID`` field when ``request_id`` is given: a refusal after the request reached
+    the app), ``Retry-After`` exactly ``retry_after``, and nothing may follow it before EOF.
     """
     response = client.response()
     assert response.status == status
@@ -46,7 +52,11 @@ def expect_rejection(
     assert response.header("connection") == "close"
     assert response.header("retry-after") == retry_after
     assert response.header("content-length") == str(len(response.body))
-    assert json_body(response) == {"error": PHRASES[status], "reason": reason}
+    expected = {"error": PHRASES[status], "reason": reason}
+    if request_id is not None:
+        expected["request_id"] = request_id
+    assert response.header("x-request-id") == request_id
+    assert json_body(response) == expected
     assert closed_cleanly(client)
     assert client.buffer == b""
     return response

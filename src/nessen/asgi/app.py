@@ -206,6 +206,7 @@ class RuntimeASGI:
                     ProtocolError(detail, status=503, reason="request_timeout"),
                     head=request.method == "HEAD",
                     retry_after=True,
+                    request_id=request.id,
                 )
                 return
         except Exception as exc:
@@ -391,11 +392,22 @@ def _body_too_large() -> ProtocolError:
 
 
 async def _send_error(
-    send: Send, error: ProtocolError, *, head: bool, retry_after: bool = False
+    send: Send,
+    error: ProtocolError,
+    *,
+    head: bool,
+    retry_after: bool = False,
+    request_id: str | None = None,
 ) -> None:
-    """Send the JSON error answer the native server sends for ``error``, and close."""
+    """Send the JSON error answer the native server sends for ``error``, and close.
+
+    ``request_id`` (visible ASCII), when given, goes in the body and in ``X-Request-ID``.
+    """
     phrase = status_line(error.status).split(" ", 2)[2].strip()
-    body = orjson.dumps({"error": phrase, "reason": error.reason})
+    content: dict[str, str] = {"error": phrase, "reason": error.reason}
+    if request_id is not None:
+        content["request_id"] = request_id
+    body = orjson.dumps(content)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -403,6 +415,8 @@ async def _send_error(
     ]
     if retry_after:
         headers.append((b"retry-after", b"1"))
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
     start: Message = {"type": "http.response.start", "status": error.status, "headers": headers}
     await send(start)
     await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 import httptools
+import orjson
 
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
@@ -1261,12 +1262,18 @@ class HttpProtocol(asyncio.Protocol):
         request = current[0]
         self._announce_close()
         self._answered = True
+        # The id the handler's log lines carried (a valid incoming one or the generated
+        # one: visible ASCII either way), so the client's report matches the log.
+        request_id = request.id
+        body = orjson.dumps(
+            {"error": "Service Unavailable", "reason": "request_timeout", "request_id": request_id}
+        )
         self._write(
             simple_response(
                 503,
-                _error_body(ProtocolError("", status=503, reason="request_timeout")),
+                body,
                 fixed_fields=self._state.fixed_fields,
-                extra="Retry-After: 1\r\n",
+                extra=f"Retry-After: 1\r\nX-Request-ID: {request_id}\r\n",
                 content_type="application/json",
                 head=request.method == "HEAD",
             )
