@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,8 +21,25 @@ _ID_PREFIX = secrets.token_hex(6)
 _id_counter = itertools.count(1)
 
 
+def _new_id_prefix() -> None:
+    """Draw a fresh id prefix and restart the counter, in every forked child.
+
+    Workers forked from one supervisor would otherwise hand out the same ids.
+    """
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = secrets.token_hex(6)
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_request_id() -> str:
-    """Return an id unique across processes and restarts: 48 random bits, then a counter."""
+    """Return an id unique across processes and restarts: 48 random bits, then a counter.
+
+    The 48 bits are drawn per process (again after a ``fork``), so ids from workers of one
+    supervisor do not collide.
+    """
     return f"{_ID_PREFIX}-{next(_id_counter):08x}"
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nessen.errors import HTTPError
 from nessen.http import Headers, Query, Request
-from nessen.http.request import MAX_QUERY_FIELDS
+from nessen.http.request import MAX_QUERY_FIELDS, new_request_id
 
 
 def make_request(
@@ -190,3 +192,21 @@ def test_one_header_reads_as_headers_get_does(fields: list[tuple[str, str]], nam
     assert unbuilt.header(name) == expected
     assert unbuilt._headers is None  # the scan did not build the headers
     assert built.header(name) == expected
+
+
+def test_a_forked_child_generates_ids_of_its_own() -> None:
+    # Workers are forked from one supervisor: ids drawn in the parent and in the child
+    # after the fork must not collide (the random prefix is drawn again in the child).
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first id and leave at once
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    parent_id = new_request_id()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_id.split("-")[0] != parent_id.split("-")[0]
+    assert child_id != parent_id
