@@ -151,6 +151,11 @@ class Runtime:
     # --- configuration and registration ---------------------------------------------------
 
     @property
+    def error_details(self) -> bool:
+        """Whether error text may go to clients: outside production (``NESSEN_ENV``)."""
+        return not self.config.production
+
+    @property
     def config(self) -> Config:
         """The settings (read from the environment on first use when none were given)."""
         config = self._config

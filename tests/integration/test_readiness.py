@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+
+import pytest
 
 from nessen import Runtime
 from tests.conftest import ServeFactory
@@ -119,3 +122,46 @@ def test_a_check_runs_again_once_the_cache_interval_has_passed(serve: ServeFacto
         clock.advance(0.5)
         assert client.request(get("/ready")).status == 200
         assert calls == 3
+
+
+def test_production_shows_a_failing_checks_kind_and_logs_its_text_once(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = Runtime(access_log=False)
+    secret = "postgres://admin:hunter2@10.0.0.5/db"
+    failing = True
+
+    async def database() -> None:
+        if failing:
+            raise ConnectionError(f"could not connect to {secret}")
+
+    async def cache() -> None:
+        if failing:
+            await asyncio.sleep(60)
+
+    runtime.readiness_check("database", database, timeout=1.0)
+    runtime.readiness_check("cache", cache, timeout=0.2)
+    runtime.readiness.cache_seconds = 0.0  # every probe runs the checks
+    server = serve(runtime, env="production")
+    with caplog.at_level(logging.INFO, logger="nessen.lifecycle"):
+        with RawClient(server.address) as client:
+            ready = [client.request(get("/ready")) for _ in range(3)]
+            api = client.request(get("/api/health"))
+        failing = False  # both pass now
+        with RawClient(server.address) as client:
+            recovered = client.request(get("/ready"))
+    for response in [*ready, api]:
+        assert response.status == 503
+        assert secret.encode() not in response.body
+        assert b"hunter2" not in response.body
+        checks = json.loads(response.body)["checks"]
+        assert checks["database"]["error"] == "ConnectionError"
+        assert checks["cache"]["error"] == "timeout"
+    assert recovered.status == 200
+    # The text is in the log, once per change, not once per probe.
+    messages = [r.getMessage() for r in caplog.records if r.name == "nessen.lifecycle"]
+    failures = [m for m in messages if "'database' fails" in m]
+    assert len(failures) == 1
+    assert secret in failures[0]
+    assert sum("'cache' fails: timed out after 0.2 s" in m for m in messages) == 1
+    assert sum("'database' passes again" in m for m in messages) == 1

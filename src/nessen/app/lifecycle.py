@@ -117,6 +117,10 @@ class CheckResult:
     ok: bool
     duration_ms: float
     error: str | None = None
+    kind: str | None = None
+    """What failed without the exception's text: ``"timeout"``, ``"returned False"`` or
+    the exception's class name (``"ConnectionError"``); shown to clients in production,
+    where the text (a connection string, a host name) stays in the log."""
 
 
 class Readiness:
@@ -138,6 +142,7 @@ class Readiness:
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._checks: dict[str, tuple[ReadinessFn, float]] = {}
+        self._last_errors: dict[str, str | None] = {}
         self._cached: tuple[float, dict[str, CheckResult]] | None = None
         self._running: asyncio.Task[dict[str, CheckResult]] | None = None
 
@@ -186,12 +191,30 @@ class Readiness:
             async with asyncio.timeout(timeout):
                 value = await check()
         except TimeoutError:
-            return CheckResult(False, _ms(started), f"timed out after {timeout:g} s")
+            result = CheckResult(False, _ms(started), f"timed out after {timeout:g} s", "timeout")
         except Exception as exc:
-            return CheckResult(False, _ms(started), f"{type(exc).__name__}: {exc}"[:200])
-        if value is False:
-            return CheckResult(False, _ms(started), "returned False")
-        return CheckResult(True, _ms(started))
+            kind = type(exc).__name__
+            result = CheckResult(False, _ms(started), f"{kind}: {exc}"[:200], kind)
+        else:
+            if value is False:
+                result = CheckResult(False, _ms(started), "returned False", "returned False")
+            else:
+                result = CheckResult(True, _ms(started))
+        self._log_change(name, result)
+        return result
+
+    def _log_change(self, name: str, result: CheckResult) -> None:
+        """Log a check that starts failing (with the error's text), changes error, or recovers."""
+        previous = self._last_errors.get(name)
+        if result.error == previous:
+            return
+        self._last_errors[name] = result.error
+        if result.ok:
+            logger.info("readiness check %r passes again", name, extra={"reason": name})
+        else:
+            logger.warning(
+                "readiness check %r fails: %s", name, result.error, extra={"reason": name}
+            )
 
 
 def _ms(started: float) -> float:

@@ -80,6 +80,10 @@ class HealthSource(Protocol):
     def active_requests(self) -> int:
         """Requests in handlers now."""
 
+    @property
+    def error_details(self) -> bool:
+        """Whether clients may see error text (not in production)."""
+
 
 _rss_memo = [-1.0, 0]
 RSS_REFRESH = 0.25
@@ -108,7 +112,23 @@ def rss_bytes() -> int:
 
 
 def install_health_routes(router: Router, source: HealthSource) -> None:
-    """Register ``GET /health``, ``GET /ready`` and ``GET /api/health`` on ``router``."""
+    """Register ``GET /health``, ``GET /ready`` and ``GET /api/health`` on ``router``.
+
+    A failing readiness check shows its error text only when ``source.error_details``; in
+    production only its kind (``"timeout"``, ``"ConnectionError"``): the probes answer any
+    client, and an exception's text may hold a connection string. The text is logged
+    either way when the check starts failing.
+    """
+
+    def checks_json(results: dict[str, CheckResult]) -> dict[str, dict[str, object]]:
+        return {
+            name: {
+                "ok": r.ok,
+                "duration_ms": r.duration_ms,
+                "error": r.error if source.error_details else r.kind,
+            }
+            for name, r in results.items()
+        }
 
     async def health(request: Request) -> Response:
         if source.lifecycle.live:
@@ -125,7 +145,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
     async def ready(request: Request) -> Response:
         lifecycle = source.lifecycle
         ok, results = await readiness()
-        body = {"ready": ok, "state": str(lifecycle.state), "checks": _checks_json(results)}
+        body = {"ready": ok, "state": str(lifecycle.state), "checks": checks_json(results)}
         if lifecycle.reason:
             body["reason"] = lifecycle.reason
         return Response.json(body, 200 if ok else 503)
@@ -143,7 +163,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
         if lifecycle.reason:
             body["reason"] = lifecycle.reason
         if results:
-            body["checks"] = _checks_json(results)
+            body["checks"] = checks_json(results)
         body.update(
             uptime_ms=int(lifecycle.uptime * 1000),
             requests={
@@ -168,14 +188,6 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
     router.get("/health", health)
     router.get("/ready", ready)
     router.get("/api/health", api_health)
-
-
-def _checks_json(results: dict[str, CheckResult]) -> dict[str, dict[str, object]]:
-    """Readiness results as JSON: ``{name: {"ok", "duration_ms", "error"}}``."""
-    return {
-        name: {"ok": r.ok, "duration_ms": r.duration_ms, "error": r.error}
-        for name, r in results.items()
-    }
 
 
 def install_metrics_route(router: Router, render: Callable[[str], tuple[bytes, str]]) -> None:
