@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 from nessen import Response, Runtime
 from nessen.server import DrainResult
-from nessen.server.protocol import LINGER_SECONDS
+from nessen.server.protocol import DRAIN_IDLE_GRACE, LINGER_SECONDS
 from nessen.testing import LiveServer
 from tests.conftest import ServeFactory
 from tests.integration.wire import closed_cleanly
@@ -258,3 +258,47 @@ def test_a_connection_still_writing_at_the_drain_deadline_is_counted(
         assert not stopping.is_alive()
         assert client.closed_by_peer(timeout=WAIT)
     assert server.result == DrainResult(cut=1, connections=1)
+
+
+def test_a_request_on_a_connection_idle_when_the_drain_began_is_served_with_close(
+    serve: ServeFactory,
+) -> None:
+    # A keep-alive client sending back to back has its next request on the wire when the
+    # drain begins: it must be answered, not refused with 503 or crossed by a close.
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as idle, RawClient(server.address) as busy:
+        before = idle.request(get("/fast"))
+        assert (before.status, before.header("connection")) == (200, None)
+        busy.send(get("/slow"))  # keeps the drain going while the idle one is used
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=30.0)
+        during = idle.request(get("/fast"))
+        assert (during.status, during.body, during.header("connection")) == (200, b"fast", "close")
+        assert closed_cleanly(idle)
+        server.call(gated.release.set)
+        assert busy.response().status == 200
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive()
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_a_connection_idle_through_the_drain_grace_is_closed_after_it(
+    serve: ServeFactory,
+) -> None:
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as idle, RawClient(server.address) as busy:
+        assert idle.request(get("/fast")).status == 200
+        busy.send(get("/slow"))
+        assert gated.entered.wait(WAIT)
+        started = time.monotonic()
+        stopping = _drain_in_background(server, grace_period=30.0)
+        assert closed_cleanly(idle, timeout=WAIT)  # a FIN, with nothing sent first
+        took = time.monotonic() - started
+        assert idle.buffer == b""
+        assert DRAIN_IDLE_GRACE - 0.05 <= took < DRAIN_IDLE_GRACE + 2.0
+        server.call(gated.release.set)
+        assert busy.response().status == 200
+    stopping.join(STOP_JOIN)
+    assert server.result == DrainResult(cut=0, connections=0)

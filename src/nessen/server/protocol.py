@@ -65,6 +65,10 @@ _HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)
 """A Host field value: uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2); may be empty."""
 DRAIN_FRESH_GRACE = 2.0
 """Seconds a connection accepted just before a drain has to send its first request."""
+DRAIN_IDLE_GRACE = 0.5
+"""Seconds an idle keep-alive connection stays open once a drain starts: a request the
+client sends meanwhile is served, with ``Connection: close``, instead of crossing the close
+on the wire (which a client that does not retry sees as a failed request)."""
 LINGER_SECONDS = 2.0
 """How long a connection stays half-open after an error so the client can read it."""
 MAX_PIPELINED = 64
@@ -139,6 +143,7 @@ class HttpProtocol(asyncio.Protocol):
         self._answered = False
         self._task: asyncio.Task[Any] | None = None
         self._served = 0
+        self._drain_grace = False  # idle when the drain began: its next request is served
         self._close_after = False
         self._closed = False
         self._eof = False
@@ -684,11 +689,16 @@ class HttpProtocol(asyncio.Protocol):
         self._current = (request, keep_alive, started)
         self._busy = True
         self._answered = False
-        if state.draining and started >= state.drain_started and self._served:
-            # A reused keep-alive connection: send the client elsewhere. (The first request
-            # of a connection accepted before the drain is served, with Connection: close.)
-            # It says close unless more requests are queued behind it: they get their own
-            # answers, the last one closing (see _last_while_draining).
+        if self._drain_grace:
+            # The first request on a connection that was idle when the drain began: served,
+            # and its response says close (see on_drain). Any pipelined behind it: 503.
+            self._drain_grace = False
+        elif state.draining and started >= state.drain_started and self._served:
+            # A request pipelined on a reused keep-alive connection after the drain began:
+            # send the client elsewhere. (The first request of a connection accepted before
+            # the drain is served, with Connection: close.) It says close unless more
+            # requests are queued behind it: they get their own answers, the last one
+            # closing (see _last_while_draining).
             self._answer_server_error(
                 request,
                 ProtocolError("server is draining", status=503, reason="draining"),
@@ -1313,12 +1323,15 @@ class HttpProtocol(asyncio.Protocol):
             transport.abort()
 
     def on_drain(self) -> None:
-        """The server is draining: close now if idle, else after the current response.
+        """The server is draining: close soon if idle, else after the current response.
 
-        A connection accepted before the drain that has not sent its first request yet is
-        not idle but about to be used (the client saw its connect succeed): its first
-        request is served, with ``Connection: close``, if it arrives within
-        ``DRAIN_FRESH_GRACE`` seconds.
+        An idle keep-alive connection is closed after ``DRAIN_IDLE_GRACE`` seconds; a
+        request that arrives before that is served, with ``Connection: close``. A client
+        that sends back to back would otherwise often have its next request cross the
+        close on the wire (RFC 9112 §9.3.1: only a client that retries recovers). A
+        connection accepted before the drain that has not sent its first request yet is
+        about to be used (the client saw its connect succeed): its first request is
+        served likewise if it arrives within ``DRAIN_FRESH_GRACE`` seconds.
         """
         if self._busy or self._queue or self._in_head or self.read_phase == BODY:
             return  # in flight: its last response will carry Connection: close
@@ -1326,6 +1339,10 @@ class HttpProtocol(asyncio.Protocol):
             return  # its lingering close ends on its own deadline (or the drain's)
         if self._served == 0 and self.read_phase == HEAD:
             self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_FRESH_GRACE)
+            return
+        if self.read_phase == IDLE:
+            self._drain_grace = True
+            self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_IDLE_GRACE)
             return
         self._close()
 

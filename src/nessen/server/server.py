@@ -170,7 +170,9 @@ class Server:
     async def drain(self, grace_period: float) -> DrainResult:
         """Stop accepting, let in-flight requests finish, close the rest after ``grace_period``.
 
-        Idle persistent connections are closed at once. A busy one is closed once its last
+        Idle persistent connections are closed after ``DRAIN_IDLE_GRACE`` (0.5 s), a
+        request that arrives before that being served with ``Connection: close``. A busy
+        one is closed once its last
         response is written: that response says ``Connection: close``, unless its head went
         out before the drain (a long stream); requests pipelined behind it are answered
         first. A request whose first byte arrives after this call on a connection that has
@@ -190,9 +192,9 @@ class Server:
             state.draining = True
             state.drain_started = time.monotonic()
         self.stop_accepting()
-        # Before yielding to the loop: a request read from an idle keep-alive connection in
-        # between would be refused (503), while a close is what clients retry (RFC 9112
-        # §9.3.1). A rolling restart under keep-alive load lost requests to that gap.
+        # Before yielding to the loop, so that a request read from an idle keep-alive
+        # connection in between finds it marked (and is served, not refused with 503:
+        # a rolling restart under keep-alive load lost requests to that gap).
         for conn in list(state.connections):
             conn.on_drain()
         # Connections accepted just before the listener closed register in callbacks that
