@@ -5,7 +5,8 @@ Run by hand (not part of `make test`):
     .venv/bin/python benchmarks/restarts.py [--workers 2] [--seconds 12]
 
 It serves the demo app with WORKERS=N, drives it two ways at once for `--seconds` seconds,
-sends SIGHUP to the supervisor at 1/4 of the run and SIGKILL to one worker at 2/3, and prints
+sends SIGHUP to the supervisor at 1/4 of the run and SIGKILL to one worker at 2/3 (not with
+`--no-kill`), and prints
 how many requests each client sent and how many failed:
 
 - a client opening a new connection per request (`Connection: close`), in 4 threads;
@@ -46,6 +47,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--no-kill", action="store_true", help="skip the kill -9: the rolling restart alone"
+    )
     args = parser.parse_args()
     env = dict(os.environ, WORKERS=str(args.workers), PORT="0", HOST="127.0.0.1")
     env["LOG_LEVEL"] = "info"
@@ -102,11 +106,12 @@ def main() -> int:
     server.send_signal(signal.SIGHUP)
     print(f"{time.strftime('%X')} SIGHUP sent to the supervisor (rolling restart)")
     time.sleep(args.seconds * 2 / 3 - args.seconds / 4)
-    pids = [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", "".join(lines))]
-    victim = pids[-1]
-    phase[0] = "kill -9"
-    os.kill(victim, signal.SIGKILL)
-    print(f"{time.strftime('%X')} SIGKILL sent to worker pid {victim}")
+    if not args.no_kill:
+        pids = [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", "".join(lines))]
+        victim = pids[-1]
+        phase[0] = "kill -9"
+        os.kill(victim, signal.SIGKILL)
+        print(f"{time.strftime('%X')} SIGKILL sent to worker pid {victim}")
     time.sleep(args.seconds / 3)
     stop.set()
     for thread in threads:
