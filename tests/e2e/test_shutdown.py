@@ -90,13 +90,18 @@ def test_new_connections_are_refused_while_draining(nessen_serve: ServeFactory) 
 def test_drain_deadline_cuts_a_hung_request_and_exits_1(nessen_serve: ServeFactory) -> None:
     served = nessen_serve(SAMPLE, env=base_env(SHUTDOWN_TIMEOUT="1000"))
     with RawClient(served.address, timeout=15.0) as client:
-        client.send(get("/hang"))
+        client.send(get("/hang", extra="X-Request-ID: cut-me-1\r\n"))
         served.wait_for("hang handler entered")
         served.signal(signal.SIGTERM)
         assert client.closed_by_peer(timeout=10.0)
         assert client.buffer == b""  # cut: no response at all
     assert served.wait() == 1
     assert "drain deadline passed: cut 1 in-flight request(s)" in served.stderr
+    # The cut request itself is on record: no access line (it got no answer), a refusal line.
+    cut_lines = [line for line in served.stderr.splitlines() if "rejected shutdown_cut" in line]
+    assert len(cut_lines) == 1
+    assert "request_id=cut-me-1" in cut_lines[0]
+    assert "path=/hang" in cut_lines[0]
     assert "DRAINING -> STOPPING (drain cut short)" in served.stderr
 
 

@@ -1368,8 +1368,23 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     def cut(self) -> bool:
-        """Drain deadline passed: cancel the handler and abort. Returns whether it was busy."""
+        """Drain deadline passed: cancel the handler and abort. Returns whether it was busy.
+
+        A request cut in its handler or mid-stream is logged and counted under the
+        ``shutdown_cut`` reason with its id, method and path: the client gets no status, and
+        the access log, which records answers, has no line for it.
+        """
         busy = self._busy
+        current = self._current
+        if busy and current is not None:
+            self._state.events.request_rejected(
+                "shutdown_cut",
+                0,
+                "still running at the drain deadline (shutdown_timeout): cancelled, "
+                "connection aborted",
+                self._client,
+                current[0],
+            )
         if self._task is not None:
             self._task.cancel()
         if self._transport is not None:
