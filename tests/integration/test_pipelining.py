@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import select
 import socket
 import threading
+import time
+from typing import Any
 
 import pytest
 
-from nessen import Response, Runtime
+from nessen import Config, Response, Runtime
+from nessen.asgi import ASGIHost
+from nessen.server import protocol
 from nessen.server.protocol import MAX_PIPELINED
 from nessen.testing import LiveServer
 from tests.conftest import ServeFactory, echo_runtime
-from tests.integration.wire import closed_cleanly, no_data_within
+from tests.integration.wire import closed_cleanly, expect_rejection, no_data_within
 from tests.rawhttp import RawClient, RawResponse, get
 
 
@@ -271,3 +276,239 @@ def test_reading_pauses_while_a_handler_waits_and_the_queue_stays_bounded(
     assert [r.body for r in responses] == [b"slow"] + [b"fast %d" % n for n in range(MAX_PIPELINED)]
     assert [r.header("connection") for r in responses] == [None] * MAX_PIPELINED + ["close"]
     assert order == ["slow started", "slow finished"] + [f"fast {n}" for n in range(MAX_PIPELINED)]
+
+
+# --- pipelined uploads: every request answered, no connection left behind ----------------
+
+UPLOADS = [
+    pytest.param(3, 200_000, id="3x200KB"),
+    pytest.param(10, 100_000, id="10x100KB"),
+    pytest.param(3, 1_000_000, id="3x1MB"),
+]
+"""Pipelined uploads sent in one write: whole requests and the seams between them then
+arrive in reads of any size, one read holding the end of a body, a whole request and the
+start of the next body."""
+
+FREED_WITHIN = 5.0
+"""Seconds within which the server must forget a connection the client has closed."""
+
+
+def _upload_runtime() -> Runtime:
+    runtime = echo_runtime()
+
+    @runtime.route.post("/upload")
+    async def upload(ctx):  # type: ignore[no-untyped-def]
+        return Response.text(str(len(ctx.body)))
+
+    return runtime
+
+
+def _uploads(path: str, count: int, size: int) -> tuple[bytes, list[int]]:
+    """``count`` pipelined Content-Length uploads to ``path``, each a different size."""
+    sizes = [size - n for n in range(count)]  # a request answered out of turn shows
+    data = b"".join(
+        b"POST %b HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n%b"
+        % (path.encode(), length, bytes([97 + n % 26]) * length)
+        for n, length in enumerate(sizes)
+    )
+    return data, sizes
+
+
+def _connection_count(server: LiveServer) -> int:
+    return server.runtime.server.connection_count  # type: ignore[union-attr]
+
+
+def _wait_for_connections(server: LiveServer, count: int) -> None:
+    """Poll the server's connection registry until it holds ``count`` connections."""
+    deadline = time.monotonic() + FREED_WITHIN
+    while _connection_count(server) != count:
+        assert time.monotonic() < deadline, f"{_connection_count(server)} connections open"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("half_close", [False, True], ids=["close", "half_close"])
+@pytest.mark.parametrize(
+    ("path", "status"), [("/upload", 200), ("/nowhere", 404)], ids=["reads_body", "not_found"]
+)
+@pytest.mark.parametrize(("count", "size"), UPLOADS)
+def test_pipelined_uploads_are_all_answered_and_the_connection_freed(
+    serve: ServeFactory,
+    count: int,
+    size: int,
+    path: str,
+    status: int,
+    half_close: bool,
+) -> None:
+    server = serve(_upload_runtime())
+    baseline = _connection_count(server)
+    data, sizes = _uploads(path, count, size)
+    with RawClient(server.address) as client:
+        client.send(data)
+        if half_close:  # the client is done sending: the server answers all, then closes
+            client.sock.shutdown(socket.SHUT_WR)
+        responses = [client.response() for _ in range(count)]
+        if half_close:
+            assert closed_cleanly(client)
+        else:
+            assert no_data_within(client, 0.1)
+        assert client.buffer == b""
+    assert [r.status for r in responses] == [status] * count
+    if status == 200:
+        assert [r.body for r in responses] == [str(n).encode() for n in sizes]
+    # Kept alive throughout (after a half-close, the last may say close: it depends on
+    # whether the end of input was read before that response was written).
+    assert [r.header("connection") for r in responses[:-1]] == [None] * (count - 1)
+    assert responses[-1].header("connection") in (("close", None) if half_close else (None,))
+    _wait_for_connections(server, baseline)
+
+
+def test_pipelined_chunked_uploads_are_not_taken_for_chunk_overhead(
+    serve: ServeFactory,
+) -> None:
+    piece = b"x" * 16_000
+    body = b"%x\r\n%b\r\n" % (len(piece), piece) * 20 + b"0\r\n\r\n"
+    upload = b"POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    length, _ = _uploads("/upload", 1, 320_000)
+    server = serve(_upload_runtime())
+    with RawClient(server.address) as client:
+        client.send(upload + length + upload + length + upload)
+        responses = [client.response() for _ in range(5)]
+    assert [(r.status, r.body) for r in responses] == [(200, b"320000")] * 5
+    _wait_for_connections(server, 0)
+
+
+def test_chunk_framing_flood_behind_a_pipelined_request_is_still_refused(
+    serve: ServeFactory,
+) -> None:
+    flood = (
+        b"POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"1\r\na\r\n" * 200_000
+        + b"0\r\n\r\n"
+    )
+    server = serve(_upload_runtime())
+    with RawClient(server.address) as client:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            client.send(get("/path?n=1") + flood)  # may be refused while we still send
+        first = client.response()
+        assert json.loads(first.body)["query"] == "n=1"
+        expect_rejection(client, 400, "chunk_overhead")
+    _wait_for_connections(server, 0)
+
+
+def test_an_error_found_in_the_read_that_queued_a_request_follows_its_answer(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One read holds a whole request and a header section already past the raw-byte
+    # backstop: the request, queued in that read with no handler running yet, is answered,
+    # then the 431, then the close. (Without slack the backstop is reachable in one read.)
+    monkeypatch.setattr(protocol, "HEAD_BACKSTOP_SLACK", 0)
+    server = serve(max_header_bytes=256, max_target_bytes=128)
+    with RawClient(server.address) as client:
+        client.send(get("/path?n=1") + b"GET / HTTP/1.1\r\nHost: test\r\nX-Long: " + b"a" * 4096)
+        first = client.response()
+        assert json.loads(first.body)["query"] == "n=1"
+        expect_rejection(client, 431, "header_too_large")
+    _wait_for_connections(server, 0)
+
+
+def test_uploads_pipelined_behind_a_slow_handler_are_not_timed_out(serve: ServeFactory) -> None:
+    # Reading pauses while requests wait their turn, with the start of the next upload
+    # already read: the server is the slow one then, so that upload's body deadline stops
+    # until reading resumes.
+    runtime = _upload_runtime()
+
+    @runtime.route.get("/slow")
+    async def slow(ctx):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(1.0)  # well past the deadlines below
+        return Response.text("slow")
+
+    server = serve(runtime, headers_timeout=0.3, body_timeout=0.3)
+    data, sizes = _uploads("/upload", 3, 300_000)
+    with RawClient(server.address) as client:
+        client.send(get("/slow") + get("/path?n=1") + data)
+        responses = [client.response() for _ in range(5)]
+        assert no_data_within(client, 0.1)
+    assert [(r.status, r.body) for r in responses] == [(200, b"slow")] + [
+        (200, b'{"path":"/path","query":"n=1"}')
+    ] + [(200, str(n).encode()) for n in sizes]
+    assert [r.header("connection") for r in responses] == [None] * 5
+
+
+# --- the same through the streaming mode (the ASGI host) ----------------------------------
+
+
+async def _asgi_upload_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``/upload`` reads its content and answers its size; ``/slow`` answers after 1 s; any
+    other path 404s unread."""
+    if scope["type"] != "http":
+        raise RuntimeError(f"unsupported scope {scope['type']}")
+    status, size = 404, 0
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+        status = 200
+    if scope["path"] == "/upload":
+        status, more = 200, True
+        while more:
+            message = await receive()
+            size += len(message["body"])
+            more = message["more_body"]
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+@pytest.mark.parametrize("half_close", [False, True], ids=["close", "half_close"])
+@pytest.mark.parametrize(("count", "size"), UPLOADS)
+def test_pipelined_uploads_read_by_an_asgi_app_are_all_answered(
+    count: int, size: int, half_close: bool
+) -> None:
+    data, sizes = _uploads("/upload", count, size)
+    with LiveServer(ASGIHost(_asgi_upload_app, Config())) as server:
+        with RawClient(server.address) as client:
+            client.send(data)
+            if half_close:
+                client.sock.shutdown(socket.SHUT_WR)
+            responses = [client.response() for _ in range(count)]
+            if half_close:
+                assert closed_cleanly(client)
+            else:
+                assert no_data_within(client, 0.1)
+            assert client.buffer == b""
+        assert [(r.status, r.body) for r in responses] == [(200, str(n).encode()) for n in sizes]
+        _wait_for_connections(server, 0)
+
+
+@pytest.mark.parametrize(("count", "size"), UPLOADS)
+def test_pipelined_uploads_an_asgi_app_does_not_read_end_in_a_close(count: int, size: int) -> None:
+    # A request answered before its content is all in gets Connection: close and nothing
+    # after it is parsed; one whose content was in already is kept alive. Which happens
+    # depends on the reads, so: 404s up to a close or to the last request, then a FIN.
+    data, _ = _uploads("/nowhere", count, size)
+    with LiveServer(ASGIHost(_asgi_upload_app, Config())) as server:
+        with RawClient(server.address) as client:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                client.send(data)  # the lingering close may end before we are done
+                client.sock.shutdown(socket.SHUT_WR)
+            responses = [client.response()]
+            while responses[-1].header("connection") != "close" and len(responses) < count:
+                responses.append(client.response())
+            assert closed_cleanly(client)
+            assert client.buffer == b""
+        assert [(r.status, r.body) for r in responses] == [(404, b"0")] * len(responses)
+        assert [r.header("connection") for r in responses[:-1]] == [None] * (len(responses) - 1)
+        _wait_for_connections(server, 0)
+
+
+def test_uploads_pipelined_behind_a_slow_asgi_app_are_not_timed_out() -> None:
+    data, sizes = _uploads("/upload", 3, 300_000)
+    config = Config(headers_timeout=0.3, body_timeout=0.3)
+    with (
+        LiveServer(ASGIHost(_asgi_upload_app, config)) as server,
+        RawClient(server.address) as client,
+    ):
+        client.send(get("/slow") + get("/slow") + data)
+        responses = [client.response() for _ in range(5)]
+        assert no_data_within(client, 0.1)
+    assert [(r.status, r.body) for r in responses] == [(200, b"0")] * 2 + [
+        (200, str(n).encode()) for n in sizes
+    ]
+    assert [r.header("connection") for r in responses] == [None] * 5

@@ -159,7 +159,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body_channel: RequestChannel | None = None  # content being parsed now
         self._body_request: Request | None = None  # its request
         self._body_paused = False  # reading paused because the channel is full
-        self._body_time_left = 0.0  # body deadline left while paused for the handler
+        self._read_time_left = 0.0  # header or body deadline left while we do not read
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
         self.read_deadline = INF
@@ -267,7 +267,18 @@ class HttpProtocol(asyncio.Protocol):
                 )
             self._fail(error)
         else:
-            if in_body and self.read_phase == BODY:  # all of ``data`` was content framing
+            if (
+                in_body
+                and self.read_phase == BODY
+                and self._te_count
+                and self._messages_begun == begun
+            ):
+                # All of ``data`` was the chunked content of one message (content and its
+                # framing): it was in its content before and after, and no message began
+                # in between. A read that spans a message boundary (the end of one body, a
+                # whole request, the start of the next body) is not counted, since the
+                # parser does not say where the boundary lies; Content-Length content has
+                # no framing to count.
                 self._body_raw += len(data)
                 if self._body_raw > 2 * self._body_bytes + CHUNK_OVERHEAD_SLACK:
                     self._fail(
@@ -297,6 +308,8 @@ class HttpProtocol(asyncio.Protocol):
                     return
         if not self._busy and self._queue:
             self._process_queue()
+        if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
+            self._hold_read_deadline()
 
     def _request_start(self, data: bytes, in_message: bool, begun: int) -> bytes | None:
         """The first bytes of the request being parsed, while its method is read.
@@ -559,9 +572,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self._reading_paused and transport is not None:
             transport.pause_reading()
             self._reading_paused = True
-        if self.read_phase == BODY and self.read_deadline != INF:
-            self._body_time_left = max(0.0, self.read_deadline - self._loop.time())
-            self.read_deadline = INF
+        self._hold_read_deadline()
 
     def _resume_body(self) -> None:
         """The handler wants content again: read on, restart the rest of the body deadline."""
@@ -570,8 +581,23 @@ class HttpProtocol(asyncio.Protocol):
         if self._reading_paused and not self._closed and transport is not None:
             self._reading_paused = False
             transport.resume_reading()
-        if self.read_phase == BODY and self.read_deadline == INF:
-            self.read_deadline = self._loop.time() + self._body_time_left
+        self._release_read_deadline()
+
+    def _hold_read_deadline(self) -> None:
+        """Reading is paused on our side: stop the header or content deadline until it resumes.
+
+        While we do not read (a streaming handler lags behind its content, or requests wait
+        their turn in the queue with the next one begun in the same read) the client is not
+        the slow one. The handler and queue deadlines bound how long this lasts.
+        """
+        if self.read_phase in (HEAD, BODY) and self.read_deadline != INF:
+            self._read_time_left = max(0.0, self.read_deadline - self._loop.time())
+            self.read_deadline = INF
+
+    def _release_read_deadline(self) -> None:
+        """Reading resumed: a held header or content deadline runs on from where it stopped."""
+        if self.read_phase in (HEAD, BODY) and self.read_deadline == INF:
+            self.read_deadline = self._loop.time() + self._read_time_left
 
     def _close_channels(self) -> None:
         """The connection is gone: every request's channel reports a disconnect."""
@@ -679,6 +705,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
+            self._release_read_deadline()
         if self.read_phase == NONE:
             self.read_phase = IDLE
             self.read_deadline = self._loop.time() + self._config.idle_timeout
@@ -1100,6 +1127,11 @@ class HttpProtocol(asyncio.Protocol):
             self._queue = deque(entry for entry in self._queue if entry[0] is not body_request)
         if self._busy or self._queue:
             self._pending_error = error
+            if not self._busy:
+                # Requests queued in the read that failed and not started yet: start them
+                # now. Nothing else would (parsing has stopped, so no read comes to do it,
+                # and no deadline is armed), and the connection would hang open forever.
+                self._process_queue()
             return
         self._refuse(error)
 
