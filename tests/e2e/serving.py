@@ -54,12 +54,16 @@ def run_nessen(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 class ServeProcess:
     """``nessen serve`` in a subprocess; a thread collects its stderr line by line."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str], command: Sequence[str] | None = None
+    ) -> None:
+        """Start ``nessen serve ARGS`` (or ``command``, a whole argv, e.g. a script that
+        calls ``Runtime.listen``) and wait for its "listening" line."""
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._eof = False
         self.process = subprocess.Popen(
-            nessen_command("serve", *args),
+            list(command) if command is not None else nessen_command("serve", *args),
             env=env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 
 from nessen import Request, Response, Runtime, State
-from tests.e2e.serving import ROOT, ServeProcess, base_env
+from tests.e2e.serving import ServeProcess, base_env
 from tests.rawhttp import RawClient, get
 
 SCRIPT = """
@@ -51,27 +49,7 @@ class ScriptProcess(ServeProcess):
     """``python SCRIPT ARGS`` instead of ``nessen serve``, followed the same way."""
 
     def __init__(self, script: Path, args: list[str], env: dict[str, str]) -> None:
-        self.lines = []
-        self._changed = threading.Condition()
-        self._eof = False
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
-        self._reader = threading.Thread(target=self._read, name="script-stderr", daemon=True)
-        self._reader.start()
-        try:
-            self.host, self.port = self._wait_listening()
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(args, env, command=[sys.executable, str(script), *args])
 
 
 @pytest.fixture
