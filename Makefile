@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Development mode on loopback unless told otherwise (`nessen serve` alone is production).
 serve: setup
-	$(BIN)/nessen serve
+	NESSEN_ENV=$${NESSEN_ENV:-development} HOST=$${HOST:-127.0.0.1} $(BIN)/nessen serve
 
 check: setup
 	$(BIN)/ruff format --check src tests benchmarks

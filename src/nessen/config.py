@@ -56,7 +56,7 @@ class Config:
     max_requests_jitter: int = 0
     """Up to this many extra requests, drawn at random per worker, so workers do not all
     recycle at once (``MAX_REQUESTS_JITTER``)."""
-    env: str = "development"
+    env: str = "production"
     """Deployment environment (``NESSEN_ENV``, or ``NODE_ENV``). Anything but
     ``development`` or ``test`` behaves as production: JSON logs, no error details sent."""
     log_level: str = "info"

@@ -147,7 +147,7 @@ def traffic() -> Iterator[threading.Event]:
 def test_status_page_charts_fill_with_live_data(
     serve: ServeFactory, chromium: str, tmp_path: Path
 ) -> None:
-    server = serve(service(), max_target_bytes=64)
+    server = serve(service(), max_target_bytes=64, env="development")
     with httpx.Client(base_url=server.url, trust_env=False) as client:
         for n in range(40):
             assert client.get(f"/work/{n}").status_code == 200
@@ -219,7 +219,7 @@ def test_status_page_screenshots(
     name: str,
     size: tuple[int, int],
 ) -> None:
-    server = serve(service(), max_target_bytes=64)
+    server = serve(service(), max_target_bytes=64, env="development")
 
     def load() -> None:  # varying traffic while the browser polls, and a few refusals
         with httpx.Client(base_url=server.url, trust_env=False) as client:

@@ -285,7 +285,7 @@ def test_uvicorn_nessen_demo_runtime_is_importable() -> None:
 def test_under_uvicorn_nessen_s_log_lines_are_formatted_and_escaped(
     hosts: Callable[..., HostProcess],
 ) -> None:
-    host = hosts("uvicorn", "nessen.demo:runtime")
+    host = hosts("uvicorn", "nessen.demo:runtime", base_env(LOG_FORMAT="console"))
     forged = "FORGED 127.0.0.1:1 - GET /admin 200 OK"
     target = "/a%0a" + forged.replace(" ", "%20")
     with socket.create_connection(("127.0.0.1", host.port), timeout=5.0) as client:

@@ -129,7 +129,7 @@ def test_host_and_log_level_flags_win_over_the_environment() -> None:
     args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(
         nessen_command("serve", "tests.e2e.apps.sample:runtime", *args),
-        env=base_env(HOST="0.0.0.0", LOG_LEVEL="debug"),
+        env=base_env(HOST="0.0.0.0", LOG_LEVEL="debug", LOG_FORMAT="console"),
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

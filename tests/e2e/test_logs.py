@@ -47,7 +47,7 @@ def test_json_logs_are_one_object_per_line_with_access_fields(
 
 
 def test_console_logs_escape_control_characters(nessen_serve: ServeFactory) -> None:
-    served = nessen_serve("tests.e2e.apps.sample:runtime")
+    served = nessen_serve("tests.e2e.apps.sample:runtime", env=base_env(LOG_FORMAT="console"))
     with RawClient(served.address) as client:
         assert client.request(get("/no%0awhere%0d%0aFAKE")).status == 404
     line = served.wait_for("nessen.access")

@@ -9,7 +9,7 @@ from tests.e2e.serving import base_env, serve_processes
 
 def test_demo_metrics_count_the_traffic_and_the_home_page_links_the_status_page() -> None:
     with serve_processes() as start:
-        demo = start()
+        demo = start(env=base_env(NESSEN_ENV="development"))  # the status page is on in dev
         with demo.client() as client:
             home = client.get("/")
             assert '<a href="/_nessen/status">/_nessen/status</a>' in home.text

@@ -29,7 +29,7 @@ def transitions(stderr: str) -> list[str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_idle_server_stops_with_exit_0(nessen_serve: ServeFactory, signum: int) -> None:
-    served = nessen_serve(SAMPLE)
+    served = nessen_serve(SAMPLE, env=base_env(LOG_FORMAT="console"))
     with served.client() as client:
         assert client.get("/ready").status_code == 200
     served.signal(signum)
@@ -88,7 +88,7 @@ def test_new_connections_are_refused_while_draining(nessen_serve: ServeFactory) 
 
 
 def test_drain_deadline_cuts_a_hung_request_and_exits_1(nessen_serve: ServeFactory) -> None:
-    served = nessen_serve(SAMPLE, env=base_env(SHUTDOWN_TIMEOUT="1000"))
+    served = nessen_serve(SAMPLE, env=base_env(SHUTDOWN_TIMEOUT="1000", LOG_FORMAT="console"))
     with RawClient(served.address, timeout=15.0) as client:
         client.send(get("/hang", extra="X-Request-ID: cut-me-1\r\n"))
         served.wait_for("hang handler entered")

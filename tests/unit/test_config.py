@@ -19,7 +19,7 @@ def test_defaults_match_the_architecture_table() -> None:
     assert config.host == "0.0.0.0"
     assert config.port == 3000
     assert config.workers == 1
-    assert config.env == "development"
+    assert config.env == "production"
     assert config.log_level == "info"
     assert config.max_target_bytes == 8192
     assert config.max_header_bytes == 16384
@@ -54,7 +54,8 @@ def test_from_an_empty_environment_gives_the_defaults() -> None:
 
 
 def test_log_format_defaults_to_console_in_development_and_json_in_production() -> None:
-    assert Config().effective_log_format == "console"
+    assert Config().effective_log_format == "json"
+    assert Config(env="development").effective_log_format == "console"
     assert Config(env="production").effective_log_format == "json"
     assert Config(env="production", log_format="console").effective_log_format == "console"
 

@@ -60,6 +60,11 @@ async def hang(ctx: Request) -> Response:
     return Response.text("hang finished")
 
 
+@runtime.route.get("/fail")
+async def fail(ctx: Request) -> Response:
+    raise RuntimeError("secret detail: db password is hunter2")
+
+
 broken = Runtime()
 
 

@@ -21,7 +21,7 @@ def test_the_page_script_and_style_sheet_are_served_outside_production(
     serve: ServeFactory,
 ) -> None:
     runtime = Runtime(access_log=False)
-    server = serve(runtime)
+    server = serve(runtime, env="development")
     assert runtime.status_path == "/_nessen/status"
     page = fetch(server.url + "/_nessen/status")
     assert page.status_code == 200
@@ -40,7 +40,7 @@ def test_the_page_is_self_contained_and_needs_no_inline_script_or_style(
     serve: ServeFactory,
 ) -> None:
     """Works offline and under ``Content-Security-Policy: default-src 'self'``."""
-    server = serve(Runtime(access_log=False))
+    server = serve(Runtime(access_log=False), env="development")
     page = fetch(server.url + "/_nessen/status").text
     script = fetch(server.url + "/_nessen/status.js").text
     style = fetch(server.url + "/_nessen/status.css").text
@@ -71,11 +71,11 @@ def test_production_serves_no_status_page_unless_asked(serve: ServeFactory) -> N
 
 
 def test_the_page_can_be_moved_or_switched_off(serve: ServeFactory) -> None:
-    moved = serve(Runtime(access_log=False, status_path="/ops/dashboard"))
+    moved = serve(Runtime(access_log=False, status_path="/ops/dashboard"), env="development")
     assert fetch(moved.url + "/ops/dashboard").status_code == 200
     assert fetch(moved.url + "/ops/dashboard.js").status_code == 200
     assert fetch(moved.url + "/_nessen/status").status_code == 404
-    off = serve(Runtime(access_log=False, status_page=False))
+    off = serve(Runtime(access_log=False, status_page=False), env="development")
     assert fetch(off.url + "/_nessen/status").status_code == 404
 
 
