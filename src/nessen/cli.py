@@ -22,6 +22,7 @@ from nessen.config import LOG_LEVELS, Config
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, run
+from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import Supervisor, WorkerLink
 
 EXIT_USAGE = 2
@@ -200,6 +201,7 @@ def supervise(runtime: Runtime, config: Config) -> int:
     """
     undo = configure_logging(config.log_level, config.effective_log_format)
     try:
+        warn_if_trusting_every_peer(config)
         supervisor = Supervisor(config, functools.partial(_worker_main, runtime))
         try:
             supervisor.bind()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nessen.errors import ConfigError
+from nessen.http.forwarded import LOOPBACK_NETWORKS, PROXY_HEADER_KINDS, X_FORWARDED
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9.\-_\[\]:]+$")
@@ -116,9 +117,16 @@ class Config:
     probe_paths: frozenset[str] = frozenset({"/health", "/ready"})
     """Paths served whatever the Host field says (``allowed_hosts`` does not apply), so an
     orchestrator's probe addressed to the pod IP gets the real answer."""
-    trust_proxy: bool | tuple[str, ...] = False
-    """Whose ``X-Forwarded-For`` to believe: ``False``, ``True`` (every peer) or proxy CIDRs
-    (``TRUST_PROXY``: ``false``, ``true`` or a comma-separated CIDR list)."""
+    trust_proxy: bool | tuple[str, ...] = LOOPBACK_NETWORKS
+    """Which socket peers are proxies whose forwarding fields (client address, scheme, host)
+    are believed: ``False`` (none), ``True`` (every peer: a warning in production) or proxy
+    CIDRs (``TRUST_PROXY``: ``false``, ``true`` or a comma-separated CIDR list). Default
+    loopback, ``127.0.0.0/8,::1``, as uvicorn's: a proxy on the same host. See
+    :mod:`nessen.http.forwarded`."""
+    proxy_headers: str = X_FORWARDED
+    """Which forwarding fields trusted proxies write (``PROXY_HEADERS``): ``x-forwarded``
+    (``X-Forwarded-For``/``-Proto``/``-Host``) or ``forwarded`` (RFC 7239). Only that kind
+    is read: a proxy passes the other kind through from the client, forgeable."""
 
     shutdown_timeout: float = 30.0
     """Seconds the drain may take after SIGTERM before what is left is cut
@@ -228,7 +236,7 @@ class Config:
     def trusted_networks(
         self,
     ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """The proxy networks whose ``X-Forwarded-For`` is believed (all when ``True``)."""
+        """The proxy networks whose forwarding fields are believed (all when ``True``)."""
         if self.trust_proxy is True:
             return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
         if self.trust_proxy is False:
@@ -419,6 +427,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
         else "must be paths starting with /"
     ),
     "trust_proxy": _trust,
+    "proxy_headers": _choice(PROXY_HEADER_KINDS),
     "shutdown_timeout": _seconds(0.001, DAY_SECONDS),
     "shutdown_delay": _seconds(0.0, DAY_SECONDS, allow_zero=True),
     "ready_when_degraded": _bool,
@@ -518,6 +527,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     ),
     _EnvSpec("allowed_hosts", ("ALLOWED_HOSTS",), lambda raw: frozenset(_parse_list(raw))),
     _EnvSpec("trust_proxy", ("TRUST_PROXY",), _parse_trust),
+    _EnvSpec("proxy_headers", ("PROXY_HEADERS",), lambda raw: raw.strip().lower()),
     _EnvSpec("shutdown_timeout", ("SHUTDOWN_TIMEOUT",), _parse_ms),
     _EnvSpec("shutdown_delay", ("SHUTDOWN_DELAY",), _parse_ms),
     _EnvSpec("ready_when_degraded", ("READY_WHEN_DEGRADED",), _parse_bool),

@@ -39,6 +39,7 @@ from nessen.observability import (
     install_status_routes,
 )
 from nessen.server import DrainResult, Server, ServerEvents
+from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import WorkerLink
 
 if TYPE_CHECKING:
@@ -414,6 +415,8 @@ class Runtime:
             config.send_timeout,
             extra={"address": f"http://{shown}:{port}"},
         )
+        if link is None:  # a supervisor warns once for all its workers
+            warn_if_trusting_every_peer(config)
         self.process.start()
         self.app.lifecycle.transition(State.READY)
         if self._redis is not None:  # connect and load the script; DEGRADED if it fails

@@ -273,6 +273,35 @@ def test_runtime_under_uvicorn_runs_hooks_and_keeps_its_body_limit_and_deadline(
     hosted.wait_for(re.compile("shutdown hook ran"))
 
 
+def test_a_runtime_under_hypercorn_applies_trust_proxy_to_the_scope_client(
+    hosts: Callable[..., HostProcess],
+) -> None:
+    # hypercorn reads no proxy fields: the scope's client is the proxy (127.0.0.1), which
+    # TRUST_PROXY's loopback default trusts.
+    hosted = hosts("hypercorn", "tests.e2e.apps.asgi_runtime:runtime")
+    proxied = {
+        "Host": "origin.internal",
+        "X-Forwarded-For": "6.6.6.6, 198.51.100.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "shop.example",
+    }
+    with httpx.Client(base_url=hosted.url, timeout=10.0, trust_env=False) as client:
+        seen = client.get("/who", headers=proxied).json()
+        direct = client.get("/who", headers={"Host": "origin.internal"}).json()
+    assert seen == {
+        "client_ip": "198.51.100.7",
+        "peer_ip": "127.0.0.1",
+        "scheme": "https",
+        "host": "shop.example",
+    }
+    assert direct == {
+        "client_ip": "127.0.0.1",
+        "peer_ip": "127.0.0.1",
+        "scheme": "http",
+        "host": "origin.internal",
+    }
+
+
 def test_uvicorn_nessen_demo_runtime_is_importable() -> None:
     # ``uvicorn nessen.demo:runtime`` needs the attribute to be an ASGI 3 callable.
     code = (

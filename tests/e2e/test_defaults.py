@@ -64,3 +64,23 @@ def test_make_serve_runs_development_on_loopback() -> None:
         assert served.stop() == 0
     finally:
         served.close()
+
+
+def test_trusting_every_proxy_in_production_is_warned_once(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve(SAMPLE, "--workers", "2", env=base_env(TRUST_PROXY="true"))
+    served.wait_for("TRUST_PROXY=true")
+    with served.client() as client:  # both workers serve, neither warns again
+        assert all(client.get("/health").status_code == 200 for _ in range(4))
+    assert served.stop() == 0
+    warnings = [line for line in served.lines if "TRUST_PROXY=true" in line]
+    assert len(warnings) == 1
+    assert json.loads(warnings[0])["level"] == "warning"
+
+
+def test_loopback_trust_and_development_are_not_warned(nessen_serve: ServeFactory) -> None:
+    for env in (base_env(), base_env(TRUST_PROXY="true", NESSEN_ENV="development")):
+        served = nessen_serve(SAMPLE, env=env)
+        with served.client() as client:
+            assert client.get("/health").status_code == 200
+        assert served.stop() == 0
+        assert "TRUST_PROXY" not in served.stderr

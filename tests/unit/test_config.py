@@ -36,7 +36,9 @@ def test_defaults_match_the_architecture_table() -> None:
     assert config.max_response_bytes == 10485760
     assert config.allowed_methods == ALL_METHODS
     assert config.allowed_hosts == frozenset()
-    assert config.trust_proxy is False
+    assert config.trust_proxy == ("127.0.0.0/8", "::1")  # loopback, as uvicorn
+    assert [str(n) for n in config.trusted_networks] == ["127.0.0.0/8", "::1/128"]
+    assert config.proxy_headers == "x-forwarded"
     assert config.shutdown_timeout == 30.0
     assert config.shutdown_delay == 0.0
     assert config.ready_when_degraded is True
@@ -92,6 +94,7 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
         frozenset({"example.com", "api.example.com:8443", "*.example.org"}),
     ),
     "TRUST_PROXY": ("10.0.0.0/8,192.168.1.1", ("10.0.0.0/8", "192.168.1.1")),
+    "PROXY_HEADERS": ("Forwarded", "forwarded"),
     "SHUTDOWN_TIMEOUT": ("45000", 45.0),
     "SHUTDOWN_DELAY": ("5000", 5.0),
     "READY_WHEN_DEGRADED": ("false", False),
@@ -219,6 +222,7 @@ def _problems(environ: dict[str, str]) -> list[str]:
         ("LOG_LEVEL", "loud", r"^LOG_LEVEL='loud': .*debug, info, warning, error, critical"),
         ("LOG_FORMAT", "xml", r"^LOG_FORMAT='xml': .*json, console"),
         ("TRUST_PROXY", "not-a-cidr", r"^TRUST_PROXY='not-a-cidr': .*CIDR"),
+        ("PROXY_HEADERS", "x-real-ip", r"^PROXY_HEADERS='x-real-ip': .*x-forwarded, forwarded"),
         ("READY_WHEN_DEGRADED", "maybe", r"^READY_WHEN_DEGRADED='maybe': .*true or false"),
         ("COMPRESSION_LEVEL", "12", r"^COMPRESSION_LEVEL='12': .*\b1\.\.11\b"),
         ("RATE_LIMIT_STORE", "disk", r"^RATE_LIMIT_STORE='disk': .*memory, redis"),

@@ -27,8 +27,10 @@ from nessen.app.lifecycle import State
 from nessen.asgi.types import Message, Receive, Scope, Send
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
+from nessen.http.forwarded import ProxyTrust
 from nessen.http.target import split_target
 from nessen.observability.logs import configure_logging
+from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
 from nessen.server.writer import NO_CONTENT_STATUSES, ResponseError, status_line
 
 if TYPE_CHECKING:
@@ -84,6 +86,8 @@ class RuntimeASGI:
         self.runtime = runtime
         self.events: _RuntimeEvents | None = None
         """The runtime's outcome reports (statistics, metrics, rejection log), once set up."""
+        self.proxy: ProxyTrust | None = None
+        """``TRUST_PROXY`` applied to the host server's ``scope["client"]``, once set up."""
 
     # --- lifespan --------------------------------------------------------------------------
 
@@ -141,6 +145,8 @@ class RuntimeASGI:
                     raise StartupError(f"startup hook failed: {exc!r}") from exc
         runtime._start_observability(config)
         runtime.app.middleware[:0] = builtins
+        self.proxy = proxy_trust(config)
+        warn_if_trusting_every_peer(config)
         self.events = _RuntimeEvents(runtime)
         runtime.process.start()
         runtime.app.lifecycle.transition(State.READY)
@@ -157,7 +163,7 @@ class RuntimeASGI:
         config = runtime.config
         started = time.monotonic()
         try:
-            request = _request(scope)
+            request = _request(scope, self.proxy)
         except ProtocolError as exc:
             await _send_error(send, exc, head=scope.get("method") == "HEAD")
             events.request_rejected(exc.reason, exc.status, str(exc), _client(scope), None)
@@ -312,11 +318,15 @@ class RuntimeASGI:
             events.request_finished(request, status, sent, time.monotonic() - started)
 
 
-def _request(scope: Scope) -> Request:
+def _request(scope: Scope, proxy: ProxyTrust | None = None) -> Request:
     """Build the Request the handlers see from an HTTP scope.
 
     The path is taken from ``raw_path`` (as the native server does: percent-decoded,
-    dot-segments removed), less ``root_path``.
+    dot-segments removed), less ``root_path``. The host server's ``client`` and ``scheme``
+    are the peer and the connection's scheme; behind a proxy that ``proxy``
+    (``TRUST_PROXY``) trusts, ``ctx.client_ip``, ``scheme`` and ``host`` are the forwarded
+    ones, as on Nessen's own server (a host server that applied proxy headers itself, as
+    uvicorn does for loopback, already gives the client: it is not a trusted proxy).
 
     Raises:
         ProtocolError: The path is malformed (400).
@@ -339,6 +349,8 @@ def _request(scope: Scope) -> Request:
         [(bytes(name), bytes(value)) for name, value in scope.get("headers", ())],
         client=(str(client[0]), int(client[1])) if client else None,
         http_version=scope.get("http_version", "1.1"),
+        scheme="https" if scope.get("scheme") == "https" else "http",
+        proxy=proxy,
     )
 
 

@@ -30,7 +30,6 @@ from nessen.asgi.lifespan import Lifespan
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
 from nessen.config import Config
 from nessen.http import Request, Response
-from nessen.middleware.client_ip import client_address_resolver
 from nessen.middleware.request_id import valid_request_id
 from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
 from nessen.observability.logs import current_request_id, quote_field
@@ -114,8 +113,6 @@ class ASGIHandler:
         self.max_response_bytes = 10 * 1024 * 1024
         self.error_response: Callable[[Request, BaseException], Response] = _plain_500
         """Builds (and logs) the 500 for an app that failed before its response."""
-        self.client_address: Callable[[Request], str] | None = None
-        """Finds the logged client address behind trusted proxies; the peer when ``None``."""
 
     def configure(
         self,
@@ -128,8 +125,6 @@ class ASGIHandler:
         self.max_response_bytes = config.max_response_bytes
         self.error_response = error_response
         self.access_log = logging.getLogger("nessen.access") if access_log else None
-        networks = config.trusted_networks
-        self.client_address = client_address_resolver(networks) if networks else None
 
     async def __call__(self, request: Request) -> Response | None:
         """Run the app for ``request``.
@@ -146,8 +141,12 @@ class ASGIHandler:
             raise TypeError("ASGIHandler needs the server's streaming mode (stream_bodies=True)")
         incoming = None
         headers = []
+        # Behind a trusted proxy: the client's address, scheme and Host, as ctx sees them.
+        _, scheme, forwarded_host = request._resolve()
         for name, value in request._raw_headers:
             name = name.lower()
+            if name == b"host" and forwarded_host is not None:
+                value = forwarded_host.encode("latin-1")
             headers.append((name, value))
             if name == b"x-request-id":  # repeated: joined with ", ", so never valid
                 incoming = value if incoming is None else incoming + b", " + value
@@ -155,6 +154,8 @@ class ASGIHandler:
             text = incoming.decode("latin-1")
             if valid_request_id(text):
                 request._id = text
+        if forwarded_host is not None and request.header("host") is None:  # HTTP/1.0
+            headers.append((b"host", forwarded_host.encode("latin-1")))
         target = request.target
         raw_path = target.partition(b"?")[0] if target[:1] == b"/" else request.path.encode()
         root = self.root_path
@@ -164,7 +165,7 @@ class ASGIHandler:
             "http_version": request.http_version,
             "server": self.server_address,
             "client": request.client,
-            "scheme": "http",
+            "scheme": scheme,
             "method": request.method,
             "root_path": root,
             "path": root + request.path if root else request.path,
@@ -193,7 +194,6 @@ class ASGIHandler:
         )
         if not log.isEnabledFor(level):
             return
-        resolve = self.client_address
         log.log(
             level,
             "%s %s %d",
@@ -208,7 +208,7 @@ class ASGIHandler:
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
                 "bytes": sent,
-                "client_ip": request.client_ip if resolve is None else resolve(request),
+                "client_ip": request.client_ip,
             },
         )
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from nessen.errors import HTTPError
+from nessen.http.forwarded import ProxyTrust, Resolved
 from nessen.http.headers import Headers
 
 MAX_QUERY_FIELDS = 1000
@@ -115,13 +116,17 @@ class Request:
         "_body",
         "_client",
         "_headers",
+        "_host",
         "_id",
         "_method",
         "_params",
         "_path",
+        "_proxy",
         "_query",
         "_query_string",
         "_raw_headers",
+        "_resolved",
+        "_scheme",
         "_target",
         "_version",
         "route",
@@ -140,6 +145,8 @@ class Request:
         client: tuple[str, int] | None = None,
         http_version: str = "1.1",
         headers: Headers | None = None,
+        scheme: str = "http",
+        proxy: ProxyTrust | None = None,
     ) -> None:
         self._method = method
         self._target = target
@@ -152,6 +159,10 @@ class Request:
         self._body = body
         self._client = client
         self._version = http_version
+        self._scheme = scheme
+        self._proxy = proxy
+        self._resolved: Resolved | None = None
+        self._host: str | None = None
         self._id: str | None = None
         self.route: str | None = None
         """The matched route template (``/users/{id}``), ``None`` until routed or if none."""
@@ -235,15 +246,100 @@ class Request:
         return self._body
 
     @property
-    def client(self) -> tuple[str, int] | None:
-        """The peer's ``(address, port)`` on the socket, ``None`` when unknown."""
+    def peer(self) -> tuple[str, int] | None:
+        """The socket peer's ``(address, port)``, ``None`` when unknown.
+
+        Behind a proxy this is the proxy; :attr:`client` is who sent the request.
+        """
         return self._client
 
     @property
-    def client_ip(self) -> str:
-        """The peer's address on the socket (``""`` when unknown)."""
+    def peer_ip(self) -> str:
+        """The socket peer's address (``""`` when unknown); see :attr:`peer`."""
         client = self._client
         return client[0] if client is not None else ""
+
+    def _resolve(self) -> Resolved:
+        """``(client address, scheme, forwarded host or None)``, worked out once.
+
+        See :mod:`nessen.http.forwarded`: a peer that is not a trusted proxy is the client,
+        and its forwarding fields are never read.
+        """
+        resolved = self._resolved
+        if resolved is None:
+            client = self._client
+            peer = client[0] if client is not None else ""
+            proxy = self._proxy
+            if proxy is None or not proxy.trusts(peer):
+                resolved = (peer, self._scheme, None)
+            else:
+                resolved = proxy.resolve(peer, self._scheme, self._raw_headers)
+            self._resolved = resolved
+        return resolved
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address: the peer, or the one a trusted proxy forwarded.
+
+        Behind a proxy in ``TRUST_PROXY``, the right-most untrusted hop it forwarded (see
+        :mod:`nessen.http.forwarded`). ``""`` when unknown. The access log, the rate
+        limiter and an ASGI app's ``scope["client"]`` use the same value; the socket peer
+        is :attr:`peer_ip`.
+        """
+        client = self._client
+        peer = client[0] if client is not None else ""
+        proxy = self._proxy
+        if proxy is None or not proxy.trusts(peer):  # one dict lookup, no field read
+            return peer
+        return self._resolve()[0]
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """``(client_ip, port)``: the peer's, or ``(forwarded address, 0)`` behind a proxy.
+
+        As uvicorn sets ``scope["client"]`` from proxy headers: the client's port is not
+        known there. ``None`` when the peer is unknown.
+        """
+        peer = self._client
+        if peer is None or self._proxy is None:
+            return peer
+        address = self._resolve()[0]
+        return peer if address == peer[0] else (address, 0)
+
+    @property
+    def scheme(self) -> str:
+        """``"http"`` or ``"https"``: the connection's, or the one a trusted proxy forwarded.
+
+        Behind a proxy in ``TRUST_PROXY``, the scheme the client used, from
+        ``X-Forwarded-Proto`` or ``Forwarded: proto=``.
+        """
+        proxy = self._proxy
+        if proxy is None or not proxy.trusts(self.peer_ip):
+            return self._scheme
+        return self._resolve()[1]
+
+    @property
+    def host(self) -> str:
+        """The host the client asked for, ``host[:port]`` as sent.
+
+        Behind a trusted proxy, its ``X-Forwarded-Host`` (or ``Forwarded: host=``) when
+        well-formed and allowed by ``ALLOWED_HOSTS``; otherwise the ``Host`` field, or the
+        authority of an absolute-form target (RFC 9112 §3.2.2); ``""`` when there is none.
+        """
+        host = self._host
+        if host is None:
+            forwarded = self._resolve()[2] if self._proxy is not None else None
+            if forwarded is not None:
+                host = forwarded
+            else:
+                target = self._target
+                if target[:1] != b"/" and b"://" in target[:16]:
+                    authority = target.split(b"/", 3)[2].partition(b"?")[0]
+                    host = authority.rpartition(b"@")[2].decode("latin-1")
+                else:
+                    host = (self.header("host") or "").strip()
+            self._host = host
+        return host
 
     @property
     def http_version(self) -> str:

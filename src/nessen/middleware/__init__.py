@@ -69,7 +69,6 @@ def default_stack(
         config: Settings (``Config()`` defaults when ``None``). Used: ``rate_limit_max``,
             ``rate_limit_window``, ``rate_limit_max_keys``, ``rate_limit_store``,
             ``rate_limit_fail``, ``cache_store``,
-            ``trusted_networks`` (rate-limit key and logged ``client_ip``),
             ``probe_paths`` (never rate limited), ``compression_level``,
             ``compression_threshold``.
         request_id: :func:`request_id_middleware`.
@@ -97,12 +96,11 @@ def default_stack(
         TypeError: A mapping holds an argument its factory does not take.
     """
     config = config if config is not None else Config()
-    networks = config.trusted_networks
     built: list[Middleware] = []
     if (options := _options("request_id", request_id)) is not None:
         built.append(request_id_middleware(**options))
     if (options := _options("access_log", access_log)) is not None:
-        built.append(logging_middleware(**{"trusted_networks": networks, **options}))
+        built.append(logging_middleware(**options))
     if (options := _options("security_headers", security_headers)) is not None:
         built.append(security_headers_middleware(**options))
     if (options := _options("cors", cors)) is not None:
@@ -117,7 +115,6 @@ def default_stack(
             "limit": config.rate_limit_max,
             "window": config.rate_limit_window,
             "max_keys": config.rate_limit_max_keys,
-            "trusted_networks": networks,
             "skip_paths": PROBE_PATHS | config.probe_paths,
         }
         if config.rate_limit_store == "redis" and "store" not in options:

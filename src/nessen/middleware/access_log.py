@@ -51,7 +51,7 @@ def logging_middleware(
     max_body_chars: int = 1024,
     sample_2xx: float = 1.0,
     exclude_paths: Iterable[str] = (),
-    trusted_networks: Iterable[Network] = (),
+    trusted_networks: Iterable[Network] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sampler: Callable[[], float] = random.random,
 ) -> Middleware:
@@ -76,8 +76,9 @@ def logging_middleware(
             The decision is made before the record is built.
         exclude_paths: Exact paths never logged, e.g. ``{"/health", "/ready"}`` to keep
             probes out of the log.
-        trusted_networks: Proxies whose ``X-Forwarded-For`` is believed for ``client_ip``
-            (``Config.trusted_networks``); otherwise ``client_ip`` is the socket peer.
+        trusted_networks: ``None`` (default): ``client_ip`` is ``ctx.client_ip``, the
+            server's answer under ``TRUST_PROXY``. A list: proxies whose
+            ``X-Forwarded-For`` this log believes instead, from the socket peer.
         clock: Seconds, for ``duration_ms``.
         sampler: Returns a float in [0, 1); a record is kept when it is below
             ``sample_2xx`` (tests pass a fixed one).
@@ -100,8 +101,7 @@ def logging_middleware(
     handle = log.handle
     excluded = frozenset(exclude_paths)
     redacted = REDACTED_HEADERS | {header.lower() for header in redact_headers}
-    networks = tuple(trusted_networks)
-    client_of = client_address_resolver(networks) if networks else None
+    client_of = None if trusted_networks is None else client_address_resolver(trusted_networks)
     sampling = sample_2xx < 1.0
     info, warning, error = logging.INFO, logging.WARNING, logging.ERROR
     message = "%s %s %d"

@@ -59,7 +59,7 @@ def rate_limit_middleware(
     skip_paths: Iterable[str] = PROBE_PATHS,
     max_keys: int = 10_000,
     store: Store | None = None,
-    trusted_networks: Iterable[Network] = (),
+    trusted_networks: Iterable[Network] | None = None,
     headers: bool = True,
     fail_open: bool = True,
     key_prefix: str = "rl:",
@@ -75,8 +75,8 @@ def rate_limit_middleware(
             per second.
         key: ``(request) -> str | None`` naming the bucket (a user id, an API key);
             ``None`` from it lets the request through unlimited. Default: the client
-            address, from ``X-Forwarded-For`` only behind ``trusted_networks`` (see
-            :func:`~nessen.middleware.client_ip.client_address_resolver`).
+            address, ``ctx.client_ip`` (forwarded by a ``TRUST_PROXY`` proxy, else the
+            socket peer; see :mod:`nessen.http.forwarded`).
         skip: ``(request) -> bool``; ``True`` lets the request through unlimited and
             without RateLimit fields.
         skip_paths: Exact paths never limited; by default the probe and metrics paths.
@@ -84,8 +84,10 @@ def rate_limit_middleware(
             recently used is evicted past it. Ignored when ``store`` is given.
         store: Where buckets live; a new :class:`~nessen.stores.MemoryStore` when
             ``None``. A shared store makes the limit hold across workers and replicas.
-        trusted_networks: Proxies whose ``X-Forwarded-For`` is believed for the default
-            key (``Config.trusted_networks``, from ``TRUST_PROXY``).
+        trusted_networks: ``None`` (default): the default key is ``ctx.client_ip``. A
+            list: proxies whose ``X-Forwarded-For`` this limiter believes instead, from
+            the socket peer (see
+            :func:`~nessen.middleware.client_ip.client_address_resolver`).
         headers: Add ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` to responses that
             were let through.
         fail_open: When the store raises (a shared store down or slower than its

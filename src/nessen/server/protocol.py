@@ -479,6 +479,7 @@ class HttpProtocol(asyncio.Protocol):
             self._raw_headers,
             client=self._client,
             http_version=version,
+            proxy=self._state.proxy,
         )
         self._parsing_keep_alive = parser.should_keep_alive()
         if self._content_length > 0 or self._te_count:
@@ -518,6 +519,7 @@ class HttpProtocol(asyncio.Protocol):
             self._raw_headers,
             client=self._client,
             http_version=version,
+            proxy=self._state.proxy,
         )
         self._parsing = request
         keep_alive = self._parsing_keep_alive = self._parser.should_keep_alive()

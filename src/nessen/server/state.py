@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
 from nessen.config import Config
 from nessen.http import Handler, Request, Response
+from nessen.http.forwarded import ProxyTrust
 from nessen.server.limits import HostAllowlist
 from nessen.server.writer import http_date
 
 if TYPE_CHECKING:
     from nessen.server.protocol import HttpProtocol
+
+logger = logging.getLogger("nessen.server")
 
 
 class ServerEvents:
@@ -102,6 +106,9 @@ class ServerState:
         self.drain_started = float("inf")
         self.idle = asyncio.Event()
         self.allowed_hosts = HostAllowlist(config.allowed_hosts)
+        self.proxy = proxy_trust(config, self.allowed_hosts)
+        """Who the client is behind trusted proxies; given to every Request (``None``: no
+        proxy is trusted, the peer is always the client)."""
         self._server_line = f"Server: {config.server_header}\r\n" if config.server_header else ""
         self.keep_alive_field = f"Keep-Alive: timeout={max(1, int(config.idle_timeout))}\r\n"
         self._date_second = 0
@@ -120,3 +127,44 @@ class ServerState:
         """Set :attr:`idle` when draining and no connection or handler is left."""
         if self.draining and not self.connections and self.active_requests == 0:
             self.idle.set()
+
+
+def proxy_trust(config: Config, allowed_hosts: HostAllowlist | None = None) -> ProxyTrust | None:
+    """The :class:`ProxyTrust` of ``config`` (``TRUST_PROXY``, ``PROXY_HEADERS``).
+
+    Args:
+        config: The settings.
+        allowed_hosts: Forwarded hosts must pass it too (``ALLOWED_HOSTS``); built from
+            ``config`` when ``None``.
+
+    Returns:
+        ``None`` when no proxy is trusted (``TRUST_PROXY=false``).
+    """
+    networks = config.trusted_networks
+    if not networks:
+        return None
+    hosts = allowed_hosts if allowed_hosts is not None else HostAllowlist(config.allowed_hosts)
+    return ProxyTrust(
+        networks, headers=config.proxy_headers, allows_host=hosts.allows if hosts else None
+    )
+
+
+def warn_if_trusting_every_peer(config: Config) -> bool:
+    """Log a warning when production trusts every peer's forwarding fields.
+
+    With ``TRUST_PROXY=true`` any client reaching the port directly can name its own
+    address (rate-limit key, logs), scheme and host. Called once at startup (by the
+    supervisor, not each worker).
+
+    Returns:
+        Whether the warning was logged.
+    """
+    if config.trust_proxy is not True or not config.production:
+        return False
+    logger.warning(
+        "TRUST_PROXY=true: every peer's %s fields are believed, so a client that reaches "
+        "this port directly can choose its own address, scheme and host; list your proxies' "
+        "networks instead (e.g. TRUST_PROXY=10.0.0.0/8)",
+        "Forwarded" if config.proxy_headers == "forwarded" else "X-Forwarded-*",
+    )
+    return True

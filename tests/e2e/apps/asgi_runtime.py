@@ -36,3 +36,10 @@ async def echo(ctx: Request) -> Response:
 async def hang(ctx: Request) -> Response:
     await asyncio.sleep(HANG_LIMIT)
     return Response.text("too late")
+
+
+@runtime.route.get("/who")
+async def who(ctx: Request) -> Response:
+    return Response.json(
+        {"client_ip": ctx.client_ip, "peer_ip": ctx.peer_ip, "scheme": ctx.scheme, "host": ctx.host}
+    )

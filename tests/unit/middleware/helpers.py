@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from nessen.app.pipeline import Middleware, compose
 from nessen.http import Request, Response
+from nessen.http.forwarded import ProxyTrust
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -30,6 +31,7 @@ def make_request(
     *,
     body: bytes = b"",
     client: str = "192.0.2.10",
+    proxy: ProxyTrust | None = None,
 ) -> Request:
     """A request as the server builds it (lower-case raw header names, query split off)."""
     path, _, query = target.partition("?")
@@ -42,6 +44,7 @@ def make_request(
         raw,
         body=body,
         client=(client, 40000),
+        proxy=proxy,
     )
 
 

@@ -11,6 +11,7 @@ from nessen.errors import ConfigError
 from nessen.http import Headers, Request, Response
 from nessen.middleware import STACK_ORDER, default_stack
 from nessen.middleware.fields import add_vary, cache_directives, has_token, vary_names
+from nessen.server.state import proxy_trust
 from tests.unit.middleware.helpers import make_request, run, text_of
 
 BODY = text_of(3000)
@@ -92,8 +93,11 @@ async def test_trusted_proxies_from_the_config_feed_the_rate_limit_key() -> None
     config = Config(rate_limit_max=1, trust_proxy=("10.0.0.0/8",))
     stack = default_stack(config, access_log=False)
 
-    def via(forwarded: str) -> Request:
-        return make_request(headers=[("X-Forwarded-For", forwarded)], client="10.0.0.1")
+    proxy = proxy_trust(config)
+
+    def via(forwarded: str) -> Request:  # as the server builds it: with the config's trust
+        headers = [("X-Forwarded-For", forwarded)]
+        return make_request(headers=headers, client="10.0.0.1", proxy=proxy)
 
     assert (await run(stack, via("198.51.100.1"), handler)).status == 200
     assert (await run(stack, via("6.6.6.6, 198.51.100.1"), handler)).status == 429
