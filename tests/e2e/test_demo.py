@@ -69,6 +69,7 @@ def test_badge_answers_304_to_its_etag(client: httpx.Client) -> None:
     assert response.status_code == 304
     assert response.content == b""
     assert response.headers["etag"] == etag
+    assert response.headers["cache-control"] == "public, max-age=300"  # RFC 9110 §15.4.5
 
 
 def test_badge_escapes_its_label(demo: ServeProcess) -> None:

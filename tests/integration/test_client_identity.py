@@ -198,3 +198,23 @@ def test_http_1_0_without_host_gets_the_forwarded_host_in_the_asgi_scope() -> No
         )
     assert response.status == 200
     assert b'"url": "https://shop.example/p"' in response.body
+
+
+@pytest.mark.parametrize(
+    ("trust", "headers", "sent"),
+    [
+        (("127.0.0.0/8",), {}, False),  # plain HTTP: never (RFC 6797 §7.2)
+        (("127.0.0.0/8",), {"X-Forwarded-Proto": "https"}, True),  # TLS ended at our proxy
+        (("10.0.0.0/8",), {"X-Forwarded-Proto": "https"}, False),  # not our proxy: a claim
+    ],
+)
+def test_hsts_goes_out_only_when_the_effective_scheme_is_https(
+    serve: ServeFactory, trust: tuple[str, ...], headers: dict[str, str], sent: bool
+) -> None:
+    server = serve(who_runtime(), trust_proxy=trust)
+    response = httpx.get(server.url + "/who", headers=headers)
+    assert response.status_code == 200
+    assert response.headers.get("strict-transport-security") == (
+        "max-age=31536000; includeSubDomains" if sent else None
+    )
+    assert response.headers["x-frame-options"] == "DENY"  # the others always

@@ -166,11 +166,8 @@ async def badge(ctx: Request) -> Response:
     )
     body = svg.encode()
     etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+    # A 304 carries the Cache-Control the 200 would have (RFC 9110 §15.4.5).
+    cached = {"ETag": etag, "Cache-Control": "public, max-age=300"}
     if ctx.headers.get("if-none-match") == etag:
-        return Response(304, headers={"ETag": etag})
-    return Response(
-        200,
-        body,
-        content_type="image/svg+xml",
-        headers={"ETag": etag, "Cache-Control": "public, max-age=300"},
-    )
+        return Response(304, headers=cached)
+    return Response(200, body, content_type="image/svg+xml", headers=cached)

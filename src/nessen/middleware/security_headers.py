@@ -1,7 +1,9 @@
 """Security header fields on every response, never replacing one the handler set.
 
 Defaults are the original runtime's (its ``securityHeaders`` middleware and deployment
-guide), with ``X-XSS-Protection: 0`` instead of ``1; mode=block``: current OWASP advice
+guide), with ``Strict-Transport-Security`` over HTTPS only (RFC 6797 §7.2; the scheme is
+``ctx.scheme``, so a TLS-terminating proxy in ``TRUST_PROXY`` counts), and
+``X-XSS-Protection: 0`` instead of ``1; mode=block``: current OWASP advice
 (Secure Headers Project, HTTP Headers Cheat Sheet) is to disable the legacy XSS auditor,
 which modern browsers removed and which, where it still exists, could be abused to
 selectively block scripts on a page and leak information (XS-Leaks); protection comes
@@ -53,8 +55,9 @@ def security_headers_middleware(
         content_type_options: ``X-Content-Type-Options`` (default ``nosniff``).
         frame_options: ``X-Frame-Options`` (default ``DENY``; RFC 7034).
         strict_transport_security: ``Strict-Transport-Security`` (default one year with
-            subdomains; RFC 6797). Browsers ignore it over plain HTTP, so it is harmless
-            behind a TLS-terminating proxy and needed there.
+            subdomains; RFC 6797), sent only when ``ctx.scheme`` is ``https``: RFC 6797
+            §7.2 says a server must not send it over plain HTTP. Behind a TLS-terminating
+            proxy in ``TRUST_PROXY``, its ``X-Forwarded-Proto: https`` makes it go out.
         referrer_policy: ``Referrer-Policy`` (default ``strict-origin-when-cross-origin``).
         permissions_policy: ``Permissions-Policy`` (default: no camera, geolocation,
             microphone).
@@ -98,19 +101,32 @@ def security_headers_middleware(
             raise ValueError(f"{name}={value!r}: must be latin-1 text (RFC 9110 §5.5)") from None
         fields[name] = value  # case-insensitive: an ``extra`` entry replaces a default
 
-    keys = tuple(fields._keys)
-    names = frozenset(keys)
-    block = "".join(f"{name}: {value}\r\n" for name, value in fields.multi_items())
+    plain = Headers()  # what goes out over plain HTTP: the same, less HSTS (RFC 6797 §7.2)
+    for name, value in fields.multi_items():
+        if name.lower() != "strict-transport-security":
+            plain.add(name, value)
+    # (fields, keys, names, block) for https, then for http: built once, picked per request.
+    choices = [
+        (
+            chosen_fields,
+            tuple(chosen_fields._keys),
+            frozenset(chosen_fields._keys),
+            "".join(f"{name}: {value}\r\n" for name, value in chosen_fields.multi_items()),
+        )
+        for chosen_fields in (fields, plain)
+    ]
+    secure, insecure = choices
 
     async def security_headers(request: Request, next: Next) -> Response:
         response = await next()
+        wanted, keys, names, block = secure if request.scheme == "https" else insecure
         headers = response._headers
         if (headers is None or names.isdisjoint(headers._keys)) and names.isdisjoint(
             response._encoded_keys
         ):
             response.add_encoded_fields(block, keys)
         else:
-            response.headers.setdefaults(fields)  # keep the handler's own values
+            response.headers.setdefaults(wanted)  # keep the handler's own values
         return response
 
     return security_headers

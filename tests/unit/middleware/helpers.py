@@ -32,6 +32,7 @@ def make_request(
     body: bytes = b"",
     client: str = "192.0.2.10",
     proxy: ProxyTrust | None = None,
+    scheme: str = "http",
 ) -> Request:
     """A request as the server builds it (lower-case raw header names, query split off)."""
     path, _, query = target.partition("?")
@@ -45,6 +46,7 @@ def make_request(
         body=body,
         client=(client, 40000),
         proxy=proxy,
+        scheme=scheme,
     )
 
 

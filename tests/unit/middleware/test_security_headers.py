@@ -8,7 +8,7 @@ from tests.unit.middleware.helpers import make_request, responding, run
 
 
 async def test_the_defaults() -> None:
-    response = await run(security_headers_middleware(), make_request())
+    response = await run(security_headers_middleware(), make_request(scheme="https"))
     assert [(n, response.headers[n]) for n in DEFAULTS] == [
         ("X-Content-Type-Options", "nosniff"),
         ("X-Frame-Options", "DENY"),
@@ -21,6 +21,21 @@ async def test_the_defaults() -> None:
         ),
         ("X-XSS-Protection", "0"),
     ]
+
+
+async def test_hsts_is_never_sent_over_plain_http() -> None:
+    response = await run(security_headers_middleware(), make_request(scheme="http"))
+    assert "strict-transport-security" not in response.headers
+    assert list(response.headers) == [
+        n.lower() for n in DEFAULTS if n != "Strict-Transport-Security"
+    ]
+
+    async def handler(ctx: Request) -> Response:  # the setdefaults path
+        return Response(200, headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    response = await run(security_headers_middleware(), make_request(), handler)
+    assert "strict-transport-security" not in response.headers
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
 
 
 async def test_each_can_be_overridden_or_disabled() -> None:
