@@ -4,8 +4,10 @@ Each key (by default the client address) owns a bucket of ``limit`` tokens that 
 ``limit / window`` tokens per second. A request takes a token or gets ``429`` with
 ``Retry-After`` = whole seconds until the next token (RFC 9110 §10.2.3, RFC 6585 §4), not
 the window length. Every response of a limited route carries ``RateLimit-Limit``,
-``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the bucket is full again);
-a 429 also carries ``RateLimit-Policy: <limit>;w=<window seconds>``
+``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the bucket is full again;
+on a 429, seconds until the next token, the same value as ``Retry-After``, so a client
+reading either waits the same time); a 429 also carries
+``RateLimit-Policy: <limit>;w=<window seconds>``
 (draft-ietf-httpapi-ratelimit-headers-07). Each response field costs the server about
 1.5 us per request (``docs/BENCHMARKS.md``), so the policy, which never changes, is only
 sent when the client needs it. Buckets live in a :class:`~nessen.stores.Store`;
@@ -163,18 +165,19 @@ def rate_limit_middleware(
         return Response(503, body, headers=[("Retry-After", "1")], content_type="application/json")
 
     def too_many(request: Request, result: TakeResult) -> Response:
-        retry_after = max(1, whole_seconds(result.retry_after))
+        seconds = max(1, whole_seconds(result.retry_after))
+        retry_after = str(seconds)
         body = orjson.dumps(
-            {"error": "Too Many Requests", "retry_after": retry_after, "request_id": request.id}
+            {"error": "Too Many Requests", "retry_after": seconds, "request_id": request.id}
         )
         return Response(
             429,
             body,
             headers=[
-                ("Retry-After", str(retry_after)),
+                ("Retry-After", retry_after),
                 ("RateLimit-Limit", limit_text),
                 ("RateLimit-Remaining", "0"),
-                ("RateLimit-Reset", str(whole_seconds(result.reset_after))),
+                ("RateLimit-Reset", retry_after),  # the quota of one request: Retry-After
                 ("RateLimit-Policy", policy),
             ],
             content_type="application/json",
