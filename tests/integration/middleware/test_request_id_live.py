@@ -12,9 +12,9 @@ from tests.rawhttp import RawClient, get
 def test_a_valid_incoming_id_is_echoed_and_logged(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
     with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
-        response = client.get("/small", headers={"X-Request-ID": "req-abc_123.~!"})
-    assert response.headers["x-request-id"] == "req-abc_123.~!"
-    assert logs.json_lines()[0]["request_id"] == "req-abc_123.~!"
+        response = client.get("/small", headers={"X-Request-ID": "req-abc_123.9:Z"})
+    assert response.headers["x-request-id"] == "req-abc_123.9:Z"
+    assert logs.json_lines()[0]["request_id"] == "req-abc_123.9:Z"
 
 
 def test_an_invalid_incoming_id_is_replaced(serve: ServeFactory) -> None:
@@ -42,3 +42,37 @@ def test_every_response_echoes_it(serve: ServeFactory) -> None:
         ]
     assert [r.status_code for r in responses] == [200, 500, 405, 204]
     assert all(len(r.headers.get("x-request-id", "")) == 21 for r in responses)
+
+
+UNSAFE_IDS = ["<script>alert(1)</script>", 'id"quoted', "a;b=c", "%0d%0aSet-Cookie:x", "a/b", "~!"]
+
+
+def test_an_id_with_unsafe_characters_is_replaced_never_echoed(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime())
+    with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
+        responses = [client.get("/small", headers={"X-Request-ID": rid}) for rid in UNSAFE_IDS]
+    for rid, response in zip(UNSAFE_IDS, responses, strict=True):
+        echoed = response.headers["x-request-id"]
+        assert echoed != rid
+        assert len(echoed) == 21  # a generated one
+        assert rid not in response.text
+    logged = [line["request_id"] for line in logs.json_lines()]
+    assert logged == [r.headers["x-request-id"] for r in responses]
+
+
+def test_the_asgi_host_applies_the_same_rule() -> None:
+    from nessen import Config
+    from nessen.asgi import ASGIHost
+    from nessen.testing import LiveServer
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with LiveServer(ASGIHost(app, Config())) as server, httpx.Client(base_url=server.url) as c:
+        kept = c.get("/", headers={"X-Request-ID": "svc-a:42.x_y"})
+        replaced = [c.get("/", headers={"X-Request-ID": rid}) for rid in UNSAFE_IDS]
+    assert kept.headers["x-request-id"] == "svc-a:42.x_y"
+    for rid, response in zip(UNSAFE_IDS, replaced, strict=True):
+        assert response.headers["x-request-id"] != rid
+        assert len(response.headers["x-request-id"]) == 21

@@ -17,7 +17,15 @@ from tests.unit.middleware.helpers import make_request, run
     [
         ("abc-123", True),
         ("a", True),
-        ("!" + "~" * 127, True),  # 0x21 and 0x7E, 128 characters
+        ("Az09-_.:" * 16, True),  # every allowed kind, 128 characters
+        ("0af7651916cd43dd8448eb211c80319c", True),  # nginx $request_id
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", True),  # traceparent
+        ("!" + "~" * 127, False),  # visible ASCII, but not in the safe set
+        ("<script>", False),
+        ('a"b', False),
+        ("a;b", False),
+        ("%0a", False),
+        ("a/b", False),
         ("x" * 129, False),
         ("", False),
         ("has space", False),
