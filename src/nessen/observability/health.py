@@ -22,8 +22,10 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
     requests.total      int    responses sent, refusals with a status included
     requests.active     int    requests in handlers now
     requests.p50_ms     float  latency percentiles over the last 60-70 s (see stats.py),
-    requests.p95_ms            nearest rank within 2 %; 0 when no request finished then
+    requests.p95_ms            nearest rank within 2 %; null when no request finished then
     requests.p99_ms
+    requests.max_ms     float  the longest request over the same window (exact); null when
+                               none finished then
     requests.avg_response_bytes  float  mean content bytes per response
     requests.rejected   {reason: count}  the server's refusals since start
     memory.rss_bytes    int    resident set size
@@ -155,7 +157,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
         stats = source.stats
         process = source.process
         ok, results = await readiness()
-        p50, p95, p99 = stats.percentiles_ms(0.5, 0.95, 0.99)
+        (p50, p95, p99), longest = stats.latency_summary_ms(0.5, 0.95, 0.99)
         body: dict[str, object] = {
             "ok": ok,
             "state": str(lifecycle.state),
@@ -172,6 +174,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
                 "p50_ms": p50,
                 "p95_ms": p95,
                 "p99_ms": p99,
+                "max_ms": longest,
                 "avg_response_bytes": round(stats.average_bytes, 1),
                 "rejected": dict(stats.rejected),
             },

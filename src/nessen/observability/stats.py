@@ -68,6 +68,7 @@ class LatencyWindow:
         "_epoch",
         "_epochs",
         "_interval",
+        "_maxes",
         "_slot",
         "_sums",
         "_touched",
@@ -88,6 +89,7 @@ class LatencyWindow:
         self._sums = [array("d", bytes(8 * BUCKETS)) for _ in range(slots)]
         self._epochs = [-1] * slots  # which interval each slot holds; -1: none yet
         self._touched: list[list[int]] = [[] for _ in range(slots)]  # non-zero buckets
+        self._maxes = [-1.0] * slots  # the longest duration of each slot; -1: none yet
         self._epoch = -1
         self._slot = 0
         self._advances = 0
@@ -110,6 +112,8 @@ class LatencyWindow:
         if counts[index] == 1:
             self._touched[slot].append(index)
         self._sums[slot][index] += duration
+        if duration > self._maxes[slot]:
+            self._maxes[slot] = duration
 
     def _advance(self, epoch: int) -> None:
         """Make ``epoch`` the current interval, clearing the slot it reuses."""
@@ -120,6 +124,7 @@ class LatencyWindow:
             self._counts[slot] = array("q", bytes(8 * BUCKETS))
             self._sums[slot] = array("d", bytes(8 * BUCKETS))
             self._touched[slot] = []
+            self._maxes[slot] = -1.0
             self._advances += 1
 
     def _live_slots(self) -> list[int]:
@@ -148,6 +153,14 @@ class LatencyWindow:
     def count(self) -> int:
         """Requests recorded in the window."""
         return sum(sum(self._counts[slot]) for slot in self._live_slots())
+
+    def max(self) -> float | None:
+        """The longest duration recorded in the window, in seconds (exact, not bucketed).
+
+        ``None`` when the window is empty.
+        """
+        longest = max((self._maxes[slot] for slot in self._live_slots()), default=-1.0)
+        return longest if longest >= 0.0 else None
 
     def percentiles(self, *quantiles: float) -> list[float]:
         """Return latency percentiles in seconds over the window (nearest rank, ±2 %).
@@ -193,6 +206,10 @@ class LatencyWindow:
         return out
 
 
+LatencySummary = tuple[list[float | None], float | None]
+"""``([percentile ms, ...], max ms)``; ``None`` values when there is no sample."""
+
+
 class RequestStats:
     """Counters and a latency window for one process.
 
@@ -213,7 +230,16 @@ class RequestStats:
         clock: Seconds, for ``refresh``.
     """
 
-    __slots__ = ("_clock", "_memo", "_refresh", "content_bytes", "latency", "rejected", "total")
+    __slots__ = (
+        "_clock",
+        "_memo",
+        "_refresh",
+        "_summary_memo",
+        "content_bytes",
+        "latency",
+        "rejected",
+        "total",
+    )
 
     def __init__(
         self,
@@ -229,6 +255,11 @@ class RequestStats:
         self._refresh = refresh
         self._clock = clock
         self._memo: tuple[float, tuple[float, ...], list[float]] = (-math.inf, (), [])
+        self._summary_memo: tuple[float, tuple[float, ...], LatencySummary] = (
+            -math.inf,
+            (),
+            ([], None),
+        )
 
     def record(self, duration: float, content_bytes: int) -> None:
         """Count one answered request.
@@ -271,6 +302,38 @@ class RequestStats:
         if self._refresh > 0.0:
             self._memo = (now, quantiles, answer)
         return list(answer)
+
+    def latency_summary_ms(self, *quantiles: float) -> LatencySummary:
+        """Latency percentiles and the maximum, in milliseconds, over the last minute.
+
+        What ``/api/health`` reports: unlike :meth:`percentiles_ms`, an empty window gives
+        ``None`` for each value ("no sample"), never a 0 that reads as "instant".
+
+        Args:
+            quantiles: Fractions in (0, 1], e.g. ``0.5, 0.95, 0.99``.
+
+        Returns:
+            ``(percentiles, max)``: one value per quantile (as :meth:`percentiles_ms`,
+            within 2 %) and the exact longest duration, rounded to 0.001 ms; ``([None,
+            ...], None)`` when nothing was recorded in the window. A non-empty answer is
+            reused for ``refresh`` seconds.
+        """
+        now = self._clock()
+        if self._refresh > 0.0:
+            when, asked, answer = self._summary_memo
+            if asked == quantiles and now - when < self._refresh:
+                return list(answer[0]), answer[1]
+        longest = self.latency.max()
+        if longest is None:  # cheap to find out again: not kept, so a first sample shows
+            return [None] * len(quantiles), None
+        values = self.latency.percentiles(*quantiles)
+        summary: LatencySummary = (
+            [round(v * 1000.0, 3) for v in values],
+            round(longest * 1000.0, 3),
+        )
+        if self._refresh > 0.0:
+            self._summary_memo = (now, quantiles, summary)
+        return list(summary[0]), summary[1]
 
     @property
     def average_bytes(self) -> float:

@@ -47,7 +47,8 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
     assert body["uptime_ms"] >= 140  # four requests that slept 120 ms in all
     requests = body["requests"]
     assert list(requests) == [
-        "total", "active", "p50_ms", "p95_ms", "p99_ms", "avg_response_bytes", "rejected",
+        "total", "active", "p50_ms", "p95_ms", "p99_ms", "max_ms", "avg_response_bytes",
+        "rejected",
     ]  # fmt: skip
     assert requests["total"] == 5  # four answers and the 414
     assert requests["active"] == 1  # this request
@@ -55,6 +56,8 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
     assert requests["p99_ms"] >= 60.0  # rank 4 of 4: the 60 ms sleep
     assert requests["p50_ms"] < requests["p99_ms"]
     assert requests["p95_ms"] == requests["p99_ms"]
+    assert requests["max_ms"] >= 60.0  # the 60 ms sleep, measured exactly
+    assert requests["max_ms"] >= requests["p99_ms"] * 0.98  # p99 is its bucket's mean, ±2 %
     assert requests["rejected"] == {"uri_too_long": 1}
     assert requests["avg_response_bytes"] == 80.0  # 4 x 100 bytes over 5 answers
     assert body["memory"]["rss_bytes"] > 10 * 1024 * 1024
@@ -175,3 +178,16 @@ def test_api_health_runs_no_check_while_the_state_refuses_traffic(serve: ServeFa
     assert (body["ok"], body["state"], body["reason"]) == (False, "DEGRADED", "maintenance")
     assert "checks" not in body
     assert calls == 0
+
+
+def test_with_no_sample_the_percentiles_and_max_are_null(serve: ServeFactory) -> None:
+    server = serve(timed())
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        first = client.get("/api/health").json()["requests"]  # itself not finished yet
+        assert client.get("/sleep/30").status_code == 200
+        after = client.get("/api/health").json()["requests"]
+    assert {k: first[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")} == dict.fromkeys(
+        ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+    )
+    assert after["max_ms"] >= 30.0
+    assert after["p50_ms"] is not None

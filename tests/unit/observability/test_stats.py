@@ -237,3 +237,32 @@ def test_percentiles_across_intervals_match_the_samples_still_in_the_window(
     else:
         expected = nearest_rank(kept, q)
         assert math.isclose(got, expected, rel_tol=0.021)
+
+
+def test_the_summary_is_none_when_empty_and_the_max_is_exact() -> None:
+    clock = FakeClock(0.0)
+    stats = RequestStats(LatencyWindow(clock=clock))
+    assert stats.latency_summary_ms(0.5, 0.99) == ([None, None], None)
+    for seconds in (0.010, 0.020, 0.1234567):
+        stats.record(seconds, 0)
+    (p50, p99), longest = stats.latency_summary_ms(0.5, 0.99)
+    assert longest == 123.457  # exact, not a bucket's mean
+    assert p50 is not None
+    assert abs(p50 - 20.0) <= 0.4
+    assert p99 is not None
+    assert abs(p99 - 123.457) <= 2.5  # its bucket's mean, within 2 %
+    clock.now += 75.0  # the whole window later
+    assert stats.latency_summary_ms(0.5) == ([None], None)
+    stats.record(0.005, 0)
+    assert stats.latency_summary_ms(0.5)[1] == 5.0
+
+
+def test_the_summary_is_reused_for_the_refresh_interval() -> None:
+    clock = FakeClock(0.0)
+    stats = RequestStats(LatencyWindow(clock=clock), refresh=0.25, clock=clock)
+    stats.record(0.010, 0)
+    assert stats.latency_summary_ms(0.5)[1] == 10.0
+    stats.record(0.050, 0)
+    assert stats.latency_summary_ms(0.5)[1] == 10.0  # within 0.25 s: the same answer
+    clock.now += 0.3
+    assert stats.latency_summary_ms(0.5)[1] == 50.0
