@@ -8,7 +8,8 @@ other requests an allowed ``Origin`` gets ``Access-Control-Allow-Origin`` (plus 
 and exposed headers as configured); a refused one gets no CORS fields at all. ``*`` is
 never sent together with credentials: the origin is echoed instead, and every response
 whose CORS fields depend on ``Origin`` carries ``Vary: Origin`` (RFC 9110 §12.5.5), so a
-shared cache never hands one origin's answer to another.
+shared cache never hands one origin's answer to another; a preflight answer varies on
+``Origin``, ``Access-Control-Request-Method`` and ``Access-Control-Request-Headers``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 """CORS-safelisted request headers (Fetch §2.2.2); allowed in preflights without listing."""
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+"""``Vary`` of every preflight answer, 204 or 403: each of the three request fields can
+change it (an origin, method or header not allowed turns the 204 into a 403, and the
+request's own method and headers are echoed with ``*``), so a cache that stores preflights
+(a CDN) must key on all three (RFC 9110 §12.5.5; Fetch, "CORS protocol and HTTP caches")."""
 
 
 def cors_middleware(
@@ -103,7 +109,7 @@ def cors_middleware(
     def refuse(reason: str) -> Response:
         body = orjson.dumps({"error": "CORS preflight refused", "reason": reason})
         response = Response(403, body, content_type="application/json")
-        response.headers.add("Vary", "Origin")
+        response.headers.add("Vary", PREFLIGHT_VARY)
         return response
 
     def preflight(origin: str, method: str, requested: str | None) -> Response:
@@ -128,13 +134,7 @@ def cors_middleware(
         if allow:
             fields.add("Access-Control-Allow-Headers", allow)
         fields.add("Access-Control-Max-Age", max_age_value)
-        vary = ["Origin"] if vary_origin else []
-        if any_method:
-            vary.append("Access-Control-Request-Method")
-        if any_header:
-            vary.append("Access-Control-Request-Headers")
-        if vary:
-            fields.add("Vary", ", ".join(vary))
+        fields.add("Vary", PREFLIGHT_VARY)
         return response
 
     async def cors(request: Request, next: Next) -> Response:

@@ -33,7 +33,10 @@ def test_an_allowed_preflight(serve: ServeFactory) -> None:
     assert response.header("access-control-allow-methods") == "GET, HEAD, POST, PUT, PATCH, DELETE"
     assert response.header("access-control-allow-headers") == "authorization"
     assert response.header("access-control-max-age") == "600"
-    assert response.header("vary") == "Origin"
+    # each of the three request fields changed the answer (RFC 9110 §12.5.5)
+    assert response.header("vary") == (
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+    )
     assert response.header("x-request-id") is not None  # outer layers still apply
 
 
@@ -138,3 +141,13 @@ def test_the_cache_alone_with_a_bounded_store(serve: ServeFactory) -> None:
         recent = client.get("/p/4").headers["x-cache"]
         evicted = client.get("/p/0").headers["x-cache"]
     assert (recent, evicted) == ("HIT", "MISS")
+
+
+def test_a_refused_preflight_varies_on_every_field_that_refused_it(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime(cors=CORS))
+    with RawClient(server.address) as client:
+        bad_header = client.request(preflight(APP, headers="x-secret"))
+    assert bad_header.status == 403
+    assert bad_header.header("vary") == (
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+    )
