@@ -30,6 +30,10 @@ HOSTS = frozenset({"api.example.com", "admin.example.com:8443", "*.apps.example.
         "admin.example.com:8443",
         "a.apps.example.com",
         "a.b.apps.example.com:80",
+        "api.example.com.",  # a fully qualified name: the root's trailing dot
+        "API.example.com.:3000",
+        "admin.example.com.:8443",
+        "a.apps.example.com.",
     ],
 )
 def test_allowed_host_is_served(serve: ServeFactory, host: str) -> None:
@@ -49,6 +53,9 @@ def test_allowed_host_is_served(serve: ServeFactory, host: str) -> None:
         "apps.example.com",  # a wildcard does not cover its own apex
         "api.example.com.evil.net",
         "10.1.2.3:3000",
+        "api.example.com..",  # one root label only
+        "admin.example.com.:8080",
+        "apps.example.com.",
     ],
 )
 def test_host_outside_the_allowlist_gets_400_and_close(serve: ServeFactory, host: str) -> None:

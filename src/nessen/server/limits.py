@@ -14,7 +14,10 @@ class HostAllowlist:
     - ``example.com:8443`` allows that name on that port only;
     - ``*.example.com`` allows every subdomain (``a.example.com``, ``a.b.example.com``)
       but not ``example.com`` itself;
-    - IPv6 literals are written in brackets: ``[::1]`` or ``[::1]:3000``.
+    - IPv6 literals are written in brackets: ``[::1]`` or ``[::1]:3000``;
+    - a fully qualified name's trailing dot is ignored on both sides (``example.com.`` is
+      ``example.com``, RFC 1034 §3.1), as browsers, curl and nginx's ``server_name`` treat
+      it.
 
     An empty allowlist allows everything.
     """
@@ -26,13 +29,14 @@ class HostAllowlist:
         self._any_port: set[str] = set()
         self._suffixes: list[str] = []
         for entry in entries:
-            entry = entry.strip().lower()
-            if entry.startswith("*."):
-                self._suffixes.append(entry[1:])  # ".example.com"
-            elif _split_port(entry)[1]:
-                self._exact.add(entry)
+            name, port = _split_port(entry.strip().lower())
+            name = name.removesuffix(".")
+            if name.startswith("*."):
+                self._suffixes.append(name[1:])  # ".example.com"
+            elif port:
+                self._exact.add(f"{name}:{port}")
             else:
-                self._any_port.add(entry)
+                self._any_port.add(name)
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._any_port or self._suffixes)
@@ -46,7 +50,11 @@ class HostAllowlist:
         text = host.decode("latin-1").strip().lower()
         if text in self._exact:
             return True
-        name = _split_port(text)[0]
+        name, port = _split_port(text)
+        if name.endswith("."):  # the root label of a fully qualified name
+            name = name[:-1]
+            if port and f"{name}:{port}" in self._exact:
+                return True
         if name in self._any_port:
             return True
         return any(name.endswith(suffix) and len(name) > len(suffix) for suffix in self._suffixes)

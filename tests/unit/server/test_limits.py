@@ -23,6 +23,15 @@ from nessen.server.limits import HostAllowlist
         ({"[::1]"}, b"[::2]", False),
         ({"example.com"}, b"", False),
         ({"example.com"}, b" example.com ", True),
+        ({"example.com"}, b"example.com.", True),
+        ({"example.com"}, b"example.com.:8080", True),
+        ({"example.com."}, b"example.com", True),  # an entry written fully qualified
+        ({"example.com.:8080"}, b"example.com:8080", True),
+        ({"example.com:8080"}, b"example.com.:8080", True),
+        ({"example.com:8080"}, b"example.com.:9090", False),
+        ({"*.example.com"}, b"a.example.com.", True),
+        ({"*.example.com"}, b"example.com.", False),
+        ({"example.com"}, b"example.com..", False),
     ],
 )
 def test_host_allowlist(entries: set[str], host: bytes, allowed: bool) -> None:
