@@ -24,6 +24,7 @@ from nessen.config import Config
 from nessen.errors import ConfigError
 from nessen.http import Request, Response
 from nessen.middleware import PROBE_PATHS, default_stack
+from nessen.middleware.cors import cors_error_fields
 from nessen.observability import (
     METRICS_PATH,
     OTHER_METHOD,
@@ -715,6 +716,9 @@ class _RuntimeEvents(ServerEvents):
         self._prometheus = runtime.prometheus
         self._sinks = runtime._sinks
         self._allowed_methods = runtime.config.allowed_methods
+        # The outermost CORS policy among the middleware, for the server's own answers.
+        policies = [p for m in runtime.app.middleware if (p := cors_error_fields(m)) is not None]
+        self._cors = policies[0] if policies else None
 
     def _tags(self, request: Request | None, status: int) -> dict[str, str]:
         """The bounded tags of a response for the sinks, as labelled in ``/metrics``."""
@@ -769,6 +773,10 @@ class _RuntimeEvents(ServerEvents):
             extra.update(request_id=request.id, method=request.method, path=request.path)
         level = logging.INFO if status == 0 else logging.WARNING
         reject_logger.log(level, "rejected %s: %s", reason, detail, extra=extra)
+
+    def error_fields(self, raw_headers: list[tuple[bytes, bytes]]) -> str:
+        cors = self._cors
+        return cors(raw_headers) if cors is not None else ""
 
     def handler_error(self, request: Request, exc: BaseException) -> Response:
         return self._runtime.app.error_response(request, exc)

@@ -14,7 +14,8 @@ shared cache never hands one origin's answer to another; a preflight answer vari
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -137,6 +138,31 @@ def cors_middleware(
         fields.add("Vary", PREFLIGHT_VARY)
         return response
 
+    def error_fields(raw_headers: list[tuple[bytes, bytes]]) -> str:
+        """The CORS field lines for a server-made answer (413, 408, 503...) to a request.
+
+        Those answers never pass through this middleware; without these fields a browser
+        reports a CORS error instead of the real status.
+        """
+        origin = None
+        for name, raw in raw_headers:
+            if len(name) == 6 and name.lower() == b"origin":
+                origin = raw.decode("latin-1").strip()
+                break
+        allowed = allowed_origin(origin) if origin else None
+        if allowed is None:
+            return "Vary: Origin\r\n" if origin and vary_origin else ""
+        return error_template.replace("{origin}", allowed)
+
+    lines = "Access-Control-Allow-Origin: {origin}\r\n"
+    if allow_credentials:
+        lines += "Access-Control-Allow-Credentials: true\r\n"
+    if expose_value:
+        lines += f"Access-Control-Expose-Headers: {expose_value}\r\n"
+    if vary_origin:
+        lines += "Vary: Origin\r\n"
+    error_template = lines
+
     async def cors(request: Request, next: Next) -> Response:
         headers = request.headers
         origin = headers.get("origin")
@@ -160,4 +186,23 @@ def cors_middleware(
             add_vary(fields, "Origin")
         return response
 
+    _ERROR_FIELDS[cors] = error_fields
     return cors
+
+
+ErrorFields = Callable[[list[tuple[bytes, bytes]]], str]
+"""``(raw request fields) -> "Name: value\r\n" lines`` for a server-made answer."""
+_ERROR_FIELDS: weakref.WeakKeyDictionary[Middleware, ErrorFields] = weakref.WeakKeyDictionary()
+
+
+def cors_error_fields(middleware: Middleware) -> ErrorFields | None:
+    """The CORS policy of a middleware built by :func:`cors_middleware`, else ``None``.
+
+    The runtime gives it to the server, which adds its fields to the answers it makes on
+    its own (413, 408, 431, 503...) for a request from an allowed origin: the access-control
+    fields the middleware would have added, and ``Vary: Origin``.
+
+    Returns:
+        ``(raw request fields) -> field lines`` (``""`` when ``Origin`` is absent).
+    """
+    return _ERROR_FIELDS.get(middleware)

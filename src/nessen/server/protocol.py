@@ -1094,6 +1094,7 @@ class HttpProtocol(asyncio.Protocol):
         if close:
             self._announce_close()
         extra = "Retry-After: 1\r\n" if retry_after else ""
+        extra += self._state.events.error_fields(request._raw_headers)  # CORS
         self._answered = True
         self._write(
             simple_response(
@@ -1156,6 +1157,7 @@ class HttpProtocol(asyncio.Protocol):
                 error.status,
                 _error_body(error),
                 fixed_fields=self._state.fixed_fields,
+                extra=self._state.events.error_fields(request._raw_headers),  # CORS
                 content_type="application/json",
                 head=request.method == "HEAD",
             )
@@ -1188,6 +1190,7 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         extra = "Retry-After: 1\r\n" if error.status == 503 else ""
+        extra += self._state.events.error_fields(self._raw_headers)  # CORS; fields so far
         transport.write(
             simple_response(
                 error.status,
@@ -1317,7 +1320,8 @@ class HttpProtocol(asyncio.Protocol):
                 503,
                 body,
                 fixed_fields=self._state.fixed_fields,
-                extra=f"Retry-After: 1\r\nX-Request-ID: {request_id}\r\n",
+                extra=f"Retry-After: 1\r\nX-Request-ID: {request_id}\r\n"
+                + self._state.events.error_fields(request._raw_headers),  # CORS
                 content_type="application/json",
                 head=request.method == "HEAD",
             )

@@ -57,6 +57,23 @@ class ServerEvents:
             request: The request, when its header section had been parsed.
         """
 
+    def error_fields(self, raw_headers: list[tuple[bytes, bytes]]) -> str:
+        r"""Extra field lines for an answer the server makes itself (413, 408, 503...).
+
+                Those answers skip the handler and its middleware; the runtime uses this to add
+                the CORS fields its policy would add for the request's ``Origin``. Called only on
+                those error paths, never per request.
+
+        Args:
+                    raw_headers: The request's header fields as received (those parsed so far
+                        when its header section was refused).
+
+        Returns:
+                    ``"Name: value
+        "`` lines, ``""`` for none (the default).
+        """
+        return ""
+
     def handler_error(self, request: Request, exc: BaseException) -> Response:
         """Turn an exception from the handler (or an unsendable response) into a response.
 

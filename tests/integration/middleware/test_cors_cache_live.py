@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from nessen import Config, Request, Response, Runtime
@@ -151,3 +153,59 @@ def test_a_refused_preflight_varies_on_every_field_that_refused_it(serve: ServeF
     assert bad_header.header("vary") == (
         "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
     )
+
+
+def cors_runtime() -> Runtime:
+    runtime = stacked_runtime(cors=CORS)
+
+    @runtime.route.get("/hang")
+    async def hang(ctx: Request) -> Response:
+        await asyncio.sleep(30)  # cut by request_timeout
+        return Response.text("late")
+
+    return runtime
+
+
+def upload(origin: str, length: int = 100, sent: bytes = b"") -> bytes:
+    return (
+        f"POST /data HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode() + sent
+
+
+def test_the_server_s_own_answers_carry_the_cors_fields(serve: ServeFactory) -> None:
+    server = serve(cors_runtime(), max_body_bytes=10, body_timeout=0.3, request_timeout=0.3)
+    with RawClient(server.address) as client:
+        too_large = client.request(upload(APP))  # 413 from the declared length
+    with RawClient(server.address) as client:
+        stalled = client.request(upload(APP, length=5, sent=b"ab"))  # 408
+    with RawClient(server.address) as client:
+        late = client.request(get("/hang", extra=f"Origin: {APP}\r\n"))  # 503
+    for response, status in ((too_large, 413), (stalled, 408), (late, 503)):
+        assert response.status == status
+        assert response.header("access-control-allow-origin") == APP
+        assert response.header("access-control-allow-credentials") == "true"
+        assert response.header("vary") == "Origin"
+
+
+def test_a_server_made_answer_to_an_origin_not_allowed_has_no_cors_fields(
+    serve: ServeFactory,
+) -> None:
+    server = serve(cors_runtime(), max_body_bytes=10)
+    with RawClient(server.address) as client:
+        refused = client.request(upload("https://evil.example"))
+    with RawClient(server.address) as client:
+        no_origin = client.request(b"POST /data HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+    assert refused.status == no_origin.status == 413
+    assert refused.header("access-control-allow-origin") is None
+    assert refused.header("vary") == "Origin"  # the answer depended on it
+    assert no_origin.header("access-control-allow-origin") is None
+    assert no_origin.header("vary") is None
+
+
+def test_without_cors_the_server_s_answers_are_unchanged(serve: ServeFactory) -> None:
+    server = serve(stacked_runtime(), max_body_bytes=10)
+    with RawClient(server.address) as client:
+        response = client.request(upload(APP))
+    assert response.status == 413
+    assert response.header("access-control-allow-origin") is None
+    assert response.header("vary") is None
