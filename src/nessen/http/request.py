@@ -286,12 +286,13 @@ class Request:
         limiter and an ASGI app's ``scope["client"]`` use the same value; the socket peer
         is :attr:`peer_ip`.
         """
-        client = self._client
-        peer = client[0] if client is not None else ""
-        proxy = self._proxy
-        if proxy is None or not proxy.trusts(peer):  # one dict lookup, no field read
-            return peer
-        return self._resolve()[0]
+        resolved = self._resolved
+        if resolved is None:
+            if self._proxy is None:  # no proxy is trusted: nothing to work out
+                client = self._client
+                return client[0] if client is not None else ""
+            resolved = self._resolve()  # an untrusted peer: one dict lookup, no field read
+        return resolved[0]
 
     @property
     def client(self) -> tuple[str, int] | None:
@@ -313,10 +314,12 @@ class Request:
         Behind a proxy in ``TRUST_PROXY``, the scheme the client used, from
         ``X-Forwarded-Proto`` or ``Forwarded: proto=``.
         """
-        proxy = self._proxy
-        if proxy is None or not proxy.trusts(self.peer_ip):
-            return self._scheme
-        return self._resolve()[1]
+        resolved = self._resolved
+        if resolved is None:
+            if self._proxy is None:
+                return self._scheme
+            resolved = self._resolve()
+        return resolved[1]
 
     @property
     def host(self) -> str:
