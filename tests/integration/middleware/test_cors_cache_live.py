@@ -138,3 +138,31 @@ def test_the_cache_alone_with_a_bounded_store(serve: ServeFactory) -> None:
         recent = client.get("/p/4").headers["x-cache"]
         evicted = client.get("/p/0").headers["x-cache"]
     assert (recent, evicted) == ("HIT", "MISS")
+
+
+def host_echo_runtime() -> Runtime:
+    """The cache on, ALLOWED_HOSTS empty, and a page built from the Host field."""
+    runtime = Runtime(middleware={"cache": {"ttl": 30.0}}, access_log=False)
+
+    @runtime.route.get("/reset")
+    async def reset(ctx: Request) -> Response:
+        host = ctx.headers.get("host")
+        return Response.text(f"reset your password at http://{host}/reset?token=")
+
+    return runtime
+
+
+def test_a_page_built_from_a_forged_host_is_never_served_to_another_host(
+    serve: ServeFactory,
+) -> None:
+    server = serve(host_echo_runtime())
+    with RawClient(server.address) as attacker, RawClient(server.address) as victim:
+        forged = attacker.request(get("/reset", host="evil.example"))
+        assert forged.body == b"reset your password at http://evil.example/reset?token="
+        assert attacker.request(get("/reset", host="evil.example")).header("x-cache") == "HIT"
+        page = victim.request(get("/reset", host="shop.example"))
+        again = victim.request(get("/reset", host="SHOP.example:80"))  # the same origin
+    assert page.status == 200
+    assert page.body == b"reset your password at http://shop.example/reset?token="
+    assert page.header("x-cache") == "MISS"
+    assert (again.header("x-cache"), again.body) == ("HIT", page.body)
