@@ -302,6 +302,39 @@ def test_redis_down_at_startup_starts_degraded(redis_factory: RedisFactory, pref
         assert app.stop() == 0
 
 
+def test_in_production_the_endpoints_name_no_redis_address_and_the_log_does(
+    redis_factory: RedisFactory, prefix: str
+) -> None:
+    server = redis_factory()
+    server.kill()  # connections refused: redis-py's message names host and port
+    address = f"127.0.0.1:{server.port}"
+    url = f"redis://:hunter2@{address}/0"
+    with serve_processes() as start:
+        app = start(LIMITED, env=base_env(REDIS_URL=url, RATE_LIMIT_STORE="redis"))
+        dev = start(
+            LIMITED,
+            env=base_env(REDIS_URL=url, RATE_LIMIT_STORE="redis", NESSEN_ENV="development"),
+        )
+        degraded = wait_for_state(app, "DEGRADED")
+        reason = str(degraded["reason"])
+        assert reason.startswith("redis unavailable: ConnectionError: Error 111 connecting to ")
+        with app.client() as client:
+            # the status page has no text of its own: it shows /api/health's reason
+            bodies = [client.get(path).text for path in ("/api/health", "/ready", "/metrics")]
+        for body in bodies:
+            assert "127.0.0.1" not in body  # nor, so, the address with its port
+            assert "hunter2" not in body
+        assert "<redacted>" in bodies[0]
+        assert "<redacted>" in bodies[1]
+        # the operator's log keeps the detail, once for the change of state
+        detail = app.wait_for("state READY -> DEGRADED")
+        assert address in detail
+        # outside production the client sees it too
+        assert address in str(wait_for_state(dev, "DEGRADED")["reason"])
+        assert app.stop() == 0
+    assert len([line for line in app.lines if "-> DEGRADED" in line]) == 1
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 
