@@ -303,9 +303,12 @@ class Runtime:
         (as ``/health`` and ``/ready`` are), so scrapes addressed to the pod IP work.
         """
         if self._metrics_enabled and self._prometheus is None:
-            from nessen.observability.metrics import PrometheusMetrics
+            from nessen.observability.metrics import EXPOSITION_REUSE, PrometheusMetrics
 
-            prometheus = self._prometheus = PrometheusMetrics(config.allowed_methods)
+            prometheus = self._prometheus = PrometheusMetrics(
+                config.allowed_methods, reuse_seconds=EXPOSITION_REUSE
+            )
+            prometheus.before_render = self._refresh_gauges
             prometheus.set_state(str(self.state))
             self.app.lifecycle.on_change(lambda old, new: prometheus.set_state(str(new)))
             self.telemetry.sinks.insert(0, prometheus)
@@ -337,15 +340,21 @@ class Runtime:
             sinks.record_gauge("nessen_event_loop_lag_seconds", lag)
 
     def _render_metrics(self, accept: str) -> tuple[bytes, str]:
-        """The ``/metrics`` exposition, with the gauges read now."""
+        """The ``/metrics`` exposition (reused for up to 250 ms, see ``EXPOSITION_REUSE``)."""
         prometheus = self._prometheus
         if prometheus is None:  # pragma: no cover - /metrics is only served once started
             return b"", "text/plain; version=0.0.4; charset=utf-8"
+        return prometheus.exposition(accept)
+
+    def _refresh_gauges(self) -> None:
+        """Read the gauges now, before the exposition is rendered."""
+        prometheus = self._prometheus
+        if prometheus is None:  # pragma: no cover - called by the metrics themselves
+            return
         server = self._server
         if server is not None:
             prometheus.set_active(server.active_requests, server.connection_count)
         prometheus.set_event_loop_lag(self.process.event_loop_lag)
-        return prometheus.exposition(accept)
 
     # --- serving --------------------------------------------------------------------------
 
