@@ -49,6 +49,7 @@ from typing import Protocol
 from nessen.app.lifecycle import CheckResult, Lifecycle, Readiness
 from nessen.app.routing import Router
 from nessen.http import Request, Response
+from nessen.observability.admin import OpsGuard, guarded
 from nessen.observability.process import ProcessSampler
 from nessen.observability.stats import RequestStats
 
@@ -156,8 +157,13 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-def install_health_routes(router: Router, source: HealthSource) -> None:
+def install_health_routes(
+    router: Router, source: HealthSource, *, guard: OpsGuard | None = None
+) -> None:
     """Register ``GET /health``, ``GET /ready`` and ``GET /api/health`` on ``router``.
+
+    ``guard`` (see :mod:`nessen.observability.admin`) decides who gets ``/api/health``;
+    ``/health`` and ``/ready`` answer every client, as probes must.
 
     A failing readiness check shows its error text only when ``source.error_details``; in
     production only its kind (``"timeout"``, ``"ConnectionError"``): the probes answer any
@@ -238,20 +244,27 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
 
     router.get("/health", health)
     router.get("/ready", ready)
-    router.get("/api/health", api_health)
+    router.get("/api/health", guarded(api_health, guard))
 
 
-def install_metrics_route(router: Router, render: Callable[[str], tuple[bytes, str]]) -> None:
+def install_metrics_route(
+    router: Router,
+    render: Callable[[str], tuple[bytes, str]],
+    *,
+    guard: OpsGuard | None = None,
+) -> None:
     """Register ``GET /metrics``, answered with ``render(accept)``.
 
     Args:
         router: Where to register it.
         render: Takes the request's Accept field value (``""`` if none) and returns the
             exposition and its content type (see ``PrometheusMetrics.exposition``).
+        guard: Decides who gets it (see :mod:`nessen.observability.admin`); ``None``:
+            every client.
     """
 
     async def metrics(request: Request) -> Response:
         content, content_type = render(request.headers.get("accept") or "")
         return Response(200, content, content_type=content_type, headers=NO_STORE)
 
-    router.get(METRICS_PATH, metrics)
+    router.get(METRICS_PATH, guarded(metrics, guard))
