@@ -491,16 +491,17 @@ class Runtime:
             await admin.start(sock)
         except OSError as exc:
             self.app.lifecycle.transition(State.STOPPING, "bind failed")
-            if self._server is not None:
-                await self._server.close()
+            main, self._server = self._server, None
+            if main is not None:  # release the main port too: the process is not serving
+                await main.close()
             raise StartupError(f"cannot listen on {host}:{port} (ADMIN_PORT): {exc}") from exc
         self._admin = admin
         bound_host, bound_port = admin.address
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         paths = sorted(route.template for route in router.routes)
         logger.info(
-            "admin listener on http://%s:%d: %s (no longer on the main port but /health "
-            "and /ready)",
+            "admin listener on http://%s:%d serving %s (of these the main port keeps only "
+            "/health and /ready)",
             shown,
             bound_port,
             ", ".join(paths),
