@@ -34,7 +34,7 @@ buckets and sum through its private ``_buckets`` and ``_sum`` values: the first 
 created checks they exist, and a unit test checks that the result equals ``observe()``'s,
 so a prometheus-client release that changes them fails loudly rather than miscounting.
 
-**Cost per scrape.** Rendering the exposition costs about 1.7 ms of CPU in one process (and
+**Cost per scrape.** Rendering the exposition costs about 2 ms of CPU in one process (and
 more with several workers, whose files are all read), all of it on the event loop; so a
 rendered exposition is reused for ``EXPOSITION_REUSE`` (250 ms, as ``/api/health``'s
 figures are): a client hammering ``/metrics`` gets at most four renders a second per
