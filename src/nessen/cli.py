@@ -206,8 +206,10 @@ def supervise(runtime: Runtime, config: Config) -> int:
         try:
             supervisor.bind()
         except OSError as exc:
+            host, port = getattr(exc, "address", (config.host, config.port))
+            what = " (ADMIN_PORT)" if hasattr(exc, "address") else ""
             logging.getLogger("nessen.supervisor").error(
-                "cannot listen on %s:%d: %s", config.host, config.port, exc
+                "cannot listen on %s:%d%s: %s", host, port, what, exc
             )
             return EXIT_STARTUP_FAILED
         return supervisor.run()
@@ -215,9 +217,15 @@ def supervise(runtime: Runtime, config: Config) -> int:
         undo()
 
 
-def _worker_main(runtime: Runtime, sock: socket.socket, link: WorkerLink, slot: int) -> int:
-    """A forked worker: serve on the inherited socket until told to drain."""
-    return run(runtime.serve(sock=sock, link=link))
+def _worker_main(
+    runtime: Runtime,
+    sock: socket.socket,
+    link: WorkerLink,
+    slot: int,
+    admin_sock: socket.socket | None = None,
+) -> int:
+    """A forked worker: serve on the inherited socket(s) until told to drain."""
+    return run(runtime.serve(sock=sock, link=link, admin_sock=admin_sock))
 
 
 if __name__ == "__main__":  # pragma: no cover

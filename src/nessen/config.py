@@ -128,6 +128,19 @@ class Config:
     (``X-Forwarded-For``/``-Proto``/``-Host``) or ``forwarded`` (RFC 7239). Only that kind
     is read: a proxy passes the other kind through from the client, forgeable."""
 
+    admin_host: str | None = None
+    """Address of the admin listener (``ADMIN_HOST``); ``None``: the same as ``host``."""
+    admin_port: int | None = None
+    """TCP port of the admin listener, 0..65535, 0 picks a free one (``ADMIN_PORT``); ``None``
+    (unset) serves no admin listener. When set, ``/metrics``, ``/api/health`` and the status
+    page are served there and no longer on ``port``; ``/health`` and ``/ready`` stay on
+    ``port`` (and are on the admin listener too). Must differ from ``port``."""
+    admin_allow: tuple[str, ...] = ()
+    """Client networks (CIDRs or addresses) that may read ``/metrics``, ``/api/health`` and
+    the status page, wherever they are served; others get 403. Empty allows any client
+    (``ADMIN_ALLOW``, comma-separated, e.g. ``10.0.0.0/8,127.0.0.1``). The client is the
+    one ``trust_proxy`` resolves. ``/health`` and ``/ready`` are never restricted."""
+
     shutdown_timeout: float = 30.0
     """Seconds the drain may take after SIGTERM before what is left is cut
     (``SHUTDOWN_TIMEOUT``, ms)."""
@@ -208,6 +221,11 @@ class Config:
         ]
         if users and not self.redis_url:
             problems.append(f"redis_url=None: required when {' and '.join(users)}")
+        if self.admin_port and self.admin_port == self.port:
+            problems.append(
+                f"admin_port={self.admin_port}: must differ from port={self.port} (each "
+                "listener needs its own; leave admin_port unset for no admin listener)"
+            )
         return problems
 
     @property
@@ -243,6 +261,20 @@ class Config:
             return ()
         return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.trust_proxy)
 
+    @property
+    def admin_networks(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The client networks of ``admin_allow`` (empty: every client may read)."""
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.admin_allow)
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the admin listener, ``None`` when there is none."""
+        if self.admin_port is None:
+            return None
+        return (self.admin_host if self.admin_host is not None else self.host, self.admin_port)
+
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied, validated again.
 
@@ -276,8 +308,10 @@ class Config:
             try:
                 value = spec.parse(raw)
             except ValueError as exc:
-                # Name the allowed range too: the rule's message for a value it must refuse.
-                allowed = rule(None) if rule is not None else None
+                # Name the allowed range too: the rule's message for a value it must refuse
+                # (an optional field's rule accepts None: ask the rule it wraps).
+                refuses = getattr(rule, "wrapped", rule)
+                allowed = refuses(None) if refuses is not None else None
                 problems.append(f"{name}={raw!r}: {exc}" + (f"; {allowed}" if allowed else ""))
                 continue
             message = rule(value) if rule is not None else None
@@ -361,6 +395,27 @@ def _trust(value: Any) -> str | None:
     return None
 
 
+def _optional(rule: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """``rule``, except that ``None`` (unset) is valid."""
+
+    def check(value: Any) -> str | None:
+        return None if value is None else rule(value)
+
+    check.wrapped = rule  # type: ignore[attr-defined]
+    return check
+
+
+def _networks(value: Any) -> str | None:
+    if not isinstance(value, tuple):
+        return "must be a list of CIDRs or addresses, e.g. 10.0.0.0/8,127.0.0.1"
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except (ValueError, TypeError):
+            return f"{cidr!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)"
+    return None
+
+
 def _env_name(value: Any) -> str | None:
     if not isinstance(value, str) or not re.match(r"^[a-z][a-z0-9_-]{0,31}$", value):
         return "must be a lower-case name such as development or production"
@@ -428,6 +483,9 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     ),
     "trust_proxy": _trust,
     "proxy_headers": _choice(PROXY_HEADER_KINDS),
+    "admin_host": _optional(_host),
+    "admin_port": _optional(_int_range(0, 65535)),
+    "admin_allow": _networks,
     "shutdown_timeout": _seconds(0.001, DAY_SECONDS),
     "shutdown_delay": _seconds(0.0, DAY_SECONDS, allow_zero=True),
     "ready_when_degraded": _bool,
@@ -528,6 +586,9 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("allowed_hosts", ("ALLOWED_HOSTS",), lambda raw: frozenset(_parse_list(raw))),
     _EnvSpec("trust_proxy", ("TRUST_PROXY",), _parse_trust),
     _EnvSpec("proxy_headers", ("PROXY_HEADERS",), lambda raw: raw.strip().lower()),
+    _EnvSpec("admin_host", ("ADMIN_HOST",)),
+    _EnvSpec("admin_port", ("ADMIN_PORT",), _parse_int),
+    _EnvSpec("admin_allow", ("ADMIN_ALLOW",), _parse_list),
     _EnvSpec("shutdown_timeout", ("SHUTDOWN_TIMEOUT",), _parse_ms),
     _EnvSpec("shutdown_delay", ("SHUTDOWN_DELAY",), _parse_ms),
     _EnvSpec("ready_when_degraded", ("READY_WHEN_DEGRADED",), _parse_bool),

@@ -20,6 +20,7 @@ from nessen._version import __version__
 from nessen.app import App, Middleware, Router, State
 from nessen.app.application import Hook
 from nessen.app.lifecycle import Lifecycle, Readiness, ReadinessFn
+from nessen.app.pipeline import compose
 from nessen.config import Config
 from nessen.errors import ConfigError
 from nessen.http import Request, Response
@@ -39,6 +40,7 @@ from nessen.observability import (
     install_metrics_route,
     install_status_routes,
 )
+from nessen.observability.admin import OpsGuard, allowlist_guard, not_served
 from nessen.server import DrainResult, Server, ServerEvents
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import WorkerLink
@@ -129,15 +131,19 @@ class Runtime:
         self._status_installed = False
         self._probe_paths: frozenset[str] = frozenset()
         self._server: Server | None = None
+        self._admin: Server | None = None  # the admin listener (ADMIN_PORT), when serving
+        self._ops_gate: OpsGuard | None = None  # who gets the ops endpoints on the main port
+        self._admin_gate: OpsGuard | None = None  # ... and on the admin listener
+        self._health_endpoints = health_endpoints
         self._stop: asyncio.Event | None = None
         self._force_stop = False
         self._serving = False
         self._redis: RedisStore | None = None  # opened by start() when a *_STORE is redis
         if health_endpoints:
-            install_health_routes(self.app.router, self)
+            install_health_routes(self.app.router, self, guard=self._main_ops_guard)
             self._probe_paths |= {"/api/health"}
         if metrics:
-            install_metrics_route(self.app.router, self._render_metrics)
+            install_metrics_route(self.app.router, self._render_metrics, guard=self._main_ops_guard)
             self._probe_paths |= {METRICS_PATH}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -253,6 +259,11 @@ class Runtime:
         """The running server, if any."""
         return self._server
 
+    @property
+    def admin_server(self) -> Server | None:
+        """The admin listener's server (``ADMIN_PORT``) while serving, else ``None``."""
+        return self._admin
+
     def metrics(self) -> dict[str, float]:
         """Request metrics, as the original's ``getMetrics()``.
 
@@ -305,9 +316,12 @@ class Runtime:
         (as ``/health`` and ``/ready`` are), so scrapes addressed to the pod IP work.
         """
         if self._metrics_enabled and self._prometheus is None:
-            from nessen.observability.metrics import PrometheusMetrics
+            from nessen.observability.metrics import EXPOSITION_REUSE, PrometheusMetrics
 
-            prometheus = self._prometheus = PrometheusMetrics(config.allowed_methods)
+            prometheus = self._prometheus = PrometheusMetrics(
+                config.allowed_methods, reuse_seconds=EXPOSITION_REUSE
+            )
+            prometheus.before_render = self._refresh_gauges
             prometheus.set_state(str(self.state))
             self.app.lifecycle.on_change(lambda old, new: prometheus.set_state(str(new)))
             self.telemetry.sinks.insert(0, prometheus)
@@ -315,8 +329,11 @@ class Runtime:
         if status_page is None:
             status_page = not config.production
         if status_page and not self._status_installed:
-            install_status_routes(self.app.router, self._status_path)
+            install_status_routes(self.app.router, self._status_path, guard=self._main_ops_guard)
             self._status_installed = True
+        allowlist = allowlist_guard(config.admin_networks, _client_ip)
+        self._admin_gate = allowlist
+        self._ops_gate = not_served if config.admin_port is not None else allowlist
         if self._probe_paths <= config.probe_paths:
             return config
         return config.replace(probe_paths=config.probe_paths | self._probe_paths)
@@ -339,25 +356,40 @@ class Runtime:
             sinks.record_gauge("nessen_event_loop_lag_seconds", lag)
 
     def _render_metrics(self, accept: str) -> tuple[bytes, str]:
-        """The ``/metrics`` exposition, with the gauges read now."""
+        """The ``/metrics`` exposition (reused for up to 250 ms, see ``EXPOSITION_REUSE``)."""
         prometheus = self._prometheus
         if prometheus is None:  # pragma: no cover - /metrics is only served once started
             return b"", "text/plain; version=0.0.4; charset=utf-8"
+        return prometheus.exposition(accept)
+
+    def _refresh_gauges(self) -> None:
+        """Read the gauges now, before the exposition is rendered."""
+        prometheus = self._prometheus
+        if prometheus is None:  # pragma: no cover - called by the metrics themselves
+            return
         server = self._server
         if server is not None:
             prometheus.set_active(server.active_requests, server.connection_count)
         prometheus.set_event_loop_lag(self.process.event_loop_lag)
-        return prometheus.exposition(accept)
+
+    def _main_ops_guard(self, request: Request) -> Response | None:
+        """Who gets ``/api/health``, ``/metrics`` and the status page on the main port."""
+        gate = self._ops_gate
+        return None if gate is None else gate(request)
 
     # --- serving --------------------------------------------------------------------------
 
-    async def start(self, sock: Any = None, link: WorkerLink | None = None) -> Server:
+    async def start(
+        self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
+    ) -> Server:
         """Run startup hooks, bind, start accepting, enter READY.
 
         Args:
             sock: A listening socket to serve on (a worker's inherited one) instead of
                 binding ``config.host:config.port``.
             link: A worker's pipe to its supervisor: heartbeats, ready, recycle requests.
+            admin_sock: The admin listener's socket (a worker's inherited one) instead of
+                binding ``config.admin_address``; used only when ``admin_port`` is set.
 
         Raises:
             StartupError: A startup hook raised, or the address could not be bound.
@@ -393,6 +425,7 @@ class Runtime:
             self.app.lifecycle.transition(State.STOPPING, "bind failed")
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
         self._server = server
+        await self._start_admin(config, admin_sock)
         host, port = server.address
         shown = f"[{host}]" if ":" in host else host
         logger.info(
@@ -425,6 +458,69 @@ class Runtime:
         if link is not None:
             link.ready()
         return server
+
+    async def _start_admin(self, config: Config, sock: Any) -> None:
+        """Serve the ops endpoints and the probes on ``config.admin_address``, if set.
+
+        Its own router (``/health``, ``/ready``, ``/api/health``, ``/metrics``, the status
+        page; 404 for anything else) behind the built-in request id, access log, security
+        headers and compression, none of the app's middleware; ``ADMIN_ALLOW`` applies.
+
+        Raises:
+            StartupError: The admin address could not be bound (the main server is closed).
+        """
+        address = config.admin_address
+        if address is None:
+            return
+        router = Router()
+        router.on_error = self.app.error_response
+        guard = self._admin_gate
+        if self._health_endpoints:
+            install_health_routes(router, self, guard=guard)
+        if self._metrics_enabled:
+            install_metrics_route(router, self._render_metrics, guard=guard)
+        if self._status_installed:
+            install_status_routes(router, self._status_path, guard=guard)
+        host, port = address
+        admin = Server(
+            compose(router.dispatch, self._admin_middleware(config)),
+            config.replace(host=host, port=port, admin_port=None),
+            _RuntimeEvents(self),
+            stream_bodies=False,
+        )
+        try:
+            await admin.start(sock)
+        except OSError as exc:
+            self.app.lifecycle.transition(State.STOPPING, "bind failed")
+            main, self._server = self._server, None
+            if main is not None:  # release the main port too: the process is not serving
+                await main.close()
+            raise StartupError(f"cannot listen on {host}:{port} (ADMIN_PORT): {exc}") from exc
+        self._admin = admin
+        bound_host, bound_port = admin.address
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        paths = sorted(route.template for route in router.routes)
+        logger.info(
+            "admin listener on http://%s:%d serving %s (of these the main port keeps only "
+            "/health and /ready)",
+            shown,
+            bound_port,
+            ", ".join(paths),
+            extra={"admin_address": f"http://{shown}:{bound_port}"},
+        )
+
+    def _admin_middleware(self, config: Config) -> list[Middleware]:
+        """The built-ins in front of the admin listener: no CORS, rate limit or cache."""
+        chosen = self._builtins
+        if chosen is None:
+            return []
+        if isinstance(chosen, str | Mapping):
+            options: dict[str, Any] = {} if isinstance(chosen, str) else dict(chosen)
+            if not self.access_log:
+                options["access_log"] = False
+            options.update(cors=False, rate_limit=False, cache=False)
+            return default_stack(config, **options)
+        return list(chosen)
 
     def _builtin_middleware(self, config: Config) -> list[Middleware]:
         """The built-in middleware chosen at construction, built from ``config``."""
@@ -537,13 +633,20 @@ class Runtime:
         deadline = time.monotonic() + budget
         lifecycle.transition(State.DRAINING, "shutdown requested")
         server = self._server
+        admin = self._admin
         result = DrainResult(0, 0)
         if server is not None:
             if config.shutdown_delay > 0 and not self._force_stop:
                 logger.info("draining: still serving for shutdown_delay %gs", config.shutdown_delay)
                 await self._sleep_unless_forced(config.shutdown_delay)
             remaining = 0.0 if self._force_stop else max(0.0, deadline - time.monotonic())
-            result = await self._drain(server, remaining)
+            if admin is None:
+                result = await self._drain(server, remaining)
+            else:  # both stop accepting at once, and share the deadline
+                main, side = await asyncio.gather(
+                    self._drain(server, remaining), self._drain(admin, remaining)
+                )
+                result = DrainResult(main.cut + side.cut, main.connections + side.connections)
             if result.clean:
                 logger.info("drained: every in-flight request completed")
             else:
@@ -564,6 +667,9 @@ class Runtime:
         lifecycle.transition(State.STOPPING, "drained" if result.clean else "drain cut short")
         if server is not None:
             await server.close()
+        if admin is not None:
+            await admin.close()
+            self._admin = None
         if self._redis is not None:
             await self._redis.aclose()
         self.process.stop()
@@ -607,11 +713,17 @@ class Runtime:
             self._stop.set()
 
     async def serve(
-        self, *, sock: Any = None, handle_signals: bool = True, link: WorkerLink | None = None
+        self,
+        *,
+        sock: Any = None,
+        handle_signals: bool = True,
+        link: WorkerLink | None = None,
+        admin_sock: Any = None,
     ) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`request_stop`), then drain.
 
-        A second signal during the drain cuts it short.
+        A second signal during the drain cuts it short. ``sock``, ``link`` and
+        ``admin_sock``: see :meth:`start`.
 
         Returns:
             The process exit status: 0 drained cleanly, 1 the drain deadline cut requests,
@@ -631,7 +743,7 @@ class Runtime:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, installed)
         try:
             try:
-                await self.start(sock, link)
+                await self.start(sock, link, admin_sock)
             except StartupError as exc:
                 logger.error("%s", exc)
                 return EXIT_STARTUP_FAILED
@@ -701,6 +813,11 @@ def run(main: Awaitable[int]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         return asyncio.run(main)  # type: ignore[arg-type]
     return int(uvloop.run(main))  # type: ignore[arg-type]
+
+
+def _client_ip(request: Request) -> str:
+    """The client address as the request resolves it (``TRUST_PROXY``)."""
+    return request.client_ip
 
 
 def _name(hook: Callable[..., Any]) -> str:

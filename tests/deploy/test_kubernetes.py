@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from nessen.config import Config
-from nessen.observability import HEALTH_PATHS
+from nessen.observability import HEALTH_PATHS, METRICS_PATH
 from nessen.server.supervisor import KILL_GRACE
 from tests.deploy.manifests import (
     APP,
@@ -124,6 +124,29 @@ def test_service_and_ingress_reach_the_app_port() -> None:
         backend["port"].get("name") == port["name"]
         or backend["port"].get("number") == (port["port"])
     )
+
+
+def test_prometheus_scrapes_the_admin_port_which_only_monitoring_reaches() -> None:
+    container = app_container()
+    config = app_config()
+    assert config.admin_port is not None
+    assert config.admin_port != config.port
+    annotations = resource("Deployment", APP)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == config.admin_port
+    assert annotations["prometheus.io/path"] == METRICS_PATH
+    # The Service, and so the Ingress, exposes the app's port only.
+    service_ports = resource("Service", APP)["spec"]["ports"]
+    assert [container_port(container, p["targetPort"]) for p in service_ports] == [config.port]
+    # Each namespace may reach only its own port: the ingress controller the app, monitoring
+    # the admin listener.
+    reachable: dict[str, set[int]] = {}
+    for rule in resource("NetworkPolicy", APP)["spec"]["ingress"]:
+        ports = {container_port(container, p["port"]) for p in rule["ports"]}
+        for peer in rule["from"]:
+            namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            reachable.setdefault(namespace, set()).update(ports)
+    assert reachable == {"ingress-nginx": {config.port}, "monitoring": {config.admin_port}}
 
 
 def test_termination_grace_period_covers_prestop_and_the_drain() -> None:

@@ -23,3 +23,9 @@ async def hit(ctx: Request) -> Response:
 async def page(ctx: Request) -> Response:
     """Name the process that rendered the page, so a hit shows who filled the cache."""
     return Response.text(f"rendered by {os.getpid()}")
+
+
+@cached.route.get("/reset")
+async def reset(ctx: Request) -> Response:
+    """A page built from the Host field, as password-reset links often are."""
+    return Response.text(f"reset at http://{ctx.headers.get('host')}/reset?token=")

@@ -158,22 +158,51 @@ def test_a_page_cached_by_one_process_is_a_hit_in_another(
     env = redis_env(redis_server, prefix, CACHE_STORE="redis")
     with serve_processes() as start:
         first, second = start(CACHED, env=env), start(CACHED, env=env)
+        site = {"Host": "shop.example"}  # replicas behind one name, as a load balancer sends
         with first.client() as a, second.client() as b:
-            filled = a.get("/page")
+            filled = a.get("/page", headers=site)
             assert filled.headers["x-cache"] == "MISS"
             assert filled.text == f"rendered by {first.process.pid}"
-            hit = b.get("/page")
+            hit = b.get("/page", headers=site)
         assert hit.headers["x-cache"] == "HIT"
         assert hit.text == f"rendered by {first.process.pid}"  # rendered by the other one
         assert hit.headers["etag"] == filled.headers["etag"]
         client = redis.Redis.from_url(redis_server.url)
         try:
-            keys = client.keys(f"{prefix}cache:/page?*")
+            keys = client.keys(f"{prefix}cache:http://shop.example/page?*")
             assert keys  # namespaced under the prefix
             for key in keys:
                 assert 0 < client.pttl(key) <= 30_000  # the cache's ttl=30 s
         finally:
             client.close()
+
+
+def test_a_page_built_from_a_forged_host_never_reaches_another_replica(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    env = redis_env(redis_server, prefix, CACHE_STORE="redis")  # ALLOWED_HOSTS empty
+    with serve_processes() as start:
+        first, second = start(CACHED, env=env), start(CACHED, env=env)
+        with RawClient(first.address) as attacker, RawClient(second.address) as victim:
+            forged = attacker.request(get("/reset", host="evil.example"))
+            assert forged.body == b"reset at http://evil.example/reset?token="
+            poisoned = victim.request(get("/reset", host="evil.example"))
+            assert poisoned.header("x-cache") == "HIT"  # shared: the store works
+            page = victim.request(get("/reset", host="shop.example"))
+            again = attacker.request(get("/reset", host="shop.example"))
+        assert page.body == b"reset at http://shop.example/reset?token="
+        assert page.header("x-cache") == "MISS"
+        assert (again.header("x-cache"), again.body) == ("HIT", page.body)
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            keys = sorted(key.decode() for key in client.keys(f"{prefix}cache:*/reset?*"))
+        finally:
+            client.close()
+        # one entry per host (each with its Vary: Accept-Encoding variant after a NUL)
+        assert [key for key in keys if "\x00" not in key] == [
+            f"{prefix}cache:http://evil.example/reset?",
+            f"{prefix}cache:http://shop.example/reset?",
+        ]
 
 
 # --- outages ------------------------------------------------------------------------------------
@@ -271,6 +300,39 @@ def test_redis_down_at_startup_starts_degraded(redis_factory: RedisFactory, pref
         server.start()
         wait_for_state(app, "READY")
         assert app.stop() == 0
+
+
+def test_in_production_the_endpoints_name_no_redis_address_and_the_log_does(
+    redis_factory: RedisFactory, prefix: str
+) -> None:
+    server = redis_factory()
+    server.kill()  # connections refused: redis-py's message names host and port
+    address = f"127.0.0.1:{server.port}"
+    url = f"redis://:hunter2@{address}/0"
+    with serve_processes() as start:
+        app = start(LIMITED, env=base_env(REDIS_URL=url, RATE_LIMIT_STORE="redis"))
+        dev = start(
+            LIMITED,
+            env=base_env(REDIS_URL=url, RATE_LIMIT_STORE="redis", NESSEN_ENV="development"),
+        )
+        degraded = wait_for_state(app, "DEGRADED")
+        reason = str(degraded["reason"])
+        assert reason.startswith("redis unavailable: ConnectionError: Error 111 connecting to ")
+        with app.client() as client:
+            # the status page has no text of its own: it shows /api/health's reason
+            bodies = [client.get(path).text for path in ("/api/health", "/ready", "/metrics")]
+        for body in bodies:
+            assert "127.0.0.1" not in body  # nor, so, the address with its port
+            assert "hunter2" not in body
+        assert "<redacted>" in bodies[0]
+        assert "<redacted>" in bodies[1]
+        # the operator's log keeps the detail, once for the change of state
+        detail = app.wait_for("state READY -> DEGRADED")
+        assert address in detail
+        # outside production the client sees it too
+        assert address in str(wait_for_state(dev, "DEGRADED")["reason"])
+        assert app.stop() == 0
+    assert len([line for line in app.lines if "-> DEGRADED" in line]) == 1
 
 
 # --- configuration ------------------------------------------------------------------------------

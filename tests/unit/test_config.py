@@ -95,6 +95,9 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     ),
     "TRUST_PROXY": ("10.0.0.0/8,192.168.1.1", ("10.0.0.0/8", "192.168.1.1")),
     "PROXY_HEADERS": ("Forwarded", "forwarded"),
+    "ADMIN_HOST": ("127.0.0.1", "127.0.0.1"),
+    "ADMIN_PORT": ("9090", 9090),
+    "ADMIN_ALLOW": ("10.0.0.0/8, 127.0.0.1,::1", ("10.0.0.0/8", "127.0.0.1", "::1")),
     "SHUTDOWN_TIMEOUT": ("45000", 45.0),
     "SHUTDOWN_DELAY": ("5000", 5.0),
     "READY_WHEN_DEGRADED": ("false", False),
@@ -223,6 +226,11 @@ def _problems(environ: dict[str, str]) -> list[str]:
         ("LOG_FORMAT", "xml", r"^LOG_FORMAT='xml': .*json, console"),
         ("TRUST_PROXY", "not-a-cidr", r"^TRUST_PROXY='not-a-cidr': .*CIDR"),
         ("PROXY_HEADERS", "x-real-ip", r"^PROXY_HEADERS='x-real-ip': .*x-forwarded, forwarded"),
+        ("ADMIN_PORT", "70000", r"^ADMIN_PORT='70000': .*\b0\.\.65535\b"),
+        ("ADMIN_PORT", "nine", r"^ADMIN_PORT='nine': .*\b0\.\.65535\b"),
+        ("ADMIN_HOST", "not a host", r"^ADMIN_HOST='not a host': .*host name"),
+        ("ADMIN_ALLOW", "10.0.0.0/8,10.0.0.0/33", r"^ADMIN_ALLOW='.*': '10.0.0.0/33' .*CIDR"),
+        ("ADMIN_ALLOW", "localhost", r"^ADMIN_ALLOW='localhost': 'localhost' .*CIDR"),
         ("READY_WHEN_DEGRADED", "maybe", r"^READY_WHEN_DEGRADED='maybe': .*true or false"),
         ("COMPRESSION_LEVEL", "12", r"^COMPRESSION_LEVEL='12': .*\b1\.\.11\b"),
         ("RATE_LIMIT_STORE", "disk", r"^RATE_LIMIT_STORE='disk': .*memory, redis"),
@@ -271,6 +279,26 @@ def test_cross_field_rule_is_reported_with_env_names() -> None:
 def test_cross_field_rule_with_the_default_header_size() -> None:
     (problem,) = _problems({"MAX_URL_LENGTH": "20000"})
     assert problem.startswith("MAX_URL_LENGTH=20000: must be below MAX_HEADER_SIZE=16384")
+
+
+def test_the_admin_listener_is_off_by_default_and_needs_a_port_of_its_own() -> None:
+    assert Config().admin_address is None
+    assert Config().admin_networks == ()
+    assert Config(admin_port=9090).admin_address == ("0.0.0.0", 9090)  # HOST's address
+    assert Config(host="::", admin_port=9090, admin_host="127.0.0.1").admin_address == (
+        "127.0.0.1",
+        9090,
+    )
+    assert Config(port=0, admin_port=0).admin_port == 0  # two free ports
+    (problem,) = _problems({"PORT": "8080", "ADMIN_PORT": "8080"})
+    assert problem.startswith("ADMIN_PORT=8080: must differ from PORT=8080")
+    with pytest.raises(ConfigError, match="admin_port=3000: must differ from port=3000"):
+        Config(admin_port=3000)
+
+
+def test_admin_allow_is_parsed_into_networks() -> None:
+    config = Config.from_env({"ADMIN_ALLOW": "10.1.2.3/8, 192.0.2.7"})
+    assert [str(n) for n in config.admin_networks] == ["10.0.0.0/8", "192.0.2.7/32"]
 
 
 def test_redis_store_needs_redis_url() -> None:

@@ -594,8 +594,13 @@ class ASGIHost(Runtime):
             return await pipeline(request)
         return await self.handler(request)
 
-    async def start(self, sock: Any = None, link: WorkerLink | None = None) -> Server:
+    async def start(
+        self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
+    ) -> Server:
         """Run lifespan startup (and any startup hook), bind, accept: see Runtime.start.
+
+        With an admin listener (``ADMIN_PORT``), ``/api/health`` and ``/metrics`` are
+        answered there, and on the main port they are the app's paths like any other.
 
         Raises:
             StartupError: Lifespan startup failed, or the address could not be bound.
@@ -603,7 +608,9 @@ class ASGIHost(Runtime):
         self.handler.configure(
             self.config, error_response=self.app.error_response, access_log=self.access_log
         )
-        server = await super().start(sock, link)
+        if self.config.admin_port is not None:
+            self._native_paths = self._native_paths - {"/api/health", METRICS_PATH}
+        server = await super().start(sock, link, admin_sock)
         self.handler.server_address = server.address
         return server
 

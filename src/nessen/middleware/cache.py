@@ -1,12 +1,16 @@
 """Response cache and conditional GET: stored 200s, ETags and ``304 Not Modified``.
 
 A shared cache in the sense of RFC 9111, bounded by entries and bytes (LRU), for GET
-and HEAD (HEAD is answered from GET's entry). The key is the path, the query with its
-parameters sorted, and the values of the request fields the response names in ``Vary``
-(RFC 9111 §4.1); ``Vary: *`` is never stored. It honours ``no-store``, ``no-cache`` and
-``max-age`` in the request, and ``no-store``, ``no-cache``, ``private``, ``max-age`` and
-``s-maxage`` in the response (RFC 9111 §5.2); responses with ``Set-Cookie`` and requests
-with ``Authorization`` are never stored (§3.5), nor by default requests with ``Cookie``.
+and HEAD (HEAD is answered from GET's entry). The key is the request's origin (scheme and
+host, :func:`request_origin`), the path, the query with its parameters sorted, and the
+values of the request fields the response names in ``Vary`` (RFC 9111 §2, §4.1), so a
+page built from one client's ``Host`` is never served to a client that named another host;
+``Vary: *`` is never stored, and a request in absolute-form (``GET http://host/ HTTP/1.1``,
+whose authority is not the Host field) is neither served from nor stored in the cache. It
+honours ``no-store``, ``no-cache`` and ``max-age`` in the request, and ``no-store``,
+``no-cache``, ``private``, ``max-age`` and ``s-maxage`` in the response (RFC 9111 §5.2);
+responses with ``Set-Cookie`` and requests with ``Authorization`` are never stored (§3.5),
+nor by default requests with ``Cookie``.
 A 2xx/3xx answer to an unsafe method invalidates the entry for its target (§4.4).
 
 Independently of storage, every buffered ``200`` to GET or HEAD gets a strong ``ETag``
@@ -51,6 +55,33 @@ _RESPONSE = b"R"  # entry: a stored response
 _VARIANTS = b"V"  # entry: the Vary names under which the responses for this target live
 _ABSENT = "\x01"  # a Vary field the request did not send (differs from an empty value)
 _WARNING_INTERVAL = 10.0
+
+
+def request_origin(request: Request) -> str:
+    """The origin a request was addressed to, as the cache keys it: ``https://example.com``.
+
+    The one place the cache reads the scheme and host: the request's resolved ones
+    (``ctx.scheme`` and ``ctx.host``, through trusted proxies only, see
+    :mod:`nessen.http.forwarded`). The host is lower-cased (RFC 9110 §4.2.3: host names are
+    case-insensitive), without the scheme's default port (``:80``, ``:443``) or an empty
+    port; ``""`` when the request names none (HTTP/1.0). Every request naming another host
+    gets another key, so a page built from a forged ``Host`` can only ever be served to
+    requests that forge the same one.
+
+    Args:
+        request: The request.
+
+    Returns:
+        ``scheme://host[:port]``.
+    """
+    scheme = request.scheme
+    host = request.host.lower()
+    default_port = ":443" if scheme == "https" else ":80"
+    if host.endswith(default_port):
+        host = host[: -len(default_port)]
+    elif host.endswith(":"):
+        host = host[:-1]
+    return scheme + "://" + host
 
 
 def make_etag(body: bytes) -> str:
@@ -130,7 +161,9 @@ def cache_middleware(
             the cache (Varnish's default): a handler that personalises by cookie without
             ``Vary: Cookie`` or ``Cache-Control: private`` would otherwise hand one user's
             page to another. ``False`` caches them, trusting the handlers' fields.
-        key_prefix: Prepended to every key, so a store can be shared.
+        key_prefix: Prepended to every key, so a store can be shared. A key is
+            ``<key_prefix><scheme>://<host><path>?<sorted query>`` (see
+            :func:`request_origin`), then a NUL and the Vary values for a variant.
         clock: Wall-clock seconds for ``Age``, and the default store's TTL clock;
             ``time.time`` and ``time.monotonic`` when ``None``.
 
@@ -171,7 +204,7 @@ def cache_middleware(
         query = request.query_string
         if b"&" in query:
             query = b"&".join(sorted(query.split(b"&")))
-        return f"{key_prefix}{request.path}?{query.decode('latin-1')}"
+        return f"{key_prefix}{request_origin(request)}{request.path}?{query.decode('latin-1')}"
 
     def variant_key(base: str, names: list[str] | tuple[str, ...], request: Request) -> str:
         headers = request.headers
@@ -259,6 +292,7 @@ def cache_middleware(
             "no-store" in directives
             or "authorization" in headers
             or (bypass_cookies and "cookie" in headers)
+            or request.target[:1] != b"/"  # absolute-form: its authority is not Host's
         )
         fresh_only = (
             "no-cache" in directives

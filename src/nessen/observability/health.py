@@ -15,7 +15,10 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
                                (READY, or DEGRADED when allowed) and every readiness check
                                passes; the status is 200 when true, 503 otherwise
     state               str    STARTING, READY, DEGRADED, DRAINING or STOPPING
-    reason              str    why the last transition happened (only when there is one)
+    reason              str    why the last transition happened (only when there is one);
+                               in production with addresses and URLs redacted (see
+                               :func:`redact_addresses`), the log line of the transition
+                               keeping them
     checks              {name: {ok, duration_ms, error}}  as in ``/ready`` (only when checks
                                are registered and the state accepts traffic)
     uptime_ms           int    since the runtime was created
@@ -38,6 +41,7 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sys
 import time
@@ -47,6 +51,7 @@ from typing import Protocol
 from nessen.app.lifecycle import CheckResult, Lifecycle, Readiness
 from nessen.app.routing import Router
 from nessen.http import Request, Response
+from nessen.observability.admin import OpsGuard, guarded
 from nessen.observability.process import ProcessSampler
 from nessen.observability.stats import RequestStats
 
@@ -87,6 +92,47 @@ class HealthSource(Protocol):
         """Whether clients may see error text (not in production)."""
 
 
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(
+    "|".join(
+        (
+            r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+",  # a URL: redis://user:password@host/0
+            r"[^\s'\"<>()@/]+@[^\s'\"<>()/]+",  # user[:password]@host
+            r"\(\s*'[^']*'\s*,\s*\d+[^)]*\)",  # a Python socket address: ('host', 6379)
+            r"\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\](?::\d+)?",  # [IPv6%zone]:port
+            # IPv6, a port or an embedded IPv4 address included: ::1:6379, ::ffff:10.0.0.5
+            r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]*(?:\.\d{1,3}){0,3}(?![\w:])",
+            r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b",  # IPv4[:port]
+            rf"\b(?:{_HOST_LABEL}\.)*{_HOST_LABEL}:\d{{1,5}}\b",  # host:port
+            rf"\b(?:{_HOST_LABEL}\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]\b",  # a dotted host name
+            r"(?<![\w.])/(?:[\w.-]+/)*[\w.-]*[\w-]",  # an absolute path: a Unix socket
+        )
+    )
+)
+REDACTED = "<redacted>"
+"""What :func:`redact_addresses` puts in place of an address."""
+
+
+def redact_addresses(text: str) -> str:
+    """Replace what names a network address or a credential in ``text`` with ``<redacted>``.
+
+    For reasons shown to clients in production (a DEGRADED reason in ``/api/health`` and
+    ``/ready``), which are often an exception's text: redis-py's ``Error 111 connecting to
+    10.0.0.5:6379`` becomes ``Error 111 connecting to <redacted>``. It errs on the side of
+    hiding: URLs (with any ``user:password@``), ``user@host``, IPv4 and IPv6 addresses with
+    or without a port, ``host:port``, dotted host names (``redis.prod.internal``), Python
+    socket addresses (``('10.0.0.5', 6379)``) and absolute paths (a Unix socket). A bare
+    single-label host without a port (``redis``) is kept: it cannot be told from a word.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        ``text`` with each such span replaced.
+    """
+    return _ADDRESS.sub(REDACTED, text)
+
+
 _rss_memo = [-1.0, 0]
 RSS_REFRESH = 0.25
 """Seconds a reading of the resident set size is reused by ``/api/health``."""
@@ -113,14 +159,25 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-def install_health_routes(router: Router, source: HealthSource) -> None:
+def install_health_routes(
+    router: Router, source: HealthSource, *, guard: OpsGuard | None = None
+) -> None:
     """Register ``GET /health``, ``GET /ready`` and ``GET /api/health`` on ``router``.
+
+    ``guard`` (see :mod:`nessen.observability.admin`) decides who gets ``/api/health``;
+    ``/health`` and ``/ready`` answer every client, as probes must.
 
     A failing readiness check shows its error text only when ``source.error_details``; in
     production only its kind (``"timeout"``, ``"ConnectionError"``): the probes answer any
     client, and an exception's text may hold a connection string. The text is logged
-    either way when the check starts failing.
+    either way when the check starts failing. For the same reason the lifecycle's
+    ``reason`` (e.g. ``redis unavailable: ConnectionError: Error 111 connecting to
+    10.0.0.5:6379``) goes out through :func:`redact_addresses` in production; the
+    transition's log line has it whole.
     """
+
+    def public_reason(reason: str) -> str:
+        return reason if source.error_details else redact_addresses(reason)
 
     def checks_json(results: dict[str, CheckResult]) -> dict[str, dict[str, object]]:
         return {
@@ -149,7 +206,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
         ok, results = await readiness()
         body = {"ready": ok, "state": str(lifecycle.state), "checks": checks_json(results)}
         if lifecycle.reason:
-            body["reason"] = lifecycle.reason
+            body["reason"] = public_reason(lifecycle.reason)
         return Response.json(body, 200 if ok else 503)
 
     async def api_health(request: Request) -> Response:
@@ -163,7 +220,7 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
             "state": str(lifecycle.state),
         }
         if lifecycle.reason:
-            body["reason"] = lifecycle.reason
+            body["reason"] = public_reason(lifecycle.reason)
         if results:
             body["checks"] = checks_json(results)
         body.update(
@@ -190,20 +247,27 @@ def install_health_routes(router: Router, source: HealthSource) -> None:
 
     router.get("/health", health)
     router.get("/ready", ready)
-    router.get("/api/health", api_health)
+    router.get("/api/health", guarded(api_health, guard))
 
 
-def install_metrics_route(router: Router, render: Callable[[str], tuple[bytes, str]]) -> None:
+def install_metrics_route(
+    router: Router,
+    render: Callable[[str], tuple[bytes, str]],
+    *,
+    guard: OpsGuard | None = None,
+) -> None:
     """Register ``GET /metrics``, answered with ``render(accept)``.
 
     Args:
         router: Where to register it.
         render: Takes the request's Accept field value (``""`` if none) and returns the
             exposition and its content type (see ``PrometheusMetrics.exposition``).
+        guard: Decides who gets it (see :mod:`nessen.observability.admin`); ``None``:
+            every client.
     """
 
     async def metrics(request: Request) -> Response:
         content, content_type = render(request.headers.get("accept") or "")
         return Response(200, content, content_type=content_type, headers=NO_STORE)
 
-    router.get(METRICS_PATH, metrics)
+    router.get(METRICS_PATH, guarded(metrics, guard))

@@ -34,6 +34,13 @@ buckets and sum through its private ``_buckets`` and ``_sum`` values: the first 
 created checks they exist, and a unit test checks that the result equals ``observe()``'s,
 so a prometheus-client release that changes them fails loudly rather than miscounting.
 
+**Cost per scrape.** Rendering the exposition costs about 2 ms of CPU in one process (and
+more with several workers, whose files are all read), all of it on the event loop; so a
+rendered exposition is reused for ``EXPOSITION_REUSE`` (250 ms, as ``/api/health``'s
+figures are): a client hammering ``/metrics`` gets at most four renders a second per
+process, and every other scrape costs what any small response does (docs/BENCHMARKS.md).
+A scrape therefore shows the process as it was at most 250 ms before.
+
 **Several worker processes.** When ``PROMETHEUS_MULTIPROC_DIR`` is set before the
 process starts, prometheus-client keeps every value in a per-process file there, and
 ``/metrics`` in any worker reports the aggregate through its ``MultiProcessCollector``:
@@ -49,8 +56,9 @@ for every worker that exits.
 from __future__ import annotations
 
 import logging
+import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -78,6 +86,9 @@ OVERFLOW_ROUTE = "overflow"
 """The ``route`` label once ``max_routes`` distinct routes have been seen."""
 STATES = ("STARTING", "READY", "DEGRADED", "DRAINING", "STOPPING")
 """The values of ``nessen_state``'s ``state`` label."""
+
+EXPOSITION_REUSE = 0.25
+"""Seconds a rendered exposition is served again before the registry is read anew."""
 
 _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 _SIZE_BOUNDS = (*SIZE_BUCKETS, float("inf"))
@@ -117,12 +128,17 @@ class PrometheusMetrics:
             ``None`` follows prometheus-client, which decides when it is first imported.
         max_routes: Distinct ``route`` label values kept; later ones share ``"overflow"``
             (a guard for middleware that sets ``request.route`` to something unbounded).
+        reuse_seconds: How long :meth:`exposition` serves a rendering again; 0 renders on
+            every call. The runtime uses ``EXPOSITION_REUSE``.
 
     Attributes:
         registry: What ``/metrics`` exposes: a registry of this instance's own (so several
             runtimes in one process never collide), or in multiprocess mode one holding
             only the ``MultiProcessCollector``.
         multiprocess: Whether values are aggregated across processes.
+        reuse_seconds: As given; may be changed at any time.
+        before_render: Called before each rendering (not for a reused one), e.g. to set
+            gauges that are read when scraped; ``None`` for nothing.
     """
 
     def __init__(
@@ -131,6 +147,7 @@ class PrometheusMetrics:
         *,
         multiprocess: bool | None = None,
         max_routes: int = 1000,
+        reuse_seconds: float = 0.0,
     ) -> None:
         value_class_is_shared = bool(getattr(values.ValueClass, "_multiprocess", False))
         if multiprocess is None:
@@ -205,6 +222,9 @@ class PrometheusMetrics:
             registry=own,
             multiprocess_mode="livemax",
         )
+        self.reuse_seconds = reuse_seconds
+        self.before_render: Callable[[], None] | None = None
+        self._rendered: dict[str, tuple[float, bytes]] = {}  # content type -> (when, bytes)
         self._store_errors: Counter | None = None  # created by the first store_error()
         self._state_children = {name: self.state.labels(name) for name in STATES}
         self._series: dict[tuple[str, str | None, int], _Series] = {}
@@ -351,7 +371,11 @@ class PrometheusMetrics:
         self.event_loop_lag.set(seconds)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
-        """Flush, then render the registry for a scrape.
+        """The registry rendered for a scrape: reused, or flushed and rendered now.
+
+        A rendering in the same format less than ``reuse_seconds`` old is returned as it
+        is; otherwise ``before_render`` runs, the pending counts are flushed and the
+        registry is rendered (and kept for the next scrapes).
 
         Args:
             accept: The scraper's Accept field value; ``application/openmetrics-text``
@@ -360,9 +384,17 @@ class PrometheusMetrics:
         Returns:
             ``(content, content type)``.
         """
-        self.flush()
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        now = time.monotonic()
+        kept = self._rendered.get(content_type)
+        if kept is not None and now - kept[0] < self.reuse_seconds:
+            return kept[1], content_type
+        if self.before_render is not None:
+            self.before_render()
+        self.flush()
+        content: bytes = encoder(self.registry)
+        self._rendered[content_type] = (now, content)
+        return content, content_type
 
     # --- TelemetrySink: the user's own metrics ---------------------------------------------
 

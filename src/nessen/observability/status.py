@@ -17,6 +17,7 @@ from importlib import resources
 
 from nessen.app.routing import Router
 from nessen.http import Request, Response
+from nessen.observability.admin import OpsGuard, guarded
 
 STATUS_PATH = "/_nessen/status"
 """Default path of the status page."""
@@ -30,7 +31,11 @@ def status_paths(path: str = STATUS_PATH) -> tuple[str, str, str]:
 
 
 def install_status_routes(
-    router: Router, path: str = STATUS_PATH, health_path: str = "/api/health"
+    router: Router,
+    path: str = STATUS_PATH,
+    health_path: str = "/api/health",
+    *,
+    guard: OpsGuard | None = None,
 ) -> None:
     """Register ``GET path`` (the page), ``GET path.js`` and ``GET path.css`` on ``router``.
 
@@ -38,6 +43,8 @@ def install_status_routes(
         router: Where to register them.
         path: The page's path, e.g. ``"/_nessen/status"``.
         health_path: What the page polls: the ``/api/health`` JSON.
+        guard: Decides who gets the three files (see :mod:`nessen.observability.admin`);
+            ``None``: every client.
 
     Raises:
         ValueError: ``path`` does not start with ``/`` or ends with ``/``, or a route is
@@ -69,6 +76,6 @@ def install_status_routes(
     async def status_style(request: Request) -> Response:
         return Response(200, style, content_type="text/css; charset=utf-8", headers=_HEADERS)
 
-    router.get(page_path, status_page)
-    router.get(script_path, status_script)
-    router.get(style_path, status_style)
+    router.get(page_path, guarded(status_page, guard))
+    router.get(script_path, guarded(status_script, guard))
+    router.get(style_path, guarded(status_style, guard))

@@ -1,7 +1,9 @@
 """Worker processes: pre-fork, restart with backoff, signal forwarding, rolling restarts.
 
 The supervisor binds the listening socket once and forks N workers that inherit it; each
-worker runs its own event loop and accepts from the one shared queue. A shared socket (not
+worker runs its own event loop and accepts from the one shared queue. The admin listener's
+socket (``ADMIN_PORT``), when there is one, is bound and shared the same way, so any worker
+answers a scrape. A shared socket (not
 SO_REUSEPORT, which gives each worker a queue of its own) is what makes a rolling restart
 lose nothing: a worker that drains closes only its copy of the socket, and connections
 waiting in the queue are accepted by the others instead of being reset with the old
@@ -94,8 +96,9 @@ class WorkerLink:
         self._send(RECYCLE)
 
 
-WorkerMain = Callable[[socket.socket, WorkerLink, int], int]
-"""Runs one worker in the forked child: ``(listening socket, link, slot) -> exit status``."""
+WorkerMain = Callable[[socket.socket, WorkerLink, int, socket.socket | None], int]
+"""Runs one worker in the forked child: ``(listening socket, link, slot, admin listener's
+socket or None) -> exit status``."""
 
 
 @dataclass(eq=False)
@@ -117,17 +120,25 @@ class Supervisor:
     Args:
         config: Settings (address, workers, shutdown_timeout, worker_timeout).
         worker_main: Called in each child with the inherited listening socket, its
-            :class:`WorkerLink` and its slot number (0..N-1); returns its exit status.
+            :class:`WorkerLink`, its slot number (0..N-1) and the inherited admin socket
+            (``None`` without ``admin_port``); returns its exit status.
         sock: A bound listening socket to share; when ``None`` one is bound to
             ``config.host:config.port``.
+        admin_sock: A bound socket for the admin listener; when ``None`` and
+            ``config.admin_port`` is set, one is bound to ``config.admin_address``.
     """
 
     def __init__(
-        self, config: Config, worker_main: WorkerMain, sock: socket.socket | None = None
+        self,
+        config: Config,
+        worker_main: WorkerMain,
+        sock: socket.socket | None = None,
+        admin_sock: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.worker_main = worker_main
         self.sock = sock
+        self.admin_sock = admin_sock
         self.workers: dict[int, _Worker] = {}
         self._failures: dict[int, int] = {}
         self._restart_at: dict[int, float] = {}
@@ -143,8 +154,12 @@ class Supervisor:
     def bind(self) -> socket.socket:
         """Bind and listen on ``config.host:config.port`` (IPv6 when the host is).
 
+        Also binds the admin listener's socket when ``config.admin_port`` is set.
+
         Raises:
-            OSError: The address cannot be bound.
+            OSError: An address cannot be bound; its ``address`` attribute is the
+                ``(host, port)`` that failed when it is the admin listener's (the main
+                socket is then closed again).
         """
         if self.sock is None:
             family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
@@ -154,6 +169,15 @@ class Supervisor:
             sock.listen(2048)
             sock.setblocking(False)
             self.sock = sock
+        admin = self.config.admin_address
+        if self.admin_sock is None and admin is not None:
+            try:
+                self.admin_sock = _listen(*admin)
+            except OSError as exc:
+                self.sock.close()
+                self.sock = None
+                exc.address = admin  # type: ignore[attr-defined]
+                raise
         return self.sock
 
     @property
@@ -183,6 +207,15 @@ class Supervisor:
             self.config.workers,
             extra={"address": f"http://{shown}:{port}"},
         )
+        if self.admin_sock is not None:
+            admin_host, admin_port = self.admin_sock.getsockname()[:2]
+            admin_shown = f"[{admin_host}]" if ":" in admin_host else admin_host
+            logger.info(
+                "supervisor: admin listener on http://%s:%d, shared by the workers",
+                admin_shown,
+                admin_port,
+                extra={"admin_address": f"http://{admin_shown}:{admin_port}"},
+            )
         previous = {
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
@@ -207,6 +240,8 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             sock.close()
+            if self.admin_sock is not None:
+                self.admin_sock.close()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
         clean = not self._restart_at and all(code == 0 for code in self._exit_codes)
@@ -335,7 +370,7 @@ class Supervisor:
                 # Own process group: a terminal's Ctrl-C reaches only the supervisor, which
                 # forwards one SIGTERM (a second signal would cut the workers' drains short).
                 os.setpgid(0, 0)
-                status = self.worker_main(sock, WorkerLink(write_fd), slot)
+                status = self.worker_main(sock, WorkerLink(write_fd), slot, self.admin_sock)
             except BaseException:
                 logger.exception("worker %d failed", slot)
             finally:
@@ -435,3 +470,18 @@ class Supervisor:
             old.stop_sent = time.monotonic()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old.pid, signal.SIGTERM)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ``host:port`` (IPv6 when the host is)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -166,6 +166,18 @@ def cors_runtime() -> Runtime:
     return runtime
 
 
+def host_echo_runtime() -> Runtime:
+    """The cache on, ALLOWED_HOSTS empty, and a page built from the Host field."""
+    runtime = Runtime(middleware={"cache": {"ttl": 30.0}}, access_log=False)
+
+    @runtime.route.get("/reset")
+    async def reset(ctx: Request) -> Response:
+        host = ctx.headers.get("host")
+        return Response.text(f"reset your password at http://{host}/reset?token=")
+
+    return runtime
+
+
 def upload(origin: str, length: int = 100, sent: bytes = b"") -> bytes:
     return (
         f"POST /data HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nContent-Length: {length}\r\n\r\n"
@@ -209,3 +221,19 @@ def test_without_cors_the_server_s_answers_are_unchanged(serve: ServeFactory) ->
     assert response.status == 413
     assert response.header("access-control-allow-origin") is None
     assert response.header("vary") is None
+
+
+def test_a_page_built_from_a_forged_host_is_never_served_to_another_host(
+    serve: ServeFactory,
+) -> None:
+    server = serve(host_echo_runtime())
+    with RawClient(server.address) as attacker, RawClient(server.address) as victim:
+        forged = attacker.request(get("/reset", host="evil.example"))
+        assert forged.body == b"reset your password at http://evil.example/reset?token="
+        assert attacker.request(get("/reset", host="evil.example")).header("x-cache") == "HIT"
+        page = victim.request(get("/reset", host="shop.example"))
+        again = victim.request(get("/reset", host="SHOP.example:80"))  # the same origin
+    assert page.status == 200
+    assert page.body == b"reset your password at http://shop.example/reset?token="
+    assert page.header("x-cache") == "MISS"
+    assert (again.header("x-cache"), again.body) == ("HIT", page.body)

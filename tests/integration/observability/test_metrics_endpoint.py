@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from nessen import HTTPError, Request, Response, Runtime
@@ -176,3 +178,43 @@ def test_two_runtimes_in_one_process_keep_their_own_counts(serve: ServeFactory) 
         labels(method="GET", route="/items/{id:int}", status="200"): 1.0,
     }
     assert values(scrape(second.url)["http_requests"], "http_requests_total") == {}
+
+
+def items_served(families: dict[str, object]) -> float:
+    requests = families["http_requests"]
+    found = values(requests, "http_requests_total")  # type: ignore[arg-type]
+    return found.get(labels(method="GET", route="/items/{id:int}", status="200"), 0.0)
+
+
+def test_a_rendered_exposition_is_reused_for_a_short_interval(serve: ServeFactory) -> None:
+    runtime = shop()
+    server = serve(runtime)
+    prometheus = runtime.prometheus
+    assert prometheus is not None
+    default = getattr(prometheus, "reuse_seconds", None)
+    prometheus.reuse_seconds = 3600.0  # long enough for any machine, however busy
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        first = client.get("/metrics")
+        for n in range(1, 4):
+            assert client.get(f"/items/{n}").status_code == 200
+        hammered = [client.get("/metrics") for _ in range(20)]
+        # each format has its own rendering
+        openmetrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert all(r.content == first.content for r in hammered)  # the registry was not read
+    assert items_served(scrape(server.url)) == 0.0
+    assert "application/openmetrics-text" in openmetrics.headers["content-type"]
+    assert b'route="/items/{id:int}",status="200"} 3.0' in openmetrics.content
+    prometheus.reuse_seconds = 0.0
+    assert items_served(scrape(server.url)) == 3.0
+    assert default == 0.25  # the runtime's (EXPOSITION_REUSE), as /api/health's figures
+
+
+def test_a_scrape_catches_up_once_the_interval_has_passed(serve: ServeFactory) -> None:
+    server = serve(shop())
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        assert items_served(scrape(server.url)) == 0.0
+        assert client.get("/items/1").status_code == 200
+        deadline = time.monotonic() + 10.0  # the interval is 0.25 s; a generous bound
+        while items_served(scrape(server.url)) != 1.0:
+            assert time.monotonic() < deadline, "the exposition was never rendered again"
+            time.sleep(0.05)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from nessen.http import Request, Response
-from nessen.middleware.cache import cache_middleware, make_etag, none_match
+from nessen.middleware.cache import cache_middleware, make_etag, none_match, request_origin
 from nessen.stores import MemoryStore
 from tests.unit.middleware.helpers import FakeClock, make_request, run
 
@@ -77,6 +77,48 @@ async def test_the_query_is_part_of_the_key_in_any_order() -> None:
     assert same.headers["x-cache"] == "HIT"
     assert other.headers["x-cache"] == "MISS"
     assert bare.headers["x-cache"] == "MISS"
+    assert origin.calls == 3
+
+
+async def test_the_host_is_part_of_the_key() -> None:
+    cache, _, _ = setup()
+    origin = Origin(lambda r: Response.text(f"link: http://{r.headers.get('host')}/next"))
+
+    async def get(host: str) -> Response:
+        request = make_request(target="/p", headers=[("Host", host)])
+        return await run(cache, request, origin)  # type: ignore[arg-type]
+
+    forged = await get("evil.example")
+    real = await get("shop.example")
+    assert forged.headers["x-cache"] == real.headers["x-cache"] == "MISS"
+    assert real.body == b"link: http://shop.example/next"
+    again = await get("shop.example")
+    assert (again.headers["x-cache"], again.body) == ("HIT", real.body)
+    # the same origin spelt differently: case-insensitive host, default or empty port
+    for spelling in ("SHOP.example", "shop.example:80", "shop.example:"):
+        assert (await get(spelling)).headers["x-cache"] == "HIT", spelling
+    assert (await get("shop.example:8080")).headers["x-cache"] == "MISS"
+    assert origin.calls == 3
+
+
+def test_request_origin_is_http_and_the_normalised_host() -> None:
+    def origin(*headers: tuple[str, str]) -> str:
+        return request_origin(make_request(headers=list(headers)))
+
+    assert origin(("Host", "Shop.Example:80")) == "http://shop.example"
+    assert origin(("Host", "[::1]:8080")) == "http://[::1]:8080"
+    assert origin() == "http://"  # HTTP/1.0 without Host
+
+
+async def test_an_absolute_form_request_bypasses_the_cache() -> None:
+    # Its authority, not Host, names the resource (RFC 9112 §3.2.2), while a handler may
+    # build the page from Host: neither key would be safe.
+    cache, origin, _ = setup()
+    request = make_request(target="/p", headers=[("Host", "evil.example")])
+    for _ in range(2):
+        absolute = Request("GET", b"http://shop.example/p", "/p", b"", [(b"host", b"evil.example")])
+        assert (await run(cache, absolute, origin)).headers["x-cache"] == "MISS"  # type: ignore[arg-type]
+    assert (await run(cache, request, origin)).headers["x-cache"] == "MISS"  # type: ignore[arg-type]
     assert origin.calls == 3
 
 
