@@ -160,6 +160,9 @@ class HttpProtocol(asyncio.Protocol):
         self._body_request: Request | None = None  # its request
         self._body_paused = False  # reading paused because the channel is full
         self._read_time_left = 0.0  # header or body deadline left while we do not read
+        self._held_at = 0.0  # when the read deadline was last held
+        self._body_started = 0.0  # loop time the content began (shifted by held time)
+        self._body_last = 0.0  # loop time content last arrived (shifted by held time)
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
         self.read_deadline = INF
@@ -240,6 +243,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         in_message, begun = self._in_message, self._messages_begun
         in_body = self.read_phase == BODY
+        body_before = self._body_bytes if in_body else 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -289,6 +293,13 @@ class HttpProtocol(asyncio.Protocol):
                         )
                     )
                     return
+            if (
+                in_body
+                and self._body_bytes != body_before
+                and self.read_phase == BODY
+                and self._messages_begun == begun
+            ):
+                self._body_progress()
             if self._in_head:
                 if not self._url:  # still in the method: keep its bytes
                     self._method_start = self._request_start(data, in_message, begun)
@@ -482,9 +493,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._parsing_keep_alive = parser.should_keep_alive()
         if self._content_length > 0 or self._te_count:
-            self._body_raw = 0
-            self.read_phase = BODY
-            self.read_deadline = self._loop.time() + config.body_timeout
+            self._start_body()
             expect = self._expect
             if expect is not None and version == "1.1":
                 if expect.strip().lower() != b"100-continue":
@@ -545,9 +554,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._body_channel = channel
         self._body_request = request
-        self._body_raw = 0
-        self.read_phase = BODY
-        self.read_deadline = self._loop.time() + self._config.body_timeout
+        self._start_body()
         self._queue.append((request, keep_alive, self._started))
 
     def _body_consumed(self, channel: RequestChannel, size: int) -> None:
@@ -591,13 +598,53 @@ class HttpProtocol(asyncio.Protocol):
         the slow one. The handler and queue deadlines bound how long this lasts.
         """
         if self.read_phase in (HEAD, BODY) and self.read_deadline != INF:
-            self._read_time_left = max(0.0, self.read_deadline - self._loop.time())
+            now = self._held_at = self._loop.time()
+            self._read_time_left = max(0.0, self.read_deadline - now)
             self.read_deadline = INF
 
     def _release_read_deadline(self) -> None:
-        """Reading resumed: a held header or content deadline runs on from where it stopped."""
+        """Reading resumed: a held header or content deadline runs on from where it stopped.
+
+        The time spent held does not count against the content's rate either.
+        """
         if self.read_phase in (HEAD, BODY) and self.read_deadline == INF:
-            self.read_deadline = self._loop.time() + self._read_time_left
+            now = self._loop.time()
+            self.read_deadline = now + self._read_time_left
+            if self.read_phase == BODY:
+                held = now - self._held_at
+                self._body_started += held
+                self._body_last += held
+
+    def _start_body(self) -> None:
+        """The header section announced content: start its deadlines."""
+        now = self._loop.time()
+        self._body_raw = 0
+        self._body_started = self._body_last = now
+        self.read_phase = BODY
+        self.read_deadline = now + self._config.body_timeout
+
+    def _body_progress(self) -> None:
+        """Content arrived: the body deadline moves on.
+
+        ``body_timeout`` is the longest wait for the next piece of content (nginx's
+        ``client_body_timeout``). Once the content has been arriving for ``body_timeout``,
+        its average rate must also stay at ``body_min_rate`` bytes per second or above
+        (Kestrel's ``MinRequestBodyDataRate``, with ``body_timeout`` as its grace period),
+        so a trickle that never quite stalls is still cut. Time spent with reading paused
+        on our side counts for neither.
+        """
+        config = self._config
+        now = self._body_last = self._loop.time()
+        deadline = now + config.body_timeout
+        rate = config.body_min_rate
+        if rate:
+            by_rate = self._body_started + max(config.body_timeout, self._body_bytes / rate)
+            if by_rate < deadline:
+                deadline = by_rate
+        if self.read_deadline == INF:  # held: runs on from here when reading resumes
+            self._read_time_left = max(0.0, deadline - now)
+        else:
+            self.read_deadline = deadline
 
     def _close_channels(self) -> None:
         """The connection is gone: every request's channel reports a disconnect."""
@@ -1277,13 +1324,29 @@ class HttpProtocol(asyncio.Protocol):
                 )
             )
         elif phase == BODY:
-            self._fail(
-                ProtocolError(
-                    f"content not complete within {self._config.body_timeout:g} s (body_timeout)",
+            config = self._config
+            rate = config.body_min_rate
+            by_rate = (
+                self._body_started + max(config.body_timeout, self._body_bytes / rate)
+                if rate
+                else INF
+            )
+            if self._body_last + config.body_timeout <= by_rate:  # the deadline that passed
+                error = ProtocolError(
+                    f"no content for {config.body_timeout:g} s (body_timeout)",
                     status=408,
                     reason="body_timeout",
                 )
-            )
+            else:
+                elapsed = max(self._loop.time() - self._body_started, 1e-9)
+                error = ProtocolError(
+                    f"content arriving at {self._body_bytes / elapsed:.0f} bytes/s over "
+                    f"{elapsed:.1f} s ({self._body_bytes} bytes), below body_min_rate "
+                    f"{rate} bytes/s",
+                    status=408,
+                    reason="body_too_slow",
+                )
+            self._fail(error)
         elif phase in (IDLE, LINGER):
             self._close()
 
