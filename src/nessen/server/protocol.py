@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import struct
@@ -24,9 +25,17 @@ import orjson
 
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
+from nessen.http.request import (
+    CLIENT_DISCONNECTED,
+    REQUEST_TIMEOUT,
+    RESPONSE_ERROR,
+    SEND_TIMEOUT,
+    SHUTDOWN_CUT,
+)
 from nessen.http.target import split_target
 from nessen.server.body import (
     HIGH_WATER_BYTES,
+    ClientDisconnected,
     PreparedResponse,
     RequestChannel,
     StreamedRequest,
@@ -45,6 +54,7 @@ from nessen.server.writer import (
 )
 
 INF = float("inf")
+logger = logging.getLogger("nessen.server")
 
 # What the read deadline of a connection is guarding.
 HEAD = 1  # waiting for (the rest of) a header section
@@ -163,6 +173,14 @@ class HttpProtocol(asyncio.Protocol):
         self._held_at = 0.0  # when the read deadline was last held
         self._body_started = 0.0  # loop time the content began (shifted by held time)
         self._body_last = 0.0  # loop time content last arrived (shifted by held time)
+        # What went out. A response is reported (Request.on_finished, request_finished)
+        # once all of it has been handed to the kernel, or when the connection ends; while
+        # part of it is still queued in the transport, its report waits in _pending.
+        self._pending: tuple[Request, Response | None, int, int, float] | None = None
+        self._tail_content = 0  # content bytes in the last write that carried content
+        self._tail_after = 0  # bytes written after those (chunk framing, the last chunk)
+        self._unsent = 0  # bytes queued in the transport when last seen (paused or cut)
+        self._cut_reason: str | None = None  # why the connection was aborted or lost
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
         self.read_deadline = INF
@@ -174,6 +192,10 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection, start its header deadline, or refuse it when full."""
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # Pause as soon as anything stays queued, resume once all of it went to the kernel:
+        # "not paused" then means "all handed over", what the reports and send_timeout
+        # measure (a writer waits for the kernel to take its output, as nginx's does).
+        transport.set_write_buffer_limits(0, 0)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (str(peer[0]), int(peer[1]))
@@ -196,6 +218,13 @@ class HttpProtocol(asyncio.Protocol):
         """Forget the connection; a running handler finishes but its response is dropped."""
         self._closed = True
         self.read_deadline = self.handler_deadline = self.write_deadline = INF
+        if self._cut_reason is None:
+            if exc is not None:  # reset or broken pipe: the client went away
+                self._cut_reason = CLIENT_DISCONNECTED
+            else:  # our close() flushed what was queued
+                self._unsent = 0
+        if self._pending is not None:
+            self._report_pending()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -223,14 +252,20 @@ class HttpProtocol(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        """The transport buffer is above its high-water mark: stop producing output."""
+        """Output stays queued (the kernel's buffer is full): stop producing more."""
         self._writing_paused = True
         self.write_deadline = self._loop.time() + self._config.send_timeout
+        transport = self._transport
+        if transport is not None:
+            self._unsent = transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
-        """The client caught up: resume streams and the pipelined queue."""
+        """All output went to the kernel: report a response that waited, resume writing."""
         self._writing_paused = False
         self.write_deadline = INF
+        self._unsent = 0
+        if self._pending is not None:
+            self._report_pending()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -812,11 +847,13 @@ class HttpProtocol(asyncio.Protocol):
         """
         state = self._state
         response: Any = None
-        cancelled = False
+        cancelled = gone = False
         try:
             response = await state.handler(request)
         except asyncio.CancelledError:
             cancelled = True
+        except ClientDisconnected:  # a streaming handler gave up: its client went away
+            gone = True
         except Exception as exc:
             response = state.events.handler_error(request, exc)
         finally:
@@ -830,11 +867,14 @@ class HttpProtocol(asyncio.Protocol):
             if cancelled:
                 raise asyncio.CancelledError
             return
-        if self._answered or self._current is None:
+        current = self._current
+        if self._answered or current is None:
             self._finish()
-        elif cancelled:
+        elif cancelled or gone:  # nothing was sent: the drain cut it, or the client left
             self._answered = True
             self._close()
+            outcome = self._cut_reason or (SHUTDOWN_CUT if cancelled else CLIENT_DISCONNECTED)
+            self._report(request, None, 0, 0, outcome, current[2])
             self._finish()
         else:
             self._respond(response, in_task=True)
@@ -846,6 +886,8 @@ class HttpProtocol(asyncio.Protocol):
         request, keep_alive, started = current
         if self._closed or self._transport is None or self._transport.is_closing():
             self._answered = True
+            outcome = self._cut_reason or CLIENT_DISCONNECTED
+            self._report(request, None, 0, 0, outcome, started)
             self._complete(in_task)
             return
         state = self._state
@@ -862,9 +904,11 @@ class HttpProtocol(asyncio.Protocol):
             data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)
         self._answered = True
         self._write(data)
-        state.events.request_finished(
-            request, response.status, content_bytes, time.monotonic() - started
-        )
+        if self._writing_paused:  # part of it is still queued: reported once it went out
+            self._tail_content, self._tail_after = content_bytes, 0
+            self._wait_for_flush(request, response, response.status, content_bytes, started)
+        else:
+            self._report(request, response, response.status, content_bytes, None, started)
         self._complete(in_task)
 
     def _respond_early(self, channel: RequestChannel, response: Response) -> bool:
@@ -1041,9 +1085,11 @@ class HttpProtocol(asyncio.Protocol):
                 error = state.events.handler_error(request, exc)
                 data, sent = self._serialize(request, error, False, check_size=False)
                 self._write(data)
+                self._tail_content, self._tail_after = sent, 0
                 response = error
                 return
             self._write(head)
+            self._tail_content = self._tail_after = 0
             if request.method == "HEAD" or response.status in NO_CONTENT_STATUSES:
                 return
             limit = INF if declared is None else declared
@@ -1065,19 +1111,29 @@ class HttpProtocol(asyncio.Protocol):
                 raise ResponseError(_length_mismatch(declared, sent))
             if chunked and not self._closed:
                 self._write(LAST_CHUNK)
+                self._tail_after += len(LAST_CHUNK)
         except Exception as exc:
             # The status line is gone: the only honest signal left is an aborted connection.
-            state.events.handler_error(request, exc)
+            # A streaming handler's stream ends with ClientDisconnected when its client left
+            # (an ASGI app that stopped on http.disconnect): no error of the response.
+            gone = isinstance(exc, ClientDisconnected)
+            if not gone:
+                state.events.handler_error(request, exc)
             self._close_after = True
-            if self._transport is not None:
-                self._transport.abort()
+            self._abort(CLIENT_DISCONNECTED if gone else RESPONSE_ERROR)
         finally:
             closer = getattr(source, "aclose", None)
             if closer is not None:
                 await closer()
-            state.events.request_finished(
-                request, response.status, sent, time.monotonic() - started
-            )
+            status = response.status
+            if self._cut_reason is not None or self._closed:
+                unsent = min(self._tail_content, max(0, self._unsent - self._tail_after))
+                outcome = self._cut_reason or CLIENT_DISCONNECTED
+                self._report(request, response, status, sent - unsent, outcome, started)
+            elif self._writing_paused:  # all written, part still queued
+                self._wait_for_flush(request, response, status, sent, started)
+            else:
+                self._report(request, response, status, sent, None, started)
             self._finish()
 
     async def _write_piece(self, piece: bytes, chunked: bool) -> int:
@@ -1086,11 +1142,77 @@ class HttpProtocol(asyncio.Protocol):
         if not piece or self._closed:
             return 0
         self._write(chunk(bytes(piece)) if chunked else piece)
+        self._tail_content = len(piece)
+        self._tail_after = 2 if chunked else 0  # the CRLF that ends a chunk
         if self._writing_paused and not self._closed:
+            transport = self._transport
+            if transport is not None:
+                self._unsent = transport.get_write_buffer_size()
             waiter = self._drain_waiter = self._loop.create_future()
             await waiter
             self._drain_waiter = None
         return len(piece)
+
+    def _report(
+        self,
+        request: Request,
+        response: Response | None,
+        status: int,
+        content_bytes: int,
+        outcome: str | None,
+        started: float,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """The response to ``request`` is over: what went out, once (see Request.on_finished).
+
+        Feeds ``request_finished`` when a status went out (``counted=False`` for the
+        server's own answers, which ``request_rejected`` counts), then the request's hook.
+        """
+        duration = time.monotonic() - started
+        if status and counted:
+            self._state.events.request_finished(request, status, content_bytes, duration)
+        hook = request.on_finished
+        if hook is not None:
+            request.on_finished = None
+            try:
+                hook(request, response, status, content_bytes, outcome, duration)
+            except Exception:
+                logger.exception(
+                    "on_finished hook of %s %s failed",
+                    request.method,
+                    request.path,
+                    extra={"request_id": request.id, "method": request.method},
+                )
+
+    def _wait_for_flush(
+        self, request: Request, response: Response, status: int, sent: int, started: float
+    ) -> None:
+        """Report the response once its last queued byte went to the kernel (or was lost)."""
+        transport = self._transport
+        if transport is not None:
+            self._unsent = transport.get_write_buffer_size()
+        self._pending = (request, response, status, sent, started)
+
+    def _report_pending(self) -> None:
+        """The queued end of a response went out (resume_writing), or was lost or dropped."""
+        pending = self._pending
+        assert pending is not None
+        self._pending = None
+        request, response, status, sent, started = pending
+        unsent = min(self._tail_content, max(0, self._unsent - self._tail_after))
+        self._report(request, response, status, sent - unsent, self._cut_reason, started)
+
+    def _abort(self, reason: str) -> None:
+        """Abort the connection for ``reason``, noting what output it drops."""
+        if self._cut_reason is None:
+            self._cut_reason = reason
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._closed:
+            self._unsent = transport.get_write_buffer_size()
+        transport.abort()
 
     def _complete(self, in_task: bool) -> None:
         if in_task:
@@ -1191,8 +1313,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._answered:  # its response has begun: nothing honest to add, abort
             self._state.events.request_rejected(error.reason, 0, str(error), self._client, request)
             self._close_after = True
-            if self._transport is not None:
-                self._transport.abort()
+            self._abort(error.reason)
             return
         self._announce_close()
         self._answered = True
@@ -1208,6 +1329,10 @@ class HttpProtocol(asyncio.Protocol):
         self._state.events.request_rejected(
             error.reason, error.status, str(error), self._client, request
         )
+        current = self._current
+        if current is not None:
+            sent = 0 if request.method == "HEAD" else len(_error_body(error))
+            self._report(request, None, error.status, sent, error.reason, current[2], counted=False)
         # The handler is not cancelled: reading on, it learns that the content will not
         # come (an ASGI app gets http.disconnect) and can unwind; its response is dropped.
         # The request deadline still cancels it if it runs on.
@@ -1390,6 +1515,8 @@ class HttpProtocol(asyncio.Protocol):
             self._client,
             request,
         )
+        sent = 0 if request.method == "HEAD" else len(body)
+        self._report(request, None, 503, sent, REQUEST_TIMEOUT, current[2], counted=False)
         task.cancel()
         if self._transport is not None and not self._transport.is_closing():
             self._linger()
@@ -1402,12 +1529,13 @@ class HttpProtocol(asyncio.Protocol):
         open, which is the very resource the deadline is meant to take back.
         """
         self.write_deadline = INF
+        current, pending = self._current, self._pending
         self._state.events.request_rejected(
             "send_timeout",
             0,
             f"client read nothing for {self._config.send_timeout:g} s (send_timeout)",
             self._client,
-            self._current[0] if self._current else None,
+            current[0] if current else pending[0] if pending else None,
         )
         transport = self._transport
         if transport is not None:
@@ -1415,7 +1543,7 @@ class HttpProtocol(asyncio.Protocol):
             if sock is not None:
                 with contextlib.suppress(OSError):  # already gone: abort() is enough
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
+        self._abort(SEND_TIMEOUT)
 
     def on_drain(self) -> None:
         """The server is draining: close soon if idle, else after the current response.
@@ -1463,28 +1591,29 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     def cut(self) -> bool:
-        """Drain deadline passed: cancel the handler and abort. Returns whether it was busy.
+        """Drain deadline passed: cancel the handler and abort. Returns whether a request was cut.
 
-        A request cut in its handler or mid-stream is logged and counted under the
-        ``shutdown_cut`` reason with its id, method and path: the client gets no status, and
-        the access log, which records answers, has no line for it.
+        A request cut in its handler, mid-stream or with the end of its response still
+        queued is logged and counted under the ``shutdown_cut`` reason with its id, method
+        and path, and its access line (``outcome`` ``shutdown_cut``) gives the status and
+        the content bytes that went out before the cut (status 0 when none did).
         """
         busy = self._busy
-        current = self._current
-        if busy and current is not None:
+        current, pending = self._current, self._pending
+        cut = current[0] if busy and current is not None else pending[0] if pending else None
+        if cut is not None:
             self._state.events.request_rejected(
                 "shutdown_cut",
                 0,
                 "still running at the drain deadline (shutdown_timeout): cancelled, "
                 "connection aborted",
                 self._client,
-                current[0],
+                cut,
             )
         if self._task is not None:
             self._task.cancel()
-        if self._transport is not None:
-            self._transport.abort()
-        return busy
+        self._abort(SHUTDOWN_CUT)
+        return cut is not None
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

@@ -1,0 +1,270 @@
+"""The access log and the metrics say what went on the wire (issue 13, section 4).
+
+Each test serves a runtime on a real socket and compares its access line (``nessen.access``),
+rejection line (``nessen.server``) and ``/metrics`` with what the client received: the
+status really sent, the content bytes really handed to the kernel, and an ``outcome`` when
+the response did not go out whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from nessen import Request, Response, Runtime
+from nessen.testing import LiveServer
+from tests.conftest import ServeFactory
+from tests.integration.middleware.apps import Capture, capture_logs
+from tests.integration.observability.helpers import labels, scrape, values
+from tests.rawhttp import RawClient, get
+
+DEADLINE = 15.0
+PIECE = 65536
+RCVBUF = 65536
+"""The client's receive buffer where the test bounds what the kernel holds for it (setting
+it turns autotuning off: without it, loopback grows a buffer to 32 MiB)."""
+
+
+def wait_for(capture: Capture, count: int = 1, timeout: float = DEADLINE) -> list[Any]:
+    """The JSON lines of ``capture`` once there are ``count`` (fails at the deadline)."""
+    end = time.monotonic() + timeout
+    while len(capture.records) < count:
+        assert time.monotonic() < end, f"{len(capture.records)} lines: {capture.json.getvalue()}"
+        time.sleep(0.005)
+    return capture.json_lines()
+
+
+def read_until(client: RawClient, size: int) -> None:
+    """Read into ``client.buffer`` until it holds ``size`` bytes."""
+    while len(client.buffer) < size:
+        assert client._fill(), "closed early"
+
+
+# --- the status really sent -------------------------------------------------------------
+
+
+def test_a_response_the_server_refuses_is_logged_and_counted_as_the_500_sent(
+    serve: ServeFactory,
+) -> None:
+    runtime = Runtime()
+
+    @runtime.route.get("/split")
+    async def split(ctx: Request) -> Response:
+        return Response.text("hi", headers={"X-Next": "a\r\nSet-Cookie: admin=1"})
+
+    server = serve(runtime)
+    with capture_logs() as access, RawClient(server.address) as client:
+        response = client.request(get("/split"))
+        (line,) = wait_for(access)
+    assert response.status == 500
+    assert b"admin=1" not in response.body
+    assert (line["status"], line["level"]) == (500, "error")
+    assert line["bytes"] == len(response.body)
+    assert "outcome" not in line  # the 500 itself went out whole
+    counted = values(scrape(server.url)["http_requests"], "http_requests_total")
+    assert counted[labels(method="GET", route="/split", status="500")] == 1.0
+    assert labels(method="GET", route="/split", status="200") not in counted
+
+
+# --- the bytes really handed over -------------------------------------------------------
+
+
+def test_a_stream_cut_by_send_timeout_logs_the_bytes_handed_over_and_its_outcome(
+    serve: ServeFactory,
+) -> None:
+    runtime = Runtime()
+    yielded = [0]
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yielded[0] += PIECE
+            yield b"z" * PIECE
+
+    @runtime.route.get("/endless")
+    async def handler(ctx: Request) -> Response:
+        return Response.streaming(endless())
+
+    server = serve(runtime, send_timeout=0.5)
+    with (
+        capture_logs() as access,
+        capture_logs("nessen.server") as refusals,
+        RawClient(server.address) as client,
+    ):
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        client.send(get("/endless"))
+        read_until(client, 300_000)  # then the client reads no more
+        (line,) = wait_for(access)
+        (refusal,) = wait_for(refusals)
+    received = len(client.buffer)
+    assert (line["status"], line["outcome"], line["level"]) == (200, "send_timeout", "info")
+    # What the kernel took: at least what the client read (less the head and the chunk
+    # framing), and less than the stream yielded: its last piece never left the server.
+    assert received - 4096 <= line["bytes"] < yielded[0]  # 4096: the head, chunk framing
+    assert yielded[0] - line["bytes"] <= PIECE
+    assert refusal["reason"] == "send_timeout"
+    assert refusal["request_id"] == line["request_id"]
+    assert (refusal["method"], refusal["path"]) == ("GET", "/endless")
+
+
+def big_runtime(size: int) -> Runtime:
+    runtime = Runtime()
+    content = b"x" * size
+
+    @runtime.route.get("/big")
+    async def big(ctx: Request) -> Response:
+        return Response(200, content, content_type="application/octet-stream")
+
+    @runtime.route.get("/small")
+    async def small(ctx: Request) -> Response:
+        return Response.text("small")
+
+    return runtime
+
+
+BIG = 8_000_000
+"""More than the kernel takes for a client that does not read (loopback's send buffer grows
+to 4 MiB by default), so part of the response stays queued in the server."""
+
+
+def test_a_large_response_is_logged_once_all_of_it_went_to_the_kernel(
+    serve: ServeFactory,
+) -> None:
+    server = serve(big_runtime(BIG))
+    with capture_logs() as access:
+        slow = RawClient(server.address, timeout=30.0)
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        slow.send(get("/big"))
+        read_until(slow, 1000)  # the response has begun: the server wrote all it could
+        with RawClient(server.address) as other:
+            assert other.request(get("/small")).status == 200
+        (line,) = wait_for(access)  # the later request's line came first:
+        assert line["path"] == "/small"  # /big is not done while part of it is queued
+        response = slow.response()  # now the client reads it all
+        lines = wait_for(access, 2)
+        slow.close()
+    assert response.body == b"x" * BIG
+    assert (lines[1]["path"], lines[1]["status"], lines[1]["bytes"]) == ("/big", 200, BIG)
+    assert "outcome" not in lines[1]
+
+
+def test_a_large_response_cut_by_send_timeout_logs_what_went_out(serve: ServeFactory) -> None:
+    server = serve(big_runtime(BIG), send_timeout=0.5)
+    with capture_logs() as access, capture_logs("nessen.server") as refusals:
+        client = RawClient(server.address, timeout=30.0)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        client.send(get("/big"))
+        read_until(client, 1000)
+        (line,) = wait_for(access)
+        (refusal,) = wait_for(refusals)
+        client.close()
+    assert (line["status"], line["outcome"]) == (200, "send_timeout")
+    assert 0 < line["bytes"] < BIG
+    # The rejection line names the request, although its handler was long done.
+    assert (refusal["reason"], refusal["request_id"]) == ("send_timeout", line["request_id"])
+    assert refusal["path"] == "/big"
+
+
+def test_a_head_request_is_logged_with_no_content_bytes(serve: ServeFactory) -> None:
+    server = serve(big_runtime(100))
+    with capture_logs() as access, RawClient(server.address) as client:
+        response = client.request(b"HEAD /big HTTP/1.1\r\nHost: t\r\n\r\n", head_request=True)
+        (line,) = wait_for(access)
+    assert response.header("content-length") == "100"
+    assert (line["status"], line["bytes"]) == (200, 0)
+
+
+# --- answers the server made in the handler's place ------------------------------------
+
+
+def test_a_request_timeout_503_gets_an_access_line_and_is_counted_once(
+    serve: ServeFactory,
+) -> None:
+    runtime = Runtime()
+
+    @runtime.route.get("/slow/{n}")
+    async def slow(ctx: Request) -> Response:
+        await asyncio.sleep(30)
+        return Response.text("late")
+
+    server = serve(runtime, request_timeout=0.3)
+    with capture_logs() as access, capture_logs("nessen.server") as refusals:
+        with RawClient(server.address) as client:
+            response = client.request(get("/slow/1", extra="X-Request-ID: trace-503\r\n"))
+        (line,) = wait_for(access)
+        (refusal,) = wait_for(refusals)
+    assert response.status == 503
+    assert line["request_id"] == "trace-503" == response.header("x-request-id")
+    assert (line["status"], line["route"], line["outcome"]) == (503, "/slow/{n}", "request_timeout")
+    assert line["bytes"] == len(response.body)
+    assert (refusal["reason"], refusal["request_id"]) == ("request_timeout", "trace-503")
+    families = scrape(server.url)
+    counted = values(families["http_requests"], "http_requests_total")
+    assert counted[labels(method="GET", route="/slow/{n}", status="503")] == 1.0
+    rejected = values(families["nessen_rejected_requests"], "nessen_rejected_requests_total")
+    assert rejected == {labels(reason="request_timeout"): 1.0}
+
+
+def test_a_handler_cut_by_the_drain_gets_an_access_line_with_no_status() -> None:
+    runtime = Runtime()
+    entered = threading.Event()
+
+    @runtime.route.get("/forever")
+    async def forever(ctx: Request) -> Response:
+        entered.set()
+        await asyncio.sleep(60)
+        return Response.text("late")
+
+    server = LiveServer(runtime, rate_limit_max=1_000_000_000).start()
+    with capture_logs() as access, RawClient(server.address) as client:
+        client.send(get("/forever"))
+        assert entered.wait(DEADLINE)
+        server.stop(grace_period=0.2)
+        (line,) = wait_for(access)
+    assert (line["status"], line["bytes"], line["outcome"]) == (0, 0, "shutdown_cut")
+    assert line["level"] == "info"
+
+
+# --- a client that goes away ------------------------------------------------------------
+
+
+def slow_stream_runtime() -> tuple[Runtime, threading.Event]:
+    runtime = Runtime()
+    closed = threading.Event()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(6000):  # at most a minute
+                yield b"s" * 4096
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    @runtime.route.get("/stream")
+    async def stream(ctx: Request) -> Response:
+        return Response.streaming(pieces())
+
+    return runtime, closed
+
+
+def test_a_client_leaving_mid_stream_is_an_info_line_without_traceback(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime, closed = slow_stream_runtime()
+    server = serve(runtime)
+    with caplog.at_level(logging.WARNING), capture_logs() as access:
+        client = RawClient(server.address)
+        client.send(get("/stream"))
+        read_until(client, 20_000)
+        client.close()
+        (line,) = wait_for(access)
+        assert closed.wait(DEADLINE)  # the stream was closed, not left running
+    assert (line["status"], line["outcome"], line["level"]) == (200, "client_disconnected", "info")
+    assert line["bytes"] >= 20_000 - 1000
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
