@@ -13,12 +13,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from nessen import Request, Response, Runtime
+from nessen import Config, Request, Response, Runtime
+from nessen.asgi import ASGIHost
 from nessen.testing import LiveServer
 from tests.conftest import ServeFactory
 from tests.integration.middleware.apps import Capture, capture_logs
@@ -268,3 +269,82 @@ def test_a_client_leaving_mid_stream_is_an_info_line_without_traceback(
     assert (line["status"], line["outcome"], line["level"]) == (200, "client_disconnected", "info")
     assert line["bytes"] >= 20_000 - 1000
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def starlette_stream(closed: threading.Event) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def pieces() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(6000):
+                yield b"s" * 4096
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    async def stream(request: Any) -> StreamingResponse:
+        return StreamingResponse(pieces(), media_type="text/plain")
+
+    return Starlette(routes=[Route("/stream", stream)])
+
+
+def fastapi_stream(closed: threading.Event) -> Any:
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(6000):
+                yield b"f" * 4096
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(pieces(), media_type="text/plain")
+
+    return app
+
+
+@pytest.mark.parametrize("make_app", [starlette_stream, fastapi_stream])
+def test_an_asgi_app_s_client_leaving_mid_stream_is_an_info_line_without_traceback(
+    make_app: Callable[[threading.Event], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = threading.Event()
+    server = LiveServer(ASGIHost(make_app(closed), Config())).start()
+    try:
+        with caplog.at_level(logging.WARNING), capture_logs() as access:
+            client = RawClient(server.address)
+            client.send(get("/stream"))
+            read_until(client, 20_000)
+            client.close()
+            (line,) = wait_for(access)
+            assert closed.wait(DEADLINE)
+    finally:
+        server.stop()
+    assert (line["status"], line["outcome"], line["level"]) == (200, "client_disconnected", "info")
+    assert line["route"] == "/stream"
+    assert line["bytes"] >= 20_000 - 1000
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_an_asgi_app_failing_before_its_response_has_the_500_in_its_access_line() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raise ValueError("boom before start")
+
+    server = LiveServer(ASGIHost(app, Config())).start()
+    try:
+        with capture_logs() as access, RawClient(server.address) as client:
+            response = client.request(get("/fails"))
+            (line,) = wait_for(access)
+    finally:
+        server.stop()
+    assert response.status == 500
+    assert (line["status"], line["bytes"], line["level"]) == (500, len(response.body), "error")
+    assert line["request_id"] == response.header("x-request-id")
