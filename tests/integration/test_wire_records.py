@@ -348,3 +348,114 @@ def test_an_asgi_app_failing_before_its_response_has_the_500_in_its_access_line(
     assert response.status == 500
     assert (line["status"], line["bytes"], line["level"]) == (500, len(response.body), "error")
     assert line["request_id"] == response.header("x-request-id")
+
+
+# --- rejection lines name their request ------------------------------------------------
+
+REFUSED = [
+    (
+        "declared Content-Length over max_body_bytes",
+        {"max_body_bytes": 10},
+        b"POST /upload?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
+        413,
+        "body_too_large",
+        ("POST", "/upload"),
+    ),
+    (
+        "an Expect other than 100-continue",
+        {},
+        b"PUT /x HTTP/1.1\r\nHost: t\r\nExpect: tea\r\nContent-Length: 1\r\n\r\n",
+        417,
+        "expectation_failed",
+        ("PUT", "/x"),
+    ),
+    (
+        "a method outside allowed_methods",
+        {"allowed_methods": frozenset({"GET", "HEAD"})},
+        b"DELETE /items/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        501,
+        "method_not_implemented",
+        ("DELETE", "/items/1"),
+    ),
+    (
+        "a Host outside allowed_hosts",
+        {"allowed_hosts": frozenset({"good.example"})},
+        b"GET /admin HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        400,
+        "host_not_allowed",
+        ("GET", "/admin"),
+    ),
+    (
+        "a Host that is not host[:port]",
+        {},
+        b"GET /a HTTP/1.1\r\nHost: a b\r\n\r\n",
+        400,
+        "bad_host",
+        ("GET", "/a"),
+    ),
+    (
+        "no Host on HTTP/1.1",
+        {},
+        b"GET /b HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        400,
+        "missing_host",
+        ("GET", "/b"),
+    ),
+    (
+        "too many header fields",
+        {"max_header_count": 3},
+        b"GET /c HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        431,
+        "too_many_headers",
+        ("GET", "/c"),
+    ),
+    (
+        "a path that climbs above /",
+        {},
+        b"GET /../etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n",
+        400,
+        "path_traversal",
+        ("GET", "/../etc/passwd"),
+    ),
+    (
+        "a header section not complete within headers_timeout",
+        {"headers_timeout": 0.3},
+        b"GET /slowloris HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n",
+        408,
+        "headers_timeout",
+        ("GET", "/slowloris"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "sent", "status", "reason", "refused"),
+    [case[1:] for case in REFUSED],
+    ids=[case[0] for case in REFUSED],
+)
+def test_a_rejection_line_carries_the_request_id_method_and_path(
+    serve: ServeFactory,
+    config: dict[str, Any],
+    sent: bytes,
+    status: int,
+    reason: str,
+    refused: tuple[str, str],
+) -> None:
+    server = serve(**config)
+    with capture_logs("nessen.server") as refusals, RawClient(server.address) as client:
+        assert client.request(sent).status == status
+        (line,) = wait_for(refusals)
+    assert line["reason"] == reason
+    assert (line["method"], line["path"]) == refused
+    assert len(line["request_id"]) > 8
+
+
+def test_a_rejection_line_reuses_a_valid_incoming_request_id(serve: ServeFactory) -> None:
+    server = serve(max_body_bytes=10)
+    with capture_logs("nessen.server") as refusals, RawClient(server.address) as client:
+        sent = (
+            b"POST /up HTTP/1.1\r\nHost: t\r\nX-Request-ID: lb-7f3a\r\nContent-Length: 99\r\n\r\n"
+        )
+        assert client.request(sent).status == 413
+        (line,) = wait_for(refusals)
+    assert line["request_id"] == "lb-7f3a"

@@ -748,7 +748,7 @@ class HttpProtocol(asyncio.Protocol):
                     0,
                     f"{MAX_PIPELINED} pipelined requests queued: answering them, then closing",
                     self._client,
-                    None,
+                    request,
                 )
                 raise _StopParsing
 
@@ -1369,9 +1369,37 @@ class HttpProtocol(asyncio.Protocol):
             )
         )
         self._state.events.request_rejected(
-            error.reason, error.status, str(error), self._client, request or self._parsing
+            error.reason,
+            error.status,
+            str(error),
+            self._client,
+            request or self._parsing or self._request_so_far(),
         )
         self._linger()
+
+    def _request_so_far(self) -> Request | None:
+        """A request built for the log line of a refusal that came before its Request was.
+
+        From the message being parsed: its method, its request target (as much as arrived,
+        for a 414) and the header fields read so far. ``None`` when no target arrived (the
+        request line itself was refused, or no request began).
+        """
+        if not self._in_message or not self._url:
+            return None
+        target = b"".join(self._url)
+        try:
+            path, query = split_target(target)
+        except ProtocolError:  # the target itself was what is wrong: log it as it came
+            path, query = target.partition(b"?")[0].decode("latin-1"), b""
+        return Request(
+            self._parser.get_method().decode("ascii", "replace"),
+            target,
+            path,
+            query,
+            list(self._raw_headers),
+            client=self._client,
+            http_version=self._parser.get_http_version(),
+        )
 
     def _linger(self) -> None:
         """Shut our write side and drain input briefly, so the client reads our answer.
