@@ -125,8 +125,9 @@ def _upload(address: tuple[str, int], size: int, rate: int, lines: list[str]) ->
     status = head.split(b"\r\n", 1)[0].decode("latin-1") if head else "(no answer)"
     print(f"uploaded {sent} of {size} bytes in {elapsed:.1f} s ({sent / elapsed / 1e6:.2f} MB/s)")
     print(f"answer: {status} {content.decode('latin-1')[:200]}")
-    if content.startswith(b"{"):
-        match = json.loads(content)["sha256"] == digest.hexdigest()
+    answered = json.loads(content) if content.startswith(b"{") else {}
+    if "sha256" in answered:
+        match = answered["sha256"] == digest.hexdigest()
         print(f"the server's SHA-256 matches what was sent: {match}")
     time.sleep(0.5)  # let the server's batched log lines reach us
     for line in lines:
