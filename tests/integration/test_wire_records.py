@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -233,6 +234,60 @@ def test_a_handler_cut_by_the_drain_gets_an_access_line_with_no_status() -> None
 
 
 # --- a client that goes away ------------------------------------------------------------
+
+
+def test_a_client_gone_before_the_response_began_gets_a_line_with_no_status(
+    serve: ServeFactory,
+) -> None:
+    runtime = Runtime()
+    entered, release = threading.Event(), threading.Event()
+
+    @runtime.route.get("/wait")
+    async def wait(ctx: Request) -> Response:
+        entered.set()
+        await asyncio.to_thread(release.wait, DEADLINE)
+        return Response.text("nobody is listening")
+
+    server = serve(runtime)
+    state = server.runtime.server.state  # type: ignore[union-attr]
+    with capture_logs() as access:
+        client = RawClient(server.address)
+        client.send(get("/wait"))
+        assert entered.wait(DEADLINE)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset: the server learns at once that the client is gone
+        end = time.monotonic() + DEADLINE
+        while state.connections:
+            assert time.monotonic() < end
+            time.sleep(0.005)
+        release.set()
+        (line,) = wait_for(access)
+    assert (line["status"], line["bytes"], line["outcome"]) == (0, 0, "client_disconnected")
+    assert line["level"] == "info"
+
+
+def test_an_on_finished_hook_that_raises_is_logged_and_changes_nothing(
+    serve: ServeFactory,
+) -> None:
+    runtime = Runtime()
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    @runtime.use
+    async def hooked(ctx: Request, next: Any) -> Response:
+        ctx.on_finished = broken
+        response: Response = await next()
+        return response
+
+    server = serve(runtime)
+    with capture_logs("nessen.server", logging.ERROR) as errors, RawClient(server.address) as c:
+        assert c.request(get("/health")).status == 200
+        assert c.request(get("/nowhere")).status == 404  # the connection goes on
+        lines = wait_for(errors, 2)
+    assert lines[0]["message"].startswith("on_finished hook of GET /health failed")
+    assert "RuntimeError: hook bug" in lines[0]["exception"]
+    assert lines[0]["request_id"]
 
 
 def slow_stream_runtime() -> tuple[Runtime, threading.Event]:
