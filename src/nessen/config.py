@@ -83,8 +83,15 @@ class Config:
     """Seconds to receive a whole header section; then 408 and close (``HEADERS_TIMEOUT``, ms).
     Counted from accept for a connection's first request, from its first byte for later ones."""
     body_timeout: float = 30.0
-    """Seconds from the end of the header section to the end of the content; then 408 and
-    close (``BODY_TIMEOUT``, ms)."""
+    """Longest wait, in seconds, for the next piece of request content (from the end of
+    the header section, then from each read that brought content), and the grace period
+    before ``body_min_rate`` applies; then 408 and close (``BODY_TIMEOUT``, ms). A long
+    upload that keeps arriving is not cut by it."""
+    body_min_rate: int = 240
+    """Lowest average rate of request content, in bytes per second, once the content has
+    been arriving for ``body_timeout``; a slower one gets 408 and close, so a trickle that
+    never stalls for a whole ``body_timeout`` is still cut. 0 turns the rate check off
+    (``BODY_MIN_RATE``; Kestrel's MinRequestBodyDataRate is 240 bytes/s too)."""
     request_timeout: float = 30.0
     """Seconds a handler may run; then 503 + Retry-After and the handler task is cancelled
     (``REQUEST_TIMEOUT``, ms)."""
@@ -467,6 +474,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "max_body_buffer_bytes": _int_range(0, 1024 * GiB, "bytes"),
     "headers_timeout": _seconds(0.001, DAY_SECONDS),
     "body_timeout": _seconds(0.001, DAY_SECONDS),
+    "body_min_rate": _int_range(0, 1024 * 1024 * 1024, "bytes per second"),
     "request_timeout": _seconds(0.001, DAY_SECONDS),
     "idle_timeout": _seconds(0.001, DAY_SECONDS),
     "send_timeout": _seconds(0.001, DAY_SECONDS),
@@ -573,6 +581,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("max_body_buffer_bytes", ("MAX_BODY_BUFFER_SIZE",), _parse_int),
     _EnvSpec("headers_timeout", ("HEADERS_TIMEOUT",), _parse_ms),
     _EnvSpec("body_timeout", ("BODY_TIMEOUT",), _parse_ms),
+    _EnvSpec("body_min_rate", ("BODY_MIN_RATE",), _parse_int),
     _EnvSpec("request_timeout", ("REQUEST_TIMEOUT",), _parse_ms),
     _EnvSpec("idle_timeout", ("IDLE_TIMEOUT",), _parse_ms),
     _EnvSpec("send_timeout", ("SEND_TIMEOUT",), _parse_ms),

@@ -26,6 +26,7 @@ from nessen.errors import ConfigError
 from nessen.http import Request, Response
 from nessen.middleware import PROBE_PATHS, default_stack
 from nessen.middleware.cors import cors_error_fields
+from nessen.middleware.request_id import valid_request_id
 from nessen.observability import (
     METRICS_PATH,
     OTHER_METHOD,
@@ -887,6 +888,11 @@ class _RuntimeEvents(ServerEvents):
             "client_ip": client[0] if client else None,
         }
         if request is not None:
+            extra["client_ip"] = request.client_ip  # through trusted proxies, as everywhere
+            if request._id is None:  # refused before the request-id middleware ran
+                incoming = request.header("x-request-id")
+                if incoming is not None and valid_request_id(incoming):
+                    request._id = incoming  # the client's or the proxy's, as it would be
             extra.update(request_id=request.id, method=request.method, path=request.path)
         level = logging.INFO if status == 0 else logging.WARNING
         reject_logger.log(level, "rejected %s: %s", reason, detail, extra=extra)

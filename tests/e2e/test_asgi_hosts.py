@@ -7,6 +7,7 @@ belong to the server, content), so nothing here hard-codes what Nessen answers.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -300,6 +301,33 @@ def test_a_runtime_under_hypercorn_applies_trust_proxy_to_the_scope_client(
         "scheme": "http",
         "host": "origin.internal",
     }
+
+
+def test_under_uvicorn_the_access_log_says_what_went_to_the_host(
+    hosts: Callable[..., HostProcess],
+) -> None:
+    env = base_env(REQUEST_TIMEOUT="300", LOG_FORMAT="json")
+    hosted = hosts("uvicorn", "tests.e2e.apps.asgi_runtime:runtime", env)
+    with httpx.Client(base_url=hosted.url, timeout=10.0, trust_env=False) as client:
+        late = client.get("/hang", headers={"X-Request-ID": "trace-hang-2"})
+    assert late.status_code == 503
+    line = json.loads(hosted.wait_for(re.compile(r'"logger":"nessen.access".*"/hang"')).string)
+    assert (line["status"], line["outcome"]) == (503, "request_timeout")
+    assert (line["request_id"], line["bytes"]) == ("trace-hang-2", len(late.content))
+    # A client that leaves a stream: uvicorn's send does nothing once it has gone, so the
+    # runtime learns it from receive() (http.disconnect), stops, and says so.
+    with socket.create_connection(("127.0.0.1", hosted.port), timeout=10.0) as raw:
+        raw.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = 0
+        while received < 20_000:
+            chunk = raw.recv(65536)
+            assert chunk
+            received += len(chunk)
+    found = hosted.wait_for(re.compile(r'"logger":"nessen.access".*"/stream"'), timeout=10.0)
+    line = json.loads(found.string)
+    assert (line["status"], line["outcome"], line["level"]) == (200, "client_disconnected", "info")
+    assert received - 1000 <= line["bytes"]
+    assert "Traceback" not in hosted.output
 
 
 def test_uvicorn_nessen_demo_runtime_is_importable() -> None:

@@ -254,6 +254,96 @@ def test_slow_content_gets_408_while_the_app_waits_for_it(host: Any) -> None:
     assert seen.wait_for(2) == ["http.request", "http.disconnect"]
 
 
+def _read_all(seen: Recorder | None = None) -> Callable[..., Any]:
+    """An app that reads the whole content and answers with its size."""
+
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                if seen is not None:
+                    seen.add(message["type"])
+                return
+            size += len(message["body"])
+            more = message["more_body"]
+        await start(send)
+        await body(send, str(size).encode())
+
+    return app
+
+
+def test_a_steady_upload_longer_than_body_timeout_reaches_the_app(host: Any) -> None:
+    server = host(_read_all(), body_timeout=1.5)
+    with RawClient(server.address, timeout=30.0) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        started = time.monotonic()
+        for _ in range(90):  # 90 000 bytes over ~4.5 s: never 1.5 s without content
+            client.send(b"3e8\r\n" + b"u" * 1000 + b"\r\n")
+            time.sleep(0.05)  # the upload's pace
+        client.send(b"0\r\n\r\n")
+        response = client.response()
+    assert time.monotonic() - started > 3.0
+    assert (response.status, response.body) == (200, b"90000")
+
+
+def test_content_trickled_below_body_min_rate_gets_408_and_the_app_a_disconnect(
+    host: Any,
+) -> None:
+    seen = Recorder()
+    server = host(_read_all(seen), body_timeout=1.0, body_min_rate=1000)
+    with RawClient(server.address) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        client.sock.settimeout(0.05)
+        for _ in range(1000):  # a byte every 50 ms until the server answers
+            client.send(b"t")
+            try:
+                client.sock.recv(1, socket.MSG_PEEK)
+                break
+            except TimeoutError:
+                continue
+        client.sock.settimeout(5.0)
+        expect_rejection(client, 408, "body_too_slow")
+    assert seen.wait_for(1) == ["http.disconnect"]
+
+
+def test_time_the_app_leaves_content_unread_does_not_count_against_the_rate(
+    host: Any,
+) -> None:
+    # 400 000 bytes/s are asked for after 0.5 s. The client sends 300 000 bytes at once;
+    # the app leaves them unread for 1.5 s (the server is the slow one: reading pauses),
+    # then reads on while the client sends 300 000 more over ~0.25 s. Counted from the
+    # start, that would be ~170 000 bytes/s and cut; the paused time does not count.
+    seen = Recorder()
+
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        first = await receive()
+        await asyncio.sleep(1.5)  # an app slow to read on (the scenario, not a wait)
+        seen.add("reading again")
+        size, more = len(first["body"]), first["more_body"]
+        while more:
+            message = await receive()
+            size += len(message["body"])
+            more = message["more_body"]
+        await start(send)
+        await body(send, str(size).encode())
+
+    server = host(app, body_timeout=0.5, body_min_rate=400_000)
+    with RawClient(server.address, timeout=30.0) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 600000\r\n\r\n")
+        client.send(b"h" * 300_000)
+        seen.wait_for(1)
+        for _ in range(5):
+            client.send(b"i" * 60_000)
+            time.sleep(0.05)  # the upload's pace
+        response = client.response()
+    assert (response.status, response.body) == (200, b"600000")
+
+
 # --- responses ---------------------------------------------------------------------------
 
 

@@ -94,18 +94,107 @@ def test_later_request_gets_headers_timeout_from_its_first_byte(serve: ServeFact
     assert time.monotonic() - started >= TIMEOUT
 
 
-# --- body_timeout --------------------------------------------------------------------------
+# --- body_timeout, body_min_rate ---------------------------------------------------------
+# BODY_TIMEOUT is the longest wait for the next piece of content, and the grace period
+# after which the content's average rate must stay at BODY_MIN_RATE bytes/s or above.
+
+STEADY_TIMEOUT = 1.5
+"""body_timeout for the steady uploads: each one lasts about three times as long, with
+pieces every STEADY_INTERVAL seconds, far inside it even on a busy machine."""
+STEADY_INTERVAL = 0.05
 
 
-def test_body_trickled_slower_than_body_timeout_gets_408(serve: ServeFactory) -> None:
-    server = serve(body_timeout=TIMEOUT)
+def _paced(client: RawClient, pieces: list[bytes], interval: float) -> None:
+    """Send ``pieces`` one every ``interval`` seconds (the upload's pace, not a wait)."""
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for piece in pieces:
+        client.send(piece)
+        time.sleep(interval)
+
+
+def test_a_steady_upload_longer_than_body_timeout_is_received(serve: ServeFactory) -> None:
+    server = serve(body_timeout=STEADY_TIMEOUT)
+    pieces = [bytes([65 + i % 26]) * 1024 for i in range(90)]  # 90 KiB over ~4.5 s
+    content = b"".join(pieces)
+    with RawClient(server.address, timeout=30.0) as client:
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(content)
+        )
+        started = time.monotonic()
+        _paced(client, pieces, STEADY_INTERVAL)
+        response = client.response()
+    assert time.monotonic() - started > 2 * STEADY_TIMEOUT  # it did outlast body_timeout
+    assert (response.status, response.body) == (200, content)
+
+
+def test_a_steady_chunked_upload_longer_than_body_timeout_is_received(
+    serve: ServeFactory,
+) -> None:
+    server = serve(body_timeout=STEADY_TIMEOUT)
+    pieces = [bytes([97 + i % 26]) * 1000 for i in range(90)]
+    with RawClient(server.address, timeout=30.0) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        started = time.monotonic()
+        _paced(client, [b"3e8\r\n" + piece + b"\r\n" for piece in pieces], STEADY_INTERVAL)
+        client.send(b"0\r\n\r\n")
+        response = client.response()
+    assert time.monotonic() - started > 2 * STEADY_TIMEOUT
+    assert (response.status, response.body) == (200, b"".join(pieces))
+
+
+def test_a_body_that_stops_gets_408_after_body_timeout(serve: ServeFactory) -> None:
+    # 100 000 bytes at once: the rate is far above body_min_rate; then nothing.
+    server = serve(body_timeout=TIMEOUT, max_body_bytes=200_000)
     with RawClient(server.address) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 200000\r\n\r\n")
+        client.send(b"a" * 100_000)
+        stopped = time.monotonic()
+        expect_rejection(client, 408, "body_timeout")
+    # Not early (the server's clock is uvloop's, read once per loop pass: 50 ms of slack).
+    assert time.monotonic() - stopped >= TIMEOUT - 0.05
+
+
+def test_a_body_trickled_below_body_min_rate_gets_408(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A byte every 50 ms never leaves the connection silent for body_timeout (1 s), but
+    # 20 bytes/s is below the 1000 bytes/s asked for once that first second has passed.
+    server = serve(body_timeout=1.0, body_min_rate=1000)
+    with (
+        caplog.at_level(logging.INFO, logger="nessen.server"),
+        RawClient(server.address) as client,
+    ):
         client.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n")
         started = time.monotonic()
         sent = _trickle(client, b"b" * 100, interval=0.05)
-        expect_rejection(client, 408, "body_timeout")
-    assert time.monotonic() - started >= TIMEOUT
+        expect_rejection(client, 408, "body_too_slow")
+    assert time.monotonic() - started >= 1.0 - 0.05  # not before the grace period ended
     assert 0 < sent < 100
+    (record,) = [r for r in caplog.records if r.__dict__.get("reason") == "body_too_slow"]
+    assert "below body_min_rate 1000 bytes/s" in record.getMessage()
+
+
+def test_a_chunked_trickle_below_body_min_rate_gets_408(serve: ServeFactory) -> None:
+    # Chunk framing is not content: a chunk-size line trickled byte by byte (each read
+    # adds no content) does not hold the connection.
+    server = serve(body_timeout=1.0, body_min_rate=1000)
+    with RawClient(server.address) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        _trickle(client, b"1\r\na\r\n" * 40, interval=0.05)
+        expect_rejection(client, 408, "body_too_slow")
+
+
+def test_body_min_rate_zero_leaves_only_the_wait_for_the_next_piece(
+    serve: ServeFactory,
+) -> None:
+    server = serve(body_timeout=STEADY_TIMEOUT, body_min_rate=0)
+    with RawClient(server.address, timeout=30.0) as client:
+        client.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 40\r\n\r\n")
+        started = time.monotonic()
+        _paced(client, [b"z"] * 40, STEADY_INTERVAL)  # 20 bytes/s for ~2 s
+        response = client.response()
+    assert time.monotonic() - started > STEADY_TIMEOUT
+    assert (response.status, response.body) == (200, b"z" * 40)
 
 
 def test_stalled_chunked_body_gets_408(serve: ServeFactory) -> None:

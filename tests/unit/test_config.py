@@ -27,6 +27,7 @@ def test_defaults_match_the_architecture_table() -> None:
     assert config.max_body_bytes == 1048576
     assert config.headers_timeout == 10.0
     assert config.body_timeout == 30.0
+    assert config.body_min_rate == 240
     assert config.request_timeout == 30.0
     assert config.idle_timeout == 65.0
     assert config.send_timeout == 30.0
@@ -81,6 +82,7 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "MAX_BODY_BUFFER_SIZE": ("1048576", 1048576),
     "HEADERS_TIMEOUT": ("1500", 1.5),
     "BODY_TIMEOUT": ("20000", 20.0),
+    "BODY_MIN_RATE": ("1024", 1024),
     "REQUEST_TIMEOUT": ("250", 0.25),
     "IDLE_TIMEOUT": ("75000", 75.0),
     "SEND_TIMEOUT": ("5000", 5.0),
@@ -222,6 +224,8 @@ def _problems(environ: dict[str, str]) -> list[str]:
         ("HEADERS_TIMEOUT", "-5", r"^HEADERS_TIMEOUT='-5': .*\b1\.\.\d+ ms"),
         ("HEADERS_TIMEOUT", "0", r"^HEADERS_TIMEOUT='0': .*\b1\.\.\d+ ms"),
         ("WORKERS", "0", r"^WORKERS='0': .*\b1\.\.512\b"),
+        ("BODY_MIN_RATE", "fast", r"^BODY_MIN_RATE='fast': .*\b0\.\.\d+ bytes per second"),
+        ("BODY_MIN_RATE", "2000000000", r"^BODY_MIN_RATE='2000000000': .*0\.\.1073741824 "),
         ("LOG_LEVEL", "loud", r"^LOG_LEVEL='loud': .*debug, info, warning, error, critical"),
         ("LOG_FORMAT", "xml", r"^LOG_FORMAT='xml': .*json, console"),
         ("TRUST_PROXY", "not-a-cidr", r"^TRUST_PROXY='not-a-cidr': .*CIDR"),

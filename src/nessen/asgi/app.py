@@ -18,7 +18,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,6 +28,11 @@ from nessen.asgi.types import Message, Receive, Scope, Send
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
 from nessen.http.forwarded import ProxyTrust
+from nessen.http.request import (
+    CLIENT_DISCONNECTED,
+    REQUEST_TIMEOUT,
+    RESPONSE_ERROR,
+)
 from nessen.http.target import split_target
 from nessen.observability.logs import configure_logging
 from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
@@ -207,17 +212,18 @@ class RuntimeASGI:
                     f"handler ran past {config.request_timeout:g} s (request_timeout); cancelled"
                 )
                 events.request_rejected("request_timeout", 503, detail, request.client, request)
-                await _send_error(
+                sent = await _send_error(
                     send,
                     ProtocolError(detail, status=503, reason="request_timeout"),
                     head=request.method == "HEAD",
                     retry_after=True,
                     request_id=request.id,
                 )
+                _finished(request, None, 503, sent, REQUEST_TIMEOUT, started)
                 return
         except Exception as exc:
             response = events.handler_error(request, exc)
-        await self._respond(request, response, send, events, started)
+        await self._respond(request, response, send, receive, events, started)
 
     async def _setup_lazily(self) -> _RuntimeEvents:
         from nessen.runtime import _RuntimeEvents
@@ -241,10 +247,18 @@ class RuntimeASGI:
         request: Request,
         response: Any,
         send: Send,
+        receive: Receive,
         events: _RuntimeEvents,
         started: float,
     ) -> None:
-        """Send ``response`` as ``http.response.start`` and ``http.response.body`` events."""
+        """Send ``response`` as ``http.response.start`` and ``http.response.body`` events.
+
+        What is reported (statistics, metrics, ``request.on_finished``) is what was passed
+        to the host's ``send``. A streamed response stops when the host says the client
+        went away: ``send`` raising ``OSError`` (ASGI spec 2.4 hosts), or ``receive``
+        answering ``http.disconnect`` (spec 2.3 hosts such as uvicorn, whose ``send`` then
+        does nothing), checked before each part.
+        """
         config = self.runtime.config
         head = request.method == "HEAD"
         try:
@@ -267,55 +281,86 @@ class RuntimeASGI:
             body = b"" if status in NO_CONTENT_STATUSES else response.body
             if status not in NO_CONTENT_STATUSES:
                 headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send(
-                {"type": "http.response.body", "body": b"" if head else body, "more_body": False}
-            )
-            events.request_finished(
-                request, status, 0 if head else len(body), time.monotonic() - started
-            )
+            outcome: str | None = None
+            try:
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"" if head else body,
+                        "more_body": False,
+                    }
+                )
+            except OSError:  # spec 2.4 hosts: the client went away
+                outcome = CLIENT_DISCONNECTED
+            sent = 0 if head or outcome is not None else len(body)
+            events.request_finished(request, status, sent, time.monotonic() - started)
+            _finished(request, response, status, sent, outcome, started)
             return
         declared = response.headers.get("content-length")
         if declared is not None and status not in NO_CONTENT_STATUSES:
             headers.append((b"content-length", declared.encode("latin-1")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
         sent = 0
         source = response.stream
+        outcome = None
+        # The host's receive() answers http.disconnect once the client has gone (the
+        # content was read whole before the handler ran, so nothing else is pending).
+        disconnect = asyncio.ensure_future(receive())
         try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             if not head and status not in NO_CONTENT_STATUSES:
-                if isinstance(source, AsyncIterable):
-                    async for piece in source:
-                        if piece:
-                            await send(
-                                {
-                                    "type": "http.response.body",
-                                    "body": bytes(piece),
-                                    "more_body": True,
-                                }
-                            )
-                            sent += len(piece)
-                else:
-                    for piece in source:
-                        if piece:
-                            await send(
-                                {
-                                    "type": "http.response.body",
-                                    "body": bytes(piece),
-                                    "more_body": True,
-                                }
-                            )
-                            sent += len(piece)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                pieces = aiter(source) if isinstance(source, AsyncIterable) else _aiter(source)
+                async for piece in pieces:
+                    if disconnect.done():
+                        outcome = CLIENT_DISCONNECTED
+                        break
+                    if piece:
+                        await send(
+                            {"type": "http.response.body", "body": bytes(piece), "more_body": True}
+                        )
+                        sent += len(piece)
+            if outcome is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # spec 2.4 hosts: the client went away
-            pass
+            outcome = CLIENT_DISCONNECTED
         except Exception as exc:
+            outcome = RESPONSE_ERROR
             events.handler_error(request, exc)  # logs it; the host closes the connection
             raise
         finally:
+            if not disconnect.done():
+                disconnect.cancel()
+            elif not disconnect.cancelled():
+                disconnect.exception()  # retrieved: a host's receive() that failed is no news
             closer = getattr(source, "aclose", None)
             if closer is not None:
                 await closer()
             events.request_finished(request, status, sent, time.monotonic() - started)
+            _finished(request, response, status, sent, outcome, started)
+
+
+def _finished(
+    request: Request,
+    response: Response | None,
+    status: int,
+    sent: int,
+    outcome: str | None,
+    started: float,
+) -> None:
+    """Call ``request.on_finished`` once with what was passed to the host's ``send``."""
+    hook = request.on_finished
+    if hook is None:
+        return
+    request.on_finished = None
+    try:
+        hook(request, response, status, sent, outcome, time.monotonic() - started)
+    except Exception:
+        logger.exception("on_finished hook of %s %s failed", request.method, request.path)
+
+
+async def _aiter(source: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for piece in source:
+        yield piece
 
 
 def _request(scope: Scope, proxy: ProxyTrust | None = None) -> Request:
@@ -410,10 +455,13 @@ async def _send_error(
     head: bool,
     retry_after: bool = False,
     request_id: str | None = None,
-) -> None:
+) -> int:
     """Send the JSON error answer the native server sends for ``error``, and close.
 
     ``request_id`` (visible ASCII), when given, goes in the body and in ``X-Request-ID``.
+
+    Returns:
+        The content bytes passed to ``send`` (0 for HEAD).
     """
     phrase = status_line(error.status).split(" ", 2)[2].strip()
     content: dict[str, str] = {"error": phrase, "reason": error.reason}
@@ -432,3 +480,4 @@ async def _send_error(
     start: Message = {"type": "http.response.start", "status": error.status, "headers": headers}
     await send(start)
     await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
+    return 0 if head else len(body)

@@ -21,7 +21,6 @@ import asyncio
 import collections
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,6 +29,7 @@ from nessen.asgi.lifespan import Lifespan
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
 from nessen.config import Config
 from nessen.http import Request, Response
+from nessen.http.request import RESPONSE_ERROR, FinishedHook
 from nessen.middleware.request_id import valid_request_id
 from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
 from nessen.observability.logs import current_request_id, quote_field
@@ -37,7 +37,6 @@ from nessen.runtime import Runtime
 from nessen.server import Server
 from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
 from nessen.server.supervisor import WorkerLink
-from nessen.server.writer import NO_CONTENT_STATUSES
 
 logger = logging.getLogger("nessen.asgi")
 
@@ -93,7 +92,11 @@ class ASGIHandler:
 
     Every response carries ``X-Request-ID`` (a valid incoming one is reused, as the
     request-id middleware does), ``current_request_id`` is set while the app runs, and
-    one ``nessen.access`` record is written per response when ``access_log`` is on.
+    one ``nessen.access`` record is written per request when ``access_log`` is on, once
+    the server is done with the response (:meth:`log_access`, the request's
+    ``on_finished`` hook): what went out, and the ``outcome`` when not all of it did. An
+    app that stops because its client went away (it got ``http.disconnect``) ends its
+    request as ``client_disconnected``, not as an error.
 
     Args:
         app: The ASGI 3 application.
@@ -113,6 +116,7 @@ class ASGIHandler:
         self.max_response_bytes = 10 * 1024 * 1024
         self.error_response: Callable[[Request, BaseException], Response] = _plain_500
         """Builds (and logs) the 500 for an app that failed before its response."""
+        self._log_access: FinishedHook | None = None  # log_access, bound once
 
     def configure(
         self,
@@ -125,6 +129,7 @@ class ASGIHandler:
         self.max_response_bytes = config.max_response_bytes
         self.error_response = error_response
         self.access_log = logging.getLogger("nessen.access") if access_log else None
+        self._log_access = self.log_access if access_log else None
 
     async def __call__(self, request: Request) -> Response | None:
         """Run the app for ``request``.
@@ -175,6 +180,8 @@ class ASGIHandler:
             "state": self.state.copy(),
         }
         exchange = _Exchange(self, request, channel, scope)
+        if self._log_access is not None:
+            request.on_finished = self._log_access
         token = current_request_id.set(request.id)
         try:
             await self.app(scope, exchange.receive, exchange.send)
@@ -184,13 +191,28 @@ class ASGIHandler:
             current_request_id.reset(token)
         return exchange.returned()
 
-    def log_access(self, request: Request, status: int, sent: int, started: float) -> None:
-        """Write the access record of one response (the access-log middleware's fields)."""
+    def log_access(
+        self,
+        request: Request,
+        response: Response | None,
+        status: int,
+        sent: int,
+        outcome: str | None,
+        duration: float,
+    ) -> None:
+        """Write the access record of one request (the access-log middleware's fields).
+
+        The request's ``on_finished`` hook: the server calls it with what went on the wire.
+        """
         log = self.access_log
         if log is None:
             return
         level = (
-            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+            logging.ERROR
+            if status >= 500 or outcome == RESPONSE_ERROR
+            else logging.WARNING
+            if status >= 400
+            else logging.INFO
         )
         if not log.isEnabledFor(level):
             return
@@ -206,9 +228,10 @@ class ASGIHandler:
                 "path": request.path,
                 "route": request.route,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                "duration_ms": round(duration * 1000.0, 3),
                 "bytes": sent,
                 "client_ip": request.client_ip,
+                "outcome": outcome,
             },
         )
 
@@ -231,7 +254,6 @@ class _Exchange:
         "_request",
         "_responded",
         "_scope",
-        "_start_time",
         "_started",
         "_status",
         "_stream",
@@ -252,7 +274,6 @@ class _Exchange:
         self._fields = ""
         self._declared: int | None = None
         self._stream: _ResponseStream | None = None
-        self._start_time = time.perf_counter()
 
     # --- receive ---------------------------------------------------------------------------
 
@@ -377,22 +398,13 @@ class _Exchange:
             # (it is in memory already: sent with flow control rather than refused).
             response.content_length = len(body) if declared is None else declared
             response.stream = () if head else (body,)
-        if self._hand_over(response):
-            status = self._status
-            sent = 0 if head or status in NO_CONTENT_STATUSES else len(body)
-            self._handler.log_access(request, status, sent, self._start_time)
+        self._hand_over(response)
 
     async def _start_stream(self, first: bytes) -> None:
-        request = self._request
-        handler = self._handler
-        status = self._status
-        started = self._start_time
-
-        def done(sent: int) -> None:
-            handler.log_access(request, status, sent, started)
-
-        stream = self._stream = _ResponseStream(done)
-        response = PreparedResponse(status, fields=self._fields, content_length=self._declared)
+        stream = self._stream = _ResponseStream()
+        response = PreparedResponse(
+            self._status, fields=self._fields, content_length=self._declared
+        )
         response.stream = stream
         if not self._hand_over(response):
             stream.closed = True  # already answered (deadline, refused content): drop it
@@ -428,7 +440,20 @@ class _Exchange:
         return None
 
     def returned(self) -> Response | None:
-        """The app returned: a 500 if it never answered, else end what was begun."""
+        """The app returned: a 500 if it never answered, else end what was begun.
+
+        Raises:
+            ClientDisconnected: The request was over for the server (its client went away,
+                or its content was refused) before the app answered it whole: an app that
+                stops on ``http.disconnect`` is not an error.
+        """
+        if self._channel.closed:
+            stream = self._stream
+            if not self._responded:
+                raise ClientDisconnected("the app stopped: its client went away")
+            if stream is not None and not stream.ended:
+                stream.fail(ClientDisconnected("the app stopped: its client went away"))
+            return None
         if not self._responded:
             if not self._started:
                 problem = "ASGI app returned without sending 'http.response.start'"
@@ -445,29 +470,17 @@ class _ResponseStream:
     """A streamed response body: the app's ``send`` pushes, the server iterates.
 
     A push with more to come waits until the server has taken it (one part in flight),
-    which is how write flow control reaches the app. ``on_done(bytes_sent)`` is called
-    once when the server closes the stream.
+    which is how write flow control reaches the app. The server counts what it sends.
     """
 
-    __slots__ = (
-        "_consumer",
-        "_done",
-        "_error",
-        "_on_done",
-        "_parts",
-        "_producer",
-        "_sent",
-        "closed",
-    )
+    __slots__ = ("_consumer", "_done", "_error", "_parts", "_producer", "closed")
 
-    def __init__(self, on_done: Callable[[int], None]) -> None:
+    def __init__(self) -> None:
         self._parts: collections.deque[bytes] = collections.deque()
         self._done = False
         self._error: BaseException | None = None
         self._consumer: asyncio.Future[None] | None = None
         self._producer: asyncio.Future[None] | None = None
-        self._on_done = on_done
-        self._sent = 0
         self.closed = False
         """The server stopped reading (response written, or the connection lost)."""
 
@@ -486,7 +499,6 @@ class _ResponseStream:
                 part = parts.popleft()
                 if not parts:
                     _wake(self._producer)
-                self._sent += len(part)
                 return part
             if self._error is not None:
                 error, self._error = self._error, None
@@ -504,7 +516,6 @@ class _ResponseStream:
         self._parts.clear()
         _wake(self._producer)
         _wake(self._consumer)
-        self._on_done(self._sent)
 
     async def push(self, data: bytes, more: bool) -> None:
         """Queue ``data``; when ``more``, wait until the server has taken it."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl
 
 import orjson
@@ -14,6 +14,9 @@ import orjson
 from nessen.errors import HTTPError
 from nessen.http.forwarded import ProxyTrust, Resolved
 from nessen.http.headers import Headers
+
+if TYPE_CHECKING:
+    from nessen.http.response import Response
 
 MAX_QUERY_FIELDS = 1000
 """Most ``name=value`` pairs parsed from one query string; more is answered with 400."""
@@ -102,6 +105,24 @@ class Query(Mapping[str, str]):
         return f"Query({self._pairs!r})"
 
 
+# Outcomes of a response that did not go out whole (see Request.on_finished).
+CLIENT_DISCONNECTED = "client_disconnected"
+"""The client closed the connection before the whole response was handed over."""
+SEND_TIMEOUT = "send_timeout"
+"""The client read nothing for ``send_timeout``: the server aborted the connection."""
+REQUEST_TIMEOUT = "request_timeout"
+"""The handler ran past ``request_timeout``: the server answered 503 and cancelled it."""
+SHUTDOWN_CUT = "shutdown_cut"
+"""The drain deadline passed while the handler ran or the response was being written."""
+RESPONSE_ERROR = "response_error"
+"""The response failed after its status line went out (its stream raised, or produced a
+length other than its Content-Length): the server aborted the connection."""
+
+FinishedHook: TypeAlias = "Callable[[Request, Response | None, int, int, str | None, float], None]"
+"""What :attr:`Request.on_finished` holds: ``(request, response, status, content_bytes,
+outcome, duration)``; see there."""
+
+
 class Request:
     """One parsed HTTP request: the ``ctx`` every handler and middleware receives.
 
@@ -129,6 +150,7 @@ class Request:
         "_scheme",
         "_target",
         "_version",
+        "on_finished",
         "route",
         "state",
     )
@@ -168,6 +190,31 @@ class Request:
         """The matched route template (``/users/{id}``), ``None`` until routed or if none."""
         self.state: dict[str, Any] = {}
         """Free-form per-request data that middleware passes inward."""
+        self.on_finished: FinishedHook | None = None
+        """Called once by the server when the response is over, with what went on the wire.
+
+        ``on_finished(request, response, status, content_bytes, outcome, duration)``:
+
+        - ``response``: the :class:`~nessen.http.Response` the server serialised (the
+          server's own 500 when it refused the handler's), or ``None`` for an answer the
+          server made itself (503 after ``request_timeout``) or when nothing was sent.
+        - ``status``: the status code sent; 0 when no status line went out (the client
+          left, or the drain cut the handler, before the response began).
+        - ``content_bytes``: content bytes handed to the kernel (no head, no chunk framing;
+          0 for HEAD, 204, 304). When the connection ended with part of the response still
+          queued in the server, that part is not counted.
+        - ``outcome``: ``None`` when the whole response was handed over, else why it was
+          not, or why the server answered instead of the handler: ``"client_disconnected"``,
+          ``"send_timeout"``, ``"request_timeout"``, ``"shutdown_cut"``,
+          ``"response_error"``, or the ``reason`` of a refusal of the request's content
+          while its handler ran (``"body_timeout"``, ``"body_too_large"``...).
+        - ``duration``: seconds from the request's first byte to the last byte handed to
+          the kernel (or to the cut).
+
+        ``None`` (the default) costs nothing. The access log sets it; to add your own, keep
+        the one already set and call it too. It runs on the event loop: it must be quick; an
+        exception it raises is logged and ignored.
+        """
 
     @property
     def id(self) -> str:

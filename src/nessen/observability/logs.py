@@ -31,6 +31,7 @@ FIELDS = (
     "duration_ms",
     "bytes",
     "client_ip",
+    "outcome",
     "reason",
     "state",
     "previous_state",
@@ -103,9 +104,10 @@ Fields = list[tuple[str, Any]]
 left out."""
 
 
-AccessFields = tuple[str, str, str, str | None, int, float, int, str]
+AccessFields = tuple[str, str, str, str | None, int, float, int, str, str | None]
 """An access line's values: ``(request_id, method, path, route, status, duration_ms,
-bytes, client_ip)``."""
+bytes, client_ip, outcome)``; ``route`` and ``outcome`` are left out of the line when
+``None``."""
 
 
 def _timestamp(created: float) -> str:
@@ -177,10 +179,10 @@ class LineFormatter(logging.Formatter):
         """The access log's line: what :meth:`format_fields` prints for its fields.
 
         ``access`` is ``(request_id, method, path, route, status, duration_ms, bytes,
-        client_ip)``; the message is ``"method path status"``. Subclasses may print the
-        same line faster.
+        client_ip, outcome)``; the message is ``"method path status"``. Subclasses may
+        print the same line faster.
         """
-        request_id, method, path, route, status, duration_ms, sent, client_ip = access
+        request_id, method, path, route, status, duration_ms, sent, client_ip, outcome = access
         fields: Fields = [
             ("request_id", request_id),
             ("method", method),
@@ -191,6 +193,8 @@ class LineFormatter(logging.Formatter):
             ("bytes", sent),
             ("client_ip", client_ip),
         ]
+        if outcome is not None:
+            fields.append(("outcome", outcome))
         if route is None:
             del fields[3]
         message = f"{method} {quote_field(path)} {status}"
@@ -255,14 +259,15 @@ class ConsoleFormatter(LineFormatter):
         access: AccessFields,
     ) -> str:
         """The access line in one f-string (the same text as the generic path)."""
-        request_id, method, path, route, status, duration_ms, sent, client_ip = access
+        request_id, method, path, route, status, duration_ms, sent, client_ip, outcome = access
         route_field = "" if route is None else f" route={quote_field(route)}"
+        outcome_field = "" if outcome is None else f" outcome={quote_field(outcome)}"
         return (
             f"{_timestamp(created)} {levelname:<7} {name} "
             f"{method} {quote_field(path)} {status} request_id={quote_field(request_id)} "
             f"method={quote_field(method)} path={quote_field(path)}{route_field} "
             f"status={status} duration_ms={duration_ms} bytes={sent} "
-            f"client_ip={quote_field(client_ip)}"
+            f"client_ip={quote_field(client_ip)}{outcome_field}"
         )
 
 

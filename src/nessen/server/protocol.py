@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import struct
@@ -24,9 +25,17 @@ import orjson
 
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
+from nessen.http.request import (
+    CLIENT_DISCONNECTED,
+    REQUEST_TIMEOUT,
+    RESPONSE_ERROR,
+    SEND_TIMEOUT,
+    SHUTDOWN_CUT,
+)
 from nessen.http.target import split_target
 from nessen.server.body import (
     HIGH_WATER_BYTES,
+    ClientDisconnected,
     PreparedResponse,
     RequestChannel,
     StreamedRequest,
@@ -45,6 +54,7 @@ from nessen.server.writer import (
 )
 
 INF = float("inf")
+logger = logging.getLogger("nessen.server")
 
 # What the read deadline of a connection is guarding.
 HEAD = 1  # waiting for (the rest of) a header section
@@ -160,6 +170,17 @@ class HttpProtocol(asyncio.Protocol):
         self._body_request: Request | None = None  # its request
         self._body_paused = False  # reading paused because the channel is full
         self._read_time_left = 0.0  # header or body deadline left while we do not read
+        self._held_at = 0.0  # when the read deadline was last held
+        self._body_started = 0.0  # loop time the content began (shifted by held time)
+        self._body_last = 0.0  # loop time content last arrived (shifted by held time)
+        # What went out. A response is reported (Request.on_finished, request_finished)
+        # once all of it has been handed to the kernel, or when the connection ends; while
+        # part of it is still queued in the transport, its report waits in _pending.
+        self._pending: tuple[Request, Response | None, int, int, float] | None = None
+        self._tail_content = 0  # content bytes in the last write that carried content
+        self._tail_after = 0  # bytes written after those (chunk framing, the last chunk)
+        self._unsent = 0  # bytes queued in the transport when last seen (paused or cut)
+        self._cut_reason: str | None = None  # why the connection was aborted or lost
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
         self.read_deadline = INF
@@ -171,6 +192,10 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection, start its header deadline, or refuse it when full."""
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # Pause as soon as anything stays queued, resume once all of it went to the kernel:
+        # "not paused" then means "all handed over", what the reports and send_timeout
+        # measure (a writer waits for the kernel to take its output, as nginx's does).
+        transport.set_write_buffer_limits(0, 0)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (str(peer[0]), int(peer[1]))
@@ -193,6 +218,13 @@ class HttpProtocol(asyncio.Protocol):
         """Forget the connection; a running handler finishes but its response is dropped."""
         self._closed = True
         self.read_deadline = self.handler_deadline = self.write_deadline = INF
+        if self._cut_reason is None:
+            if exc is not None:  # reset or broken pipe: the client went away
+                self._cut_reason = CLIENT_DISCONNECTED
+            else:  # our close() flushed what was queued
+                self._unsent = 0
+        if self._pending is not None:
+            self._report_pending()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -220,14 +252,20 @@ class HttpProtocol(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        """The transport buffer is above its high-water mark: stop producing output."""
+        """Output stays queued (the kernel's buffer is full): stop producing more."""
         self._writing_paused = True
         self.write_deadline = self._loop.time() + self._config.send_timeout
+        transport = self._transport
+        if transport is not None:
+            self._unsent = transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
-        """The client caught up: resume streams and the pipelined queue."""
+        """All output went to the kernel: report a response that waited, resume writing."""
         self._writing_paused = False
         self.write_deadline = INF
+        self._unsent = 0
+        if self._pending is not None:
+            self._report_pending()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -240,6 +278,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         in_message, begun = self._in_message, self._messages_begun
         in_body = self.read_phase == BODY
+        body_before = self._body_bytes if in_body else 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -289,6 +328,13 @@ class HttpProtocol(asyncio.Protocol):
                         )
                     )
                     return
+            if (
+                in_body
+                and self._body_bytes != body_before
+                and self.read_phase == BODY
+                and self._messages_begun == begun
+            ):
+                self._body_progress()
             if self._in_head:
                 if not self._url:  # still in the method: keep its bytes
                     self._method_start = self._request_start(data, in_message, begun)
@@ -483,9 +529,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._parsing_keep_alive = parser.should_keep_alive()
         if self._content_length > 0 or self._te_count:
-            self._body_raw = 0
-            self.read_phase = BODY
-            self.read_deadline = self._loop.time() + config.body_timeout
+            self._start_body()
             expect = self._expect
             if expect is not None and version == "1.1":
                 if expect.strip().lower() != b"100-continue":
@@ -547,9 +591,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._body_channel = channel
         self._body_request = request
-        self._body_raw = 0
-        self.read_phase = BODY
-        self.read_deadline = self._loop.time() + self._config.body_timeout
+        self._start_body()
         self._queue.append((request, keep_alive, self._started))
 
     def _body_consumed(self, channel: RequestChannel, size: int) -> None:
@@ -593,13 +635,53 @@ class HttpProtocol(asyncio.Protocol):
         the slow one. The handler and queue deadlines bound how long this lasts.
         """
         if self.read_phase in (HEAD, BODY) and self.read_deadline != INF:
-            self._read_time_left = max(0.0, self.read_deadline - self._loop.time())
+            now = self._held_at = self._loop.time()
+            self._read_time_left = max(0.0, self.read_deadline - now)
             self.read_deadline = INF
 
     def _release_read_deadline(self) -> None:
-        """Reading resumed: a held header or content deadline runs on from where it stopped."""
+        """Reading resumed: a held header or content deadline runs on from where it stopped.
+
+        The time spent held does not count against the content's rate either.
+        """
         if self.read_phase in (HEAD, BODY) and self.read_deadline == INF:
-            self.read_deadline = self._loop.time() + self._read_time_left
+            now = self._loop.time()
+            self.read_deadline = now + self._read_time_left
+            if self.read_phase == BODY:
+                held = now - self._held_at
+                self._body_started += held
+                self._body_last += held
+
+    def _start_body(self) -> None:
+        """The header section announced content: start its deadlines."""
+        now = self._loop.time()
+        self._body_raw = 0
+        self._body_started = self._body_last = now
+        self.read_phase = BODY
+        self.read_deadline = now + self._config.body_timeout
+
+    def _body_progress(self) -> None:
+        """Content arrived: the body deadline moves on.
+
+        ``body_timeout`` is the longest wait for the next piece of content (nginx's
+        ``client_body_timeout``). Once the content has been arriving for ``body_timeout``,
+        its average rate must also stay at ``body_min_rate`` bytes per second or above
+        (Kestrel's ``MinRequestBodyDataRate``, with ``body_timeout`` as its grace period),
+        so a trickle that never quite stalls is still cut. Time spent with reading paused
+        on our side counts for neither.
+        """
+        config = self._config
+        now = self._body_last = self._loop.time()
+        deadline = now + config.body_timeout
+        rate = config.body_min_rate
+        if rate:
+            by_rate = self._body_started + max(config.body_timeout, self._body_bytes / rate)
+            if by_rate < deadline:
+                deadline = by_rate
+        if self.read_deadline == INF:  # held: runs on from here when reading resumes
+            self._read_time_left = max(0.0, deadline - now)
+        else:
+            self.read_deadline = deadline
 
     def _close_channels(self) -> None:
         """The connection is gone: every request's channel reports a disconnect."""
@@ -668,7 +750,7 @@ class HttpProtocol(asyncio.Protocol):
                     0,
                     f"{MAX_PIPELINED} pipelined requests queued: answering them, then closing",
                     self._client,
-                    None,
+                    request,
                 )
                 raise _StopParsing
 
@@ -767,11 +849,13 @@ class HttpProtocol(asyncio.Protocol):
         """
         state = self._state
         response: Any = None
-        cancelled = False
+        cancelled = gone = False
         try:
             response = await state.handler(request)
         except asyncio.CancelledError:
             cancelled = True
+        except ClientDisconnected:  # a streaming handler gave up: its client went away
+            gone = True
         except Exception as exc:
             response = state.events.handler_error(request, exc)
         finally:
@@ -785,11 +869,14 @@ class HttpProtocol(asyncio.Protocol):
             if cancelled:
                 raise asyncio.CancelledError
             return
-        if self._answered or self._current is None:
+        current = self._current
+        if self._answered or current is None:
             self._finish()
-        elif cancelled:
+        elif cancelled or gone:  # nothing was sent: the drain cut it, or the client left
             self._answered = True
             self._close()
+            outcome = self._cut_reason or (SHUTDOWN_CUT if cancelled else CLIENT_DISCONNECTED)
+            self._report(request, None, 0, 0, outcome, current[2])
             self._finish()
         else:
             self._respond(response, in_task=True)
@@ -801,6 +888,8 @@ class HttpProtocol(asyncio.Protocol):
         request, keep_alive, started = current
         if self._closed or self._transport is None or self._transport.is_closing():
             self._answered = True
+            outcome = self._cut_reason or CLIENT_DISCONNECTED
+            self._report(request, None, 0, 0, outcome, started)
             self._complete(in_task)
             return
         state = self._state
@@ -817,9 +906,11 @@ class HttpProtocol(asyncio.Protocol):
             data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)
         self._answered = True
         self._write(data)
-        state.events.request_finished(
-            request, response.status, content_bytes, time.monotonic() - started
-        )
+        if self._writing_paused:  # part of it is still queued: reported once it went out
+            self._tail_content, self._tail_after = content_bytes, 0
+            self._wait_for_flush(request, response, response.status, content_bytes, started)
+        else:
+            self._report(request, response, response.status, content_bytes, None, started)
         self._complete(in_task)
 
     def _respond_early(self, channel: RequestChannel, response: Response) -> bool:
@@ -996,9 +1087,11 @@ class HttpProtocol(asyncio.Protocol):
                 error = state.events.handler_error(request, exc)
                 data, sent = self._serialize(request, error, False, check_size=False)
                 self._write(data)
+                self._tail_content, self._tail_after = sent, 0
                 response = error
                 return
             self._write(head)
+            self._tail_content = self._tail_after = 0
             if request.method == "HEAD" or response.status in NO_CONTENT_STATUSES:
                 return
             limit = INF if declared is None else declared
@@ -1020,19 +1113,29 @@ class HttpProtocol(asyncio.Protocol):
                 raise ResponseError(_length_mismatch(declared, sent))
             if chunked and not self._closed:
                 self._write(LAST_CHUNK)
+                self._tail_after += len(LAST_CHUNK)
         except Exception as exc:
             # The status line is gone: the only honest signal left is an aborted connection.
-            state.events.handler_error(request, exc)
+            # A streaming handler's stream ends with ClientDisconnected when its client left
+            # (an ASGI app that stopped on http.disconnect): no error of the response.
+            gone = isinstance(exc, ClientDisconnected)
+            if not gone:
+                state.events.handler_error(request, exc)
             self._close_after = True
-            if self._transport is not None:
-                self._transport.abort()
+            self._abort(CLIENT_DISCONNECTED if gone else RESPONSE_ERROR)
         finally:
             closer = getattr(source, "aclose", None)
             if closer is not None:
                 await closer()
-            state.events.request_finished(
-                request, response.status, sent, time.monotonic() - started
-            )
+            status = response.status
+            if self._cut_reason is not None or self._closed:
+                unsent = min(self._tail_content, max(0, self._unsent - self._tail_after))
+                outcome = self._cut_reason or CLIENT_DISCONNECTED
+                self._report(request, response, status, sent - unsent, outcome, started)
+            elif self._writing_paused:  # all written, part still queued
+                self._wait_for_flush(request, response, status, sent, started)
+            else:
+                self._report(request, response, status, sent, None, started)
             self._finish()
 
     async def _write_piece(self, piece: bytes, chunked: bool) -> int:
@@ -1041,11 +1144,77 @@ class HttpProtocol(asyncio.Protocol):
         if not piece or self._closed:
             return 0
         self._write(chunk(bytes(piece)) if chunked else piece)
+        self._tail_content = len(piece)
+        self._tail_after = 2 if chunked else 0  # the CRLF that ends a chunk
         if self._writing_paused and not self._closed:
+            transport = self._transport
+            if transport is not None:
+                self._unsent = transport.get_write_buffer_size()
             waiter = self._drain_waiter = self._loop.create_future()
             await waiter
             self._drain_waiter = None
         return len(piece)
+
+    def _report(
+        self,
+        request: Request,
+        response: Response | None,
+        status: int,
+        content_bytes: int,
+        outcome: str | None,
+        started: float,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """The response to ``request`` is over: what went out, once (see Request.on_finished).
+
+        Feeds ``request_finished`` when a status went out (``counted=False`` for the
+        server's own answers, which ``request_rejected`` counts), then the request's hook.
+        """
+        duration = time.monotonic() - started
+        if status and counted:
+            self._state.events.request_finished(request, status, content_bytes, duration)
+        hook = request.on_finished
+        if hook is not None:
+            request.on_finished = None
+            try:
+                hook(request, response, status, content_bytes, outcome, duration)
+            except Exception:
+                logger.exception(
+                    "on_finished hook of %s %s failed",
+                    request.method,
+                    request.path,
+                    extra={"request_id": request.id, "method": request.method},
+                )
+
+    def _wait_for_flush(
+        self, request: Request, response: Response, status: int, sent: int, started: float
+    ) -> None:
+        """Report the response once its last queued byte went to the kernel (or was lost)."""
+        transport = self._transport
+        if transport is not None:
+            self._unsent = transport.get_write_buffer_size()
+        self._pending = (request, response, status, sent, started)
+
+    def _report_pending(self) -> None:
+        """The queued end of a response went out (resume_writing), or was lost or dropped."""
+        pending = self._pending
+        assert pending is not None
+        self._pending = None
+        request, response, status, sent, started = pending
+        unsent = min(self._tail_content, max(0, self._unsent - self._tail_after))
+        self._report(request, response, status, sent - unsent, self._cut_reason, started)
+
+    def _abort(self, reason: str) -> None:
+        """Abort the connection for ``reason``, noting what output it drops."""
+        if self._cut_reason is None:
+            self._cut_reason = reason
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._closed:
+            self._unsent = transport.get_write_buffer_size()
+        transport.abort()
 
     def _complete(self, in_task: bool) -> None:
         if in_task:
@@ -1147,8 +1316,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._answered:  # its response has begun: nothing honest to add, abort
             self._state.events.request_rejected(error.reason, 0, str(error), self._client, request)
             self._close_after = True
-            if self._transport is not None:
-                self._transport.abort()
+            self._abort(error.reason)
             return
         self._announce_close()
         self._answered = True
@@ -1165,6 +1333,10 @@ class HttpProtocol(asyncio.Protocol):
         self._state.events.request_rejected(
             error.reason, error.status, str(error), self._client, request
         )
+        current = self._current
+        if current is not None:
+            sent = 0 if request.method == "HEAD" else len(_error_body(error))
+            self._report(request, None, error.status, sent, error.reason, current[2], counted=False)
         # The handler is not cancelled: reading on, it learns that the content will not
         # come (an ASGI app gets http.disconnect) and can unwind; its response is dropped.
         # The request deadline still cancels it if it runs on.
@@ -1202,9 +1374,38 @@ class HttpProtocol(asyncio.Protocol):
             )
         )
         self._state.events.request_rejected(
-            error.reason, error.status, str(error), self._client, request or self._parsing
+            error.reason,
+            error.status,
+            str(error),
+            self._client,
+            request or self._parsing or self._request_so_far(),
         )
         self._linger()
+
+    def _request_so_far(self) -> Request | None:
+        """A request built for the log line of a refusal that came before its Request was.
+
+        From the message being parsed: its method, its request target (as much as arrived,
+        for a 414) and the header fields read so far. ``None`` when no target arrived (the
+        request line itself was refused, or no request began).
+        """
+        if not self._in_message or not self._url:
+            return None
+        target = b"".join(self._url)
+        try:
+            path, query = split_target(target)
+        except ProtocolError:  # the target itself was what is wrong: log it as it came
+            path, query = target.partition(b"?")[0].decode("latin-1"), b""
+        return Request(
+            self._parser.get_method().decode("ascii", "replace"),
+            target,
+            path,
+            query,
+            list(self._raw_headers),
+            client=self._client,
+            http_version=self._parser.get_http_version(),
+            proxy=self._state.proxy,
+        )
 
     def _linger(self) -> None:
         """Shut our write side and drain input briefly, so the client reads our answer.
@@ -1282,13 +1483,29 @@ class HttpProtocol(asyncio.Protocol):
                 )
             )
         elif phase == BODY:
-            self._fail(
-                ProtocolError(
-                    f"content not complete within {self._config.body_timeout:g} s (body_timeout)",
+            config = self._config
+            rate = config.body_min_rate
+            by_rate = (
+                self._body_started + max(config.body_timeout, self._body_bytes / rate)
+                if rate
+                else INF
+            )
+            if self._body_last + config.body_timeout <= by_rate:  # the deadline that passed
+                error = ProtocolError(
+                    f"no content for {config.body_timeout:g} s (body_timeout)",
                     status=408,
                     reason="body_timeout",
                 )
-            )
+            else:
+                elapsed = max(self._loop.time() - self._body_started, 1e-9)
+                error = ProtocolError(
+                    f"content arriving at {self._body_bytes / elapsed:.0f} bytes/s over "
+                    f"{elapsed:.1f} s ({self._body_bytes} bytes), below body_min_rate "
+                    f"{rate} bytes/s",
+                    status=408,
+                    reason="body_too_slow",
+                )
+            self._fail(error)
         elif phase in (IDLE, LINGER):
             self._close()
 
@@ -1333,6 +1550,8 @@ class HttpProtocol(asyncio.Protocol):
             self._client,
             request,
         )
+        sent = 0 if request.method == "HEAD" else len(body)
+        self._report(request, None, 503, sent, REQUEST_TIMEOUT, current[2], counted=False)
         task.cancel()
         if self._transport is not None and not self._transport.is_closing():
             self._linger()
@@ -1345,12 +1564,13 @@ class HttpProtocol(asyncio.Protocol):
         open, which is the very resource the deadline is meant to take back.
         """
         self.write_deadline = INF
+        current, pending = self._current, self._pending
         self._state.events.request_rejected(
             "send_timeout",
             0,
             f"client read nothing for {self._config.send_timeout:g} s (send_timeout)",
             self._client,
-            self._current[0] if self._current else None,
+            current[0] if current else pending[0] if pending else None,
         )
         transport = self._transport
         if transport is not None:
@@ -1358,7 +1578,7 @@ class HttpProtocol(asyncio.Protocol):
             if sock is not None:
                 with contextlib.suppress(OSError):  # already gone: abort() is enough
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
+        self._abort(SEND_TIMEOUT)
 
     def on_drain(self) -> None:
         """The server is draining: close soon if idle, else after the current response.
@@ -1406,28 +1626,29 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     def cut(self) -> bool:
-        """Drain deadline passed: cancel the handler and abort. Returns whether it was busy.
+        """Drain deadline passed: cancel the handler and abort. Returns whether a request was cut.
 
-        A request cut in its handler or mid-stream is logged and counted under the
-        ``shutdown_cut`` reason with its id, method and path: the client gets no status, and
-        the access log, which records answers, has no line for it.
+        A request cut in its handler, mid-stream or with the end of its response still
+        queued is logged and counted under the ``shutdown_cut`` reason with its id, method
+        and path, and its access line (``outcome`` ``shutdown_cut``) gives the status and
+        the content bytes that went out before the cut (status 0 when none did).
         """
         busy = self._busy
-        current = self._current
-        if busy and current is not None:
+        current, pending = self._current, self._pending
+        cut = current[0] if busy and current is not None else pending[0] if pending else None
+        if cut is not None:
             self._state.events.request_rejected(
                 "shutdown_cut",
                 0,
                 "still running at the drain deadline (shutdown_timeout): cancelled, "
                 "connection aborted",
                 self._client,
-                current[0],
+                cut,
             )
         if self._task is not None:
             self._task.cancel()
-        if self._transport is not None:
-            self._transport.abort()
-        return busy
+        self._abort(SHUTDOWN_CUT)
+        return cut is not None
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

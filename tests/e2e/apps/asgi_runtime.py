@@ -2,13 +2,15 @@
 
 Its startup and shutdown hooks print a line to stderr, so a test sees that the host's
 lifespan ran them; ``/hang`` waits until cancelled (at most ``HANG_LIMIT`` seconds), which
-only the Runtime's own request deadline does under an ASGI server.
+only the Runtime's own request deadline does under an ASGI server; ``/stream`` streams
+4 KiB every 10 ms for up to a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 from nessen import Request, Response, Runtime
 
@@ -43,3 +45,13 @@ async def who(ctx: Request) -> Response:
     return Response.json(
         {"client_ip": ctx.client_ip, "peer_ip": ctx.peer_ip, "scheme": ctx.scheme, "host": ctx.host}
     )
+
+
+@runtime.route.get("/stream")
+async def stream(ctx: Request) -> Response:
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(6000):  # at most a minute
+            yield b"s" * 4096
+            await asyncio.sleep(0.01)
+
+    return Response.streaming(pieces(), content_type="text/plain")

@@ -48,7 +48,7 @@ def test_requests_the_server_refuses_are_not_logged_here(serve: ServeFactory) ->
     assert [line["reason"] for line in refusals.json_lines()] == ["uri_too_long"]
 
 
-def test_a_handler_timeout_is_logged_by_the_server_not_twice(serve: ServeFactory) -> None:
+def test_a_handler_timeout_gets_one_access_line_with_the_503_sent(serve: ServeFactory) -> None:
     cancelled = threading.Event()
     runtime = plain_runtime(Config())
     runtime.use(request_id_middleware())
@@ -69,9 +69,17 @@ def test_a_handler_timeout_is_logged_by_the_server_not_twice(serve: ServeFactory
     server = serve(runtime, request_timeout=0.2)
     with capture_logs() as access, capture_logs("nessen.server") as refusals:
         with RawClient(server.address) as client:
-            assert client.request(get("/slow")).status == 503
+            slow_response = client.request(get("/slow"))
+            assert slow_response.status == 503
         assert cancelled.wait(5.0)
         with RawClient(server.address) as client:  # the loop has moved on past the cancel
             assert client.request(get("/fast")).status == 200
-    assert [line["path"] for line in access.json_lines()] == ["/fast"]
+    lines = access.json_lines()
+    assert [(line["path"], line["status"], line.get("outcome")) for line in lines] == [
+        ("/slow", 503, "request_timeout"),
+        ("/fast", 200, None),
+    ]
+    assert lines[0]["request_id"] == slow_response.header("x-request-id")
+    assert lines[0]["route"] == "/slow"
+    assert lines[0]["bytes"] == len(slow_response.body)
     assert [line["status"] for line in refusals.json_lines()] == [503]

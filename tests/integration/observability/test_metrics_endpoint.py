@@ -136,8 +136,8 @@ def test_refusals_are_counted_by_reason_and_unknown_methods_share_one_label(
     }
     assert values(families["http_requests"], "http_requests_total") == {
         labels(method="OTHER", route="unmatched", status="501"): 3.0,
-        # refused while its request line was still arriving: no request, no method known
-        labels(method="OTHER", route="unmatched", status="414"): 2.0,
+        # refused while its request target was still arriving: its method is known
+        labels(method="GET", route="unmatched", status="414"): 2.0,
     }
 
 

@@ -68,7 +68,7 @@ def test_a_sink_gets_every_response_refusal_and_gauge(serve: ServeFactory) -> No
             "counter",
             "http_requests_total",
             1,
-            {"method": "OTHER", "route": "unmatched", "status": "414"},
+            {"method": "GET", "route": "unmatched", "status": "414"},
         ),
     ]
     gauges = {call[1] for call in sink.calls if call[0] == "gauge"}

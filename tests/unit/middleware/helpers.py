@@ -66,11 +66,37 @@ async def run(
     middleware: Middleware | Sequence[Middleware],
     request: Request,
     handler: Handler | None = None,
+    *,
+    duration: float = 0.0,
 ) -> Response:
-    """Send ``request`` through ``middleware`` (outermost first) to ``handler``."""
+    """Send ``request`` through ``middleware`` (outermost first) to ``handler``.
+
+    A buffered response is then finished as the server would once it is written whole:
+    ``request.on_finished`` (if set) gets its status, its content length (0 for HEAD, 204
+    and 304) and ``duration``. A streamed one is left to the test.
+    """
     chain = [middleware] if callable(middleware) else list(middleware)
     inner = handler if handler is not None else responding(lambda: Response.text("ok"))
-    return await compose(inner, chain)(request)
+    response = await compose(inner, chain)(request)
+    if response.stream is None:
+        empty = request.method == "HEAD" or response.status in (204, 304)
+        finish(request, response, response.status, 0 if empty else len(response.body), duration)
+    return response
+
+
+def finish(
+    request: Request,
+    response: Response | None,
+    status: int,
+    sent: int,
+    duration: float = 0.0,
+    outcome: str | None = None,
+) -> None:
+    """Call ``request.on_finished`` once, as the server does when the response is over."""
+    hook = request.on_finished
+    if hook is not None:
+        request.on_finished = None
+        hook(request, response, status, sent, outcome, duration)
 
 
 def text_of(size: int) -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from nessen.config import Config
 from nessen.http import Request, Response
 from nessen.middleware.access_log import logging_middleware
-from tests.unit.middleware.helpers import FakeClock, make_request, responding, run
+from tests.unit.middleware.helpers import finish, make_request, responding, run
 
 FIELDS = ("request_id", "method", "path", "route", "status", "duration_ms", "bytes", "client_ip")
 
@@ -37,22 +37,24 @@ def access() -> Iterator[tuple[logging.Logger, ListHandler]]:
     logger.propagate = True
 
 
+async def ok(request: Request) -> Response:
+    return Response.text("ok")
+
+
 def fields(record: logging.LogRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in FIELDS}
 
 
 async def test_one_record_with_the_architecture_s_fields(access: Any) -> None:
     logger, captured = access
-    clock = FakeClock(10.0)
 
     async def handler(ctx: Request) -> Response:
         ctx.route = "/users/{id}"
-        clock.advance(0.0125)
         return Response.json({"id": 7})
 
     request = make_request(target="/users/7?x=1", client="198.51.100.4")
     request._id = "rid-1"
-    await run(logging_middleware(logger=logger, clock=clock), request, handler)
+    await run(logging_middleware(logger=logger), request, handler, duration=0.0125)
     (record,) = captured.records
     assert record.levelno == logging.INFO
     assert record.getMessage() == "GET /users/7 200"
@@ -67,6 +69,57 @@ async def test_one_record_with_the_architecture_s_fields(access: Any) -> None:
         "bytes": 8,
         "client_ip": "198.51.100.4",
     }
+    assert not hasattr(record, "outcome")  # a response that went out whole
+
+
+async def test_nothing_is_written_until_the_server_finishes_the_response(access: Any) -> None:
+    logger, captured = access
+    request = make_request()
+    middleware = logging_middleware(logger=logger)
+    response = await middleware(request, lambda: ok(request))
+    assert captured.records == []
+    # What the server reports is what is logged: here the 500 it sent instead.
+    finish(request, None, 500, 21, duration=0.002)
+    (record,) = captured.records
+    assert (record.status, record.bytes, record.levelno) == (500, 21, logging.ERROR)  # type: ignore[attr-defined]
+    assert response.status == 200  # what the handler hoped, never logged
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "level"),
+    [
+        (200, "client_disconnected", logging.INFO),
+        (0, "client_disconnected", logging.INFO),
+        (200, "send_timeout", logging.INFO),
+        (0, "shutdown_cut", logging.INFO),
+        (503, "request_timeout", logging.ERROR),
+        (200, "response_error", logging.ERROR),
+        (408, "body_timeout", logging.WARNING),
+    ],
+)
+async def test_an_outcome_is_logged_with_the_status_and_bytes_that_went_out(
+    access: Any, status: int, outcome: str, level: int
+) -> None:
+    logger, captured = access
+    request = make_request()
+    await logging_middleware(logger=logger)(request, lambda: ok(request))
+    finish(request, None, status, 1234, duration=1.5, outcome=outcome)
+    (record,) = captured.records
+    assert (record.status, record.bytes, record.outcome) == (status, 1234, outcome)  # type: ignore[attr-defined]
+    assert record.duration_ms == 1500.0  # type: ignore[attr-defined]
+    assert record.levelno == level
+
+
+async def test_a_hook_set_by_an_outer_middleware_is_kept(access: Any) -> None:
+    logger, captured = access
+    calls: list[tuple[int, int, str | None]] = []
+    request = make_request()
+    request.on_finished = lambda req, resp, status, sent, outcome, duration: calls.append(
+        (status, sent, outcome)
+    )
+    await run(logging_middleware(logger=logger), request)
+    assert calls == [(200, 2, None)]
+    assert [r.status for r in captured.records] == [200]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -111,6 +164,10 @@ async def test_2xx_lines_can_be_sampled(access: Any) -> None:
     for _ in range(2):  # errors are never sampled, and draw nothing
         await run(middleware, make_request(), responding(lambda: Response.text("x", 500)))
     assert [r.status for r in captured.records] == [200, 500, 500]  # type: ignore[attr-defined]
+    request = make_request()  # a line with an outcome is kept, and draws nothing
+    await middleware(request, lambda: ok(request))
+    finish(request, None, 200, 1, outcome="client_disconnected")
+    assert [r.status for r in captured.records] == [200, 500, 500, 200]  # type: ignore[attr-defined]
 
 
 async def test_excluded_paths_are_not_logged(access: Any) -> None:
@@ -176,111 +233,33 @@ async def test_the_body_can_be_logged_cut_to_a_length(access: Any) -> None:
     assert captured.records[1].body == "ok\ufffd"  # type: ignore[attr-defined]
 
 
-async def test_a_cancelled_handler_is_left_to_the_server(access: Any) -> None:
+async def test_a_cancelled_handler_is_logged_with_what_the_server_sent(access: Any) -> None:
     logger, captured = access
 
     async def handler(ctx: Request) -> Response:
         raise asyncio.CancelledError
 
+    request = make_request()
     with pytest.raises(asyncio.CancelledError):
-        await run(logging_middleware(logger=logger), make_request(), handler)
+        await run(logging_middleware(logger=logger), request, handler)
     assert captured.records == []
+    finish(request, None, 503, 95, duration=0.3, outcome="request_timeout")  # the server's 503
+    (record,) = captured.records
+    assert (record.status, record.outcome) == (503, "request_timeout")  # type: ignore[attr-defined]
 
 
-async def test_an_escaping_exception_is_logged_as_500_and_re_raised(access: Any) -> None:
+async def test_an_escaping_exception_is_logged_with_the_server_s_500(access: Any) -> None:
     logger, captured = access
 
     async def handler(ctx: Request) -> Response:
         raise RuntimeError("inner middleware bug")
 
+    request = make_request()
     with pytest.raises(RuntimeError):
-        await run(logging_middleware(logger=logger), make_request(), handler)
+        await run(logging_middleware(logger=logger), request, handler)
+    finish(request, Response.json({"error": "Internal Server Error"}, 500), 500, 33)
     (record,) = captured.records
-    assert (record.status, record.bytes, record.levelno) == (500, 0, logging.ERROR)  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
-async def test_no_content_counts_zero_bytes(access: Any, method: str, status: int) -> None:
-    logger, captured = access
-    await run(
-        logging_middleware(logger=logger),
-        make_request(method),
-        responding(lambda: Response(status, b"12345")),
-    )
-    assert captured.records[0].bytes == 0  # type: ignore[attr-defined]
-
-
-async def test_a_stream_is_logged_when_it_ends_with_the_bytes_sent(access: Any) -> None:
-    logger, captured = access
-    clock = FakeClock()
-
-    async def chunks() -> AsyncIterator[bytes]:
-        yield b"abc"
-        clock.advance(1.0)
-        yield b"defgh"
-
-    async def handler(ctx: Request) -> Response:
-        return Response.streaming(chunks(), content_type="text/plain")
-
-    response = await run(logging_middleware(logger=logger, clock=clock), make_request(), handler)
-    assert captured.records == []  # not yet: nothing was sent
-    sent = [piece async for piece in response.stream]  # type: ignore[union-attr]
-    assert sent == [b"abc", b"defgh"]
-    (record,) = captured.records
-    assert (record.bytes, record.duration_ms) == (8, 1000.0)  # type: ignore[attr-defined]
-    await response.stream.aclose()  # type: ignore[union-attr]  # the server always closes
-    assert len(captured.records) == 1
-
-
-async def test_a_stream_closed_early_is_logged_once_and_closes_its_source(access: Any) -> None:
-    logger, captured = access
-    closed: list[bool] = []
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            yield b"abc"
-            yield b"never"
-        finally:
-            closed.append(True)
-
-    async def handler(ctx: Request) -> Response:
-        return Response.streaming(chunks(), content_type="text/plain")
-
-    response = await run(logging_middleware(logger=logger), make_request(), handler)
-    stream = response.stream
-    assert await stream.__anext__() == b"abc"  # type: ignore[union-attr]
-    await stream.aclose()  # type: ignore[union-attr]
-    await stream.aclose()  # type: ignore[union-attr]
-    assert closed == [True]
-    assert [r.bytes for r in captured.records] == [3]  # type: ignore[attr-defined]
-
-
-async def test_a_stream_never_iterated_is_logged_on_close(access: Any) -> None:
-    logger, captured = access
-
-    async def handler(ctx: Request) -> Response:
-        return Response.streaming([b"x"], content_type="text/plain")
-
-    response = await run(logging_middleware(logger=logger), make_request(), handler)
-    await response.stream.aclose()  # type: ignore[union-attr]
-    assert [r.bytes for r in captured.records] == [0]  # type: ignore[attr-defined]
-
-
-async def test_a_failing_stream_is_logged_and_the_error_propagates(access: Any) -> None:
-    logger, captured = access
-
-    async def chunks() -> AsyncIterator[bytes]:
-        yield b"ab"
-        raise OSError("disk gone")
-
-    async def handler(ctx: Request) -> Response:
-        return Response.streaming(chunks(), content_type="text/plain")
-
-    response = await run(logging_middleware(logger=logger), make_request(), handler)
-    with pytest.raises(OSError, match="disk gone"):
-        async for _ in response.stream:  # type: ignore[union-attr]
-            pass
-    assert [r.bytes for r in captured.records] == [2]  # type: ignore[attr-defined]
+    assert (record.status, record.bytes, record.levelno) == (500, 33, logging.ERROR)  # type: ignore[attr-defined]
 
 
 async def test_client_ip_comes_from_trusted_proxies(access: Any) -> None:

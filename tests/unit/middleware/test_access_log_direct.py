@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from nessen.observability.logs import (
     JsonFormatter,
     direct_handler,
 )
-from tests.unit.middleware.helpers import FakeClock, make_request, responding, run
+from tests.unit.middleware.helpers import finish, make_request, responding, run
 
 
 class Refuses(logging.Filter):
@@ -92,6 +93,7 @@ def test_the_direct_path_applies_only_to_a_lone_buffered_handler() -> None:
     ),
     status=st.sampled_from([200, 302, 404, 429, 503]),
     route=st.sampled_from([None, "/users/{id}", 'a "quoted" = route']),
+    outcome=st.sampled_from([None, "client_disconnected", "send_timeout", "response_error"]),
 )
 async def test_both_paths_print_the_same_line(
     pair: tuple[logging.Logger, io.StringIO, logging.Logger, io.StringIO],
@@ -100,6 +102,7 @@ async def test_both_paths_print_the_same_line(
     request_id: str,
     status: int,
     route: str | None,
+    outcome: str | None,
 ) -> None:
     fast_logger, fast_out, record_logger, record_out = pair
     formatter = ConsoleFormatter() if fmt == "console" else JsonFormatter()
@@ -115,13 +118,12 @@ async def test_both_paths_print_the_same_line(
         request._path = path  # a decoded path may hold anything, control characters too
         request._id = request_id
         request.route = route
-        clock = FakeClock(5.0)
 
-        async def handler(_: object, clock: FakeClock = clock) -> Response:
-            clock.advance(0.0123456)
+        async def handler(_: object) -> Response:
             return Response.text("hello", status)
 
-        await run(logging_middleware(logger=logger, clock=clock), request, handler)
+        await logging_middleware(logger=logger)(request, functools.partial(handler, request))
+        finish(request, None, status, 5, duration=0.0123456, outcome=outcome)
         logger.handlers[0].flush()
         lines.append(out.getvalue().splitlines()[-1])
     assert "\n" not in lines[0]

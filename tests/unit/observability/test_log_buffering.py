@@ -82,7 +82,17 @@ def test_close_writes_what_is_left() -> None:
 
 
 def access_fields(index: int, status: int = 200) -> AccessFields:
-    return (f"id-{index}", "GET", f"/items/{index}", "/items/{id}", status, 0.5, 2, "127.0.0.1")
+    return (
+        f"id-{index}",
+        "GET",
+        f"/items/{index}",
+        "/items/{id}",
+        status,
+        0.5,
+        2,
+        "127.0.0.1",
+        None,
+    )
 
 
 def test_access_lines_are_formatted_later_and_keep_their_place_among_records() -> None:
