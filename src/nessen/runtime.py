@@ -39,6 +39,7 @@ from nessen.observability import (
     install_status_routes,
 )
 from nessen.server import DrainResult, Server, ServerEvents
+from nessen.server.server import bind_listeners
 from nessen.server.supervisor import WorkerLink
 
 if TYPE_CHECKING:
@@ -350,15 +351,22 @@ class Runtime:
     # --- serving --------------------------------------------------------------------------
 
     async def start(self, sock: Any = None, link: WorkerLink | None = None) -> Server:
-        """Run startup hooks, bind, start accepting, enter READY.
+        """Bind, run the startup hooks, listen and start accepting, enter READY.
+
+        The address is bound before the hooks run, so a port in use fails the start before
+        any hook has opened anything; it is listened on only once they are done, so
+        connection attempts meanwhile are refused rather than queued. If listening fails
+        after the hooks ran, the shutdown hooks run (what the startup hooks opened is
+        closed) before :class:`StartupError` is raised. Either failure is logged here, once.
 
         Args:
-            sock: A listening socket to serve on (a worker's inherited one) instead of
-                binding ``config.host:config.port``.
+            sock: A bound socket, or several, to serve on (a worker's inherited one) instead
+                of binding ``config.host:config.port``.
             link: A worker's pipe to its supervisor: heartbeats, ready, recycle requests.
 
         Raises:
-            StartupError: A startup hook raised, or the address could not be bound.
+            StartupError: A startup hook raised, or the address could not be bound or
+                listened on.
         """
         if self._serving:
             raise RuntimeError("this runtime is already serving")
@@ -366,30 +374,49 @@ class Runtime:
         self._serving = True
         self.app.expose_errors = not config.production
         builtins = self._builtin_middleware(config)  # a ConfigError here, before any hook
-        for hook in self.app.startup_hooks:
+        owned = sock is None
+        if owned:
             try:
-                await hook()
-            except Exception as exc:
-                logger.exception("startup hook %s failed", getattr(hook, "__name__", hook))
-                self.app.lifecycle.transition(State.STOPPING, "startup failed")
-                raise StartupError(f"startup hook failed: {exc!r}") from exc
-        config = self._start_observability(config)
-        on_tick = None
-        if link is not None:
-            on_tick = self._worker_tick_hook(link)
-        self.app.middleware[:0] = builtins
-        server = Server(
-            self.app.handler,
-            config,
-            _RuntimeEvents(self),
-            on_tick=on_tick,
-            stream_bodies=self._stream_bodies,
-        )
+                sock = bind_listeners(config.host, config.port)
+            except OSError as exc:
+                await self._abort_start("bind failed", None)
+                raise self._startup_error(
+                    f"cannot listen on {config.host}:{config.port}: {exc}", None
+                ) from exc
         try:
-            await server.start(sock)
-        except OSError as exc:
-            self.app.lifecycle.transition(State.STOPPING, "bind failed")
-            raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+            for hook in self.app.startup_hooks:
+                try:
+                    await hook()
+                except Exception as exc:
+                    await self._abort_start("startup failed", None)
+                    if isinstance(exc, StartupError):  # it says what failed (ASGI lifespan)
+                        raise self._startup_error(str(exc), exc.__cause__) from exc
+                    message = f"startup hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
+                    raise self._startup_error(message, exc) from exc
+            config = self._start_observability(config)
+            on_tick = None
+            if link is not None:
+                on_tick = self._worker_tick_hook(link)
+            self.app.middleware[:0] = builtins
+            server = Server(
+                self.app.handler,
+                config,
+                _RuntimeEvents(self),
+                on_tick=on_tick,
+                stream_bodies=self._stream_bodies,
+            )
+            try:
+                await server.start(sock, owned=owned)
+            except OSError as exc:
+                await self._abort_start("bind failed", time.monotonic() + config.shutdown_timeout)
+                raise self._startup_error(
+                    f"cannot listen on {config.host}:{config.port}: {exc}", None
+                ) from exc
+        except BaseException:
+            if owned:
+                for listener in sock:
+                    listener.close()
+            raise
         self._server = server
         host, port = server.address
         shown = f"[{host}]" if ":" in host else host
@@ -421,6 +448,24 @@ class Runtime:
         if link is not None:
             link.ready()
         return server
+
+    async def _abort_start(self, reason: str, shutdown_deadline: float | None) -> None:
+        """A start failed: enter STOPPING, close what was opened.
+
+        The shutdown hooks run when the startup hooks did (``shutdown_deadline`` given,
+        ``time.monotonic()`` seconds); the shared store is closed.
+        """
+        self.app.lifecycle.transition(State.STOPPING, reason)
+        if shutdown_deadline is not None:
+            await self._run_shutdown_hooks(shutdown_deadline)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @staticmethod
+    def _startup_error(message: str, cause: BaseException | None) -> StartupError:
+        """Log a failed start once (with ``cause``'s traceback) and build its error."""
+        logger.error("%s", message, exc_info=cause)
+        return StartupError(message)
 
     def _builtin_middleware(self, config: Config) -> list[Middleware]:
         """The built-in middleware chosen at construction, built from ``config``."""
@@ -548,15 +593,7 @@ class Runtime:
                     result.cut,
                     result.connections,
                 )
-        for hook in self.app.shutdown_hooks:
-            remaining = max(0.001, deadline - time.monotonic())
-            try:
-                async with asyncio.timeout(remaining):
-                    await hook()
-            except TimeoutError:
-                logger.error("shutdown hook %s overran the shutdown timeout", _name(hook))
-            except Exception:
-                logger.exception("shutdown hook %s failed", _name(hook))
+        await self._run_shutdown_hooks(deadline)
         lifecycle.transition(State.STOPPING, "drained" if result.clean else "drain cut short")
         if server is not None:
             await server.close()
@@ -567,6 +604,18 @@ class Runtime:
             self._prometheus.flush()
         self._serving = False
         return result
+
+    async def _run_shutdown_hooks(self, deadline: float) -> None:
+        """Run the shutdown hooks in order, each cut at ``deadline`` (``time.monotonic()``)."""
+        for hook in self.app.shutdown_hooks:
+            remaining = max(0.001, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    await hook()
+            except TimeoutError:
+                logger.error("shutdown hook %s overran the shutdown timeout", _name(hook))
+            except Exception:
+                logger.exception("shutdown hook %s failed", _name(hook))
 
     async def _drain(self, server: Server, grace_period: float) -> DrainResult:
         """``server.drain(grace_period)``, cut short at once by a second stop request."""
@@ -628,8 +677,7 @@ class Runtime:
         try:
             try:
                 await self.start(sock, link)
-            except StartupError as exc:
-                logger.error("%s", exc)
+            except StartupError:  # logged by start()
                 return EXIT_STARTUP_FAILED
             except ConfigError as exc:
                 logger.error("invalid configuration: %s", "; ".join(exc.problems))
