@@ -196,7 +196,7 @@ def supervise(runtime: Runtime, config: Config) -> int:
 
     Returns:
         0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
-        cannot be bound.
+        cannot be bound or a worker cannot start (see ``BOOT_ATTEMPTS``).
     """
     undo = configure_logging(config.log_level, config.effective_log_format)
     try:
@@ -213,9 +213,11 @@ def supervise(runtime: Runtime, config: Config) -> int:
         undo()
 
 
-def _worker_main(runtime: Runtime, sock: socket.socket, link: WorkerLink, slot: int) -> int:
-    """A forked worker: serve on the inherited socket until told to drain."""
-    return run(runtime.serve(sock=sock, link=link))
+def _worker_main(
+    runtime: Runtime, sockets: Sequence[socket.socket], link: WorkerLink, slot: int
+) -> int:
+    """A forked worker: serve on the inherited sockets until told to drain."""
+    return run(runtime.serve(sock=sockets, link=link))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -404,6 +404,7 @@ class Runtime:
                 _RuntimeEvents(self),
                 on_tick=on_tick,
                 stream_bodies=self._stream_bodies,
+                service_stopping=link.service_stopping if link is not None else None,
             )
             try:
                 await server.start(sock, owned=owned)
@@ -677,15 +678,22 @@ class Runtime:
         try:
             try:
                 await self.start(sock, link)
-            except StartupError:  # logged by start()
+            except StartupError as exc:  # logged by start()
+                if link is not None:
+                    link.failed(str(exc))
                 return EXIT_STARTUP_FAILED
             except ConfigError as exc:
-                logger.error("invalid configuration: %s", "; ".join(exc.problems))
+                message = "invalid configuration: " + "; ".join(exc.problems)
+                logger.error("%s", message)
+                if link is not None:
+                    link.failed(message)
                 return EXIT_USAGE
             await self._stop.wait()
             result = await self.stop()
             return EXIT_OK if result.clean else EXIT_DRAIN_TIMEOUT
         finally:
+            if link is not None and installed:  # a worker on its way out: a late SIGTERM
+                signal.pthread_sigmask(signal.SIG_BLOCK, installed)  # must not kill it
             for signum in installed:
                 loop.remove_signal_handler(signum)
 
