@@ -17,8 +17,8 @@ supervisor stop (exit 3) rather than keep a port that nothing serves.
 Each worker has a pipe to the supervisor and writes one byte per event:
 
 - ``!`` ready (startup hooks done, accepting);
-- ``.`` heartbeat, about once a second from the server's ticker, so a worker whose event
-  loop is stuck is noticed and killed after ``worker_timeout``;
+- ``.`` heartbeat, from the server's ticker (every ``min(1 s, worker_timeout / 5)``), so a
+  worker whose event loop is stuck is noticed and killed after ``worker_timeout``;
 - ``R`` wants to be recycled (it has served ``max_requests_per_worker``): the supervisor
   starts its replacement first and only then asks it to drain;
 - ``F`` then one line of text: why it could not start (logged if it was the last straw).
@@ -86,7 +86,16 @@ worker does it as its drain begins, after accepting what is queued)."""
 RECYCLE_RETRY = 30.0
 """Seconds before retrying to recycle a worker whose replacement failed to start."""
 HEARTBEAT_MAX = 1.0
-"""Seconds between heartbeats."""
+"""Longest interval between heartbeats, in seconds (shorter for a short worker_timeout)."""
+
+
+def heartbeat_interval(worker_timeout: float) -> float:
+    """Seconds between a worker's heartbeats: five or more per ``worker_timeout``, at most 1 s.
+
+    A few beats per timeout window, so that a healthy worker whose beat is delayed by a busy
+    machine (or whose supervisor is) is never taken for a stuck one.
+    """
+    return min(HEARTBEAT_MAX, worker_timeout / 5)
 
 
 class WorkerLink:
@@ -470,7 +479,12 @@ class Supervisor:
                 # Own process group: a terminal's Ctrl-C reaches only the supervisor, which
                 # forwards one SIGTERM (a second signal would cut the workers' drains short).
                 os.setpgid(0, 0)
-                link = WorkerLink(write_fd, self._stop_flag, slot)
+                link = WorkerLink(
+                    write_fd,
+                    self._stop_flag,
+                    slot,
+                    heartbeat_interval(self.config.worker_timeout),
+                )
                 status = self.worker_main(sockets, link, slot)
             except BaseException as exc:
                 logger.exception("worker %d failed", slot)
@@ -638,7 +652,13 @@ class Supervisor:
                 self._spawn(slot)
 
     def _check_workers(self) -> None:
-        """Kill a worker whose heartbeat stopped, or that takes too long to become ready."""
+        """Kill a worker whose heartbeat stopped, or that takes too long to become ready.
+
+        What the workers wrote is read first: a supervisor that was itself descheduled for
+        a while must not take the beats waiting in the pipes for missing ones.
+        """
+        for worker in list(self.workers.values()):
+            self._read_link(worker)
         now = time.monotonic()
         limit = self.config.worker_timeout
         start_limit = max(READY_TIMEOUT, limit)

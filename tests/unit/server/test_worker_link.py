@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from nessen import Config
-from nessen.server.supervisor import Supervisor, WorkerLink, _Worker
+from nessen.server.supervisor import Supervisor, WorkerLink, _Worker, heartbeat_interval
 
 
 @pytest.fixture
@@ -54,3 +54,8 @@ def test_control_bytes_around_a_reason_split_across_reads_are_kept(
     supervisor._read_link(worker)
     assert worker.reason == "RuntimeError: database unreachable"
     assert worker.recycling  # the R after the line is a recycle request again
+
+
+def test_a_short_worker_timeout_gets_several_heartbeats_per_window() -> None:
+    assert heartbeat_interval(30.0) == 1.0
+    assert heartbeat_interval(1.0) == pytest.approx(0.2)  # five per window, not one
