@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,17 @@ DEMO_APP = "nessen.demo:runtime"
 
 
 class AppLoadError(Exception):
-    """The ``module:attr`` given to ``nessen serve`` cannot be loaded."""
+    """The ``module:attr`` given to ``nessen serve`` cannot be loaded.
+
+    Args:
+        message: One line saying what failed.
+        traceback: For an exception raised while importing the app's module: its
+            traceback, formatted (printed after the message), else ``""``.
+    """
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +89,10 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
         root_path: For an ASGI app: its ``scope["root_path"]``.
 
     Raises:
-        AppLoadError: Malformed spec, module not importable, attribute missing, or neither
-            a Runtime nor an ASGI 3 application. The message is one line.
+        AppLoadError: Malformed spec, module not found, attribute missing, or neither
+            a Runtime nor an ASGI 3 application: the message is one line. An exception
+            raised while importing the module (a syntax error, a missing dependency, code
+            that fails at import) also gives its traceback.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -88,13 +101,12 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise AppLoadError(f"cannot import module {module_name!r}: not found") from exc
-        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and _names_the_module(exc, module_name):
+            raise AppLoadError(f"cannot import module {module_name!r}: not found") from exc
         raise AppLoadError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}",
+            _import_traceback(exc),
         ) from exc
     target: Any = module
     for part in attr.split("."):
@@ -113,6 +125,35 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
     from nessen.asgi import ASGIHost
 
     return ASGIHost(target, health_endpoints=health_endpoints, root_path=root_path)
+
+
+def _names_the_module(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether ``exc`` says ``module_name`` (or a package above it) is absent.
+
+    Not something the module's own code imports: that is an error in the app.
+    """
+    missing = exc.name or ""
+    return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
+
+
+def _import_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback, formatted, from the app's own frames.
+
+    The CLI's frame and importlib's machinery (``importlib.import_module``, ``<frozen
+    importlib._bootstrap>``) are left out, as Python's own import statement leaves them.
+    """
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith(("<frozen importlib", __file__, importlib.__file__ or "?")):
+            frames.append(tb)
+        tb = tb.tb_next
+    if frames:  # relink the kept frames (a traceback's tb_next is writable)
+        for current, following in zip(frames, [*frames[1:], None], strict=True):
+            current.tb_next = following
+        exc = exc.with_traceback(frames[0])
+    return "".join(traceback.format_exception(exc))
 
 
 def is_asgi3(target: object) -> bool:
@@ -179,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(args, os.environ, runtime._config if runtime.has_config else None)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)
+        if exc.traceback:
+            print(exc.traceback, end="", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         print("nessen: invalid configuration:", file=sys.stderr)
