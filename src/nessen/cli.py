@@ -23,6 +23,7 @@ from nessen.config import LOG_LEVELS, Config
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, run
+from nessen.server.server import raise_open_file_limit
 from nessen.server.supervisor import Supervisor, WorkerLink
 
 EXIT_USAGE = 2
@@ -243,6 +244,7 @@ def supervise(runtime: Runtime, config: Config) -> int:
     """
     undo = configure_logging(config.log_level, config.effective_log_format)
     try:
+        raise_open_file_limit(config)  # the workers inherit it
         supervisor = Supervisor(config, functools.partial(_worker_main, runtime))
         try:
             supervisor.bind()

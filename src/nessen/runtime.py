@@ -39,7 +39,7 @@ from nessen.observability import (
     install_status_routes,
 )
 from nessen.server import DrainResult, Server, ServerEvents
-from nessen.server.server import bind_listeners
+from nessen.server.server import bind_listeners, raise_open_file_limit
 from nessen.server.supervisor import WorkerLink
 
 if TYPE_CHECKING:
@@ -727,6 +727,7 @@ class Runtime:
         config = self.config
         undo = configure_logging(config.log_level, config.effective_log_format)
         try:
+            raise_open_file_limit(config)
             return run(self.serve())
         finally:
             undo()
@@ -825,3 +826,9 @@ class _RuntimeEvents(ServerEvents):
 
     def handler_error(self, request: Request, exc: BaseException) -> Response:
         return self._runtime.app.error_response(request, exc)
+
+    def accept_failed(self, error: str) -> None:
+        if self._prometheus is not None:
+            self._prometheus.accept_failed(error)
+        if self._sinks.sinks:
+            self._sinks.increment_counter("nessen_accept_errors_total", 1, {"error": error})

@@ -12,6 +12,9 @@ the scraper's ``Accept`` asks for it) is the library's. The series (type, labels
 - ``http_requests_active``: gauge; requests in handlers.
 - ``nessen_connections_active``: gauge; open connections.
 - ``nessen_rejected_requests_total``: counter ``{reason}``; the server's refusals.
+- ``nessen_accept_errors_total``: counter ``{error}``; ``accept()`` calls that failed for
+  lack of a resource (``error`` one of EMFILE, ENFILE, ENOBUFS, ENOMEM: out of file
+  descriptors or memory); accepting pauses meanwhile. Absent until the first failure.
 - ``nessen_state``: gauge ``{state}``; 1 for the current lifecycle state, 0 for the others.
 - ``nessen_event_loop_lag_seconds``: gauge; how late the runtime's 1 s tick ran.
 - ``nessen_store_errors_total``: counter ``{store, operation}``; shared-store calls that
@@ -206,6 +209,7 @@ class PrometheusMetrics:
             multiprocess_mode="livemax",
         )
         self._store_errors: Counter | None = None  # created by the first store_error()
+        self._accept_errors: Counter | None = None  # created by the first accept_failed()
         self._state_children = {name: self.state.labels(name) for name in STATES}
         self._series: dict[tuple[str, str | None, int], _Series] = {}
         self._by_labels: dict[tuple[str, str, str], _Series] = {}
@@ -223,6 +227,7 @@ class PrometheusMetrics:
                 "nessen_state",
                 "nessen_event_loop_lag_seconds",
                 "nessen_store_errors_total",
+                "nessen_accept_errors_total",
             }
         )
 
@@ -335,6 +340,23 @@ class PrometheusMetrics:
                 registry=None if self.multiprocess else self.registry,
             )
         counter.labels(store, operation).inc()
+
+    def accept_failed(self, error: str) -> None:
+        """Count one ``accept()`` that failed for lack of a resource.
+
+        Args:
+            error: The errno name, e.g. ``"EMFILE"``.
+        """
+        counter = self._accept_errors
+        if counter is None:
+            counter = self._accept_errors = Counter(
+                "nessen_accept_errors_total",
+                "accept() calls that failed for lack of a resource (EMFILE: out of file "
+                "descriptors), by errno; accepting pauses while they fail.",
+                ("error",),
+                registry=None if self.multiprocess else self.registry,
+            )
+        counter.labels(error).inc()
 
     def set_active(self, requests: int, connections: int) -> None:
         """Set ``http_requests_active`` and ``nessen_connections_active``."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from nessen.config import Config
 from nessen.http import Handler
-from nessen.server.protocol import INF, HttpProtocol
+from nessen.server.protocol import INF, PROBE_RESERVE, HttpProtocol
 from nessen.server.state import ServerEvents, ServerState
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ ACCEPT_RETRY_MAX = 1.0
 ADOPT_WAIT_ROUNDS = 100
 """Loop iterations a drain waits for accepted connections to reach ``connection_made``."""
 
+FD_HEADROOM = 256
+"""File descriptors a process needs beyond its client connections: standard streams, the
+event loop's, listening sockets, the supervisor pipe, metrics files, and the app's own files
+and outbound connections."""
+
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 """``accept()`` errors that mean the process or the system is out of a resource (open files,
 socket buffers): retried after a pause while the connections wait in the listen queue."""
@@ -63,6 +68,70 @@ refused it): skipped, as libuv does."""
 _GONE_ERRNOS = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSOCK})
 """``accept()`` errors of a socket that no longer listens (another process sharing it shut
 it down at a full stop): stop watching it."""
+
+
+def open_files_needed(config: Config) -> int:
+    """File descriptors one process needs to hold ``config.max_connections`` connections.
+
+    The connections, the over-limit reserve kept for probes, the Redis pool when a store is
+    on Redis, and ``FD_HEADROOM`` for everything else.
+    """
+    redis = (
+        config.redis_pool_size if "redis" in (config.rate_limit_store, config.cache_store) else 0
+    )
+    return config.max_connections + PROBE_RESERVE + redis + FD_HEADROOM
+
+
+def raise_open_file_limit(config: Config) -> tuple[int, int]:
+    """Make the open-file limit (soft ``RLIMIT_NOFILE``) fit ``config.max_connections``.
+
+    When the soft limit is below :func:`open_files_needed`, it is raised to the hard limit
+    (as Go's runtime does at start; many hosts start processes with a soft limit of 1024
+    and a hard one far above), and the change is logged. When even the hard limit is
+    short, a warning names the limit and what is needed. Children forked later (the
+    workers) inherit the limit.
+
+    Returns:
+        The soft and hard limits now.
+    """
+    needed = open_files_needed(config)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        before = soft
+        for target in (hard, needed):
+            if target == resource.RLIM_INFINITY or target <= soft:
+                continue
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError):  # e.g. above the kernel's nr_open
+                continue
+            soft = target
+            break
+        if soft != before:
+            logger.info(
+                "raised the open-file limit (RLIMIT_NOFILE) from %d to %d: MAX_CONNECTIONS=%d "
+                "needs about %d",
+                before,
+                soft,
+                config.max_connections,
+                needed,
+            )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logger.warning(
+            "the open-file limit (RLIMIT_NOFILE) is %d (hard limit %d), below the %d that "
+            "MAX_CONNECTIONS=%d needs (plus %d in reserve for probes and %d for files, "
+            "Redis and logs): past about %d connections, new ones wait in the listen "
+            "queue; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit "
+            "nofile=) or lower MAX_CONNECTIONS",
+            soft,
+            hard,
+            needed,
+            config.max_connections,
+            PROBE_RESERVE,
+            needed - config.max_connections - PROBE_RESERVE,
+            max(0, soft - (needed - config.max_connections)),
+        )
+    return soft, hard
 
 
 def bind_listeners(host: str, port: int) -> list[socket.socket]:
@@ -526,4 +595,11 @@ class Server:
                 conn.cut()
 
 
-__all__ = ["INF", "DrainResult", "Server", "bind_listeners"]
+__all__ = [
+    "INF",
+    "DrainResult",
+    "Server",
+    "bind_listeners",
+    "open_files_needed",
+    "raise_open_file_limit",
+]
