@@ -297,16 +297,19 @@ class Runtime:
         """The status page's path while it is served, else ``None``."""
         return self._status_path if self._status_installed else None
 
-    def _start_observability(self, config: Config) -> Config:
+    def _start_observability(self, config: Config, worker: int = 0) -> Config:
         """Create the Prometheus metrics, install the status page; return the server's config.
 
         The server's config exempts ``/api/health`` and ``/metrics`` from ``allowed_hosts``
         (as ``/health`` and ``/ready`` are), so scrapes addressed to the pod IP work.
+        ``worker`` is the ``worker`` label of the process series with several workers.
         """
         if self._metrics_enabled and self._prometheus is None:
             from nessen.observability.metrics import PrometheusMetrics
 
-            prometheus = self._prometheus = PrometheusMetrics(config.allowed_methods)
+            prometheus = self._prometheus = PrometheusMetrics(
+                config.allowed_methods, worker=str(worker)
+            )
             prometheus.set_state(str(self.state))
             self.app.lifecycle.on_change(lambda old, new: prometheus.set_state(str(new)))
             self.telemetry.sinks.insert(0, prometheus)
@@ -330,6 +333,7 @@ class Runtime:
         if prometheus is not None:
             prometheus.set_active(active, connections)
             prometheus.set_event_loop_lag(lag)
+            prometheus.sample_process()
             prometheus.flush()
         sinks = self._sinks
         if sinks.sinks:
@@ -393,7 +397,7 @@ class Runtime:
                         raise self._startup_error(str(exc), exc.__cause__) from exc
                     message = f"startup hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
                     raise self._startup_error(message, exc) from exc
-            config = self._start_observability(config)
+            config = self._start_observability(config, link.slot if link is not None else 0)
             on_tick = None
             if link is not None:
                 on_tick = self._worker_tick_hook(link)

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import mmap
 import os
+import re
 import select
 import shutil
 import signal
@@ -87,6 +88,9 @@ RECYCLE_RETRY = 30.0
 """Seconds before retrying to recycle a worker whose replacement failed to start."""
 HEARTBEAT_MAX = 1.0
 """Longest interval between heartbeats, in seconds (shorter for a short worker_timeout)."""
+
+_METRIC_FILE = re.compile(r"^(?:counter|gauge_[a-z]+|histogram|summary)_\d+\.db$")
+"""prometheus-client's multiprocess files (``counter_<pid>.db``, ``gauge_livesum_<pid>.db``)."""
 
 
 def heartbeat_interval(worker_timeout: float) -> float:
@@ -314,20 +318,47 @@ class Supervisor:
         return 0 if clean else 1
 
     def _prepare_metrics_dir(self) -> str | None:
-        """Give the workers a shared directory for multiprocess metrics, unless one is set.
+        """Give the workers a clean directory for multiprocess metrics.
 
         prometheus-client decides at import whether it runs in multiprocess mode, from
         ``PROMETHEUS_MULTIPROC_DIR``; the workers import it after the fork, so setting the
-        variable here is enough for every worker's ``/metrics`` to show the aggregate.
+        variable here is enough for every worker's ``/metrics`` to show the aggregate. A
+        directory the operator set is emptied of prometheus-client's files (a restart must
+        not inherit the previous run's totals), and nothing else in it is touched; it is
+        created when missing.
 
         Returns:
-            The directory created (removed at exit), or ``None`` when the user set one.
+            The directory created (removed at exit), or ``None`` when the operator set one.
         """
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            return None
-        directory = tempfile.mkdtemp(prefix="nessen-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        return directory
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            directory = tempfile.mkdtemp(prefix="nessen-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            return directory
+        os.makedirs(directory, exist_ok=True)
+        removed = 0
+        foreign = []
+        for name in sorted(os.listdir(directory)):
+            if _METRIC_FILE.match(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+                    removed += 1
+            elif name.endswith(".db"):
+                foreign.append(name)
+        if foreign:  # prometheus-client reads every *.db file there as its own
+            logger.warning(
+                "PROMETHEUS_MULTIPROC_DIR %s holds %s, not prometheus-client's: /metrics "
+                "will fail to read it; give the workers a directory of their own",
+                directory,
+                ", ".join(foreign),
+            )
+        if removed:
+            logger.info(
+                "removed %d metrics file(s) of a previous run from PROMETHEUS_MULTIPROC_DIR %s",
+                removed,
+                directory,
+            )
+        return None
 
     def _mark_dead(self, pid: int) -> None:
         """Drop a dead worker's live gauges from the multiprocess metrics."""
