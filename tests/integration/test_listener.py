@@ -10,13 +10,17 @@ and its workers share one open socket the same way).
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import socket
+from typing import Any
 
 import pytest
 
 from nessen import Config, Request, Response, Runtime
 from nessen.runtime import StartupError
-from nessen.server import Server
+from nessen.server import Server, ServerEvents
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
@@ -135,3 +139,49 @@ async def test_the_shutdown_hooks_run_when_listening_fails_after_the_startup_hoo
         ours.close()
         rival.close()
     assert events == ["opened", "closed"]
+
+
+class FlakyListener(socket.socket):
+    """A listening socket whose first ``failures`` accept() calls fail with ``error``."""
+
+    failures = 0
+    error = errno.EIO
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(self.error, os.strerror(self.error))
+        return super().accept()
+
+
+class Recorder(ServerEvents):
+    def __init__(self) -> None:
+        self.accept_errors: list[str] = []
+
+    def accept_failed(self, error: str) -> None:
+        self.accept_errors.append(error)
+
+
+@pytest.mark.parametrize("error", [errno.EMFILE, errno.EIO], ids=["EMFILE", "unexpected"])
+async def test_a_failing_accept_pauses_and_retries_and_says_so_once(
+    error: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = FlakyListener(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.failures = 3
+    listener.error = error
+    events = Recorder()
+    server = Server(hello, config(), events)
+    with caplog.at_level(logging.INFO, logger="nessen.server.server"):
+        await server.start(listener)
+        client = queued_connection(server.address)
+        data = await read_response(client)  # served once accept() works again
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    name = errno.errorcode[error]
+    assert events.accept_errors == [name] * 3
+    messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if m.startswith("accept() failed")]) == 1, messages
+    assert len([m for m in messages if m.startswith("accepting again after")]) == 1, messages
+    assert "3 accept() call(s) failed" in next(m for m in messages if "again" in m)
+    await server.drain(1.0)
+    await server.close()

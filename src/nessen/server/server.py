@@ -8,10 +8,11 @@ than through ``loop.create_server``. That is what lets it:
   then :meth:`Server.start`), so a port in use is known before anything is opened and no
   connection is taken before the app is ready;
 - see ``accept()`` fail for lack of file descriptors (EMFILE, ENFILE) and say so: libuv
-  (under uvloop) instead accepts and closes the waiting connections silently. Here accepting
-  pauses (50 ms, doubling to 1 s) while the connections wait in the kernel's listen queue,
-  the burst is logged once when it starts and once when it ends, and every failed call is
-  reported to ``ServerEvents.accept_failed`` (counted in
+  (under uvloop) instead accepts and closes the waiting connections silently, and uvloop
+  closes its server for good on an error it does not expect. Here accepting pauses (50 ms,
+  doubling to 1 s) while the connections wait in the kernel's listen queue, on any error
+  that is not about one connection, the burst is logged once when it starts and once when
+  it ends, and every failed call is reported to ``ServerEvents.accept_failed`` (counted in
   ``nessen_accept_errors_total``), as nginx and Go's net/http pause and retry;
 - close the port for good at a drain: connections the kernel completed but nobody
   accepted yet are accepted (and served) first, then the socket is shut down, which for a
@@ -57,9 +58,6 @@ FD_HEADROOM = 256
 event loop's, listening sockets, the supervisor pipe, metrics files, and the app's own files
 and outbound connections."""
 
-RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-"""``accept()`` errors that mean the process or the system is out of a resource (open files,
-socket buffers): retried after a pause while the connections wait in the listen queue."""
 _CLIENT_ERRNOS = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.EHOSTUNREACH}
 )
@@ -372,16 +370,14 @@ class Server:
                     self._end_burst()
                 return False
             except OSError as exc:
-                if exc.errno in RESOURCE_ERRNOS:
-                    self._accept_failed(exc)
-                    return False
                 if exc.errno in _CLIENT_ERRNOS:
                     continue
                 if exc.errno in _GONE_ERRNOS:  # shut down by another process sharing it
                     self._unwatch(listener)
                     return False
-                logger.error("accept() failed: %s; this listener stops accepting", exc)
-                self._unwatch(listener)
+                # Out of a resource, or unexpected: pause and retry, never stop for good
+                # (uvloop closes its server on an error it does not expect, silently).
+                self._accept_failed(exc)
                 return False
             if self._burst_failures:
                 self._end_burst()
@@ -409,7 +405,7 @@ class Server:
             transport.abort()
 
     def _accept_failed(self, exc: OSError) -> None:
-        """``accept()`` failed for lack of a resource: count it, pause, log the burst once."""
+        """``accept()`` failed (out of a resource, or unexpectedly): count, pause, log once."""
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         self.events.accept_failed(name)
         state = self.state
@@ -450,7 +446,7 @@ class Server:
     def _end_burst(self) -> None:
         seconds = self.state.loop.time() - self._burst_started
         logger.warning(
-            "accepting again after %.1f s; %d accept() call(s) failed for lack of a resource",
+            "accepting again after %.1f s; %d accept() call(s) failed",
             seconds,
             self._burst_failures,
         )
