@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from nessen.config import LOG_LEVELS, Config
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, run
+from nessen.server.server import raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import Supervisor, WorkerLink
 
@@ -30,7 +32,17 @@ DEMO_APP = "nessen.demo:runtime"
 
 
 class AppLoadError(Exception):
-    """The ``module:attr`` given to ``nessen serve`` cannot be loaded."""
+    """The ``module:attr`` given to ``nessen serve`` cannot be loaded.
+
+    Args:
+        message: One line saying what failed.
+        traceback: For an exception raised while importing the app's module: its
+            traceback, formatted (printed after the message), else ``""``.
+    """
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +91,10 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
         root_path: For an ASGI app: its ``scope["root_path"]``.
 
     Raises:
-        AppLoadError: Malformed spec, module not importable, attribute missing, or neither
-            a Runtime nor an ASGI 3 application. The message is one line.
+        AppLoadError: Malformed spec, module not found, attribute missing, or neither
+            a Runtime nor an ASGI 3 application: the message is one line. An exception
+            raised while importing the module (a syntax error, a missing dependency, code
+            that fails at import) also gives its traceback.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -89,13 +103,12 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise AppLoadError(f"cannot import module {module_name!r}: not found") from exc
-        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and _names_the_module(exc, module_name):
+            raise AppLoadError(f"cannot import module {module_name!r}: not found") from exc
         raise AppLoadError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}",
+            _import_traceback(exc),
         ) from exc
     target: Any = module
     for part in attr.split("."):
@@ -114,6 +127,35 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
     from nessen.asgi import ASGIHost
 
     return ASGIHost(target, health_endpoints=health_endpoints, root_path=root_path)
+
+
+def _names_the_module(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether ``exc`` says ``module_name`` (or a package above it) is absent.
+
+    Not something the module's own code imports: that is an error in the app.
+    """
+    missing = exc.name or ""
+    return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
+
+
+def _import_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback, formatted, from the app's own frames.
+
+    The CLI's frame and importlib's machinery (``importlib.import_module``, ``<frozen
+    importlib._bootstrap>``) are left out, as Python's own import statement leaves them.
+    """
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith(("<frozen importlib", __file__, importlib.__file__ or "?")):
+            frames.append(tb)
+        tb = tb.tb_next
+    if frames:  # relink the kept frames (a traceback's tb_next is writable)
+        for current, following in zip(frames, [*frames[1:], None], strict=True):
+            current.tb_next = following
+        exc = exc.with_traceback(frames[0])
+    return "".join(traceback.format_exception(exc))
 
 
 def is_asgi3(target: object) -> bool:
@@ -180,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(args, os.environ, runtime._config if runtime.has_config else None)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)
+        if exc.traceback:
+            print(exc.traceback, end="", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         print("nessen: invalid configuration:", file=sys.stderr)
@@ -197,11 +241,12 @@ def supervise(runtime: Runtime, config: Config) -> int:
 
     Returns:
         0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
-        cannot be bound.
+        cannot be bound or a worker cannot start (see ``BOOT_ATTEMPTS``).
     """
     undo = configure_logging(config.log_level, config.effective_log_format)
     try:
         warn_if_trusting_every_peer(config)
+        raise_open_file_limit(config)  # the workers inherit it
         supervisor = Supervisor(config, functools.partial(_worker_main, runtime))
         try:
             supervisor.bind()
@@ -219,13 +264,13 @@ def supervise(runtime: Runtime, config: Config) -> int:
 
 def _worker_main(
     runtime: Runtime,
-    sock: socket.socket,
+    sockets: Sequence[socket.socket],
     link: WorkerLink,
     slot: int,
-    admin_sock: socket.socket | None = None,
+    admin_sockets: Sequence[socket.socket] = (),
 ) -> int:
-    """A forked worker: serve on the inherited socket(s) until told to drain."""
-    return run(runtime.serve(sock=sock, link=link, admin_sock=admin_sock))
+    """A forked worker: serve on the inherited sockets until told to drain."""
+    return run(runtime.serve(sock=sockets, link=link, admin_sock=admin_sockets or None))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,6 +43,7 @@ from nessen.observability import (
 )
 from nessen.observability.admin import OpsGuard, allowlist_guard, not_served
 from nessen.server import DrainResult, Server, ServerEvents
+from nessen.server.server import bind_listeners, raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import WorkerLink
 
@@ -310,17 +311,18 @@ class Runtime:
         """The status page's path while it is served, else ``None``."""
         return self._status_path if self._status_installed else None
 
-    def _start_observability(self, config: Config) -> Config:
+    def _start_observability(self, config: Config, worker: int = 0) -> Config:
         """Create the Prometheus metrics, install the status page; return the server's config.
 
         The server's config exempts ``/api/health`` and ``/metrics`` from ``allowed_hosts``
         (as ``/health`` and ``/ready`` are), so scrapes addressed to the pod IP work.
+        ``worker`` is the ``worker`` label of the process series with several workers.
         """
         if self._metrics_enabled and self._prometheus is None:
             from nessen.observability.metrics import EXPOSITION_REUSE, PrometheusMetrics
 
             prometheus = self._prometheus = PrometheusMetrics(
-                config.allowed_methods, reuse_seconds=EXPOSITION_REUSE
+                config.allowed_methods, reuse_seconds=EXPOSITION_REUSE, worker=str(worker)
             )
             prometheus.before_render = self._refresh_gauges
             prometheus.set_state(str(self.state))
@@ -349,6 +351,7 @@ class Runtime:
         if prometheus is not None:
             prometheus.set_active(active, connections)
             prometheus.set_event_loop_lag(lag)
+            prometheus.sample_process()
             prometheus.flush()
         sinks = self._sinks
         if sinks.sinks:
@@ -383,17 +386,25 @@ class Runtime:
     async def start(
         self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
     ) -> Server:
-        """Run startup hooks, bind, start accepting, enter READY.
+        """Bind, run the startup hooks, listen and start accepting, enter READY.
+
+        The addresses (the main one and ``ADMIN_PORT``'s) are bound before the hooks run, so
+        a port in use fails the start before any hook has opened anything; they are listened
+        on only once the hooks are done, so connection attempts meanwhile are refused rather
+        than queued. If listening fails after the hooks ran, the shutdown hooks run (what the
+        startup hooks opened is closed) before :class:`StartupError` is raised. Either
+        failure is logged here, once.
 
         Args:
-            sock: A listening socket to serve on (a worker's inherited one) instead of
-                binding ``config.host:config.port``.
+            sock: A bound socket, or several, to serve on (a worker's inherited one) instead
+                of binding ``config.host:config.port``.
             link: A worker's pipe to its supervisor: heartbeats, ready, recycle requests.
             admin_sock: The admin listener's socket (a worker's inherited one) instead of
                 binding ``config.admin_address``; used only when ``admin_port`` is set.
 
         Raises:
-            StartupError: A startup hook raised, or the address could not be bound.
+            StartupError: A startup hook raised, or the address could not be bound or
+                listened on.
         """
         if self._serving:
             raise RuntimeError("this runtime is already serving")
@@ -401,32 +412,82 @@ class Runtime:
         self._serving = True
         self.app.expose_errors = not config.production
         builtins = self._builtin_middleware(config)  # a ConfigError here, before any hook
-        for hook in self.app.startup_hooks:
+        owned = sock is None
+        if owned:
             try:
-                await hook()
-            except Exception as exc:
-                logger.exception("startup hook %s failed", getattr(hook, "__name__", hook))
-                self.app.lifecycle.transition(State.STOPPING, "startup failed")
-                raise StartupError(f"startup hook failed: {exc!r}") from exc
-        config = self._start_observability(config)
-        on_tick = None
-        if link is not None:
-            on_tick = self._worker_tick_hook(link)
-        self.app.middleware[:0] = builtins
-        server = Server(
-            self.app.handler,
-            config,
-            _RuntimeEvents(self),
-            on_tick=on_tick,
-            stream_bodies=self._stream_bodies,
-        )
+                sock = bind_listeners(config.host, config.port)
+            except OSError as exc:
+                await self._abort_start("bind failed", None)
+                raise self._startup_error(
+                    f"cannot listen on {config.host}:{config.port}: {exc}", None
+                ) from exc
+        admin_address = config.admin_address
+        admin_owned = admin_sock is None and admin_address is not None
+        if admin_owned:
+            assert admin_address is not None
+            try:
+                admin_sock = bind_listeners(*admin_address)
+            except OSError as exc:
+                for listener in sock if owned else ():
+                    listener.close()
+                await self._abort_start("bind failed", None)
+                raise self._startup_error(
+                    f"cannot listen on {admin_address[0]}:{admin_address[1]} (ADMIN_PORT): {exc}",
+                    None,
+                ) from exc
         try:
-            await server.start(sock)
-        except OSError as exc:
-            self.app.lifecycle.transition(State.STOPPING, "bind failed")
-            raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
-        self._server = server
-        await self._start_admin(config, admin_sock)
+            for hook in self.app.startup_hooks:
+                try:
+                    await hook()
+                except Exception as exc:
+                    await self._abort_start("startup failed", None)
+                    if isinstance(exc, StartupError):  # it says what failed (ASGI lifespan)
+                        raise self._startup_error(str(exc), exc.__cause__) from exc
+                    message = f"startup hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
+                    raise self._startup_error(message, exc) from exc
+            config = self._start_observability(config, link.slot if link is not None else 0)
+            on_tick = None
+            if link is not None:
+                on_tick = self._worker_tick_hook(link)
+            self.app.middleware[:0] = builtins
+            server = Server(
+                self.app.handler,
+                config,
+                _RuntimeEvents(self),
+                on_tick=on_tick,
+                stream_bodies=self._stream_bodies,
+                service_stopping=link.service_stopping if link is not None else None,
+            )
+            try:
+                await server.start(sock, owned=owned)
+            except OSError as exc:
+                await self._abort_start("bind failed", time.monotonic() + config.shutdown_timeout)
+                raise self._startup_error(
+                    f"cannot listen on {config.host}:{config.port}: {exc}", None
+                ) from exc
+            self._server = server
+            if admin_address is not None:
+                try:
+                    await self._start_admin(config, admin_sock, admin_owned, link)
+                except OSError as exc:
+                    self._server = None
+                    await server.close()  # the process is not serving: release the main port
+                    await self._abort_start(
+                        "bind failed", time.monotonic() + config.shutdown_timeout
+                    )
+                    raise self._startup_error(
+                        f"cannot listen on {admin_address[0]}:{admin_address[1]} "
+                        f"(ADMIN_PORT): {exc}",
+                        None,
+                    ) from exc
+        except BaseException:
+            if owned:
+                for listener in sock:
+                    listener.close()
+            if admin_owned:
+                for listener in admin_sock:
+                    listener.close()
+            raise
         host, port = server.address
         shown = f"[{host}]" if ":" in host else host
         logger.info(
@@ -460,19 +521,26 @@ class Runtime:
             link.ready()
         return server
 
-    async def _start_admin(self, config: Config, sock: Any) -> None:
-        """Serve the ops endpoints and the probes on ``config.admin_address``, if set.
+    async def _start_admin(
+        self, config: Config, sock: Any, owned: bool, link: WorkerLink | None
+    ) -> None:
+        """Serve the ops endpoints and the probes on ``config.admin_address``.
 
         Its own router (``/health``, ``/ready``, ``/api/health``, ``/metrics``, the status
         page; 404 for anything else) behind the built-in request id, access log, security
         headers and compression, none of the app's middleware; ``ADMIN_ALLOW`` applies.
 
+        Args:
+            config: The settings (``admin_address`` is set).
+            sock: The bound socket(s) to listen on (see :func:`bind_listeners`).
+            owned: Whether they are this process's alone (else a supervisor's, shared).
+            link: A worker's pipe to its supervisor.
+
         Raises:
-            StartupError: The admin address could not be bound (the main server is closed).
+            OSError: The admin address could not be listened on.
         """
         address = config.admin_address
-        if address is None:
-            return
+        assert address is not None
         router = Router()
         router.on_error = self.app.error_response
         guard = self._admin_gate
@@ -488,15 +556,9 @@ class Runtime:
             config.replace(host=host, port=port, admin_port=None),
             _RuntimeEvents(self),
             stream_bodies=False,
+            service_stopping=link.service_stopping if link is not None else None,
         )
-        try:
-            await admin.start(sock)
-        except OSError as exc:
-            self.app.lifecycle.transition(State.STOPPING, "bind failed")
-            main, self._server = self._server, None
-            if main is not None:  # release the main port too: the process is not serving
-                await main.close()
-            raise StartupError(f"cannot listen on {host}:{port} (ADMIN_PORT): {exc}") from exc
+        await admin.start(sock, owned=owned)
         self._admin = admin
         bound_host, bound_port = admin.address
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -522,6 +584,24 @@ class Runtime:
             options.update(cors=False, rate_limit=False, cache=False)
             return default_stack(config, **options)
         return list(chosen)
+
+    async def _abort_start(self, reason: str, shutdown_deadline: float | None) -> None:
+        """A start failed: enter STOPPING, close what was opened.
+
+        The shutdown hooks run when the startup hooks did (``shutdown_deadline`` given,
+        ``time.monotonic()`` seconds); the shared store is closed.
+        """
+        self.app.lifecycle.transition(State.STOPPING, reason)
+        if shutdown_deadline is not None:
+            await self._run_shutdown_hooks(shutdown_deadline)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @staticmethod
+    def _startup_error(message: str, cause: BaseException | None) -> StartupError:
+        """Log a failed start once (with ``cause``'s traceback) and build its error."""
+        logger.error("%s", message, exc_info=cause)
+        return StartupError(message)
 
     def _builtin_middleware(self, config: Config) -> list[Middleware]:
         """The built-in middleware chosen at construction, built from ``config``."""
@@ -656,15 +736,7 @@ class Runtime:
                     result.cut,
                     result.connections,
                 )
-        for hook in self.app.shutdown_hooks:
-            remaining = max(0.001, deadline - time.monotonic())
-            try:
-                async with asyncio.timeout(remaining):
-                    await hook()
-            except TimeoutError:
-                logger.error("shutdown hook %s overran the shutdown timeout", _name(hook))
-            except Exception:
-                logger.exception("shutdown hook %s failed", _name(hook))
+        await self._run_shutdown_hooks(deadline)
         lifecycle.transition(State.STOPPING, "drained" if result.clean else "drain cut short")
         if server is not None:
             await server.close()
@@ -678,6 +750,18 @@ class Runtime:
             self._prometheus.flush()
         self._serving = False
         return result
+
+    async def _run_shutdown_hooks(self, deadline: float) -> None:
+        """Run the shutdown hooks in order, each cut at ``deadline`` (``time.monotonic()``)."""
+        for hook in self.app.shutdown_hooks:
+            remaining = max(0.001, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    await hook()
+            except TimeoutError:
+                logger.error("shutdown hook %s overran the shutdown timeout", _name(hook))
+            except Exception:
+                logger.exception("shutdown hook %s failed", _name(hook))
 
     async def _drain(self, server: Server, grace_period: float) -> DrainResult:
         """``server.drain(grace_period)``, cut short at once by a second stop request."""
@@ -745,16 +829,22 @@ class Runtime:
         try:
             try:
                 await self.start(sock, link, admin_sock)
-            except StartupError as exc:
-                logger.error("%s", exc)
+            except StartupError as exc:  # logged by start()
+                if link is not None:
+                    link.failed(str(exc))
                 return EXIT_STARTUP_FAILED
             except ConfigError as exc:
-                logger.error("invalid configuration: %s", "; ".join(exc.problems))
+                message = "invalid configuration: " + "; ".join(exc.problems)
+                logger.error("%s", message)
+                if link is not None:
+                    link.failed(message)
                 return EXIT_USAGE
             await self._stop.wait()
             result = await self.stop()
             return EXIT_OK if result.clean else EXIT_DRAIN_TIMEOUT
         finally:
+            if link is not None and installed:  # a worker on its way out: a late SIGTERM
+                signal.pthread_sigmask(signal.SIG_BLOCK, installed)  # must not kill it
             for signum in installed:
                 loop.remove_signal_handler(signum)
 
@@ -788,6 +878,7 @@ class Runtime:
         config = self.config
         undo = configure_logging(config.log_level, config.effective_log_format)
         try:
+            raise_open_file_limit(config)
             return run(self.serve())
         finally:
             undo()
@@ -903,3 +994,9 @@ class _RuntimeEvents(ServerEvents):
 
     def handler_error(self, request: Request, exc: BaseException) -> Response:
         return self._runtime.app.error_response(request, exc)
+
+    def accept_failed(self, error: str) -> None:
+        if self._prometheus is not None:
+            self._prometheus.accept_failed(error)
+        if self._sinks.sinks:
+            self._sinks.increment_counter("nessen_accept_errors_total", 1, {"error": error})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client.metrics_core import Metric
@@ -58,8 +60,9 @@ def test_any_workers_scrape_counts_every_workers_requests(nessen_serve: ServeFac
     assert max(answered.values()) < sent  # so a total of ``sent`` is both workers' sum
 
     families = scrape_until_counted(served, sent)
-    # Multiprocess mode, as docs/OBSERVABILITY.md says: no per-process series ...
-    assert not [name for name in families if name.startswith(("process_", "python_"))]
+    # Multiprocess mode, as docs/OBSERVABILITY.md says: no python_ series (they cannot be
+    # aggregated; the process_ ones are per worker, see below) ...
+    assert not [name for name in families if name.startswith("python_")]
     # ... and gauges summed over the live workers: two of them are READY.
     state = values(families["nessen_state"])
     assert state[labels(state="READY")] == 2.0
@@ -82,3 +85,94 @@ def test_any_workers_scrape_counts_every_workers_requests(nessen_serve: ServeFac
     assert sum(state.values()) == 2.0
     assert requests_total(families) == sent
     assert served.stop() == 0
+
+
+def process_series(families: dict[str, Metric], name: str) -> dict[str, tuple[int, float]]:
+    """``worker`` label -> (pid, value) of a per-worker process series."""
+    return (
+        {
+            sample.labels["worker"]: (int(sample.labels["pid"]), sample.value)
+            for sample in families[name].samples
+        }
+        if name in families
+        else {}
+    )
+
+
+def scrape_until(
+    served: ServeProcess, done: Callable[[dict[str, Metric]], bool]
+) -> dict[str, Metric]:
+    deadline = time.monotonic() + PROCESS_DEADLINE
+    while True:
+        families = scrape(served.url)
+        if done(families):
+            return families
+        assert time.monotonic() < deadline, sorted(families)
+        time.sleep(0.1)
+
+
+PROCESS_DEADLINE = 20.0
+"""Seconds for a worker's process series to appear (each worker refreshes them every 5 s)."""
+
+
+def test_each_workers_process_metrics_are_exported_with_its_worker_label(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve(APP, env=base_env(WORKERS="2"))
+    pids = set(started_pids(served))
+
+    def both_workers(families: dict[str, Metric]) -> bool:
+        memory = process_series(families, "process_resident_memory_bytes")
+        return {pid for pid, _ in memory.values()} == pids
+
+    families = scrape_until(served, both_workers)
+    memory = process_series(families, "process_resident_memory_bytes")
+    assert set(memory) == {"0", "1"}
+    assert all(10_000_000 < rss < 2_000_000_000 for _, rss in memory.values()), memory
+    for name in ("process_open_fds", "process_max_fds", "process_start_time_seconds"):
+        series = process_series(families, name)
+        assert {pid for pid, _ in series.values()} == pids, (name, series)
+        assert all(value > 0 for _, value in series.values()), (name, series)
+    cpu = families["process_cpu_seconds"]
+    assert cpu.type == "counter"
+    assert {s.name for s in cpu.samples} == {"process_cpu_seconds_total"}
+    assert {s.labels["worker"] for s in cpu.samples} == {"0", "1"}
+
+    # A replaced worker's series leave with it; its replacement's carry the same slot.
+    victim_slot, (victim, _) = next(iter(memory.items()))
+    os.kill(victim, signal.SIGKILL)
+    served.wait_for(f"(pid {victim}) killed by SIGKILL")
+    served.wait_for_line(lambda _: len(set(started_pids(served))) == 3)
+    (replacement,) = set(started_pids(served)) - pids
+
+    def replaced(families: dict[str, Metric]) -> bool:
+        series = process_series(families, "process_resident_memory_bytes")
+        return series.get(victim_slot, (0, 0.0))[0] == replacement
+
+    families = scrape_until(served, replaced)
+    for name in ("process_resident_memory_bytes", "process_open_fds"):
+        assert victim not in {pid for pid, _ in process_series(families, name).values()}
+    assert served.stop() == 0
+
+
+def test_an_operators_metrics_directory_starts_empty_of_the_previous_runs_files(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "README").write_text("the operator's")
+    env = base_env(WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(directory))
+    first = nessen_serve(APP, env=env)
+    for _ in range(5):
+        assert get(first.address, "/pid")[0] == 200
+    scrape_until_counted(first, 5)
+    assert first.stop() == 0
+    assert any(name.startswith("counter_") for name in os.listdir(directory))
+
+    second = nessen_serve(APP, env=env)
+    for _ in range(3):
+        assert get(second.address, "/pid")[0] == 200
+    scrape_until_counted(second, 3)  # not 8: the first run's totals are gone
+    assert "removed" in second.wait_for("metrics file(s) of a previous run")
+    assert (directory / "README").read_text() == "the operator's"
+    assert second.stop() == 0

@@ -7,21 +7,32 @@ import logging
 from typing import Any
 
 from nessen.asgi.types import LIFESPAN_VERSION, ASGIApp, Message
+from nessen.runtime import StartupError
 
 logger = logging.getLogger("nessen.asgi")
 
 
-class LifespanStartupError(Exception):
-    """The application answered ``lifespan.startup.failed`` or raised after starting up."""
+class LifespanStartupError(StartupError):
+    """The application's lifespan startup failed.
+
+    It answered ``lifespan.startup.failed``, or raised after it had received
+    ``lifespan.startup`` (its exception is then the ``__cause__``).
+    """
 
 
 class Lifespan:
     """Runs an app's lifespan protocol (ASGI lifespan spec 2.0) in a task of its own.
 
-    Detection works as uvicorn's ``--lifespan auto``: an app that raises, or returns,
-    before answering ``lifespan.startup`` is taken not to support lifespan, and is served
-    without it (logged at info level). One that answers ``lifespan.startup.failed`` fails
-    the startup.
+    Detection follows the spec ("if an exception is raised when calling the application
+    callable with a lifespan scope, the server must continue but not send any lifespan
+    events"), told apart from a failing startup by whether the app took the startup event:
+
+    - it raises, or returns, before it has received ``lifespan.startup`` (``assert
+      scope["type"] == "http"``, Django's ValueError): lifespan is unsupported, the app is
+      served without it (one info line);
+    - it answers ``lifespan.startup.failed``, or raises after it received the event: the
+      startup failed (:class:`LifespanStartupError`, one message; the app's exception, if
+      any, as its cause). Starlette and FastAPI do both: they answer failed, then raise.
 
     Args:
         app: The ASGI 3 application.
@@ -37,13 +48,17 @@ class Lifespan:
         self._answer: asyncio.Future[Message] | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._received_startup = False
+        self._failed = False  # answered lifespan.startup.failed
+        self._error: BaseException | None = None  # what the app raised during its startup
 
     async def startup(self) -> None:
         """Send ``lifespan.startup`` and wait for the answer.
 
         Raises:
-            LifespanStartupError: ``lifespan.startup.failed`` (its message is the error's),
-                or the app raised after having started up.
+            LifespanStartupError: ``lifespan.startup.failed`` (its message is the error's,
+                unless the app also raised: then its exception, chained), or the app raised
+                after it received ``lifespan.startup``.
         """
         loop = asyncio.get_running_loop()
         self._answer = loop.create_future()
@@ -55,9 +70,12 @@ class Lifespan:
             self._started = True
             logger.info("ASGI lifespan startup complete")
         elif kind == "lifespan.startup.failed":
-            raise LifespanStartupError(
-                f"ASGI lifespan startup failed: {answer.get('message', '') or '(no message)'}"
-            )
+            error = self._error
+            if error is not None:  # its exception says it better than a traceback's text
+                detail = f"{type(error).__name__}: {error}"
+            else:
+                detail = str(answer.get("message", "")) or "(no message)"
+            raise LifespanStartupError(f"ASGI lifespan startup failed: {detail}") from error
         # "unsupported": served without lifespan
 
     async def shutdown(self) -> None:
@@ -88,7 +106,15 @@ class Lifespan:
             self._settle({"type": "lifespan.shutdown.failed", "message": "cancelled"})
             raise
         except BaseException as exc:
-            if not self._started:
+            if self._started:
+                logger.error(
+                    "ASGI lifespan task raised", exc_info=(type(exc), exc, exc.__traceback__)
+                )
+                self._settle({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+            elif self._failed or self._received_startup:  # a failed startup, said once
+                self._error = exc
+                self._settle({"type": "lifespan.startup.failed", "message": repr(exc)})
+            else:
                 self.supported = False
                 logger.info(
                     "ASGI 'lifespan' protocol appears unsupported (%s: %s): serving without it",
@@ -96,20 +122,18 @@ class Lifespan:
                     exc,
                 )
                 self._settle({"type": "unsupported"})
-            else:
-                logger.error(
-                    "ASGI lifespan task raised", exc_info=(type(exc), exc, exc.__traceback__)
-                )
-                self._settle({"type": "lifespan.shutdown.failed", "message": repr(exc)})
             if not isinstance(exc, Exception):
                 raise
             return
-        if not self._started:
-            self.supported = False
-            logger.info("ASGI app returned from 'lifespan' without answering: serving without it")
-            self._settle({"type": "unsupported"})
-        else:
+        if self._started:
             self._settle({"type": "lifespan.shutdown.complete"})
+        elif not self._failed:
+            self.supported = False
+            logger.info(
+                "ASGI app returned from 'lifespan' without answering lifespan.startup: "
+                "serving without it"
+            )
+            self._settle({"type": "unsupported"})
 
     def _settle(self, message: Message) -> None:
         answer = self._answer
@@ -117,12 +141,16 @@ class Lifespan:
             answer.set_result(message)
 
     async def _receive(self) -> Message:
-        return await self._events.get()
+        message = await self._events.get()
+        if message["type"] == "lifespan.startup":
+            self._received_startup = True
+        return message
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
         if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
             self._started = kind == "lifespan.startup.complete"
+            self._failed = not self._started
         elif kind not in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             raise RuntimeError(f"ASGI app sent an unexpected lifespan message {kind!r}")
         self._settle(message)

@@ -12,6 +12,9 @@ the scraper's ``Accept`` asks for it) is the library's. The series (type, labels
 - ``http_requests_active``: gauge; requests in handlers.
 - ``nessen_connections_active``: gauge; open connections.
 - ``nessen_rejected_requests_total``: counter ``{reason}``; the server's refusals.
+- ``nessen_accept_errors_total``: counter ``{error}``; ``accept()`` calls that failed for
+  lack of a resource (``error`` one of EMFILE, ENFILE, ENOBUFS, ENOMEM: out of file
+  descriptors or memory); accepting pauses meanwhile. Absent until the first failure.
 - ``nessen_state``: gauge ``{state}``; 1 for the current lifecycle state, 0 for the others.
 - ``nessen_event_loop_lag_seconds``: gauge; how late the runtime's 1 s tick ran.
 - ``nessen_store_errors_total``: counter ``{store, operation}``; shared-store calls that
@@ -48,9 +51,14 @@ counters and histograms summed, gauges summed over live workers (``nessen_state`
 counts the workers in each state; the event-loop lag is the worst worker's). Gauges are
 refreshed from the runtime every second rather than by callbacks, which multiprocess mode
 does not support. The per-process ``process_*`` and ``python_*`` series are left out
-there, as prometheus-client's collectors cannot be aggregated. The supervisor must empty
-the directory when it starts and call ``prometheus_client.multiprocess.mark_process_dead``
-for every worker that exits.
+there, as prometheus-client's collectors cannot be aggregated; instead each worker exports
+its own ``process_resident_memory_bytes``, ``process_virtual_memory_bytes``,
+``process_cpu_seconds_total`` (a counter), ``process_open_fds``, ``process_max_fds`` and
+``process_start_time_seconds``, labelled ``worker`` (its slot, 0..N-1, stable across
+restarts) and ``pid``, refreshed every ``PROCESS_SAMPLE_SECONDS``; they leave the
+exposition when the worker exits. The supervisor empties the directory of
+prometheus-client's files when it starts and calls
+``prometheus_client.multiprocess.mark_process_dead`` for every worker that exits.
 """
 
 from __future__ import annotations
@@ -67,13 +75,16 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     values,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
+from nessen.observability.process import ProcessStats, read_process_stats
 from nessen.observability.sinks import OTHER_METHOD, UNMATCHED, Tags
 
 logger = logging.getLogger(__name__)
@@ -89,6 +100,23 @@ STATES = ("STARTING", "READY", "DEGRADED", "DRAINING", "STOPPING")
 
 EXPOSITION_REUSE = 0.25
 """Seconds a rendered exposition is served again before the registry is read anew."""
+PROCESS_SAMPLE_SECONDS = 5.0
+"""Seconds between refreshes of a worker's ``process_*`` series in multiprocess mode."""
+_PROCESS_GAUGES = (
+    ("process_resident_memory_bytes", "resident_memory_bytes", "Resident memory size in bytes."),
+    ("process_virtual_memory_bytes", "virtual_memory_bytes", "Virtual memory size in bytes."),
+    ("process_open_fds", "open_fds", "Number of open file descriptors."),
+    ("process_max_fds", "max_fds", "Maximum number of open file descriptors."),
+    (
+        "process_start_time_seconds",
+        "start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+    ),
+    ("process_cpu_seconds", "cpu_seconds", "Total user and system CPU time spent in seconds."),
+)
+"""Each worker's process series: (name, ProcessStats field, help), prometheus-client's own.
+``process_cpu_seconds`` is kept as a gauge (per-process values need a ``liveall`` gauge)
+and exposed as the counter ``process_cpu_seconds_total``."""
 
 _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 _SIZE_BOUNDS = (*SIZE_BUCKETS, float("inf"))
@@ -130,6 +158,8 @@ class PrometheusMetrics:
             (a guard for middleware that sets ``request.route`` to something unbounded).
         reuse_seconds: How long :meth:`exposition` serves a rendering again; 0 renders on
             every call. The runtime uses ``EXPOSITION_REUSE``.
+        worker: In multiprocess mode, the ``worker`` label of this process's ``process_*``
+            series (the supervisor's slot number).
 
     Attributes:
         registry: What ``/metrics`` exposes: a registry of this instance's own (so several
@@ -148,6 +178,7 @@ class PrometheusMetrics:
         multiprocess: bool | None = None,
         max_routes: int = 1000,
         reuse_seconds: float = 0.0,
+        worker: str = "0",
     ) -> None:
         value_class_is_shared = bool(getattr(values.ValueClass, "_multiprocess", False))
         if multiprocess is None:
@@ -163,8 +194,16 @@ class PrometheusMetrics:
         self.max_routes = max_routes
         self.registry = CollectorRegistry(auto_describe=True)
         own: CollectorRegistry | None = None if multiprocess else self.registry
+        self._process_gauges: list[tuple[Any, str]] = []
+        self._process_sampled = float("-inf")
         if multiprocess:
-            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            self.registry.register(_MultiProcessView())
+            for name, attribute, help_text in _PROCESS_GAUGES:
+                gauge = Gauge(
+                    name, help_text, ("worker",), registry=None, multiprocess_mode="liveall"
+                )
+                self._process_gauges.append((gauge.labels(worker), attribute))
+            self.sample_process()  # real values from the first scrape on, never zeros
         else:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -226,6 +265,7 @@ class PrometheusMetrics:
         self.before_render: Callable[[], None] | None = None
         self._rendered: dict[str, tuple[float, bytes]] = {}  # content type -> (when, bytes)
         self._store_errors: Counter | None = None  # created by the first store_error()
+        self._accept_errors: Counter | None = None  # created by the first accept_failed()
         self._state_children = {name: self.state.labels(name) for name in STATES}
         self._series: dict[tuple[str, str | None, int], _Series] = {}
         self._by_labels: dict[tuple[str, str, str], _Series] = {}
@@ -243,6 +283,7 @@ class PrometheusMetrics:
                 "nessen_state",
                 "nessen_event_loop_lag_seconds",
                 "nessen_store_errors_total",
+                "nessen_accept_errors_total",
             }
         )
 
@@ -356,6 +397,23 @@ class PrometheusMetrics:
             )
         counter.labels(store, operation).inc()
 
+    def accept_failed(self, error: str) -> None:
+        """Count one ``accept()`` that failed for lack of a resource.
+
+        Args:
+            error: The errno name, e.g. ``"EMFILE"``.
+        """
+        counter = self._accept_errors
+        if counter is None:
+            counter = self._accept_errors = Counter(
+                "nessen_accept_errors_total",
+                "accept() calls that failed for lack of a resource (EMFILE: out of file "
+                "descriptors), by errno; accepting pauses while they fail.",
+                ("error",),
+                registry=None if self.multiprocess else self.registry,
+            )
+        counter.labels(error).inc()
+
     def set_active(self, requests: int, connections: int) -> None:
         """Set ``http_requests_active`` and ``nessen_connections_active``."""
         self.active.set(requests)
@@ -369,6 +427,29 @@ class PrometheusMetrics:
     def set_event_loop_lag(self, seconds: float) -> None:
         """Set ``nessen_event_loop_lag_seconds``."""
         self.event_loop_lag.set(seconds)
+
+    def sample_process(self, now: float | None = None) -> ProcessStats | None:
+        """Refresh this worker's ``process_*`` series (multiprocess mode; else a no-op).
+
+        Called every second; reads ``/proc`` at most once per ``PROCESS_SAMPLE_SECONDS``.
+
+        Args:
+            now: ``time.monotonic()``, read when ``None``.
+
+        Returns:
+            The values read, or ``None`` when nothing was read.
+        """
+        if not self._process_gauges:
+            return None
+        now = time.monotonic() if now is None else now
+        if now - self._process_sampled < PROCESS_SAMPLE_SECONDS:
+            return None
+        self._process_sampled = now
+        stats = read_process_stats()
+        if stats is not None:
+            for child, attribute in self._process_gauges:
+                child.set(getattr(stats, attribute))
+        return stats
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry rendered for a scrape: reused, or flushed and rendered now.
@@ -449,6 +530,31 @@ class PrometheusMetrics:
             return Gauge(name, help_text, labels, registry=own, multiprocess_mode="livesum")
         except ValueError as exc:  # duplicated or invalid name
             raise ValueError(f"cannot create {kind} {name!r}: {exc}") from exc
+
+
+class _MultiProcessView(Collector):
+    """prometheus-client's ``MultiProcessCollector``, the CPU time shown as a counter.
+
+    Each worker keeps its CPU time in a ``liveall`` gauge (the only kind that stays per
+    process and leaves with it), exposed as what it is, ``process_cpu_seconds_total``.
+    """
+
+    def __init__(self) -> None:
+        self._inner = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing: the names are only known by reading every worker's file, at a scrape."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._inner.collect():  # type: ignore[no-untyped-call]
+            if family.name == "process_cpu_seconds" and family.type == "gauge":
+                counter = Metric(family.name, family.documentation, "counter")
+                counter.samples = [
+                    sample._replace(name="process_cpu_seconds_total") for sample in family.samples
+                ]
+                family = counter
+            yield family
 
 
 def _flush_histogram(child: Any, counts: list[int], total: float) -> None:

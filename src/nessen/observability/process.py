@@ -1,4 +1,6 @@
-"""A once-a-second sampler of the process: CPU use and event-loop lag.
+"""A once-a-second sampler of the process's CPU use and event-loop lag; its resources.
+
+:func:`read_process_stats` reads what the process holds (memory, CPU seconds, open files).
 
 The runtime starts one :class:`ProcessSampler` when it starts serving and stops it when it
 stops; nothing runs at import. Each tick is a ``loop.call_at`` timer (no Task), so a tick
@@ -14,14 +16,77 @@ costs one timer callback:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
+import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 INTERVAL = 1.0
 """Seconds between samples."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStats:
+    """What one process holds, in the units of prometheus-client's ``process_*`` series.
+
+    Attributes:
+        resident_memory_bytes: Resident set size.
+        virtual_memory_bytes: Virtual memory size.
+        cpu_seconds: User plus system CPU time used since the process started.
+        open_fds: Open file descriptors.
+        max_fds: The open-file limit (soft ``RLIMIT_NOFILE``).
+        start_time_seconds: When the process started, Unix time.
+    """
+
+    resident_memory_bytes: int
+    virtual_memory_bytes: int
+    cpu_seconds: float
+    open_fds: int
+    max_fds: int
+    start_time_seconds: float
+
+
+@functools.cache
+def _boot_time() -> float:
+    with open("/proc/stat", "rb") as stat:
+        for line in stat:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")  # pragma: no cover - every Linux has it
+
+
+def read_process_stats() -> ProcessStats | None:
+    """Read this process's memory, CPU time, open files and start time.
+
+    Read as prometheus-client's ``ProcessCollector`` reads them (``/proc/self/stat``), so
+    the values match its ``process_*`` series. The open descriptors are counted with one
+    ``stat()`` of ``/proc/self/fd`` (Linux 6.2+ reports the count as its size), falling
+    back to listing the directory, which costs about 1 ms per 1000 descriptors.
+
+    Returns:
+        The values, or ``None`` where there is no ``/proc`` (not Linux).
+    """
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        open_fds = os.stat("/proc/self/fd").st_size or len(os.listdir("/proc/self/fd"))
+        boot = _boot_time()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return ProcessStats(
+        resident_memory_bytes=int(fields[21]) * resource.getpagesize(),
+        virtual_memory_bytes=int(fields[20]),
+        cpu_seconds=(int(fields[11]) + int(fields[12])) / ticks,
+        open_fds=open_fds,
+        max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        start_time_seconds=boot + int(fields[19]) / ticks,
+    )
 
 
 class ProcessSampler:

@@ -1,17 +1,39 @@
-"""Server: the listening socket, the connection registry, the deadline ticker, and drain."""
+"""Server: listening sockets and accepting, connection registry, deadline ticker, drain.
+
+The server accepts connections itself (a reader on each listening socket, ``accept()`` in
+batches, each connection handed to the loop with ``loop.connect_accepted_socket``) rather
+than through ``loop.create_server``. That is what lets it:
+
+- bind before the startup hooks run and listen only after them (:func:`bind_listeners`,
+  then :meth:`Server.start`), so a port in use is known before anything is opened and no
+  connection is taken before the app is ready;
+- see ``accept()`` fail for lack of file descriptors (EMFILE, ENFILE) and say so: libuv
+  (under uvloop) instead accepts and closes the waiting connections silently, and uvloop
+  closes its server for good on an error it does not expect. Here accepting pauses (50 ms,
+  doubling to 1 s) while the connections wait in the kernel's listen queue, on any error
+  that is not about one connection, the burst is logged once when it starts and once when
+  it ends, and every failed call is reported to ``ServerEvents.accept_failed`` (counted in
+  ``nessen_accept_errors_total``), as nginx and Go's net/http pause and retry;
+- close the port for good at a drain: connections the kernel completed but nobody
+  accepted yet are accepted (and served) first, then the socket is shut down, which for a
+  socket shared by several processes stops it listening in all of them at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nessen.config import Config
 from nessen.http import Handler
-from nessen.server.protocol import INF, HttpProtocol
+from nessen.server.protocol import INF, PROBE_RESERVE, HttpProtocol
 from nessen.server.state import ServerEvents, ServerState
 
 logger = logging.getLogger(__name__)
@@ -20,6 +42,150 @@ MAX_TICK = 0.25
 """Longest interval between deadline checks, in seconds."""
 MIN_TICK = 0.01
 BACKLOG = 2048
+"""Listen queue length (the kernel caps it at ``net.core.somaxconn``)."""
+ACCEPT_BATCH = 64
+"""Connections accepted per readiness event at most, so other work on the loop (and other
+workers sharing the socket) get their turn during a flood."""
+ACCEPT_RETRY_START = 0.05
+"""Seconds accepting pauses after ``accept()`` failed for lack of a resource; doubles while
+it keeps failing, up to ``ACCEPT_RETRY_MAX``."""
+ACCEPT_RETRY_MAX = 1.0
+ADOPT_WAIT_ROUNDS = 100
+"""Loop iterations a drain waits for accepted connections to reach ``connection_made``."""
+
+FD_HEADROOM = 256
+"""File descriptors a process needs beyond its client connections: standard streams, the
+event loop's, listening sockets, the supervisor pipe, metrics files, and the app's own files
+and outbound connections."""
+
+_CLIENT_ERRNOS = frozenset(
+    {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.EHOSTUNREACH}
+)
+"""``accept()`` errors about one connection (it was reset while queued, or a firewall
+refused it): skipped, as libuv does."""
+_GONE_ERRNOS = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSOCK})
+"""``accept()`` errors of a socket that no longer listens (another process sharing it shut
+it down at a full stop): stop watching it."""
+
+
+def open_files_needed(config: Config) -> int:
+    """File descriptors one process needs to hold ``config.max_connections`` connections.
+
+    The connections, the over-limit reserve kept for probes, the Redis pool when a store is
+    on Redis, and ``FD_HEADROOM`` for everything else.
+    """
+    redis = (
+        config.redis_pool_size if "redis" in (config.rate_limit_store, config.cache_store) else 0
+    )
+    return config.max_connections + PROBE_RESERVE + redis + FD_HEADROOM
+
+
+def raise_open_file_limit(config: Config) -> tuple[int, int]:
+    """Make the open-file limit (soft ``RLIMIT_NOFILE``) fit ``config.max_connections``.
+
+    When the soft limit is below :func:`open_files_needed`, it is raised to the hard limit
+    (as Go's runtime does at start; many hosts start processes with a soft limit of 1024
+    and a hard one far above), and the change is logged. When even the hard limit is
+    short, a warning names the limit and what is needed. Children forked later (the
+    workers) inherit the limit.
+
+    Returns:
+        The soft and hard limits now.
+    """
+    needed = open_files_needed(config)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        before = soft
+        for target in (hard, needed):
+            if target == resource.RLIM_INFINITY or target <= soft:
+                continue
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError):  # e.g. above the kernel's nr_open
+                continue
+            soft = target
+            break
+        if soft != before:
+            logger.info(
+                "raised the open-file limit (RLIMIT_NOFILE) from %d to %d: MAX_CONNECTIONS=%d "
+                "needs about %d",
+                before,
+                soft,
+                config.max_connections,
+                needed,
+            )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logger.warning(
+            "the open-file limit (RLIMIT_NOFILE) is %d (hard limit %d), below the %d that "
+            "MAX_CONNECTIONS=%d needs (plus %d in reserve for probes and %d for files, "
+            "Redis and logs): past about %d connections, new ones wait in the listen "
+            "queue; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit "
+            "nofile=) or lower MAX_CONNECTIONS",
+            soft,
+            hard,
+            needed,
+            config.max_connections,
+            PROBE_RESERVE,
+            needed - config.max_connections - PROBE_RESERVE,
+            max(0, soft - (needed - config.max_connections)),
+        )
+    return soft, hard
+
+
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Bind, without listening, a TCP socket to each address ``host`` resolves to.
+
+    The addresses are those ``loop.create_server(host, port)`` would bind
+    (``getaddrinfo`` with ``AI_PASSIVE``): one socket for ``0.0.0.0`` or an address, one per
+    family for a name such as ``localhost``. IPv6 sockets are IPv6-only (as asyncio, uvloop
+    and nginx make them), ``SO_REUSEADDR`` is set, and with ``port=0`` every socket gets the
+    port the first one was given. A bound socket that does not listen refuses connections,
+    so the port is held (and a port in use is detected) before anything else starts.
+
+    Args:
+        host: An IP address or host name.
+        port: TCP port; 0 picks a free one.
+
+    Returns:
+        The bound, non-blocking sockets, at least one.
+
+    Raises:
+        OSError: The name does not resolve, or an address cannot be bound (in use, not
+            permitted); sockets already bound are closed.
+    """
+    infos = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    seen: set[tuple[int, object]] = set()
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the same free port on every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"error while attempting to bind on address {address!r}: "
+                    f"{(exc.strerror or str(exc)).lower()}",
+                ) from None
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:  # pragma: no cover - getaddrinfo returns at least one or raises
+        raise OSError(errno.EADDRNOTAVAIL, f"{host!r} resolves to no address")
+    return sockets
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +229,13 @@ class Server:
             ``request.channel`` (bounded; reading pauses while the handler lags) and
             ``request.body`` empty. Limits and deadlines are the same. Off by default: a
             native handler gets the whole content in ``request.body``.
+        service_stopping: For a listening socket shared with other processes (a worker's,
+            inherited from the supervisor): whether the whole service is stopping, asked
+            when accepting would begin and when the drain begins. True: the socket is not
+            listened on any more, and the drain shuts it down for every process sharing it
+            (after accepting what is queued); False: the drain closes only this process's
+            copy and the others keep accepting (a rolling restart). ``None``: the socket is
+            this server's own, or the caller's (see :meth:`start`).
     """
 
     def __init__(
@@ -73,15 +246,25 @@ class Server:
         *,
         on_tick: Callable[[], None] | None = None,
         stream_bodies: bool = False,
+        service_stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.handler = handler
+        self.service_stopping = service_stopping
         self.stream_bodies = stream_bodies
         self.on_tick = on_tick
         """Called on every deadline tick (a worker's heartbeat to its supervisor)."""
         self.config = config
         self.events = events or ServerEvents()
         self._state: ServerState | None = None
-        self._listener: asyncio.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._owned = False  # the sockets are this server's alone: shut down at the drain
+        self._reading: list[socket.socket] = []  # those with an accept reader on the loop
+        self._closed = False
+        self._adopting = 0  # accepted connections not yet handed to their protocol
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = ACCEPT_RETRY_START
+        self._burst_started = 0.0  # loop time accept() first failed for lack of a resource
+        self._burst_failures = 0
         self._ticker: asyncio.TimerHandle | None = None
         self._tick = max(
             MIN_TICK,
@@ -119,31 +302,162 @@ class Server:
         """Whether :meth:`drain` has begun."""
         return self._state.draining if self._state else False
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        """Bind ``config.host:config.port`` (or use ``sock``) and start accepting.
+    async def start(
+        self,
+        sock: socket.socket | Sequence[socket.socket] | None = None,
+        *,
+        owned: bool = False,
+    ) -> None:
+        """Listen and start accepting, on ``sock`` or on ``config.host:config.port``.
+
+        Args:
+            sock: A socket, or several, already bound (and maybe listening): a worker's
+                inherited one, those of :func:`bind_listeners`, or the caller's. ``None``
+                binds ``config.host:config.port`` (the sockets are then owned).
+            owned: The sockets are this server's alone (bound for it): at the drain it
+                accepts what is queued, then shuts them down. Otherwise the drain closes
+                this process's copy only (the caller's, or the service's when
+                ``service_stopping`` says it is not stopping).
 
         Raises:
-            OSError: The address cannot be bound (in use, not permitted).
+            OSError: The address cannot be bound or listened on (in use, not permitted);
+                sockets this call bound are closed, given ones are left to the caller.
         """
         loop = asyncio.get_running_loop()
-        state = self._state = ServerState(
+        if sock is None:
+            sockets = bind_listeners(self.config.host, self.config.port)
+            owned = True
+        else:
+            sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
+        stopping = self.service_stopping
+        listen = stopping is None or not stopping()  # no new listener once the service stops
+        try:
+            if listen:
+                for listener in sockets:
+                    listener.listen(BACKLOG)
+        except OSError:
+            if sock is None:
+                for listener in sockets:
+                    listener.close()
+            raise
+        self._sockets = sockets
+        self._owned = owned
+        self._state = ServerState(
             self.config, self.handler, self.events, stream_bodies=self.stream_bodies
         )
-        if sock is not None:
-            self._listener = await loop.create_server(
-                lambda: HttpProtocol(state), sock=sock, backlog=BACKLOG
-            )
-        else:
-            self._listener = await loop.create_server(
-                lambda: HttpProtocol(state),
-                self.config.host,
-                self.config.port,
-                backlog=BACKLOG,
-                reuse_address=True,
-            )
-        name = self._listener.sockets[0].getsockname()
+        name = sockets[0].getsockname()
         self.address = (str(name[0]), int(name[1]))
+        if listen:
+            for listener in sockets:
+                listener.setblocking(False)
+                loop.add_reader(listener.fileno(), self._on_acceptable, listener)
+                self._reading.append(listener)
         self._ticker = loop.call_later(self._tick, self._on_tick)
+
+    # --- accepting ------------------------------------------------------------------------
+
+    def _on_acceptable(self, listener: socket.socket) -> None:
+        """Accept up to ``ACCEPT_BATCH`` connections waiting on ``listener``."""
+        self._accept(listener, ACCEPT_BATCH)
+
+    def _accept(self, listener: socket.socket, limit: int) -> bool:
+        """Accept up to ``limit`` connections; False once ``listener`` has none left."""
+        for _ in range(limit):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                if self._burst_failures:
+                    self._end_burst()
+                return False
+            except OSError as exc:
+                if exc.errno in _CLIENT_ERRNOS:
+                    continue
+                if exc.errno in _GONE_ERRNOS:  # shut down by another process sharing it
+                    self._unwatch(listener)
+                    return False
+                # Out of a resource, or unexpected: pause and retry, never stop for good
+                # (uvloop closes its server on an error it does not expect, silently).
+                self._accept_failed(exc)
+                return False
+            if self._burst_failures:
+                self._end_burst()
+            self._adopt(conn)
+        return True
+
+    def _adopt(self, conn: socket.socket) -> None:
+        """Hand an accepted connection to the loop with a new protocol."""
+        self._adopting += 1
+        self.state.loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        state = self.state
+        try:
+            transport, _ = await state.loop.connect_accepted_socket(
+                lambda: HttpProtocol(state), conn
+            )
+        except Exception as exc:  # the client was gone before the transport existed
+            logger.debug("accepted connection lost before it was set up: %r", exc)
+            conn.close()
+            return
+        finally:
+            self._adopting -= 1
+        if self._closed:  # set up after close() aborted every connection
+            transport.abort()
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """``accept()`` failed (out of a resource, or unexpectedly): count, pause, log once."""
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        self.events.accept_failed(name)
+        state = self.state
+        self._burst_failures += 1
+        if self._burst_failures == 1:
+            self._burst_started = state.loop.time()
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            logger.error(
+                "accept() failed: %s (%d connections open; open-file limit RLIMIT_NOFILE "
+                "%d, hard limit %d): accepting paused, retried every %g-%g s; new "
+                "connections wait in the listen queue",
+                exc,
+                len(state.connections),
+                soft,
+                hard,
+                ACCEPT_RETRY_START,
+                ACCEPT_RETRY_MAX,
+                extra={"reason": name.lower()},
+            )
+        for listener in list(self._reading):
+            state.loop.remove_reader(listener.fileno())
+        if self._retry is None:
+            self._retry = state.loop.call_later(self._retry_delay, self._retry_accepting)
+            self._retry_delay = min(ACCEPT_RETRY_MAX, self._retry_delay * 2)
+
+    def _retry_accepting(self) -> None:
+        """After a pause: try at once (an empty queue still tells whether accept() works)."""
+        self._retry = None
+        for listener in list(self._reading):
+            if self._retry is not None:  # failed again: paused again
+                return
+            self._accept(listener, ACCEPT_BATCH)
+        if self._retry is None:
+            loop = self.state.loop
+            for listener in self._reading:
+                loop.add_reader(listener.fileno(), self._on_acceptable, listener)
+
+    def _end_burst(self) -> None:
+        seconds = self.state.loop.time() - self._burst_started
+        logger.warning(
+            "accepting again after %.1f s; %d accept() call(s) failed",
+            seconds,
+            self._burst_failures,
+        )
+        self._burst_failures = 0
+        self._retry_delay = ACCEPT_RETRY_START
+
+    def _unwatch(self, listener: socket.socket) -> None:
+        if listener in self._reading:
+            self._reading.remove(listener)
+            if self._retry is None:
+                self.state.loop.remove_reader(listener.fileno())
 
     def _on_tick(self) -> None:
         state = self._state
@@ -163,9 +477,43 @@ class Server:
         self._ticker = state.loop.call_later(self._tick, self._on_tick)
 
     def stop_accepting(self) -> None:
-        """Close the listening socket; open connections are untouched."""
-        if self._listener is not None:
-            self._listener.close()
+        """Stop taking connections and close this process's listening sockets.
+
+        When the port closes for good (the sockets are owned, or ``service_stopping``
+        says the whole service stops), connections the kernel has completed but nobody
+        accepted yet are accepted first (they are served like any connection taken just
+        before a drain), then the sockets are shut down: for a socket shared by several
+        processes that stops it listening in all of them, so every later connection
+        attempt is refused (ECONNREFUSED) instead of waiting in a queue nobody reads.
+        Otherwise only this process's copy is closed and the others keep accepting from
+        the queue. Open connections are untouched.
+        """
+        if not self._sockets:
+            return
+        loop = self.state.loop
+        stopping = self.service_stopping
+        for_good = self._owned or (stopping is not None and stopping())
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        else:
+            for listener in self._reading:
+                loop.remove_reader(listener.fileno())
+        if for_good:
+            for listener in list(self._reading):
+                for _ in range(BACKLOG // ACCEPT_BATCH):  # a bound under a flood
+                    if not self._accept(listener, ACCEPT_BATCH):
+                        break
+            if self._retry is not None:  # out of descriptors: what is queued is reset
+                self._retry.cancel()
+                self._retry = None
+            for listener in self._sockets:
+                with contextlib.suppress(OSError):  # not listening, or shut down already
+                    listener.shutdown(socket.SHUT_RDWR)
+        self._reading.clear()
+        for listener in self._sockets:
+            listener.close()
+        self._sockets = []
 
     async def drain(self, grace_period: float) -> DrainResult:
         """Stop accepting, let in-flight requests finish, close the rest after ``grace_period``.
@@ -197,9 +545,14 @@ class Server:
         # a rolling restart under keep-alive load lost requests to that gap).
         for conn in list(state.connections):
             conn.on_drain()
-        # Connections accepted just before the listener closed register in callbacks that
-        # are already scheduled: let them run, so they are drained like the others.
+        # Connections accepted just before (or by stop_accepting) reach connection_made in
+        # callbacks that are already scheduled: let them run, so they are counted below
+        # (and, made while draining, get one request each, soon).
         await asyncio.sleep(0)
+        for _ in range(ADOPT_WAIT_ROUNDS):
+            if not self._adopting:
+                break
+            await asyncio.sleep(0)
         for conn in list(state.connections):
             conn.on_drain()
         end = state.loop.time() + grace_period
@@ -231,12 +584,18 @@ class Server:
             self._ticker.cancel()
             self._ticker = None
         self.stop_accepting()
+        self._closed = True
         state = self._state
         if state is not None:
             for conn in list(state.connections):
                 conn.cut()
-        if self._listener is not None:
-            await self._listener.wait_closed()
 
 
-__all__ = ["INF", "DrainResult", "Server"]
+__all__ = [
+    "INF",
+    "DrainResult",
+    "Server",
+    "bind_listeners",
+    "open_files_needed",
+    "raise_open_file_limit",
+]

@@ -82,6 +82,18 @@ class ServerEvents:
         """
         return Response.json({"error": "Internal Server Error"}, 500)
 
+    def accept_failed(self, error: str) -> None:
+        """``accept()`` failed, for lack of a resource or unexpectedly; accepting pauses.
+
+        The server logs the burst itself (once when it starts, once when it ends); this is
+        called for every failed call, to count them.
+
+        Args:
+            error: The errno name: ``"EMFILE"`` (the process's open-file limit),
+                ``"ENFILE"`` (the system's), ``"ENOBUFS"``, ``"ENOMEM"``, or another one
+                the server did not expect.
+        """
+
 
 class ServerState:
     """State shared by all connections of one :class:`~nessen.server.server.Server`.

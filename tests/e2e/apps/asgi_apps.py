@@ -22,3 +22,12 @@ class SyncCallable:
 
 
 not_asgi = SyncCallable()
+
+
+async def raising_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Its lifespan startup raises after taking the startup event (a failure, not "no
+    lifespan support")."""
+    if scope["type"] == "lifespan":
+        await receive()
+        raise ConnectionError("cannot reach the database")
+    raise AssertionError("never served")

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import ProcessCollector
 
-from nessen.observability.process import ProcessSampler
+from nessen.observability.process import ProcessSampler, read_process_stats
 
 
 class FakeHandle:
@@ -132,3 +133,30 @@ async def test_a_blocked_loop_shows_as_lag() -> None:
     sampler.stop()
     assert sampler.event_loop_lag >= 0.25  # due at +0.05 s, ran at +0.3 s or later
     assert sampler.cpu_percent < 50.0  # sleeping is not CPU time
+
+
+def test_process_stats_match_prometheus_clients_process_collector() -> None:
+    stats = read_process_stats()
+    assert stats is not None
+    theirs = {
+        family.name: family.samples[0].value for family in ProcessCollector(registry=None).collect()
+    }
+    assert stats.start_time_seconds == pytest.approx(theirs["process_start_time_seconds"])
+    assert stats.max_fds == theirs["process_max_fds"]
+    assert stats.virtual_memory_bytes > 0
+    # Read a moment apart: close, not equal (their listing of /proc/self/fd counts the
+    # directory it opens to list it).
+    assert abs(stats.open_fds - theirs["process_open_fds"]) <= 2
+    assert stats.resident_memory_bytes == pytest.approx(
+        theirs["process_resident_memory_bytes"], rel=0.1
+    )
+    assert stats.cpu_seconds == pytest.approx(theirs["process_cpu_seconds"], abs=0.5)
+    opened = [open(__file__, "rb") for _ in range(10)]  # noqa: SIM115 - held on purpose
+    try:
+        after = read_process_stats()
+        assert after is not None
+        # Ten more, give or take what another thread of the test process did meanwhile.
+        assert 8 <= after.open_fds - stats.open_fds <= 12
+    finally:
+        for file in opened:
+            file.close()
