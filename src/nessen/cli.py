@@ -198,7 +198,9 @@ def supervise(runtime: Runtime, config: Config) -> int:
         0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
         cannot be bound.
     """
-    undo = configure_logging(config.log_level, config.effective_log_format)
+    undo = configure_logging(
+        config.log_level, config.effective_log_format, buffer_bytes=config.log_buffer_bytes
+    )
     try:
         supervisor = Supervisor(config, functools.partial(_worker_main, runtime))
         try:
