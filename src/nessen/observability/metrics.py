@@ -18,6 +18,11 @@ the scraper's ``Accept`` asks for it) is the library's. The series (type, labels
   failed (``store="redis"``; ``operation`` one of take, get, set, delete, ping), those
   refused at once while the store is known to be down included. Absent until the first
   failure (a process without a shared store never shows it).
+- ``nessen_log_lines_dropped_total``: counter; log lines dropped because the log
+  destination did not keep up (the buffer of ``LOG_BUFFER_SIZE`` was full) or failed
+  (``EPIPE``), read from :func:`nessen.observability.logs.log_drops` on every flush; with
+  several workers, the sum of theirs (the supervisor's own few lines are counted in its
+  log's count line only: it serves no ``/metrics``).
 - ``process_*``, ``python_*``: prometheus-client's process, platform and GC collectors.
 
 Cardinality is bounded by construction: ``route`` is the route template (``/users/{id}``)
@@ -66,6 +71,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from nessen.observability.logs import log_drops
 from nessen.observability.sinks import OTHER_METHOD, UNMATCHED, Tags
 
 logger = logging.getLogger(__name__)
@@ -78,6 +84,8 @@ OVERFLOW_ROUTE = "overflow"
 """The ``route`` label once ``max_routes`` distinct routes have been seen."""
 STATES = ("STARTING", "READY", "DEGRADED", "DRAINING", "STOPPING")
 """The values of ``nessen_state``'s ``state`` label."""
+LOG_DROPS_NAME = "nessen_log_lines_dropped_total"
+LOG_DROPS_HELP = "Log lines dropped because the log destination (stderr) did not keep up or failed."
 
 _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 _SIZE_BOUNDS = (*SIZE_BUCKETS, float("inf"))
@@ -205,6 +213,10 @@ class PrometheusMetrics:
             registry=own,
             multiprocess_mode="livemax",
         )
+        self.log_lines_dropped = Counter(
+            LOG_DROPS_NAME.removesuffix("_total"), LOG_DROPS_HELP, registry=own
+        )
+        self._log_drops_counted = 0
         self._store_errors: Counter | None = None  # created by the first store_error()
         self._state_children = {name: self.state.labels(name) for name in STATES}
         self._series: dict[tuple[str, str | None, int], _Series] = {}
@@ -223,6 +235,7 @@ class PrometheusMetrics:
                 "nessen_state",
                 "nessen_event_loop_lag_seconds",
                 "nessen_store_errors_total",
+                LOG_DROPS_NAME,
             }
         )
 
@@ -290,6 +303,10 @@ class PrometheusMetrics:
 
     def flush(self) -> None:
         """Add the counts accumulated since the last flush to the prometheus-client metrics."""
+        dropped, _ = log_drops()
+        if dropped > self._log_drops_counted:
+            self.log_lines_dropped.inc(dropped - self._log_drops_counted)
+            self._log_drops_counted = dropped
         for series in self._by_labels.values():
             if series.count:
                 series.counter.inc(series.count)

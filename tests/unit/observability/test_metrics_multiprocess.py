@@ -18,10 +18,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from nessen.observability.metrics import PrometheusMetrics
 
 WORKER = """
-import os, sys
+import logging, os, sys
+from nessen.observability.logs import BufferedStreamHandler
 from nessen.observability.metrics import PrometheusMetrics
 
 requests, lag, show = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "show"
+read_end, write_end = os.pipe()
+os.close(read_end)  # a log reader that went away: every line is dropped
+handler = BufferedStreamHandler(open(write_end, "w"))
+log = logging.getLogger("worker")
+log.handlers, log.propagate = [handler], False
+for _ in range(requests):
+    log.error("lost")
+handler.close()
 metrics = PrometheusMetrics()
 assert metrics.multiprocess
 for _ in range(requests):
@@ -110,6 +119,7 @@ def test_any_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
     assert found[("nessen_state", labels(state="READY"))] == 2.0  # two workers are READY
     assert found[("nessen_state", labels(state="DRAINING"))] == 0.0
     assert found[("nessen_event_loop_lag_seconds", ())] == 0.05  # the worst worker
+    assert found[("nessen_log_lines_dropped_total", ())] == 5.0  # one log line per request
 
     # The supervisor marks an exited worker dead: its gauges go, its counts stay.
     mark_process_dead(first_pid, str(tmp_path))
