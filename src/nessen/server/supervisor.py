@@ -132,6 +132,7 @@ class Supervisor:
         self._failures: dict[int, int] = {}
         self._restart_at: dict[int, float] = {}
         self._stopping = False
+        self._draining: int | None = None  # workers told to drain, until logged
         self._hup = False
         self._exit_codes: list[int] = []
         self._wakeup_r, self._wakeup_w = os.pipe()
@@ -193,6 +194,9 @@ class Supervisor:
             while True:
                 self._reap()
                 if self._stopping:
+                    if self._draining is not None:  # logged here, not in the signal handler
+                        logger.info("supervisor: draining %d workers", self._draining)
+                        self._draining = None
                     if not self.workers:
                         break
                     self._enforce_shutdown_deadline()
@@ -253,7 +257,8 @@ class Supervisor:
             os.write(self._wakeup_w, b"x")
 
     def _stop_all(self) -> None:
-        logger.info("supervisor: draining %d workers", len(self.workers))
+        """Tell every worker to drain (runs in the signal handler: no logging here)."""
+        self._draining = len(self.workers)
         now = time.monotonic()
         for worker in self.workers.values():
             worker.stopping = True
