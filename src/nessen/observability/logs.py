@@ -414,6 +414,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._closing = False
         self._finished = False
         self._stalled = False
+        self._mid_line = False  # the last write ended inside a line
         self._give_up_at = 0.0
         self._close_deadline = 0.0
         self._taken = 0  # batches taken by the writer
@@ -695,30 +696,31 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             except (OSError, ValueError) as exc:  # closed or broken: counted, never raised
                 return 0, f"write failed: {exc}"
             return len(lines), ""
-        capacity = self._pipe_capacity
-        if not capacity:  # a file, a terminal, a socket: one write
-            try:
-                self._write_all(fd, _encode(lines, 0, len(lines)))
-            except OSError as exc:
-                return 0, f"write failed: {exc}"
-            except _GiveUp:
-                return 0, "not read at exit"
-            return len(lines), ""
+        capacity = self._pipe_capacity  # 0: a file, a terminal, a socket: one write
         cap = capacity // 2 - _PIPE_BUF if markers else capacity // 4
         index = 0
         while index < len(lines):
-            end, size = index, 0
-            while end < len(lines) and (end == index or size + len(lines[end]) < _PIPE_BUF):
-                size += len(lines[end]) + 1
-                end += 1
+            end = len(lines)
+            if capacity:
+                end, size = index, 0
+                while end < len(lines) and (end == index or size + len(lines[end]) < _PIPE_BUF):
+                    size += len(lines[end]) + 1
+                    end += 1
             data = _encode(lines, index, end)
-            try:
-                self._wait_for_room(fd, len(data), cap)
-                self._write_all(fd, data)
-            except OSError as exc:
-                return index, f"write failed: {exc}"
-            except _GiveUp:
-                return index, "not read at exit"
+            prefix = 0
+            if self._mid_line:  # a write cut short left a line unfinished: end it first
+                data, prefix = b"\n" + data, 1
+            if capacity:
+                try:
+                    self._wait_for_room(fd, len(data), cap)
+                except _GiveUp:
+                    return index, "not read at exit"
+            sent, failure = self._write_all(fd, data)
+            if failure:
+                if sent:
+                    self._mid_line = data[sent - 1] != 0x0A  # b"\n"
+                return index + _whole_lines(lines, index, end, sent - prefix), failure
+            self._mid_line = False
             index = end
         return index, ""
 
@@ -770,17 +772,20 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._stalled = stalled
             self._done_changed.notify_all()
 
-    def _write_all(self, fd: int, data: bytes) -> None:
+    def _write_all(self, fd: int, data: bytes) -> tuple[int, str]:
+        """Write ``data``; return the bytes written and, if not all, why."""
         view = memoryview(data)
-        while view:
+        sent = 0
+        while sent < len(data):
             try:
-                written = os.write(fd, view)
+                sent += os.write(fd, view[sent:])
             except BlockingIOError:  # someone made the descriptor non-blocking
                 if self._close_started.is_set() and time.monotonic() >= self._give_up_at:
-                    raise _GiveUp from None
+                    return sent, "not read at exit"
                 select.select([], [fd], [], self.interval)
-                continue
-            view = view[written:]
+            except OSError as exc:
+                return sent, f"write failed: {exc}"
+        return sent, ""
 
     # --- flush and close -----------------------------------------------------------------
 
@@ -849,6 +854,17 @@ _HANDLERS: weakref.WeakSet[BufferedStreamHandler] = weakref.WeakSet()
 
 def _encode(lines: list[str], start: int, end: int) -> bytes:
     return ("\n".join(lines[start:end]) + "\n").encode("utf-8", "backslashreplace")
+
+
+def _whole_lines(lines: list[str], start: int, end: int, sent: int) -> int:
+    """How many of ``lines[start:end]`` the first ``sent`` bytes of their encoding hold."""
+    whole = 0
+    for line in lines[start:end]:
+        sent -= len(line.encode("utf-8", "backslashreplace")) + 1
+        if sent < 0:
+            break
+        whole += 1
+    return whole
 
 
 def _pipe_capacity(fd: int) -> int:

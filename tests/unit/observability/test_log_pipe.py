@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import select
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -325,3 +326,60 @@ def test_a_fork_while_another_thread_holds_the_lock_leaves_a_working_child(pipe:
         "child line",
         "parent line, unwritten at the fork",  # once: the child did not inherit it
     ]
+
+
+def test_a_destination_that_fails_its_writes_is_counted(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """/dev/full: every write fails with ENOSPC, as on a full disk."""
+    with open("/dev/full", "w") as stream:
+        handler = BufferedStreamHandler(stream, interval=3600.0)
+        logger = make_logger(handler, "test.pipe.full")
+        for index in range(50):
+            logger.info("line %d", index)
+        logger.error("and an error")  # wakes the writer
+        assert finishes(handler.flush)
+        assert handler.dropping
+        assert finishes(handler.close)
+    assert handler.lines_dropped == 51
+    assert capfd.readouterr().err == ""
+
+
+def test_a_non_blocking_socket_that_stops_reading_is_given_up_on_at_close() -> None:
+    """Someone else made the descriptor non-blocking (it is shared): EAGAIN, not a hang."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    with ours, theirs, open(ours.fileno(), "w", closefd=False) as stream:
+        handler = BufferedStreamHandler(stream, interval=0.05, close_timeout=1.0)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = make_logger(handler, "test.pipe.socket")
+        assert finishes(lambda: log_lines(logger, 5000))  # MBs: the socket's buffer fills
+        assert handler.dropping
+        assert finishes(handler.close)
+        received = b""
+        while chunk := _recv_nowait(theirs):
+            received += chunk
+    lines = received.decode().splitlines()
+    whole = [line for line in lines if line.startswith("line ") and line.endswith(LINE)]
+    assert whole
+    assert len(whole) + handler.lines_dropped == 5000  # a line cut by the socket is dropped
+
+
+def _recv_nowait(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 20, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def test_an_access_line_whose_formatter_fails_is_still_a_line() -> None:
+    class Broken(ConsoleFormatter):
+        def format_access(self, *args: Any) -> str:
+            raise ValueError("broken")
+
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream, interval=3600.0)
+    fields = ("id-1", "GET", "/x", None, 200, 0.5, 2, "127.0.0.1")
+    handler.write_access(Broken(), 1.0, "INFO", "nessen.access", fields, logging.INFO)
+    handler.close()
+    assert stream.getvalue().startswith("(unformattable access line) ('id-1', 'GET', '/x'")
