@@ -205,9 +205,9 @@ def check_lines(text: str, log_format: str) -> list[str]:
     if log_format == "json":
         entries = [json.loads(line) for line in lines]
         return [e["message"] for e in entries if e["logger"] == "nessen.logs"]
-    assert all(CONSOLE_LINE.match(line) for line in lines), [
-        line for line in lines if not CONSOLE_LINE.match(line)
-    ][:3]
+    assert all(CONSOLE_LINE.match(line) for line in lines), "\n".join(
+        line for line in lines if not CONSOLE_LINE.match(line) or " ERROR " in line
+    )
     return [line for line in lines if " nessen.logs " in line]
 
 
