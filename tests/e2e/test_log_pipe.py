@@ -285,6 +285,12 @@ def test_once_the_reader_drains_the_pipe_the_output_says_how_many_lines_were_dro
     server.start_reading()  # the log shipper is back
     text = server.wait_for(lambda text: text.count("log output caught up") >= len(pids))
     for connection in connections:
+        # Once a line logged after the count is out, this worker is not dropping any more.
+        connection.request("GET", "/pid")
+        response = connection.getresponse()
+        response.read()
+        request_id = response.headers["X-Request-ID"]
+        server.wait_for(lambda text, request_id=request_id: request_id in text)
         assert log_health(connection)["dropping"] is False
     status, _, _ = get_once(server.address, "/health")
     assert status == 200

@@ -422,6 +422,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.lines_dropped = 0
         """Lines (records) dropped by this handler in this process so far."""
         self._dropping = False
+        self._ending = False  # the lines that end an episode are being written
         self._episode_drops = 0
         self._episode_started = 0.0
         self._episode_reason = ""
@@ -445,8 +446,11 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     @property
     def dropping(self) -> bool:
-        """Whether lines are being dropped now (the destination is not keeping up)."""
-        return self._dropping
+        """Whether lines are being dropped now (the destination is not keeping up).
+
+        True from the first line dropped until the line with the count is written.
+        """
+        return self._dropping or self._ending
 
     # --- emitters: the caller's thread, a short lock, never I/O --------------------------
 
@@ -623,6 +627,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             with self.lock:  # type: ignore[union-attr]
                 self._inflight = 0
                 if markers is not None:
+                    self._ending = False
                     if written < len(batch):
                         self._reopen_episode(markers, written > 0 and len(batch) == 2)
                 elif written < len(batch):
@@ -670,7 +675,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._episode_tag,
             self._warning_written,
         )
-        self._dropping = False
+        self._dropping = False  # a drop from now on begins a new episode, with its warning
+        self._ending = True
         self._episode_drops = 0
         self._refusing = False
         self._room = self.buffer_bytes
@@ -796,7 +802,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         or the writer waits for room in the pipe): a flush never waits on a stalled reader.
         """
         with self.lock:  # type: ignore[union-attr]
-            if self._dropping or self._stalled or self._finished:
+            if self._dropping or self._ending or self._stalled or self._finished:
                 return
             if self._deferred or self._lines:
                 target = self._taken + 1

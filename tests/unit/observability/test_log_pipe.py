@@ -166,10 +166,10 @@ def test_logging_to_a_pipe_nobody_reads_never_waits_and_counts_what_it_drops(pip
     assert numbers == sorted(numbers)  # what was written kept its order
     assert numbers[0] == 0
 
-    assert not handler.dropping  # lines flow again once the reader caught up
-    logger.info("after the episode")
+    logger.info("after the episode")  # lines flow again once the reader caught up
     handler.flush()
     assert pipe.drain(lambda text: "after the episode" in text).endswith("after the episode\n")
+    assert not handler.dropping
     assert handler.lines_dropped == dropped
     handler.close()
 
