@@ -53,7 +53,9 @@ for every worker that exits.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
@@ -89,6 +91,36 @@ LOG_DROPS_HELP = "Log lines dropped because the log destination (stderr) did not
 
 _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 _SIZE_BOUNDS = (*SIZE_BUCKETS, float("inf"))
+
+
+class _MultiProcessCollector(MultiProcessCollector):
+    """prometheus-client's collector, skipping files another process has not yet sized.
+
+    ``MmapedDict`` creates its file at 0 bytes and sizes it a moment later; reading it in
+    that moment raises ``struct.error`` and fails the whole merge (prometheus/client_python
+    #1199, open). Registering the collector reads every file, so a worker starting next
+    to another crashed at startup, and a scrape could fail the same way.
+    """
+
+    def collect(self) -> Iterable[Any]:
+        """The merged metrics of every worker's files that hold a header."""
+        files = [
+            name
+            for name in glob.glob(os.path.join(self._path, "*.db"))
+            if _file_size(name) >= _HEADER_BYTES
+        ]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+
+
+_HEADER_BYTES = 4
+"""An ``MmapedDict`` file starts with its used size, a 4-byte integer."""
+
+
+def _file_size(name: str) -> int:
+    try:
+        return os.path.getsize(name)
+    except OSError:  # a dead worker's file removed meanwhile
+        return 0
 
 
 class _Pending:
@@ -155,7 +187,7 @@ class PrometheusMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         own: CollectorRegistry | None = None if multiprocess else self.registry
         if multiprocess:
-            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            _MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         else:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

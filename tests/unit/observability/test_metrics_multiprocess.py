@@ -129,3 +129,13 @@ def test_any_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
     assert after[("http_requests_total", ok)] == 5.0
     assert after[("http_requests_active", ())] == 2.0
     assert after[("nessen_state", labels(state="READY"))] == 1.0
+
+
+def test_a_file_another_process_has_not_sized_yet_is_skipped(tmp_path: Path) -> None:
+    """prometheus-client creates each file at 0 bytes and sizes it a moment later; a worker
+    starting in that moment (or one killed in it, whose file stays) failed to start."""
+    (tmp_path / "counter_424242.db").touch()
+    (tmp_path / "gauge_livesum_424242.db").touch()
+    _, exposition = run_worker(tmp_path, 2, 0.010, show=True)
+    _, found = parse(exposition)
+    assert found[("http_requests_total", labels(method="GET", route="/a", status="200"))] == 2
