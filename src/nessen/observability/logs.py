@@ -415,6 +415,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._finished = False
         self._stalled = False
         self._mid_line = False  # the last write ended inside a line
+        self._stuck = False  # the last batch did not all go out
         self._give_up_at = 0.0
         self._close_deadline = 0.0
         self._taken = 0  # batches taken by the writer
@@ -630,7 +631,9 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     self._ending = False
                     if written < len(batch):
                         self._reopen_episode(markers, written > 0 and len(batch) == 2)
-                elif written < len(batch):
+                elif batch:
+                    self._stuck = written < len(batch)
+                if markers is None and written < len(batch):
                     lost = len(batch) - written
                     self.lines_dropped += lost
                     self._episode_drops += lost
@@ -659,7 +662,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._own_line(logging.WARNING, self._episode_reason, fields, self._episode_started)
             )
         count = self._episode_drops
-        if self._closing:
+        if self._closing and self._stuck:
             message = f"log output still stalled at exit: {count} lines dropped"
         else:
             message = f"log output caught up: {count} lines dropped"

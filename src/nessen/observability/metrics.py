@@ -87,6 +87,7 @@ OVERFLOW_ROUTE = "overflow"
 STATES = ("STARTING", "READY", "DEGRADED", "DRAINING", "STOPPING")
 """The values of ``nessen_state``'s ``state`` label."""
 LOG_DROPS_NAME = "nessen_log_lines_dropped_total"
+"""The counter of log lines dropped (see :mod:`nessen.observability.logs`)."""
 LOG_DROPS_HELP = "Log lines dropped because the log destination (stderr) did not keep up or failed."
 
 _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))

@@ -383,3 +383,32 @@ def test_an_access_line_whose_formatter_fails_is_still_a_line() -> None:
     handler.write_access(Broken(), 1.0, "INFO", "nessen.access", fields, logging.INFO)
     handler.close()
     assert stream.getvalue().startswith("(unformattable access line) ('id-1', 'GET', '/x'")
+
+
+def test_a_reader_back_by_the_time_of_close_gets_everything_and_caught_up(pipe: Pipe) -> None:
+    handler = BufferedStreamHandler(
+        pipe.stream, interval=0.05, buffer_bytes=16 * 1024, close_timeout=20.0
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = make_logger(handler, "test.pipe.late")
+    total = 0
+
+    def log_until_dropping() -> None:
+        nonlocal total
+        while not handler.dropping or total < 1000:  # an episode is on when close begins
+            logger.info("line %05d %s", total, LINE)
+            total += 1
+
+    assert finishes(log_until_dropping)
+    reader = threading.Thread(
+        target=pipe.drain, args=(accounted(total, lambda line: line.startswith("line ")),)
+    )
+    reader.start()  # the reader comes back as the process stops
+    assert finishes(handler.close)
+    reader.join(DEADLINE)
+    text = pipe.received.decode()
+    notes = own_lines(text)
+    assert sum(episodes(notes)) == handler.lines_dropped
+    assert "log output caught up: " in notes[-1]  # not "still stalled at exit"
+    kept = [line for line in text.splitlines() if line.startswith("line ")]
+    assert len(kept) + handler.lines_dropped == total
