@@ -328,12 +328,12 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     to ``sys.stderr``, the very destination that may be stalled).
 
     **Pipes.** When the destination is a pipe (Linux), writes are at most ``PIPE_BUF``
-    bytes and end at a line's end, so lines from several processes sharing the pipe
-    (the supervisor and its workers) never interleave; and the writer keeps the lines it
-    has queued in the pipe under a quarter of its capacity, waiting (polling with
-    back-off) rather than blocking in ``write``. The rest is reserved for the two lines
-    above, so that even a pipe that is never read until the process has exited ends
-    with the warning and the count.
+    bytes (or one line, if longer) and end at a line's end, so lines from several
+    processes sharing the pipe (the supervisor and its workers) never interleave; and the
+    writer keeps the lines it has queued in the pipe under a quarter of its capacity,
+    waiting (polling with back-off) rather than blocking in ``write``. The rest is
+    reserved for the two lines above, so that even a pipe that is never read until the
+    process has exited ends with the warning and the count.
 
     **Closing** writes what is left, waiting at most ``close_timeout`` seconds; a
     destination that takes nothing for half of that is given up on: the lines left are
