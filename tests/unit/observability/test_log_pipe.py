@@ -372,19 +372,6 @@ def _recv_nowait(sock: socket.socket) -> bytes:
         return b""
 
 
-def test_an_access_line_whose_formatter_fails_is_still_a_line() -> None:
-    class Broken(ConsoleFormatter):
-        def format_access(self, *args: Any) -> str:
-            raise ValueError("broken")
-
-    stream = io.StringIO()
-    handler = BufferedStreamHandler(stream, interval=3600.0)
-    fields = ("id-1", "GET", "/x", None, 200, 0.5, 2, "127.0.0.1")
-    handler.write_access(Broken(), 1.0, "INFO", "nessen.access", fields, logging.INFO)
-    handler.close()
-    assert stream.getvalue().startswith("(unformattable access line) ('id-1', 'GET', '/x'")
-
-
 def test_a_reader_back_by_the_time_of_close_gets_everything_and_caught_up(pipe: Pipe) -> None:
     handler = BufferedStreamHandler(
         pipe.stream, interval=0.05, buffer_bytes=16 * 1024, close_timeout=20.0
