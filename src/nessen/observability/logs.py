@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import select
+import signal
 import stat
 import sys
 import termios
@@ -282,6 +283,14 @@ loses nothing, and a process holds at most this much unwritten output."""
 LOGGER_NAME = "nessen.logs"
 """The logger name on the handler's own lines (dropping began, how many were dropped)."""
 
+_PROCESS_SIGNALS = {
+    getattr(signal, name)
+    for name in (
+        "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGCHLD", "SIGUSR1", "SIGUSR2", "SIGALRM",
+        "SIGWINCH",
+    )
+}  # fmt: skip
+"""Signals sent to the process, which the writer thread blocks."""
 _PIPE_BUF = select.PIPE_BUF
 """Largest write to a pipe that POSIX keeps whole when several processes write to it."""
 _FIONREAD_ZERO = bytes(4)
@@ -593,6 +602,9 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     # --- the writer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        # Signals go to the main thread, whose select/epoll they must interrupt (the
+        # supervisor's loop, the event loop); delivered here they would wait for a timeout.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
         while True:
             with self.lock:  # type: ignore[union-attr]
                 if not self._urgent and not self._closing:

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import select
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -399,3 +400,17 @@ def test_a_reader_back_by_the_time_of_close_gets_everything_and_caught_up(pipe: 
     assert "log output caught up: " in notes[-1]  # not "still stalled at exit"
     kept = [line for line in text.splitlines() if line.startswith("line ")]
     assert len(kept) + handler.lines_dropped == total
+
+
+def test_the_writer_thread_leaves_process_signals_to_the_main_thread(pipe: Pipe) -> None:
+    """A SIGTERM the writer thread took would not interrupt the supervisor's select."""
+    handler = BufferedStreamHandler(pipe.stream, interval=3600.0)
+    make_logger(handler, "test.pipe.signals").error("wakes the writer")
+    pipe.drain(lambda text: "wakes the writer" in text)  # the thread runs its loop
+    tid = handler._writer.native_id
+    with open(f"/proc/self/task/{tid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    blocked = int(fields["SigBlk"], 16)
+    handler.close()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        assert blocked & (1 << (signum - 1)), signum.name
