@@ -243,7 +243,9 @@ def supervise(runtime: Runtime, config: Config) -> int:
         0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
         cannot be bound or a worker cannot start (see ``BOOT_ATTEMPTS``).
     """
-    undo = configure_logging(config.log_level, config.effective_log_format)
+    undo = configure_logging(
+        config.log_level, config.effective_log_format, buffer_bytes=config.log_buffer_bytes
+    )
     try:
         warn_if_trusting_every_peer(config)
         raise_open_file_limit(config)  # the workers inherit it

@@ -65,6 +65,12 @@ class Config:
     log_format: str | None = None
     """``json`` or ``console``; ``None`` picks json in production, console otherwise
     (``LOG_FORMAT``)."""
+    log_buffer_bytes: int = 1024 * 1024
+    """Most log output each process holds unwritten, 16 KiB..1 GiB (``LOG_BUFFER_SIZE``,
+    bytes). Logging never waits on stderr: lines go to this buffer and a thread writes
+    them; when the destination stops reading and the buffer is full, further lines are
+    dropped and counted (``nessen_log_lines_dropped_total``). The default, Docker's for
+    its non-blocking log mode, holds about 4,000 access lines."""
 
     max_target_bytes: int = 8192
     """Longest request target; longer gets 414 (``MAX_URL_LENGTH``)."""
@@ -467,6 +473,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "env": _env_name,
     "log_level": _choice(LOG_LEVELS),
     "log_format": lambda v: None if v is None else _choice(LOG_FORMATS)(v),
+    "log_buffer_bytes": _int_range(16 * 1024, GiB, "bytes"),
     "max_target_bytes": _int_range(16, 1024 * 1024, "bytes"),
     "max_header_bytes": _int_range(256, 1024 * 1024, "bytes"),
     "max_header_count": _int_range(1, 10_000),
@@ -574,6 +581,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("env", ("NESSEN_ENV", "NODE_ENV"), lambda raw: raw.strip().lower()),
     _EnvSpec("log_level", ("LOG_LEVEL",), _parse_level),
     _EnvSpec("log_format", ("LOG_FORMAT",), lambda raw: raw.strip().lower()),
+    _EnvSpec("log_buffer_bytes", ("LOG_BUFFER_SIZE",), _parse_int),
     _EnvSpec("max_target_bytes", ("MAX_URL_LENGTH",), _parse_int),
     _EnvSpec("max_header_bytes", ("MAX_HEADER_SIZE",), _parse_int),
     _EnvSpec("max_header_count", ("MAX_HEADER_COUNT",), _parse_int),

@@ -876,7 +876,9 @@ class Runtime:
         if changes:
             self._config = self.config.replace(**changes)
         config = self.config
-        undo = configure_logging(config.log_level, config.effective_log_format)
+        undo = configure_logging(
+            config.log_level, config.effective_log_format, buffer_bytes=config.log_buffer_bytes
+        )
         try:
             raise_open_file_limit(config)
             return run(self.serve())

@@ -136,7 +136,11 @@ class RuntimeASGI:
             # The host configured only its own loggers (uvicorn does): without this, Python's
             # last-resort handler would print warnings and errors unescaped, so a request
             # path holding %0a could forge a line. Set up Nessen's formatting as `serve` does.
-            configure_logging(config.log_level, config.effective_log_format)
+            configure_logging(
+                config.log_level,
+                config.effective_log_format,
+                buffer_bytes=config.log_buffer_bytes,
+            )
         runtime._serving = True
         runtime.app.expose_errors = not config.production
         builtins = runtime._builtin_middleware(config)

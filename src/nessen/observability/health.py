@@ -34,6 +34,10 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
     memory.rss_bytes    int    resident set size
     cpu_percent         float  process CPU over the last 1 s, percent of one core
     event_loop_lag_ms   float  how late the last 1 s tick ran
+    logs.lines_dropped  int    log lines this process dropped since it started because
+                               stderr did not keep up (``LOG_BUFFER_SIZE`` full) or failed
+    logs.dropping       bool   true while lines are being dropped (the reader is stalled
+                               or gone)
     pid                 int
     version             str
 """
@@ -52,6 +56,7 @@ from nessen.app.lifecycle import CheckResult, Lifecycle, Readiness
 from nessen.app.routing import Router
 from nessen.http import Request, Response
 from nessen.observability.admin import OpsGuard, guarded
+from nessen.observability.logs import log_drops
 from nessen.observability.process import ProcessSampler
 from nessen.observability.stats import RequestStats
 
@@ -215,6 +220,7 @@ def install_health_routes(
         process = source.process
         ok, results = await readiness()
         (p50, p95, p99), longest = stats.latency_summary_ms(0.5, 0.95, 0.99)
+        lines_dropped, dropping = log_drops()
         body: dict[str, object] = {
             "ok": ok,
             "state": str(lifecycle.state),
@@ -238,6 +244,7 @@ def install_health_routes(
             memory={"rss_bytes": recent_rss_bytes()},
             cpu_percent=process.cpu_percent,
             event_loop_lag_ms=process.event_loop_lag_ms,
+            logs={"lines_dropped": lines_dropped, "dropping": dropping},
             pid=os.getpid(),
             version=source.version,
         )

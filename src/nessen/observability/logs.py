@@ -10,15 +10,20 @@ forge a second log line.
 from __future__ import annotations
 
 import contextvars
+import fcntl
 import logging
 import os
 import re
+import select
+import signal
+import stat
 import sys
+import termios
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import orjson
 
@@ -274,15 +279,84 @@ class ConsoleFormatter(LineFormatter):
 _DeferredAccess = tuple[LineFormatter, float, str, str, AccessFields]
 """An access line waiting in :class:`BufferedStreamHandler`: formatter and arguments."""
 
+DEFAULT_BUFFER_BYTES = 1024 * 1024
+"""Default bound of a :class:`BufferedStreamHandler`'s buffer (``LOG_BUFFER_SIZE``): the
+default ``max-buffer-size`` of Docker's non-blocking log mode, which makes the same trade.
+About 4,000 access lines: a log shipper that pauses for a few seconds at moderate traffic
+loses nothing, and a process holds at most this much unwritten output."""
+
+LOGGER_NAME = "nessen.logs"
+"""The logger name on the handler's own lines (dropping began, how many were dropped)."""
+
+_PROCESS_SIGNALS = {
+    getattr(signal, name)
+    for name in (
+        "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGCHLD", "SIGUSR1", "SIGUSR2", "SIGALRM",
+        "SIGWINCH",
+    )
+}  # fmt: skip
+"""Signals sent to the process, which the writer thread blocks."""
+_PIPE_BUF = select.PIPE_BUF
+"""Largest write to a pipe that POSIX keeps whole when several processes write to it."""
+_FIONREAD_ZERO = bytes(4)
+
+
+class _Episode(NamedTuple):
+    """A time of dropping lines: how many, since when, why, whether its warning is out."""
+
+    drops: int
+    started: float
+    reason: str
+    tag: str
+    warning_written: bool
+
+
+class _GiveUp(Exception):
+    """The destination did not take the output before the close deadline."""
+
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes lines in batches instead of one ``write`` per record.
+    """A stream handler that never makes the thread logging wait on the destination.
 
-    Formatted lines collect in memory and go out in one ``write`` + ``flush`` when
-    ``max_bytes`` have gathered, every ``interval`` seconds (from a daemon thread), at once
-    for records at ``flush_level`` or above, and on ``flush()``/``close()``. At one access
-    line per request this turns a system call per request into one per batch. A process
-    killed with SIGKILL loses at most ``interval`` seconds of lines below ``flush_level``.
+    Emitting a record (or :meth:`write_line`, :meth:`write_access`) only appends to an
+    in-memory buffer under the handler's lock; one writer thread takes the buffer in
+    batches and writes them with no lock held that an emitter needs, with ``os.write`` on a
+    duplicate of the stream's descriptor (the stream's own ``write`` would hold its
+    internal lock while blocked, and other code writes through it). So a destination
+    that stops reading (a stalled log shipper, a blocked container log driver, a parent
+    that never reads the pipe) can no longer stop the event loop, probes or signals.
+
+    Batches go out when ``max_bytes`` have gathered, every ``interval`` seconds, at once
+    for records at ``flush_level`` or above, and on :meth:`flush`/:meth:`close`. A process
+    killed with SIGKILL loses at most ``interval`` seconds of lines.
+
+    **Bounded.** Buffered and in-flight lines together hold at most ``buffer_bytes``
+    (counted as characters plus one per line: bytes for ASCII text, which nearly every
+    line is). A line that does not fit is dropped and counted (:attr:`lines_dropped`,
+    :func:`log_drops`), and so is every later one until the writer has written what was
+    buffered: then one line at WARNING says dropping began (with its original time) and
+    one says how many were dropped, next to each other in the output, and lines flow
+    again. A write that fails (``EPIPE``: the reader closed its end) drops its batch the
+    same way; nothing is printed to ``sys.stderr`` (no traceback) and nothing raises.
+    A record whose formatting raises becomes a line saying so (``handleError`` would print
+    to ``sys.stderr``, the very destination that may be stalled).
+
+    **Pipes.** When the destination is a pipe (Linux), writes are at most ``PIPE_BUF``
+    bytes (or one line, if longer) and end at a line's end, so lines from several
+    processes sharing the pipe (the supervisor and its workers) never interleave; and the
+    writer keeps the lines it has queued in the pipe under a quarter of its capacity,
+    waiting (polling with back-off) rather than blocking in ``write``. The rest is
+    reserved for the two lines above, so that even a pipe that is never read until the
+    process has exited ends with the warning and the count.
+
+    **Closing** writes what is left, waiting at most ``close_timeout`` seconds; a
+    destination that takes nothing for half of that is given up on: the lines left are
+    counted, the count line is written if the pipe has room, and close returns.
+    :meth:`flush` returns as soon as the destination is seen not to read.
+
+    **Fork.** In a forked child the handler gets a fresh lock (another thread may have
+    held the parent's at the fork), drops the parent's unwritten lines and counts, and
+    starts its own writer thread.
 
     Access lines given to :meth:`write_access` are formatted later, ``format_batch`` at a
     time, in the order they came with the other lines: one tight loop over a batch costs
@@ -291,11 +365,15 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     the event loop.
 
     Args:
-        stream: Where to write (``sys.stderr`` when ``None``).
-        interval: Seconds between timed flushes.
-        max_bytes: Buffered characters that trigger a flush.
-        flush_level: Records at this level or above are written at once.
+        stream: Where to write (``sys.stderr`` when ``None``). A stream without a file
+            descriptor (``io.StringIO``) is written with its ``write`` from the writer
+            thread.
+        interval: Seconds between timed writes.
+        max_bytes: Buffered characters that wake the writer before the interval ends.
+        flush_level: Records at this level or above wake the writer at once.
         format_batch: Access lines kept unformatted before a batch is formatted.
+        buffer_bytes: Most characters held, buffered and being written.
+        close_timeout: Seconds :meth:`close` and :meth:`flush` wait for the writer.
     """
 
     def __init__(
@@ -306,16 +384,29 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         max_bytes: int = 64 * 1024,
         flush_level: int = logging.ERROR,
         format_batch: int = 64,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        close_timeout: float = 2.0,
     ) -> None:
         super().__init__(stream or sys.stderr)
         self.interval = interval
         self.max_bytes = max_bytes
         self.flush_level = flush_level
         self.format_batch = format_batch
-        self._lines: list[str] = []
-        self._size = 0
-        self._deferred: list[_DeferredAccess] = []
-        self._start_flusher()
+        self.buffer_bytes = buffer_bytes
+        self.close_timeout = close_timeout
+        self._trigger = min(max_bytes, max(1, buffer_bytes // 2))
+        self._fd: int | None = None
+        self._pipe_capacity = 0
+        try:
+            self._fd = os.dup(self.stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass  # no descriptor (io.StringIO, a test's capture): the stream's write
+        else:
+            self._pipe_capacity = _pipe_capacity(self._fd)
+        self._closed = False
+        self._reset()
+        _HANDLERS.add(self)
+        self._start_writer()
         reference = weakref.ref(self)
 
         def after_fork_in_child() -> None:
@@ -325,19 +416,58 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
         os.register_at_fork(after_in_child=after_fork_in_child)
 
-    def _start_flusher(self) -> None:
-        self._stop = threading.Event()
-        self._flusher = threading.Thread(
-            target=self._flush_periodically, name="nessen-log-flush", daemon=True
-        )
-        self._flusher.start()
+    def _reset(self) -> None:
+        """The buffer, the counts and the writer's signals, all new (init and after fork)."""
+        self._lines: list[str] = []
+        self._pending = 0  # characters in _lines, one per newline included
+        self._deferred: list[_DeferredAccess] = []
+        self._inflight = 0  # characters the writer is writing now
+        self._room = self.buffer_bytes  # what _pending may reach; -1 while refusing
+        self._refusing = False
+        self._urgent = False
+        self._closing = False
+        self._finished = False
+        self._stalled = False
+        self._mid_line = False  # the last write ended inside a line
+        self._stuck = False  # the last batch did not all go out
+        self._give_up_at = 0.0
+        self._close_deadline = 0.0
+        self._taken = 0  # batches taken by the writer
+        self._done = 0  # batches it has finished (written, or dropped and counted)
+        self.lines_dropped = 0
+        """Lines (records) dropped by this handler in this process so far."""
+        self._dropping = False
+        self._ending = False  # the lines that end an episode are being written
+        self._episode_drops = 0
+        self._episode_started = 0.0
+        self._episode_reason = ""
+        self._episode_tag = ""
+        self._warning_written = False
+        self._work = threading.Condition(self.lock)
+        self._done_changed = threading.Condition(self.lock)
+        self._close_started = threading.Event()
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._run, name="nessen-log-writer", daemon=True)
+        self._writer.start()
 
     def _after_fork(self) -> None:
-        """In a forked worker: drop the parent's unwritten lines, start a flusher thread."""
-        self._lines = []
-        self._size = 0
-        self._deferred = []
-        self._start_flusher()
+        """In a forked child: a fresh lock, no inherited lines or counts, a writer thread."""
+        self.createLock()  # the parent's may have been held by another thread at the fork
+        if self._closed:
+            return
+        self._reset()
+        self._start_writer()
+
+    @property
+    def dropping(self) -> bool:
+        """Whether lines are being dropped now (the destination is not keeping up).
+
+        True from the first line dropped until the line with the count is written.
+        """
+        return self._dropping or self._ending
+
+    # --- emitters: the caller's thread, a short lock, never I/O --------------------------
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format ``record`` and buffer it (called with the handler's lock held)."""
@@ -348,20 +478,30 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         if self._deferred:
             self._format_deferred()  # the earlier access lines go first
-        self._lines.append(line)
-        self._size += len(line) + 1
-        if self._size >= self.max_bytes or record.levelno >= self.flush_level:
-            self._write()
+        self._add(line, record.levelno)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Buffer a line saying ``record`` could not be formatted, and why.
+
+        Replaces :meth:`logging.Handler.handleError`, which prints a traceback to
+        ``sys.stderr``: that may be the stalled destination, and this runs on the
+        thread that logged, with the handler's lock held.
+        """
+        error = sys.exc_info()[1]
+        message = (
+            f"a log record could not be formatted ({type(error).__name__}: {error}): "
+            f"logger {record.name}, message {record.msg!r}"
+        )
+        line = self._own_line(logging.ERROR, message, [("reason", "log_format_error")])
+        with self.lock:  # type: ignore[union-attr]
+            self._add(line, logging.ERROR)
 
     def write_line(self, line: str, levelno: int) -> None:
         """Buffer an already formatted line, as :meth:`emit` does with a record's."""
         with self.lock:  # type: ignore[union-attr]
             if self._deferred:
                 self._format_deferred()
-            self._lines.append(line)
-            self._size += len(line) + 1
-            if self._size >= self.max_bytes or levelno >= self.flush_level:
-                self._write()
+            self._add(line, levelno)
 
     def write_access(
         self,
@@ -376,61 +516,405 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
         The line is ``formatter.format_access(created, levelname, name, access)``.
         ``access`` must hold only immutable values (it is read later, maybe from the
-        flusher thread). A line at ``flush_level`` or above is formatted and written at
-        once, with everything before it.
+        writer thread). A line at ``flush_level`` or above is formatted at once, with
+        everything before it, and wakes the writer.
         """
         with self.lock:  # type: ignore[union-attr]
             deferred = self._deferred
             deferred.append((formatter, created, levelname, name, access))
             if len(deferred) >= self.format_batch or levelno >= self.flush_level:
                 self._format_deferred()
-                if self._size >= self.max_bytes or levelno >= self.flush_level:
-                    self._write()
+                if self._pending >= self._trigger or levelno >= self.flush_level:
+                    self._wake()
+
+    def _add(self, line: str, levelno: int) -> None:
+        """Buffer one line, or drop and count it (called with the lock held)."""
+        size = self._pending + len(line) + 1
+        if size > self._room and (self._refusing or self._pending or self._inflight):
+            self._refuse(1)  # a line longer than the whole buffer still fits an empty one
+            return
+        self._lines.append(line)
+        self._pending = size
+        if size >= self._trigger or levelno >= self.flush_level:
+            self._wake()
 
     def _format_deferred(self) -> None:
         """Format the pending access lines into the buffer (called with the lock held)."""
         deferred, self._deferred = self._deferred, []
         lines = self._lines
-        size = self._size
+        size = self._pending
+        room = self._room
+        dropped = 0
         for formatter, created, levelname, name, access in deferred:
             try:
                 line = formatter.format_access(created, levelname, name, access)
             except Exception:  # a formatter of the user's that fails: say so, keep going
                 line = f"(unformattable access line) {escape(repr(access))}"
-            lines.append(line)
             size += len(line) + 1
-        self._size = size
+            if size > room:
+                size -= len(line) + 1
+                dropped += 1
+                room = -1  # the rest of the batch too: dropping has begun
+                continue
+            lines.append(line)
+        self._pending = size
+        if dropped:
+            self._refuse(dropped)
 
-    def _write(self) -> None:
-        if self._deferred:
-            self._format_deferred()
-        if not self._lines:
-            return
-        text = "\n".join(self._lines) + "\n"
-        self._lines = []
-        self._size = 0
+    def _refuse(self, count: int) -> None:
+        """Count ``count`` dropped lines; refuse more until the buffer is written."""
+        self.lines_dropped += count
+        self._episode_drops += count
+        if not self._dropping:
+            self._begin_dropping(f"buffer of {self.buffer_bytes} bytes full")
+        self._refusing = True
+        self._room = -1
+        self._wake()
+
+    def _begin_dropping(self, detail: str) -> None:
+        self._dropping = True
+        self._episode_started = time.time()
+        self._episode_reason = f"log output stalled ({detail}): dropping lines until it catches up"
+        self._episode_tag = (
+            "log_buffer_full"
+            if detail.startswith("buffer")
+            else "log_write_failed"
+            if detail.startswith("write failed")
+            else "log_not_read_at_exit"
+        )
+        self._warning_written = False
+
+    def _wake(self) -> None:
+        if not self._urgent:
+            self._urgent = True
+            self._work.notify()
+
+    def _own_line(
+        self, levelno: int, message: str, fields: Fields, created: float | None = None
+    ) -> str:
+        """One of the handler's own lines, in the format of the others."""
+        formatter = self.formatter if isinstance(self.formatter, LineFormatter) else _PLAIN
+        when = time.time() if created is None else created
         try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):  # stream closed or broken pipe: drop, never crash
-            pass
+            return formatter.format_fields(
+                when, logging.getLevelName(levelno), LOGGER_NAME, message, fields
+            )
+        except Exception:  # a subclass of the user's that fails: the plain line
+            return _PLAIN.format_fields(
+                when, logging.getLevelName(levelno), LOGGER_NAME, message, fields
+            )
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        # Signals go to the main thread, whose select/epoll they must interrupt (the
+        # supervisor's loop, the event loop); delivered here they would wait for a timeout.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+        while True:
+            with self.lock:  # type: ignore[union-attr]
+                if not self._urgent and not self._closing:
+                    self._work.wait(self.interval)
+                self._urgent = False
+                if self._deferred:
+                    self._format_deferred()
+                batch = self._lines
+                markers: _Episode | None = None
+                if batch:
+                    self._lines = []
+                    self._inflight = self._pending
+                    self._pending = 0
+                    if not self._refusing:
+                        self._room = self.buffer_bytes - self._inflight
+                elif self._dropping:
+                    # The episode ends with these two lines; what comes now goes after them
+                    # (and a drop meanwhile begins a new episode, with its own warning).
+                    batch, markers = self._markers(), self._end_episode()
+                elif self._closing:
+                    self._finished = True
+                    self._done_changed.notify_all()
+                    return
+                self._taken += 1
+                number = self._taken
+                closing = self._closing
+            written, failure = 0, ""
+            if batch:
+                try:
+                    written, failure = self._write_lines(batch, markers is not None)
+                except Exception as exc:  # a bug must not end the writer: count, go on
+                    failure = f"write failed: {type(exc).__name__}: {exc}"
+            with self.lock:  # type: ignore[union-attr]
+                self._inflight = 0
+                if markers is not None:
+                    self._ending = False
+                    if written < len(batch):
+                        self._reopen_episode(markers, written > 0 and len(batch) == 2)
+                elif batch:
+                    self._stuck = written < len(batch)
+                if markers is None and written < len(batch):
+                    lost = len(batch) - written
+                    self.lines_dropped += lost
+                    self._episode_drops += lost
+                    if not self._dropping:
+                        self._begin_dropping(failure)
+                    self._refusing = True
+                if self._refusing:
+                    self._room = -1
+                else:
+                    self._room = self.buffer_bytes
+                if self._dropping and not failure:
+                    self._urgent = True  # the two lines next, without waiting
+                self._done = number
+                if markers is not None and failure and closing:  # nothing more can go out
+                    self._finished = True
+                self._done_changed.notify_all()
+                if self._finished:
+                    return
+
+    def _markers(self) -> list[str]:
+        """The lines that close a dropping episode: its warning (once) and the count."""
+        lines = []
+        if not self._warning_written:
+            fields: Fields = [("reason", self._episode_tag)]
+            lines.append(
+                self._own_line(logging.WARNING, self._episode_reason, fields, self._episode_started)
+            )
+        count = self._episode_drops
+        if self._closing and self._stuck:
+            message = f"log output still stalled at exit: {count} lines dropped"
+        else:
+            message = f"log output caught up: {count} lines dropped"
+        lines.append(self._own_line(logging.WARNING, message, [("lines_dropped", count)]))
+        return lines
+
+    def _end_episode(self) -> _Episode:
+        """End the dropping episode (its lines are being written); return it."""
+        episode = _Episode(
+            self._episode_drops,
+            self._episode_started,
+            self._episode_reason,
+            self._episode_tag,
+            self._warning_written,
+        )
+        self._dropping = False  # a drop from now on begins a new episode, with its warning
+        self._ending = True
+        self._episode_drops = 0
+        self._refusing = False
+        self._room = self.buffer_bytes
+        return episode
+
+    def _reopen_episode(self, episode: _Episode, warning_written: bool) -> None:
+        """Its lines did not go out: the episode goes on (merged with one begun since)."""
+        self._episode_drops += episode.drops
+        self._dropping = True
+        self._episode_started = episode.started
+        self._episode_reason = episode.reason
+        self._episode_tag = episode.tag
+        self._warning_written = episode.warning_written or warning_written
+        self._refusing = True  # refuse again until they are out
+
+    def _write_lines(self, lines: list[str], markers: bool) -> tuple[int, str]:
+        """Write ``lines`` (no lock held); return how many were written and why not all."""
+        fd = self._fd
+        if fd is None:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError) as exc:  # closed or broken: counted, never raised
+                return 0, f"write failed: {exc}"
+            return len(lines), ""
+        capacity = self._pipe_capacity  # 0: a file, a terminal, a socket: one write
+        cap = capacity // 2 - _PIPE_BUF if markers else capacity // 4
+        index = 0
+        while index < len(lines):
+            end = len(lines)
+            if capacity:
+                end, size = index, 0
+                while end < len(lines) and (end == index or size + len(lines[end]) < _PIPE_BUF):
+                    size += len(lines[end]) + 1
+                    end += 1
+            data = _encode(lines, index, end)
+            prefix = 0
+            if self._mid_line:  # a write cut short left a line unfinished: end it first
+                data, prefix = b"\n" + data, 1
+            if capacity:
+                try:
+                    self._wait_for_room(fd, len(data), cap)
+                except _GiveUp:
+                    return index, "not read at exit"
+            sent, failure = self._write_all(fd, data)
+            if failure:
+                if sent:
+                    self._mid_line = data[sent - 1] != 0x0A  # b"\n"
+                return index + _whole_lines(lines, index, end, sent - prefix), failure
+            self._mid_line = False
+            index = end
+        return index, ""
+
+    def _wait_for_room(self, fd: int, size: int, cap: int) -> None:
+        """Wait until the pipe holds at most ``cap - size`` unread bytes (or is empty).
+
+        Raises:
+            _GiveUp: Closing, and the deadline passed.
+            OSError: The pipe has no reader (the write will fail with ``EPIPE``).
+        """
+        delay = 0.001
+        poller: select.poll | None = None
+        last = -1
+        try:
+            while True:
+                try:
+                    queued = int.from_bytes(
+                        fcntl.ioctl(fd, termios.FIONREAD, _FIONREAD_ZERO), sys.byteorder
+                    )
+                except OSError:
+                    return  # cannot tell: the write decides
+                if queued == 0 or queued + size <= cap:
+                    return
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(fd, select.POLLOUT)
+                    self._set_stalled(True)
+                if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0)):
+                    return  # no reader left: let the write fail with EPIPE
+                if self._close_started.is_set():
+                    now = time.monotonic()
+                    if 0 <= queued < last:  # the reader is reading: give it more time
+                        self._give_up_at = min(now + self.close_timeout / 2, self._close_deadline)
+                    remaining = self._give_up_at - now
+                    if remaining <= 0:
+                        raise _GiveUp
+                    time.sleep(min(delay, remaining))
+                else:
+                    self._close_started.wait(delay)
+                last = queued
+                delay = min(delay * 2, self.interval)
+        finally:
+            if poller is not None:
+                self._set_stalled(False)
+
+    def _set_stalled(self, stalled: bool) -> None:
+        """Note whether the writer waits for the reader (a flush waits no longer then)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._stalled = stalled
+            self._done_changed.notify_all()
+
+    def _write_all(self, fd: int, data: bytes) -> tuple[int, str]:
+        """Write ``data``; return the bytes written and, if not all, why."""
+        view = memoryview(data)
+        sent = 0
+        while sent < len(data):
+            try:
+                sent += os.write(fd, view[sent:])
+            except BlockingIOError:  # someone made the descriptor non-blocking
+                if self._close_started.is_set() and time.monotonic() >= self._give_up_at:
+                    return sent, "not read at exit"
+                select.select([], [fd], [], self.interval)
+            except OSError as exc:
+                return sent, f"write failed: {exc}"
+        return sent, ""
+
+    # --- flush and close -----------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write everything buffered now."""
-        with self.lock:  # type: ignore[union-attr]
-            self._write()
+        """Wait until what is buffered now is written (at most ``close_timeout`` seconds).
 
-    def _flush_periodically(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
+        Returns as soon as the destination is seen not to read (lines are being dropped,
+        or the writer waits for room in the pipe): a flush never waits on a stalled reader.
+        """
+        with self.lock:  # type: ignore[union-attr]
+            if self._dropping or self._ending or self._stalled or self._finished:
+                return
+            if self._deferred or self._lines:
+                target = self._taken + 1
+            elif self._inflight:
+                target = self._taken
+            else:
+                return
+            self._wake()
+            deadline = time.monotonic() + self.close_timeout
+            while self._done < target and not (self._dropping or self._stalled or self._finished):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._done_changed.wait(remaining)
 
     def close(self) -> None:
-        """Stop the flusher thread and write what is left."""
-        self._stop.set()
-        if self._flusher.is_alive() and self._flusher is not threading.current_thread():
-            self._flusher.join(1.0)
-        self.flush()
+        """Write what is left, waiting at most ``close_timeout`` seconds, and stop the writer.
+
+        A destination that takes nothing for ``close_timeout / 2`` seconds is given up on:
+        the lines left are counted as dropped and the count line goes out if there is
+        room. Safe to call with the handler's lock held (``logging.shutdown`` does).
+        """
+        with self.lock:  # type: ignore[union-attr]
+            if self._closed:
+                return
+            self._closed = True
+            self._closing = True
+            now = time.monotonic()
+            self._give_up_at = now + self.close_timeout / 2
+            self._close_deadline = deadline = now + self.close_timeout
+            self._close_started.set()
+            self._wake()
+            while not self._finished and self._writer is not threading.current_thread():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._done_changed.wait(remaining)
+            left = len(self._lines) + len(self._deferred)
+            if not self._finished and left:
+                self.lines_dropped += left  # given up: the writer is stuck in a write
+            self._refusing = True  # what still arrives is counted, not kept
+            self._room = -1
+            self._lines = []
+            self._deferred = []
+            finished = self._finished
+        if finished and self._fd is not None:
+            os.close(self._fd)  # a writer still inside a write keeps it: never reused
+            self._fd = None
         super().close()
+
+
+_PLAIN = ConsoleFormatter()
+_HANDLERS: weakref.WeakSet[BufferedStreamHandler] = weakref.WeakSet()
+
+
+def _encode(lines: list[str], start: int, end: int) -> bytes:
+    return ("\n".join(lines[start:end]) + "\n").encode("utf-8", "backslashreplace")
+
+
+def _whole_lines(lines: list[str], start: int, end: int, sent: int) -> int:
+    """How many of ``lines[start:end]`` the first ``sent`` bytes of their encoding hold."""
+    whole = 0
+    for line in lines[start:end]:
+        sent -= len(line.encode("utf-8", "backslashreplace")) + 1
+        if sent < 0:
+            break
+        whole += 1
+    return whole
+
+
+def _pipe_capacity(fd: int) -> int:
+    """The capacity in bytes of the pipe ``fd`` writes to; 0 if not a pipe or unknown."""
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)  # Linux
+    try:
+        if get_size is None or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        return int(fcntl.fcntl(fd, get_size))
+    except OSError:
+        return 0
+
+
+def log_drops() -> tuple[int, bool]:
+    """Log lines dropped in this process so far, and whether lines are being dropped now.
+
+    Over every :class:`BufferedStreamHandler` alive (normally the one
+    :func:`configure_logging` installed). Counts start at 0 in a forked child.
+
+    Returns:
+        ``(lines dropped, dropping now)``.
+    """
+    handlers = list(_HANDLERS)
+    return sum(h.lines_dropped for h in handlers), any(h.dropping for h in handlers)
 
 
 def direct_handler(
@@ -470,20 +954,28 @@ def direct_handler(
 
 
 def configure_logging(
-    level: str = "info", fmt: str = "console", stream: TextIO | None = None
+    level: str = "info",
+    fmt: str = "console",
+    stream: TextIO | None = None,
+    *,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
 ) -> Callable[[], None]:
     """Send the root logger's records to ``stream`` (stderr) in ``fmt`` at ``level``.
 
-    Lines are written in batches (see :class:`BufferedStreamHandler`): errors at once,
-    the rest within 0.1 s.
+    Lines are written in batches from a thread of their own (see
+    :class:`BufferedStreamHandler`): errors at once, the rest within 0.1 s; logging never
+    waits on the destination, and what does not fit in ``buffer_bytes`` is dropped and
+    counted.
 
     Args:
         level: debug, info, warning, error or critical.
         fmt: ``json`` or ``console``.
         stream: Where to write; ``sys.stderr`` when ``None``.
+        buffer_bytes: Most log output held unwritten (``LOG_BUFFER_SIZE``).
 
     Returns:
-        A function that undoes this (flushes, restores the root logger's handlers and level).
+        A function that undoes this (writes what is left within a bounded time, restores
+        the root logger's handlers and level).
     """
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
@@ -493,14 +985,14 @@ def configure_logging(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = BufferedStreamHandler(stream or sys.stderr)
+    handler = BufferedStreamHandler(stream or sys.stderr, buffer_bytes=buffer_bytes)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root.handlers = [handler]
     root.setLevel(level.upper())
 
     def undo() -> None:
+        handler.close()  # first: a record logged meanwhile is counted, not sent elsewhere
         root.handlers = saved_handlers
         root.setLevel(saved_level)
-        handler.close()
 
     return undo

@@ -21,6 +21,11 @@ the scraper's ``Accept`` asks for it) is the library's. The series (type, labels
   failed (``store="redis"``; ``operation`` one of take, get, set, delete, ping), those
   refused at once while the store is known to be down included. Absent until the first
   failure (a process without a shared store never shows it).
+- ``nessen_log_lines_dropped_total``: counter; log lines dropped because the log
+  destination did not keep up (the buffer of ``LOG_BUFFER_SIZE`` was full) or failed
+  (``EPIPE``), read from :func:`nessen.observability.logs.log_drops` on every flush; with
+  several workers, the sum of theirs (the supervisor's own few lines are counted in its
+  log's count line only: it serves no ``/metrics``).
 - ``process_*``, ``python_*``: prometheus-client's process, platform and GC collectors.
 
 Cardinality is bounded by construction: ``route`` is the route template (``/users/{id}``)
@@ -63,7 +68,9 @@ prometheus-client's files when it starts and calls
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -84,6 +91,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from nessen.observability.logs import log_drops
 from nessen.observability.process import ProcessStats, read_process_stats
 from nessen.observability.sinks import OTHER_METHOD, UNMATCHED, Tags
 
@@ -97,6 +105,9 @@ OVERFLOW_ROUTE = "overflow"
 """The ``route`` label once ``max_routes`` distinct routes have been seen."""
 STATES = ("STARTING", "READY", "DEGRADED", "DRAINING", "STOPPING")
 """The values of ``nessen_state``'s ``state`` label."""
+LOG_DROPS_NAME = "nessen_log_lines_dropped_total"
+"""The counter of log lines dropped (see :mod:`nessen.observability.logs`)."""
+LOG_DROPS_HELP = "Log lines dropped because the log destination (stderr) did not keep up or failed."
 
 EXPOSITION_REUSE = 0.25
 """Seconds a rendered exposition is served again before the registry is read anew."""
@@ -120,6 +131,36 @@ and exposed as the counter ``process_cpu_seconds_total``."""
 
 _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 _SIZE_BOUNDS = (*SIZE_BUCKETS, float("inf"))
+
+
+class _MultiProcessCollector(MultiProcessCollector):
+    """prometheus-client's collector, skipping files another process has not yet sized.
+
+    ``MmapedDict`` creates its file at 0 bytes and sizes it a moment later; reading it in
+    that moment raises ``struct.error`` and fails the whole merge (prometheus/client_python
+    #1199, open). Registering the collector reads every file, so a worker starting next
+    to another crashed at startup, and a scrape could fail the same way.
+    """
+
+    def collect(self) -> Iterable[Any]:
+        """The merged metrics of every worker's files that hold a header."""
+        files = [
+            name
+            for name in glob.glob(os.path.join(self._path, "*.db"))
+            if _file_size(name) >= _HEADER_BYTES
+        ]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+
+
+_HEADER_BYTES = 4
+"""An ``MmapedDict`` file starts with its used size, a 4-byte integer."""
+
+
+def _file_size(name: str) -> int:
+    try:
+        return os.path.getsize(name)
+    except OSError:  # a dead worker's file removed meanwhile
+        return 0
 
 
 class _Pending:
@@ -264,6 +305,10 @@ class PrometheusMetrics:
         self.reuse_seconds = reuse_seconds
         self.before_render: Callable[[], None] | None = None
         self._rendered: dict[str, tuple[float, bytes]] = {}  # content type -> (when, bytes)
+        self.log_lines_dropped = Counter(
+            LOG_DROPS_NAME.removesuffix("_total"), LOG_DROPS_HELP, registry=own
+        )
+        self._log_drops_counted = 0
         self._store_errors: Counter | None = None  # created by the first store_error()
         self._accept_errors: Counter | None = None  # created by the first accept_failed()
         self._state_children = {name: self.state.labels(name) for name in STATES}
@@ -284,6 +329,7 @@ class PrometheusMetrics:
                 "nessen_event_loop_lag_seconds",
                 "nessen_store_errors_total",
                 "nessen_accept_errors_total",
+                LOG_DROPS_NAME,
             }
         )
 
@@ -351,6 +397,10 @@ class PrometheusMetrics:
 
     def flush(self) -> None:
         """Add the counts accumulated since the last flush to the prometheus-client metrics."""
+        dropped, _ = log_drops()
+        if dropped > self._log_drops_counted:
+            self.log_lines_dropped.inc(dropped - self._log_drops_counted)
+            self._log_drops_counted = dropped
         for series in self._by_labels.values():
             if series.count:
                 series.counter.inc(series.count)
@@ -535,19 +585,21 @@ class PrometheusMetrics:
 class _MultiProcessView(Collector):
     """prometheus-client's ``MultiProcessCollector``, the CPU time shown as a counter.
 
+    Files another process has not sized yet are skipped (see :class:`_MultiProcessCollector`).
+
     Each worker keeps its CPU time in a ``liveall`` gauge (the only kind that stays per
     process and leaves with it), exposed as what it is, ``process_cpu_seconds_total``.
     """
 
     def __init__(self) -> None:
-        self._inner = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        self._inner = _MultiProcessCollector(None)  # type: ignore[no-untyped-call]
 
     def describe(self) -> Iterable[Metric]:
         """Nothing: the names are only known by reading every worker's file, at a scrape."""
         return []
 
     def collect(self) -> Iterable[Metric]:
-        for family in self._inner.collect():  # type: ignore[no-untyped-call]
+        for family in self._inner.collect():
             if family.name == "process_cpu_seconds" and family.type == "gauge":
                 counter = Metric(family.name, family.documentation, "counter")
                 counter.samples = [

@@ -39,7 +39,7 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
     body = response.json()
     assert list(body) == [
         "ok", "state", "uptime_ms", "requests", "memory", "cpu_percent",
-        "event_loop_lag_ms", "pid", "version",
+        "event_loop_lag_ms", "logs", "pid", "version",
     ]  # fmt: skip
     assert body["ok"] is True
     assert body["state"] == "READY"
@@ -63,6 +63,9 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
     assert body["memory"]["rss_bytes"] > 10 * 1024 * 1024
     assert isinstance(body["cpu_percent"], float)
     assert isinstance(body["event_loop_lag_ms"], float)
+    assert list(body["logs"]) == ["lines_dropped", "dropping"]
+    assert isinstance(body["logs"]["lines_dropped"], int)
+    assert isinstance(body["logs"]["dropping"], bool)
     assert body["pid"] == os.getpid()
     assert body["version"] == nessen.__version__
 

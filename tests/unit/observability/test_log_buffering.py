@@ -40,12 +40,14 @@ def test_lines_below_the_flush_level_are_written_in_one_batch() -> None:
     handler.close()
 
 
-def test_an_error_is_written_at_once_with_what_came_before() -> None:
+def test_an_error_wakes_the_writer_at_once_with_what_came_before() -> None:
     stream = CountingStream()
     handler = BufferedStreamHandler(stream, interval=3600.0)
     logger = make_logger(handler, "test.buffered.error")
     logger.info("before")
+    assert not stream.wrote.is_set()
     logger.error("boom")
+    assert stream.wrote.wait(10.0)  # the writer thread, not the hour's timer
     assert stream.getvalue() == "before\nboom\n"
     handler.close()
 
@@ -58,6 +60,7 @@ def test_the_size_bound_triggers_a_write() -> None:
         logger.info("x" * 9)  # 10 characters each with the newline
     assert stream.writes == 0
     logger.info("x" * 9)
+    assert stream.wrote.wait(10.0)
     assert stream.writes == 1
     handler.close()
 
@@ -126,6 +129,7 @@ def test_a_5xx_access_line_is_written_at_once_with_the_lines_before_it() -> None
     handler.write_access(
         formatter, 2.0, "ERROR", "nessen.access", access_fields(2, 500), logging.ERROR
     )
+    assert stream.wrote.wait(10.0)
     assert stream.writes == 1
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2

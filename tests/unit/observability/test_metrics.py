@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
+import os
 import random
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from nessen.observability.logs import BufferedStreamHandler
 from nessen.observability.metrics import (
     DURATION_BUCKETS,
     OVERFLOW_ROUTE,
@@ -188,3 +191,19 @@ def test_the_sink_api_refuses_the_runtimes_names_and_changed_tags() -> None:
 def test_multiprocess_is_refused_when_prometheus_client_was_imported_without_it() -> None:
     with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
         PrometheusMetrics(multiprocess=True)
+
+
+def test_dropped_log_lines_are_counted_from_the_log_handlers() -> None:
+    metrics = PrometheusMetrics()
+    before = samples(metrics, prefix="nessen_log")[("nessen_log_lines_dropped_total", ())]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away: EPIPE
+    with open(write_end, "w") as stream:
+        handler = BufferedStreamHandler(stream, interval=3600.0)
+        for index in range(7):
+            handler.write_line(f"line {index}", logging.ERROR)
+        handler.close()
+    assert handler.lines_dropped == 7
+    after = samples(metrics, prefix="nessen_log")[("nessen_log_lines_dropped_total", ())]
+    assert after - before == 7.0
+    assert samples(metrics, prefix="nessen_log")[("nessen_log_lines_dropped_total", ())] == after

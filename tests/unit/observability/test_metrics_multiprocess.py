@@ -18,10 +18,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from nessen.observability.metrics import PrometheusMetrics
 
 WORKER = """
-import os, sys
+import logging, os, sys
+from nessen.observability.logs import BufferedStreamHandler
 from nessen.observability.metrics import PrometheusMetrics
 
 requests, lag, show = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "show"
+read_end, write_end = os.pipe()
+os.close(read_end)  # a log reader that went away: every line is dropped
+handler = BufferedStreamHandler(open(write_end, "w"))
+log = logging.getLogger("worker")
+log.handlers, log.propagate = [handler], False
+for _ in range(requests):
+    log.error("lost")
+handler.close()
 metrics = PrometheusMetrics()
 assert metrics.multiprocess
 for _ in range(requests):
@@ -120,6 +129,7 @@ def test_any_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
     assert found[("nessen_state", labels(state="READY"))] == 2.0  # two workers are READY
     assert found[("nessen_state", labels(state="DRAINING"))] == 0.0
     assert found[("nessen_event_loop_lag_seconds", ())] == 0.05  # the worst worker
+    assert found[("nessen_log_lines_dropped_total", ())] == 5.0  # one log line per request
 
     # The supervisor marks an exited worker dead: its gauges go, its counts stay.
     mark_process_dead(first_pid, str(tmp_path))
@@ -129,3 +139,13 @@ def test_any_worker_reports_the_sum_of_all_workers(tmp_path: Path) -> None:
     assert after[("http_requests_total", ok)] == 5.0
     assert after[("http_requests_active", ())] == 2.0
     assert after[("nessen_state", labels(state="READY"))] == 1.0
+
+
+def test_a_file_another_process_has_not_sized_yet_is_skipped(tmp_path: Path) -> None:
+    """prometheus-client creates each file at 0 bytes and sizes it a moment later; a worker
+    starting in that moment (or one killed in it, whose file stays) failed to start."""
+    (tmp_path / "counter_424242.db").touch()
+    (tmp_path / "gauge_livesum_424242.db").touch()
+    _, exposition = run_worker(tmp_path, 2, 0.010, show=True)
+    _, found = parse(exposition)
+    assert found[("http_requests_total", labels(method="GET", route="/a", status="200"))] == 2
