@@ -29,10 +29,11 @@ from nessen.asgi.lifespan import Lifespan
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
 from nessen.config import Config
 from nessen.http import Request, Response
-from nessen.http.request import RESPONSE_ERROR, FinishedHook
+from nessen.http.request import FinishedHook
+from nessen.middleware.access_log import access_recorder
 from nessen.middleware.request_id import valid_request_id
 from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
-from nessen.observability.logs import current_request_id, quote_field
+from nessen.observability.logs import current_request_id
 from nessen.runtime import Runtime
 from nessen.server import Server
 from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
@@ -93,8 +94,8 @@ class ASGIHandler:
     Every response carries ``X-Request-ID`` (a valid incoming one is reused, as the
     request-id middleware does), ``current_request_id`` is set while the app runs, and
     one ``nessen.access`` record is written per request when ``access_log`` is on, once
-    the server is done with the response (:meth:`log_access`, the request's
-    ``on_finished`` hook): what went out, and the ``outcome`` when not all of it did. An
+    the server is done with the response (the access-log middleware's record, as the
+    request's ``on_finished`` hook): what went out, and the ``outcome`` when not all of it did. An
     app that stops because its client went away (it got ``http.disconnect``) ends its
     request as ``client_disconnected``, not as an error.
 
@@ -111,12 +112,12 @@ class ASGIHandler:
         self.root_path = root_path
         self.server_address: tuple[str, int] | None = None
         """``scope["server"]``: the listening address, set by the host once bound."""
-        self.access_log: logging.Logger | None = None
-        """Where access records go (``nessen.access``), ``None`` for none."""
         self.max_response_bytes = 10 * 1024 * 1024
         self.error_response: Callable[[Request, BaseException], Response] = _plain_500
         """Builds (and logs) the 500 for an app that failed before its response."""
-        self._log_access: FinishedHook | None = None  # log_access, bound once
+        self._log_access: FinishedHook | None = None
+        """Writes a request's ``nessen.access`` record (the access-log middleware's own
+        :func:`~nessen.middleware.access_log.access_recorder`), ``None`` for none."""
 
     def configure(
         self,
@@ -128,8 +129,7 @@ class ASGIHandler:
         """Take the settings the host knows once it starts serving."""
         self.max_response_bytes = config.max_response_bytes
         self.error_response = error_response
-        self.access_log = logging.getLogger("nessen.access") if access_log else None
-        self._log_access = self.log_access if access_log else None
+        self._log_access = access_recorder() if access_log else None
 
     async def __call__(self, request: Request) -> Response | None:
         """Run the app for ``request``.
@@ -190,50 +190,6 @@ class ASGIHandler:
         finally:
             current_request_id.reset(token)
         return exchange.returned()
-
-    def log_access(
-        self,
-        request: Request,
-        response: Response | None,
-        status: int,
-        sent: int,
-        outcome: str | None,
-        duration: float,
-    ) -> None:
-        """Write the access record of one request (the access-log middleware's fields).
-
-        The request's ``on_finished`` hook: the server calls it with what went on the wire.
-        """
-        log = self.access_log
-        if log is None:
-            return
-        level = (
-            logging.ERROR
-            if status >= 500 or outcome == RESPONSE_ERROR
-            else logging.WARNING
-            if status >= 400
-            else logging.INFO
-        )
-        if not log.isEnabledFor(level):
-            return
-        log.log(
-            level,
-            "%s %s %d",
-            request.method,
-            quote_field(request.path),  # a path cannot pass for fields in a console line
-            status,
-            extra={
-                "request_id": request.id,
-                "method": request.method,
-                "path": request.path,
-                "route": request.route,
-                "status": status,
-                "duration_ms": round(duration * 1000.0, 3),
-                "bytes": sent,
-                "client_ip": request.client_ip,
-                "outcome": outcome,
-            },
-        )
 
 
 def _plain_500(request: Request, exc: BaseException) -> Response:

@@ -44,7 +44,7 @@ ACCESS_FIELDS = (
 """The fields of every access record, in order (``route`` and ``outcome`` only when set)."""
 
 
-def logging_middleware(
+def access_recorder(
     *,
     logger: logging.Logger | str = "nessen.access",
     log_headers: bool = False,
@@ -52,47 +52,16 @@ def logging_middleware(
     redact_headers: Iterable[str] = (),
     max_body_chars: int = 1024,
     sample_2xx: float = 1.0,
-    exclude_paths: Iterable[str] = (),
     trusted_networks: Iterable[Network] | None = None,
     sampler: Callable[[], float] = random.random,
-) -> Middleware:
-    """Build the access-log middleware; it belongs right inside the request-id middleware.
+) -> FinishedHook:
+    """Build the function that writes one request's access record from what went out.
 
-    It registers the request's :attr:`~nessen.http.Request.on_finished` hook (keeping one
-    an outer middleware set), so the server writes the record once the response is over:
-    whole, cut, or answered by the server instead (503 after ``request_timeout``, the
-    ``shutdown_cut`` of a drain). Levels follow the status sent: 5xx ``ERROR``, 4xx
-    ``WARNING``, anything else ``INFO`` (a client that went away mid-response is an INFO
-    line with ``outcome`` ``client_disconnected``); a response that failed after its
-    status line went out (``outcome`` ``response_error``) is ``ERROR``. Nothing is built
-    for a level the logger would drop.
-
-    Args:
-        logger: The logger or its name.
-        log_headers: Add ``headers`` (request) and ``response_headers`` fields: dicts of
-            lower-case name to value (repeated fields joined with ``", "``), with
-            Authorization, Cookie, Set-Cookie, Proxy-Authorization and ``redact_headers``
-            replaced by ``"[redacted]"``. The response's are those of the response sent
-            (none for an answer the server made itself).
-        log_body: Add a ``body`` field: the request content, UTF-8 decoded (undecodable
-            bytes replaced), cut to ``max_body_chars`` characters.
-        redact_headers: More header names to redact (case-insensitive), e.g. ``X-Api-Key``.
-        max_body_chars: Longest logged body, in characters.
-        sample_2xx: Fraction of 2xx records kept, 0.0..1.0; 4xx, 5xx and records with an
-            ``outcome`` are always kept. The decision is made before the record is built.
-        exclude_paths: Exact paths never logged, e.g. ``{"/health", "/ready"}`` to keep
-            probes out of the log.
-        trusted_networks: ``None`` (default): ``client_ip`` is ``ctx.client_ip``, the
-            server's answer under ``TRUST_PROXY``. A list: proxies whose
-            ``X-Forwarded-For`` this log believes instead, from the socket peer.
-        sampler: Returns a float in [0, 1); a record is kept when it is below
-            ``sample_2xx`` (tests pass a fixed one).
-
-    Returns:
-        The middleware. ``duration_ms`` runs from the request's first byte to the last
-        byte of the response handed to the kernel (or to the cut), as
-        ``http_request_duration_seconds``; ``bytes`` is the content handed to the kernel
-        (0 for HEAD, 204 and 304; see :attr:`~nessen.http.Request.on_finished`).
+    It is a :attr:`~nessen.http.Request.on_finished` hook: the server calls it once per
+    request with the status sent, the content bytes handed to the kernel, the ``outcome``
+    and the duration. :func:`logging_middleware` registers one for every request it sees;
+    the ASGI host registers one for the app's requests. The arguments are
+    :func:`logging_middleware`'s (but ``exclude_paths``, which is the middleware's choice).
 
     Raises:
         ValueError: ``sample_2xx`` outside 0.0..1.0 or ``max_body_chars < 0``.
@@ -105,7 +74,6 @@ def logging_middleware(
     name = log.name
     enabled_for = log.isEnabledFor
     handle = log.handle
-    excluded = frozenset(exclude_paths)
     redacted = REDACTED_HEADERS | {header.lower() for header in redact_headers}
     client_of = None if trusted_networks is None else client_address_resolver(trusted_networks)
     sampling = sample_2xx < 1.0
@@ -171,6 +139,76 @@ def logging_middleware(
             text = request.body[: max_body_chars * 4].decode("utf-8", "replace")
             extra["body"] = text[:max_body_chars]
         handle(log_record)
+
+    return record
+
+
+def logging_middleware(
+    *,
+    logger: logging.Logger | str = "nessen.access",
+    log_headers: bool = False,
+    log_body: bool = False,
+    redact_headers: Iterable[str] = (),
+    max_body_chars: int = 1024,
+    sample_2xx: float = 1.0,
+    exclude_paths: Iterable[str] = (),
+    trusted_networks: Iterable[Network] | None = None,
+    sampler: Callable[[], float] = random.random,
+) -> Middleware:
+    """Build the access-log middleware; it belongs right inside the request-id middleware.
+
+    It registers the request's :attr:`~nessen.http.Request.on_finished` hook (keeping one
+    an outer middleware set), so the server writes the record once the response is over:
+    whole, cut, or answered by the server instead (503 after ``request_timeout``, the
+    ``shutdown_cut`` of a drain). Levels follow the status sent: 5xx ``ERROR``, 4xx
+    ``WARNING``, anything else ``INFO`` (a client that went away mid-response is an INFO
+    line with ``outcome`` ``client_disconnected``); a response that failed after its
+    status line went out (``outcome`` ``response_error``) is ``ERROR``. Nothing is built
+    for a level the logger would drop.
+
+    Args:
+        logger: The logger or its name.
+        log_headers: Add ``headers`` (request) and ``response_headers`` fields: dicts of
+            lower-case name to value (repeated fields joined with ``", "``), with
+            Authorization, Cookie, Set-Cookie, Proxy-Authorization and ``redact_headers``
+            replaced by ``"[redacted]"``. The response's are those of the response sent
+            (none for an answer the server made itself).
+        log_body: Add a ``body`` field: the request content, UTF-8 decoded (undecodable
+            bytes replaced), cut to ``max_body_chars`` characters.
+        redact_headers: More header names to redact (case-insensitive), e.g. ``X-Api-Key``.
+        max_body_chars: Longest logged body, in characters.
+        sample_2xx: Fraction of 2xx records kept, 0.0..1.0; 4xx, 5xx and records with an
+            ``outcome`` are always kept. The decision is made before the record is built.
+        exclude_paths: Exact paths never logged, e.g. ``{"/health", "/ready"}`` to keep
+            probes out of the log.
+        trusted_networks: ``None`` (default): ``client_ip`` is ``ctx.client_ip``, the
+            server's answer under ``TRUST_PROXY``. A list: proxies whose
+            ``X-Forwarded-For`` this log believes instead, from the socket peer.
+        sampler: Returns a float in [0, 1); a record is kept when it is below
+            ``sample_2xx`` (tests pass a fixed one).
+
+    Returns:
+        The middleware. ``duration_ms`` runs from the request's first byte to the last
+        byte of the response handed to the kernel (or to the cut), as
+        ``http_request_duration_seconds``; ``bytes`` is the content handed to the kernel
+        (0 for HEAD, 204 and 304; see :attr:`~nessen.http.Request.on_finished`).
+
+    Raises:
+        ValueError: ``sample_2xx`` outside 0.0..1.0 or ``max_body_chars < 0``.
+    """
+    record = access_recorder(
+        logger=logger,
+        log_headers=log_headers,
+        log_body=log_body,
+        redact_headers=redact_headers,
+        max_body_chars=max_body_chars,
+        sample_2xx=sample_2xx,
+        trusted_networks=trusted_networks,
+        sampler=sampler,
+    )
+    enabled_for = (logging.getLogger(logger) if isinstance(logger, str) else logger).isEnabledFor
+    excluded = frozenset(exclude_paths)
+    error = logging.ERROR
 
     def access_log(request: Request, next: Next) -> Awaitable[Response]:
         # A plain function: it only registers the record, so no coroutine of its own.
