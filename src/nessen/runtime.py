@@ -574,16 +574,26 @@ class Runtime:
 
     def _admin_middleware(self, config: Config) -> list[Middleware]:
         """The built-ins in front of the admin listener: no CORS, rate limit or cache."""
+        options = self._stack_options()
+        if options is None:
+            return self._middleware_list()
+        options.update(cors=False, rate_limit=False, cache=False)
+        return default_stack(config, **options)
+
+    def _middleware_list(self) -> list[Middleware]:
+        """The built-ins given as a list at construction (empty for ``None``)."""
         chosen = self._builtins
-        if chosen is None:
-            return []
-        if isinstance(chosen, str | Mapping):
-            options: dict[str, Any] = {} if isinstance(chosen, str) else dict(chosen)
-            if not self.access_log:
-                options["access_log"] = False
-            options.update(cors=False, rate_limit=False, cache=False)
-            return default_stack(config, **options)
-        return list(chosen)
+        return [] if chosen is None or isinstance(chosen, str | Mapping) else list(chosen)
+
+    def _stack_options(self) -> dict[str, Any] | None:
+        """``default_stack``'s options as chosen at construction (``None``: a list, or none)."""
+        chosen = self._builtins
+        if not isinstance(chosen, str | Mapping):
+            return None
+        options: dict[str, Any] = {} if isinstance(chosen, str) else dict(chosen)
+        if not self.access_log:
+            options["access_log"] = False
+        return options
 
     async def _abort_start(self, reason: str, shutdown_deadline: float | None) -> None:
         """A start failed: enter STOPPING, close what was opened.
@@ -605,13 +615,8 @@ class Runtime:
 
     def _builtin_middleware(self, config: Config) -> list[Middleware]:
         """The built-in middleware chosen at construction, built from ``config``."""
-        chosen = self._builtins
-        if chosen is None:
-            return []
-        if isinstance(chosen, str | Mapping):
-            options: dict[str, Any] = {} if isinstance(chosen, str) else dict(chosen)
-            if not self.access_log:
-                options["access_log"] = False
+        options = self._stack_options()
+        if options is not None:
             status_on = self._status_page
             if status_on is None:
                 status_on = not config.production
@@ -627,7 +632,7 @@ class Runtime:
             if "redis" in (config.rate_limit_store, config.cache_store):
                 options["redis_store"] = self._open_redis(config)
             return default_stack(config, **options)
-        return list(chosen)
+        return self._middleware_list()
 
     def _open_redis(self, config: Config) -> RedisStore:
         """The shared store of this process (after the fork), wired to the lifecycle.
