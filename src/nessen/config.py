@@ -400,12 +400,7 @@ def _trust(value: Any) -> str | None:
         return None
     if not isinstance(value, tuple) or not value:
         return "must be true, false or a list of CIDRs"
-    for cidr in value:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except (ValueError, TypeError):
-            return f"{cidr!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)"
-    return None
+    return _networks(value)
 
 
 def _optional(rule: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
