@@ -105,8 +105,16 @@ class Config:
     """Seconds an idle persistent connection stays open, above common load balancers' 60 s
     (``IDLE_TIMEOUT``, ms)."""
     send_timeout: float = 30.0
-    """Seconds a client may leave our response unread before the connection is aborted
-    (``SEND_TIMEOUT``, ms)."""
+    """Longest wait, in seconds, for the client to take any of the output queued for it
+    (checked again after each such wait while output stays queued), and the grace period
+    before ``send_min_rate`` applies; then the connection is aborted (``SEND_TIMEOUT``,
+    ms). A long response that a client keeps reading is not cut by it."""
+    send_min_rate: int = 240
+    """Lowest average rate, in bytes per second, at which a client must take queued output
+    once it has been behind for ``send_timeout``; a slower one is aborted, so a reader
+    that takes a byte now and then cannot hold a connection and its response for ever.
+    0 turns the rate check off (``SEND_MIN_RATE``; Kestrel's MinResponseDataRate is 240
+    bytes/s too)."""
 
     max_connections: int = 10_000
     """Open connections per worker; more get 503 and close (``MAX_CONNECTIONS``)."""
@@ -480,6 +488,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "request_timeout": _seconds(0.001, DAY_SECONDS),
     "idle_timeout": _seconds(0.001, DAY_SECONDS),
     "send_timeout": _seconds(0.001, DAY_SECONDS),
+    "send_min_rate": _int_range(0, 1024 * 1024 * 1024, "bytes per second"),
     "max_connections": _int_range(1, 1_000_000),
     "max_concurrent_requests": _int_range(1, 1_000_000),
     "max_requests_per_connection": _int_range(0, 1 << 31),
@@ -588,6 +597,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("request_timeout", ("REQUEST_TIMEOUT",), _parse_ms),
     _EnvSpec("idle_timeout", ("IDLE_TIMEOUT",), _parse_ms),
     _EnvSpec("send_timeout", ("SEND_TIMEOUT",), _parse_ms),
+    _EnvSpec("send_min_rate", ("SEND_MIN_RATE",), _parse_int),
     _EnvSpec("max_connections", ("MAX_CONNECTIONS",), _parse_int),
     _EnvSpec("max_concurrent_requests", ("MAX_CONCURRENT_REQUESTS",), _parse_int),
     _EnvSpec("max_requests_per_connection", ("MAX_REQUESTS_PER_CONNECTION",), _parse_int),

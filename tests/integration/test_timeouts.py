@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -303,6 +304,85 @@ def test_client_that_stops_reading_a_stream_is_cut_after_send_timeout(
     with RawClient(server.address) as client:
         health = json.loads(client.request(get("/api/health")).body)
     assert health["requests"]["rejected"] == {"send_timeout": 1}
+
+
+LARGE = 32 * 1024 * 1024
+SEND_TIMEOUT = 1.0
+
+
+def _large_runtime() -> Any:
+    runtime = echo_runtime()
+    content = b"L" * LARGE
+
+    @runtime.route.get("/large")
+    async def large(ctx):  # type: ignore[no-untyped-def]
+        return Response(200, content, content_type="application/octet-stream")
+
+    return runtime
+
+
+def _read_paced(client: RawClient, piece: int, gap: float) -> int:
+    """Read ``piece`` bytes at most per ``gap`` seconds until EOF; return the bytes read.
+
+    The gap is the input here (a client that reads at a given pace), not a wait for an
+    event. Headers are counted as well: the caller compares with a bound, not exactly.
+    """
+    client.sock.settimeout(30.0)
+    total = 0
+    while True:
+        try:
+            data = client.sock.recv(piece)
+        except ConnectionResetError:
+            return total
+        if not data:
+            return total
+        total += len(data)
+        time.sleep(gap)
+
+
+def test_a_client_reading_a_large_response_steadily_is_not_cut_by_send_timeout(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SEND_TIMEOUT is about a client that stops reading, not a response that takes long.
+
+    32 MiB to a client reading 64 KiB per 5 ms (at most about 12 MiB/s) takes seconds, with
+    output queued in the server all along: several times ``send_timeout``, which was the
+    deadline for all of it (a 10 MB download to a phone was cut at 30 s).
+    """
+    server = serve(_large_runtime(), send_timeout=SEND_TIMEOUT, max_response_bytes=2 * LARGE)
+    with (
+        caplog.at_level(logging.INFO, logger="nessen.server"),
+        RawClient(server.address, timeout=30.0) as client,
+    ):
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.send(b"GET /large HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        received = _read_paced(client, 65536, 0.005)
+    assert received > LARGE  # the whole content, and its head
+    assert not [r for r in caplog.records if r.__dict__.get("reason", "").startswith("send_")]
+
+
+def test_a_client_reading_below_send_min_rate_is_cut(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader that keeps taking a little is cut once its average falls below the rate."""
+    server = serve(
+        _large_runtime(),
+        send_timeout=SEND_TIMEOUT,
+        send_min_rate=4 * 1024 * 1024,  # 4 MiB/s; the client below reads under 1 MiB/s
+        max_response_bytes=2 * LARGE,
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="nessen.server"),
+        RawClient(server.address, timeout=30.0) as client,
+    ):
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.send(b"GET /large HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        received = _read_paced(client, 16384, 0.02)
+    assert received < LARGE
+    (record,) = [r for r in caplog.records if r.__dict__.get("reason", "").startswith("send_")]
+    assert record.__dict__["reason"] == "send_too_slow"
+    assert record.__dict__["path"] == "/large"
+    assert "send_min_rate" in record.getMessage()
 
 
 def _connection_ends_within(client: RawClient, seconds: float) -> bool:

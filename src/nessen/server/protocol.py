@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import re
 import socket
 import struct
+import sys
+import termios
 import time
 from collections import deque
 from collections.abc import AsyncIterable
@@ -180,6 +183,9 @@ class HttpProtocol(asyncio.Protocol):
         self._tail_content = 0  # content bytes in the last write that carried content
         self._tail_after = 0  # bytes written after those (chunk framing, the last chunk)
         self._unsent = 0  # bytes queued in the transport when last seen (paused or cut)
+        self._behind_since = 0.0  # loop.time() when output last started to stay queued
+        self._behind_taken = 0  # bytes the client took from the queue since then
+        self._behind_queued = 0  # bytes queued for it (ours and the kernel's) at last look
         self._cut_reason: str | None = None  # why the connection was aborted or lost
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
@@ -254,10 +260,14 @@ class HttpProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         """Output stays queued (the kernel's buffer is full): stop producing more."""
         self._writing_paused = True
-        self.write_deadline = self._loop.time() + self._config.send_timeout
+        now = self._loop.time()
+        self.write_deadline = now + self._config.send_timeout
+        self._behind_since = now
+        self._behind_taken = 0
         transport = self._transport
         if transport is not None:
             self._unsent = transport.get_write_buffer_size()
+            self._behind_queued = self._unsent + _kernel_queued(transport)
 
     def resume_writing(self) -> None:
         """All output went to the kernel: report a response that waited, resume writing."""
@@ -1557,18 +1567,44 @@ class HttpProtocol(asyncio.Protocol):
             self._linger()
 
     def on_write_timeout(self) -> None:
-        """The client left our output unread for send_timeout: abort, freeing the buffers.
+        """``send_timeout`` passed with output queued: go on if the client keeps up, else abort.
 
-        The socket is reset (``SO_LINGER`` 0) rather than closed: a plain close leaves the
-        kernel sending what it holds to the slow reader for as long as it keeps its window
-        open, which is the very resource the deadline is meant to take back.
+        The client keeps up when it took some of the queued output since the last check
+        and, in all, at least ``send_min_rate`` bytes per second since output began to stay
+        queued (nginx's ``send_timeout`` is the first rule; Kestrel's MinResponseDataRate
+        the second). Then the deadline moves on by ``send_timeout``. Otherwise the
+        connection is aborted, and the socket reset (``SO_LINGER`` 0) rather than closed: a
+        plain close leaves the kernel sending what it holds to the slow reader for as long
+        as it keeps its window open, which is the very resource the deadline is meant to
+        take back.
         """
         self.write_deadline = INF
+        config = self._config
+        transport = self._transport
+        reason = "send_timeout"
+        detail = f"client took none of our output for {config.send_timeout:g} s (send_timeout)"
+        if transport is not None and not self._closed:
+            self._unsent = transport.get_write_buffer_size()
+            queued = self._unsent + _kernel_queued(transport)
+            taken = self._behind_queued - queued
+            if taken > 0:
+                now = self._loop.time()
+                self._behind_queued = queued
+                self._behind_taken += taken
+                behind = now - self._behind_since
+                if self._behind_taken >= config.send_min_rate * behind:
+                    self.write_deadline = now + config.send_timeout
+                    return
+                reason = "send_too_slow"
+                detail = (
+                    f"client took {self._behind_taken} bytes of our output in {behind:.1f} s, "
+                    f"below send_min_rate {config.send_min_rate} bytes/s"
+                )
         current, pending = self._current, self._pending
         self._state.events.request_rejected(
-            "send_timeout",
+            reason,
             0,
-            f"client read nothing for {self._config.send_timeout:g} s (send_timeout)",
+            detail,
             self._client,
             current[0] if current else pending[0] if pending else None,
         )
@@ -1649,6 +1685,26 @@ class HttpProtocol(asyncio.Protocol):
             self._task.cancel()
         self._abort(SHUTDOWN_CUT)
         return cut is not None
+
+
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+"""The ioctl that reads a TCP socket's unacknowledged send queue (Linux's SIOCOUTQ)."""
+
+
+def _kernel_queued(transport: asyncio.Transport) -> int:
+    """Bytes in the kernel's send queue of ``transport``'s socket, not yet acknowledged.
+
+    ``SIOCOUTQ`` (Linux, ``TIOCOUTQ``); 0 where it is not available. With the transport's own
+    buffer, it shows a slow reader's progress at once: the kernel wakes a writer only once
+    a third of its send buffer (megabytes on a fast link) is free.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None or _OUTQ is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
