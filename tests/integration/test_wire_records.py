@@ -388,6 +388,43 @@ def test_an_asgi_app_s_client_leaving_mid_stream_is_an_info_line_without_traceba
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def starlette_reading_body(entered: threading.Event) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def upload(request: Any) -> JSONResponse:
+        entered.set()
+        body = await request.body()  # raises ClientDisconnect when the client has left
+        return JSONResponse({"received": len(body)})
+
+    return Starlette(routes=[Route("/upload", upload, methods=["POST"])])
+
+
+def test_an_asgi_app_raising_because_its_client_left_mid_upload_is_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette's ClientDisconnect from ``request.body()`` is the client's doing."""
+    entered = threading.Event()
+    server = LiveServer(ASGIHost(starlette_reading_body(entered), Config())).start()
+    try:
+        with caplog.at_level(logging.INFO), capture_logs() as access:
+            client = RawClient(server.address)
+            client.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+            client.send(b"x" * 1000)
+            assert entered.wait(DEADLINE)
+            client.close()  # mid-upload
+            (line,) = wait_for(access)
+    finally:
+        server.stop()
+    assert (line["outcome"], line["level"]) == ("client_disconnected", "info")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not [r for r in caplog.records if r.exc_info]
+    (note,) = [r for r in caplog.records if "ClientDisconnect" in r.getMessage()]
+    assert note.levelno == logging.INFO
+    assert note.__dict__["path"] == "/upload"
+
+
 def test_an_asgi_app_failing_before_its_response_has_the_500_in_its_access_line() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

@@ -203,6 +203,7 @@ class _Exchange:
     __slots__ = (
         "_body_read",
         "_channel",
+        "_client_gone",
         "_complete",
         "_declared",
         "_fields",
@@ -223,6 +224,7 @@ class _Exchange:
         self._channel = channel
         self._scope = scope
         self._body_read = False
+        self._client_gone = False  # receive() said so before the content was whole
         self._started = False
         self._responded = False
         self._complete = False
@@ -244,7 +246,7 @@ class _Exchange:
             try:
                 data, more = await channel.read()
             except ClientDisconnected:
-                self._body_read = True
+                self._body_read = self._client_gone = True
                 return {"type": "http.disconnect"}
             if not more:
                 self._body_read = True
@@ -378,7 +380,33 @@ class _Exchange:
         return response
 
     def failed(self, exc: Exception) -> Response | None:
-        """The app raised: a 500 if nothing was sent, else end what was begun."""
+        """The app raised: a 500 if nothing was sent, else end what was begun.
+
+        When the app had been told that its content would not come whole (``receive``
+        gave ``http.disconnect`` before the end: its client went away, or its content was
+        refused and answered), the exception is the app's reaction to that (Starlette's
+        ``ClientDisconnect`` from ``request.body()``, a 500 sent into the void): logged at
+        info without a traceback, and the request ends as for an app that stopped on
+        ``http.disconnect``.
+
+        Raises:
+            ClientDisconnected: As :meth:`returned`.
+        """
+        stream = self._stream
+        if self._client_gone:
+            request = self._request
+            logger.info(
+                "ASGI app raised %s: %s, after its request was over (client gone or content "
+                "refused)",
+                type(exc).__name__,
+                exc,
+                extra={"request_id": request.id, "method": request.method, "path": request.path},
+            )
+            if stream is not None and not stream.ended:
+                stream.fail(ClientDisconnected("the app stopped: its client went away"))
+            elif not self._responded:
+                raise ClientDisconnected("the app stopped: its client went away") from exc
+            return None
         if not self._responded:
             return self._server_error(exc)
         stream = self._stream

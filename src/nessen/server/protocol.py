@@ -251,7 +251,14 @@ class HttpProtocol(asyncio.Protocol):
             # close (nor can we, short of writing), and ASGI servers report both as
             # http.disconnect. Content already received is still read; what is queued is
             # still answered.
+            body_request, current = self._body_request, self._current
             self._close_channels()
+            if body_request is not None and current is not None and current[0] is body_request:
+                # It left in the middle of the content of the request being handled: that
+                # request cannot be completed, and nothing is queued ahead of it to
+                # answer. Whatever the app answers now would go to a client that is gone.
+                self._abort(CLIENT_DISCONNECTED)
+                return None
         if self.read_phase != LINGER and (self._busy or self._queue):
             self._close_after = True
             return True  # keep the transport open to write the pending responses
