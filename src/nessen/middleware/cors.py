@@ -131,7 +131,10 @@ def cors_middleware(
         if allow_credentials:
             fields.add("Access-Control-Allow-Credentials", "true")
         fields.add("Access-Control-Allow-Methods", method if any_method else methods_value)
-        allow = ", ".join(names) if any_header else headers_value
+        # Every name asked for is listed, safelisted ones too: Content-Type is safelisted
+        # only for three media types, so a browser sending JSON asks for it and fails
+        # the preflight unless the answer names it (Fetch, CORS-preflight fetch step 7).
+        allow = ", ".join(names) if any_header else _union(headers_value, names)
         if allow:
             fields.add("Access-Control-Allow-Headers", allow)
         fields.add("Access-Control-Max-Age", max_age_value)
@@ -206,3 +209,11 @@ def cors_error_fields(middleware: Middleware) -> ErrorFields | None:
         ``(raw request fields) -> field lines`` (``""`` when ``Origin`` is absent).
     """
     return _ERROR_FIELDS.get(middleware)
+
+
+def _union(configured: str, requested: list[str]) -> str:
+    """``configured`` (a field value) with the ``requested`` names it lacks appended."""
+    if not requested:
+        return configured
+    listed = [name for name in configured.split(", ") if name]
+    return ", ".join(dict.fromkeys([*listed, *requested]))
