@@ -219,7 +219,12 @@ def cache_middleware(
         if raw is None or raw[:1] != _RESPONSE:
             return None
         meta, _, body = raw[1:].partition(b"\n")
-        status, stored_at, content_type, fields = orjson.loads(meta)
+        status, stored_at, content_type, fields, *rest = orjson.loads(meta)
+        if rest and request.route is None:
+            # The route that built it: the access line and the per-route metrics count
+            # a hit under its route, as they counted the miss (entries stored before
+            # the route was kept have none).
+            request.route = rest[0]
         response = Response(status, body, headers=fields, content_type=content_type)
         response.headers.add("Age", str(max(0, int(now() - stored_at))))
         response.headers.add("X-Cache", "HIT")
@@ -250,7 +255,13 @@ def cache_middleware(
         if names is None:  # Vary: * never matches a later request (RFC 9111 §4.1)
             return
         meta = orjson.dumps(
-            [response.status, now(), response.content_type, response.headers.multi_items()]
+            [
+                response.status,
+                now(),
+                response.content_type,
+                response.headers.multi_items(),
+                request.route,
+            ]
         )
         entry = _RESPONSE + meta + b"\n" + response.body
         if names:

@@ -218,3 +218,20 @@ def test_a_scrape_catches_up_once_the_interval_has_passed(serve: ServeFactory) -
         while items_served(scrape(server.url)) != 1.0:
             assert time.monotonic() < deadline, "the exposition was never rendered again"
             time.sleep(0.05)
+
+
+def test_a_cache_hit_is_counted_under_its_route(serve: ServeFactory) -> None:
+    # The cache answers a hit before the router runs; the route the miss was built by is
+    # kept with the entry, so per-route dashboards see the traffic the cache serves.
+    runtime = Runtime(middleware={"cache": True}, access_log=False)
+
+    @runtime.route.get("/pages/{name}")
+    async def page(ctx: Request) -> Response:
+        return Response.text(f"page {ctx.params['name']}")
+
+    server = serve(runtime)
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        cached = [client.get("/pages/a").headers["x-cache"] for _ in range(3)]
+    assert cached == ["MISS", "HIT", "HIT"]
+    counted = values(scrape(server.url)["http_requests"], "http_requests_total")
+    assert counted == {labels(method="GET", route="/pages/{name}", status="200"): 3.0}
