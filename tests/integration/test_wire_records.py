@@ -502,6 +502,14 @@ REFUSED = [
         ("GET", "/c"),
     ),
     (
+        "a method the server does not implement",
+        {},
+        b"BREW /pot?sugar=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        501,
+        "method_not_implemented",
+        ("BREW", "/pot"),
+    ),
+    (
         "a path that climbs above /",
         {},
         b"GET /../etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n",

@@ -309,7 +309,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._on_upgrade()
         except httptools.HttpParserInvalidMethodError:
-            self._fail(_method_error(self._request_start(data, in_message, begun)))
+            start = self._method_start = self._request_start(data, in_message, begun)
+            self._fail(_method_error(start))
         except httptools.HttpParserError as exc:
             if str(exc) == "Invalid HTTP version":  # HTTP/1.2, HTTP/3.0: well-formed, unsupported
                 error = ProtocolError(
@@ -1403,18 +1404,26 @@ class HttpProtocol(asyncio.Protocol):
         """A request built for the log line of a refusal that came before its Request was.
 
         From the message being parsed: its method, its request target (as much as arrived,
-        for a 414) and the header fields read so far. ``None`` when no target arrived (the
-        request line itself was refused, or no request began).
+        for a 414) and the header fields read so far; for a method the parser refused, the
+        method and target from the request line's first bytes. ``None`` when no target
+        arrived (the request line was refused before it, or no request began).
         """
-        if not self._in_message or not self._url:
+        if not self._in_message:
             return None
-        target = b"".join(self._url)
+        if self._url:
+            method = self._parser.get_method().decode("ascii", "replace")
+            target = b"".join(self._url)
+        else:
+            words = (self._method_start or b"").lstrip(b"\r\n").split(b" ", 2)
+            if len(words) < 2 or not words[1]:
+                return None
+            method, target = words[0][:32].decode("latin-1"), words[1]
         try:
             path, query = split_target(target)
         except ProtocolError:  # the target itself was what is wrong: log it as it came
             path, query = target.partition(b"?")[0].decode("latin-1"), b""
         return Request(
-            self._parser.get_method().decode("ascii", "replace"),
+            method,
             target,
             path,
             query,
