@@ -371,6 +371,38 @@ def test_streamed_response_with_an_unsendable_header_gets_500(serve: ServeFactor
         assert client.buffer == b""
 
 
+@pytest.mark.parametrize("path", ["/value", "/stream"])
+def test_the_500_for_an_unsendable_response_keeps_its_id_cors_and_security_fields(
+    serve: ServeFactory, path: str
+) -> None:
+    # The middleware's fields on the refused response still describe the request: a
+    # browser reads the 500 (CORS), the id matches the log line, the policy stays.
+    server = serve(_cors_unsendable_runtime(), env="production")
+    with RawClient(server.address) as client:
+        response = client.request(get(path, extra="Origin: https://app.example\r\n"))
+    assert response.status == 500
+    assert response.header("x-name") is None
+    assert response.header("x-request-id") == json_body(response)["request_id"]
+    assert response.header("access-control-allow-origin") == "https://app.example"
+    assert response.header("x-content-type-options") == "nosniff"
+    assert "Origin" in (response.header("vary") or "").split(", ")
+
+
+def _cors_unsendable_runtime() -> Runtime:
+    runtime = Runtime(middleware={"cors": {"allow_origins": ["https://app.example"]}})
+    bad = "caf\u00e9 \u2615"
+
+    @runtime.route.get("/value")
+    async def value(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("x", headers={"X-Name": bad})
+
+    @runtime.route.get("/stream")
+    async def stream(ctx):  # type: ignore[no-untyped-def]
+        return Response.streaming(iter([b"x"]), headers={"X-Name": bad})
+
+    return runtime
+
+
 @pytest.mark.parametrize("status", [100, 101, 199, 600])
 def test_handler_status_outside_200_599_gets_500(serve: ServeFactory, status: int) -> None:
     runtime = Runtime(access_log=False)

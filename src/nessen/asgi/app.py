@@ -36,7 +36,12 @@ from nessen.http.request import (
 from nessen.http.target import split_target
 from nessen.observability.logs import configure_logging
 from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
-from nessen.server.writer import NO_CONTENT_STATUSES, ResponseError, status_line
+from nessen.server.writer import (
+    NO_CONTENT_STATUSES,
+    ResponseError,
+    carry_fields,
+    status_line,
+)
 
 if TYPE_CHECKING:
     from nessen.runtime import Runtime, _RuntimeEvents
@@ -278,7 +283,8 @@ class RuntimeASGI:
                     f"{config.max_response_bytes}"
                 )
         except ResponseError as exc:
-            response = events.handler_error(request, exc)
+            refused, response = response, events.handler_error(request, exc)
+            carry_fields(refused, response)
             status = response.status
             headers = _header_list(response)
         if response.stream is None:

@@ -49,6 +49,7 @@ from nessen.server.writer import (
     LAST_CHUNK,
     NO_CONTENT_STATUSES,
     ResponseError,
+    carry_fields,
     chunk,
     content_type_field,
     encode_fields,
@@ -920,7 +921,8 @@ class HttpProtocol(asyncio.Protocol):
                 return
             data, content_bytes = self._serialize(request, response, keep_alive)
         except ResponseError as exc:
-            response = state.events.handler_error(request, exc)
+            refused, response = response, state.events.handler_error(request, exc)
+            carry_fields(refused, response)
             data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)
         self._answered = True
         self._write(data)
@@ -1103,6 +1105,7 @@ class HttpProtocol(asyncio.Protocol):
                 head = self._head(request, response, keep, framing)
             except ResponseError as exc:
                 error = state.events.handler_error(request, exc)
+                carry_fields(response, error)
                 data, sent = self._serialize(request, error, False, check_size=False)
                 self._write(data)
                 self._tail_content, self._tail_after = sent, 0

@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 from nessen.errors import NessenError
 from nessen.http.headers import FIELD_NAME, SERVER_FIELDS
+from nessen.http.response import Response
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _PHRASES.update({413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"})
@@ -118,3 +119,46 @@ def simple_response(
         f"Content-Length: {len(body)}\r\n{extra}{connection}\r\n"
     )
     return text.encode("latin-1") + (b"" if head else body)
+
+
+KEPT_ON_REPLACEMENT = frozenset(
+    {
+        "x-request-id",
+        "vary",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "permissions-policy",
+        "content-security-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-resource-policy",
+        "cross-origin-embedder-policy",
+        "x-xss-protection",
+    }
+)
+"""Fields of a refused response that its replacement 500 keeps: they say which request it
+was (``X-Request-ID``), let a browser read the answer (CORS, ``Vary``) and keep the
+security policy the middleware chose; nothing that describes the refused content."""
+
+
+def carry_fields(original: object, replacement: Response) -> None:
+    """Copy :data:`KEPT_ON_REPLACEMENT` fields of a refused response to its replacement.
+
+    ``original`` is what the handler and middleware returned, which could not be sent
+    (a field with CR, LF or NUL, a bad status, content over ``max_response_bytes``); the
+    replacement is the server's 500. A kept field whose own value cannot be sent is
+    skipped, and one the replacement already has is not repeated.
+    """
+    if not isinstance(original, Response):
+        return
+    for name, value in original.headers.multi_items():
+        key = name.lower()
+        if key not in KEPT_ON_REPLACEMENT or replacement.has_field(key):
+            continue
+        if "\r" in value or "\n" in value or "\x00" in value or not value.isascii():
+            continue
+        replacement.headers.add(name, value)
