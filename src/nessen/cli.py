@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nessen._version import __version__
-from nessen.config import LOG_LEVELS, Config
+from nessen.config import LOG_LEVELS, Config, parse_bool
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, run
@@ -213,7 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     health = args.health_endpoints
     if health is None:
-        health = os.environ.get("HEALTH_ENDPOINTS", "").strip().lower() in ("1", "true", "yes")
+        raw = os.environ.get("HEALTH_ENDPOINTS", "")
+        try:
+            health = bool(raw.strip()) and parse_bool(raw)
+        except ValueError:
+            print("nessen: invalid configuration:", file=sys.stderr)
+            print(
+                f"  HEALTH_ENDPOINTS={raw!r}: not a boolean; must be true or false", file=sys.stderr
+            )
+            return EXIT_USAGE
     root_path = args.root_path
     if root_path is None:
         root_path = os.environ.get("ROOT_PATH", "")

@@ -541,7 +541,12 @@ def _parse_ms(raw: str) -> float:
     return float(text) / 1000.0
 
 
-def _parse_bool(raw: str) -> bool:
+def parse_bool(raw: str) -> bool:
+    """An environment variable's boolean: ``1/true/yes/on`` or ``0/false/no/off``, any case.
+
+    Raises:
+        ValueError: Anything else.
+    """
     text = raw.strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
@@ -613,7 +618,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("admin_allow", ("ADMIN_ALLOW",), _parse_list),
     _EnvSpec("shutdown_timeout", ("SHUTDOWN_TIMEOUT",), _parse_ms),
     _EnvSpec("shutdown_delay", ("SHUTDOWN_DELAY",), _parse_ms),
-    _EnvSpec("ready_when_degraded", ("READY_WHEN_DEGRADED",), _parse_bool),
+    _EnvSpec("ready_when_degraded", ("READY_WHEN_DEGRADED",), parse_bool),
     _EnvSpec("rate_limit_max", ("RATE_LIMIT_MAX",), _parse_int),
     _EnvSpec("rate_limit_window", ("RATE_LIMIT_WINDOW",), _parse_ms),
     _EnvSpec("rate_limit_max_keys", ("RATE_LIMIT_MAX_KEYS",), _parse_int),

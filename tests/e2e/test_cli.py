@@ -37,6 +37,7 @@ def test_version() -> None:
         ({"HEADERS_TIMEOUT": "-5"}, [], r"HEADERS_TIMEOUT='-5': .*\b1\.\.\d+ ms"),
         ({}, ["--port", "99999"], r"--port=99999: .*\b0\.\.65535\b"),
         ({}, ["--workers", "0"], r"--workers=0: .*\b1\.\.512\b"),
+        ({"HEALTH_ENDPOINTS": "maybe"}, [], r"HEALTH_ENDPOINTS='maybe': .*must be true or false"),
     ],
 )
 def test_invalid_configuration_exits_2_naming_the_setting_and_range(
