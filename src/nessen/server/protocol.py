@@ -188,6 +188,7 @@ class HttpProtocol(asyncio.Protocol):
         self._behind_taken = 0  # bytes the client took from the queue since then
         self._behind_queued = 0  # bytes queued for it (ours and the kernel's) at last look
         self._cut_reason: str | None = None  # why the connection was aborted or lost
+        self._kernel_discarded = False  # reset with SO_LINGER 0: the kernel's queue is lost
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
         self.read_phase = HEAD
         self.read_deadline = INF
@@ -1150,8 +1151,8 @@ class HttpProtocol(asyncio.Protocol):
                 await closer()
             status = response.status
             if self._cut_reason is not None or self._closed:
-                unsent = min(self._tail_content, max(0, self._unsent - self._tail_after))
                 outcome = self._cut_reason or CLIENT_DISCONNECTED
+                unsent = self._unsent_content(sent)
                 self._report(request, response, status, sent - unsent, outcome, started)
             elif self._writing_paused:  # all written, part still queued
                 self._wait_for_flush(request, response, status, sent, started)
@@ -1223,8 +1224,21 @@ class HttpProtocol(asyncio.Protocol):
         assert pending is not None
         self._pending = None
         request, response, status, sent, started = pending
-        unsent = min(self._tail_content, max(0, self._unsent - self._tail_after))
-        self._report(request, response, status, sent - unsent, self._cut_reason, started)
+        self._report(
+            request, response, status, sent - self._unsent_content(sent), self._cut_reason, started
+        )
+
+    def _unsent_content(self, sent: int) -> int:
+        """Content bytes of the response being reported that did not leave the server.
+
+        ``_unsent`` bytes were queued when the connection ended: in the transport only (at
+        most the last write, whose content is ``_tail_content``, followed by
+        ``_tail_after`` bytes of framing), or, after a reset that discards the kernel's
+        send queue too (``SEND_TIMEOUT``), also there, up to all ``sent`` content bytes
+        (chunk framing in that queue is then taken for content: a few bytes per chunk).
+        """
+        cap = sent if self._kernel_discarded else self._tail_content
+        return min(cap, max(0, self._unsent - self._tail_after))
 
     def _abort(self, reason: str) -> None:
         """Abort the connection for ``reason``, noting what output it drops."""
@@ -1628,12 +1642,17 @@ class HttpProtocol(asyncio.Protocol):
             current[0] if current else pending[0] if pending else None,
         )
         transport = self._transport
+        in_kernel = 0
         if transport is not None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
+                in_kernel = _kernel_queued(transport)
                 with contextlib.suppress(OSError):  # already gone: abort() is enough
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    self._kernel_discarded = True  # the reset drops the kernel's queue too
         self._abort(SEND_TIMEOUT)
+        if self._kernel_discarded:
+            self._unsent += in_kernel
 
     def on_drain(self) -> None:
         """The server is draining: close soon if idle, else after the current response.
