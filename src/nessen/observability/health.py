@@ -29,7 +29,7 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
     requests.p99_ms
     requests.max_ms     float  the longest request over the same window (exact); null when
                                none finished then
-    requests.avg_response_bytes  float  mean content bytes per response
+    requests.avg_response_bytes  float  mean content bytes per response (null before any)
     requests.rejected   {reason: count}  the server's refusals since start
     memory.rss_bytes    int    resident set size
     cpu_percent         float  process CPU over the last 1 s, percent of one core
@@ -238,7 +238,7 @@ def install_health_routes(
                 "p95_ms": p95,
                 "p99_ms": p99,
                 "max_ms": longest,
-                "avg_response_bytes": round(stats.average_bytes, 1),
+                "avg_response_bytes": round(stats.average_bytes, 1) if stats.total else None,
                 "rejected": dict(stats.rejected),
             },
             memory={"rss_bytes": recent_rss_bytes()},

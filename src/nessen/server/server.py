@@ -115,19 +115,22 @@ def raise_open_file_limit(config: Config) -> tuple[int, int]:
                 needed,
             )
     if soft != resource.RLIM_INFINITY and soft < needed:
+        room = soft - (needed - config.max_connections)
         logger.warning(
             "the open-file limit (RLIMIT_NOFILE) is %d (hard limit %d), below the %d that "
             "MAX_CONNECTIONS=%d needs (plus %d in reserve for probes and %d for files, "
-            "Redis and logs): past about %d connections, new ones wait in the listen "
-            "queue; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit "
-            "nofile=) or lower MAX_CONNECTIONS",
+            "Redis and logs): %s; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=, "
+            "docker --ulimit nofile=) or lower MAX_CONNECTIONS",
             soft,
             hard,
             needed,
             config.max_connections,
             PROBE_RESERVE,
             needed - config.max_connections - PROBE_RESERVE,
-            max(0, soft - (needed - config.max_connections)),
+            f"past about {room} connections, new ones wait in the listen queue"
+            if room > 0
+            else "the reserve alone is over it, so connections may wait in the listen queue "
+            "from the first one",
         )
     return soft, hard
 

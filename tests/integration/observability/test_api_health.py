@@ -183,14 +183,13 @@ def test_api_health_runs_no_check_while_the_state_refuses_traffic(serve: ServeFa
     assert calls == 0
 
 
-def test_with_no_sample_the_percentiles_and_max_are_null(serve: ServeFactory) -> None:
+def test_with_no_sample_the_percentiles_max_and_average_are_null(serve: ServeFactory) -> None:
     server = serve(timed())
     with httpx.Client(base_url=server.url, trust_env=False) as client:
         first = client.get("/api/health").json()["requests"]  # itself not finished yet
         assert client.get("/sleep/30").status_code == 200
         after = client.get("/api/health").json()["requests"]
-    assert {k: first[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")} == dict.fromkeys(
-        ("p50_ms", "p95_ms", "p99_ms", "max_ms")
-    )
+    averages = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "avg_response_bytes")
+    assert {k: first[k] for k in averages} == dict.fromkeys(averages)
     assert after["max_ms"] >= 30.0
     assert after["p50_ms"] is not None
