@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from nessen import Response, Runtime
-from nessen.server.writer import ResponseError
+from nessen.server.h1.framing import ResponseError
 from tests.conftest import ServeFactory
 from tests.integration.wire import PHRASES, closed_cleanly, json_body
 from tests.rawhttp import RawClient, get

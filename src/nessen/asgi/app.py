@@ -35,13 +35,8 @@ from nessen.http.request import (
 )
 from nessen.http.target import split_target
 from nessen.observability.logs import configure_logging
+from nessen.server.h1.framing import NO_CONTENT_STATUSES, ResponseError, carry_fields, status_line
 from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
-from nessen.server.writer import (
-    NO_CONTENT_STATUSES,
-    ResponseError,
-    carry_fields,
-    status_line,
-)
 
 if TYPE_CHECKING:
     from nessen.runtime import Runtime, _RuntimeEvents

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import re
 import socket
 import struct
 import sys
@@ -43,8 +42,8 @@ from nessen.server.body import (
     RequestChannel,
     StreamedRequest,
 )
-from nessen.server.state import ServerState
-from nessen.server.writer import (
+from nessen.server.h1 import policy
+from nessen.server.h1.framing import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
     NO_CONTENT_STATUSES,
@@ -53,19 +52,15 @@ from nessen.server.writer import (
     chunk,
     content_type_field,
     encode_fields,
+    error_body,
     simple_response,
     status_line,
 )
+from nessen.server.h1.phase import BODY, HANDLING, HEAD, IDLE, LINGER, Phase, check_transition
+from nessen.server.state import ServerState
 
 INF = float("inf")
 logger = logging.getLogger("nessen.server")
-
-# What the read deadline of a connection is guarding.
-HEAD = 1  # waiting for (the rest of) a header section
-BODY = 2  # waiting for (the rest of) the content
-IDLE = 3  # persistent connection between requests
-NONE = 4  # a complete request is being handled; no read deadline
-LINGER = 5  # error sent, write side shut; discarding input before closing
 
 PROBE_RESERVE = 16
 """Connections accepted past max_connections only to see whether they are probes (paths in
@@ -75,8 +70,6 @@ OVER_LIMIT_HEADERS_TIMEOUT = 1.0
 """Header deadline, in seconds, for a connection accepted into that reserve."""
 CHUNK_OVERHEAD_SLACK = 64 * 1024
 """Bytes of chunked framing (sizes, extensions, trailers) allowed beyond twice the content."""
-_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-"""A Host field value: uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2); may be empty."""
 DRAIN_FRESH_GRACE = 2.0
 """Seconds a connection accepted just before a drain has to send its first request."""
 DRAIN_IDLE_GRACE = 0.5
@@ -93,12 +86,6 @@ HEAD_BACKSTOP_SLACK = 256 * 1024
 bound on what the parser buffers for one unterminated field line."""
 
 _SPECIAL_LENGTHS = frozenset({4, 6, 14, 17})  # host, expect, content-length, transfer-encoding
-_KNOWN_METHODS = {
-    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-}
-_UNKNOWN_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Z]+")
-"""A method token (RFC 9110 §9.1) without lower-case letters: one llhttp does not know
-gets 501; anything else its method check refuses is malformed (400)."""
 MAX_METHOD_START = 64
 """Bytes of a request's start kept while its method is read, to classify a bad method."""
 
@@ -190,10 +177,22 @@ class HttpProtocol(asyncio.Protocol):
         self._cut_reason: str | None = None  # why the connection was aborted or lost
         self._kernel_discarded = False  # reset with SO_LINGER 0: the kernel's queue is lost
         # Deadlines, in loop.time() seconds, checked by the server's ticker.
-        self.read_phase = HEAD
+        self.read_phase: Phase = HEAD
         self.read_deadline = INF
         self.handler_deadline = INF
         self.write_deadline = INF
+
+    def _enter(self, phase: Phase, deadline: float) -> None:
+        """Move to read ``phase`` with its read ``deadline`` (``loop.time()`` seconds or INF).
+
+        Raises:
+            IllegalTransition: Not a move :data:`~nessen.server.h1.phase.TRANSITIONS`
+                allows (checked unless Python runs with ``-O``).
+        """
+        if __debug__:
+            check_transition(self.read_phase, phase)
+        self.read_phase = phase
+        self.read_deadline = deadline
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -209,13 +208,12 @@ class HttpProtocol(asyncio.Protocol):
             self._client = (str(peer[0]), int(peer[1]))
         state = self._state
         state.connections.add(self)
-        self.read_phase = HEAD
         self.read_deadline = self._loop.time() + self._config.headers_timeout
         if state.draining:  # accepted just before the listener closed: one request, soon
             self.read_deadline = self._loop.time() + DRAIN_FRESH_GRACE
         over = len(state.connections) - self._config.max_connections
         if over > PROBE_RESERVE:
-            self._refuse(_too_many_connections(self._config.max_connections))
+            self._refuse(policy.too_many_connections(self._config.max_connections))
         elif over > 0:  # kept only if it turns out to be a probe
             self._over_limit = True
             self.read_deadline = self._loop.time() + min(
@@ -261,7 +259,7 @@ class HttpProtocol(asyncio.Protocol):
                 # answer. Whatever the app answers now would go to a client that is gone.
                 self._abort(CLIENT_DISCONNECTED)
                 return None
-        if self.read_phase != LINGER and (self._busy or self._queue):
+        if self.read_phase is not LINGER and (self._busy or self._queue):
             self._close_after = True
             return True  # keep the transport open to write the pending responses
         return None
@@ -293,10 +291,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes to the parser; answer a protocol error; start queued requests."""
-        if self.read_phase == LINGER or self._stopped_parsing:
+        if self.read_phase is LINGER or self._stopped_parsing:
             return
         in_message, begun = self._in_message, self._messages_begun
-        in_body = self.read_phase == BODY
+        in_body = self.read_phase is BODY
         body_before = self._body_bytes if in_body else 0
         try:
             self._parser.feed_data(data)
@@ -312,23 +310,13 @@ class HttpProtocol(asyncio.Protocol):
             self._on_upgrade()
         except httptools.HttpParserInvalidMethodError:
             start = self._method_start = self._request_start(data, in_message, begun)
-            self._fail(_method_error(start))
+            self._fail(policy.method_error(start))
         except httptools.HttpParserError as exc:
-            if str(exc) == "Invalid HTTP version":  # HTTP/1.2, HTTP/3.0: well-formed, unsupported
-                error = ProtocolError(
-                    "HTTP version not supported (1.0 and 1.1 are)",
-                    status=505,
-                    reason="http_version",
-                )
-            else:
-                error = ProtocolError(
-                    f"malformed request: {exc}", status=400, reason="malformed_request"
-                )
-            self._fail(error)
+            self._fail(policy.parse_error(str(exc)))
         else:
             if (
                 in_body
-                and self.read_phase == BODY
+                and self.read_phase is BODY
                 and self._te_count
                 and self._messages_begun == begun
             ):
@@ -340,18 +328,12 @@ class HttpProtocol(asyncio.Protocol):
                 # no framing to count.
                 self._body_raw += len(data)
                 if self._body_raw > 2 * self._body_bytes + CHUNK_OVERHEAD_SLACK:
-                    self._fail(
-                        ProtocolError(
-                            f"{self._body_raw - self._body_bytes} bytes of chunk framing for "
-                            f"{self._body_bytes} bytes of content",
-                            reason="chunk_overhead",
-                        )
-                    )
+                    self._fail(policy.chunk_overhead(self._body_raw, self._body_bytes))
                     return
             if (
                 in_body
                 and self._body_bytes != body_before
-                and self.read_phase == BODY
+                and self.read_phase is BODY
                 and self._messages_begun == begun
             ):
                 self._body_progress()
@@ -366,11 +348,13 @@ class HttpProtocol(asyncio.Protocol):
                     # The request line ended after the target with no version: an HTTP/0.9
                     # client, which sends no header section and waits. (A newline at the end
                     # of ``data`` is this request's: it began before it.)
-                    self._fail(ProtocolError("HTTP/0.9 request line", reason="http_0_9"))
+                    self._fail(policy.http_0_9())
                     return
                 self._raw_head_bytes += len(data)
                 if self._raw_head_bytes > 2 * self._config.max_header_bytes + HEAD_BACKSTOP_SLACK:
-                    self._fail(_header_too_large(self._raw_head_bytes, self._config))
+                    self._fail(
+                        policy.header_too_large(self._raw_head_bytes, self._config.max_header_bytes)
+                    )
                     return
         if not self._busy and self._queue:
             self._process_queue()
@@ -417,9 +401,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_bytes = 0
         self._started = time.monotonic()
-        if self.read_phase != HEAD:  # a later request on this connection: from its first byte
-            self.read_phase = HEAD
-            self.read_deadline = self._loop.time() + self._config.headers_timeout
+        if self.read_phase is not HEAD:  # a later request on this connection: from its first byte
+            self._enter(HEAD, self._loop.time() + self._config.headers_timeout)
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target (llhttp may split it across reads)."""
@@ -428,12 +411,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url.append(url)
         self._url_bytes += len(url)
         if self._url_bytes > self._config.max_target_bytes:
-            raise ProtocolError(
-                f"request target is over {self._config.max_target_bytes} bytes "
-                f"(max_target_bytes); starts {b''.join(self._url)[:64]!r}",
-                status=414,
-                reason="uri_too_long",
-            )
+            raise policy.uri_too_long(b"".join(self._url), self._config.max_target_bytes)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One complete header field (or trailer field after the content)."""
@@ -441,20 +419,18 @@ class HttpProtocol(asyncio.Protocol):
         if not self._in_head:  # a trailer field: counted against the same budget, dropped
             self._head_bytes += size
             if self._head_bytes > self._config.max_header_bytes:
-                raise _header_too_large(self._head_bytes, self._config)
+                raise policy.header_too_large(self._head_bytes, self._config.max_header_bytes)
             return
         headers = self._raw_headers
         headers.append((name, value))
         self._head_bytes += size
         config = self._config
         if len(headers) > config.max_header_count:
-            raise ProtocolError(
-                f"more than {config.max_header_count} header fields (max_header_count)",
-                status=431,
-                reason="too_many_headers",
-            )
+            raise policy.too_many_headers(config.max_header_count)
         if self._head_bytes + self._url_bytes > config.max_header_bytes:
-            raise _header_too_large(self._head_bytes + self._url_bytes, config)
+            raise policy.header_too_large(
+                self._head_bytes + self._url_bytes, config.max_header_bytes
+            )
         if len(name) in _SPECIAL_LENGTHS:
             lower = name.lower()
             if lower == b"host":
@@ -474,61 +450,23 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         config = self._config
         version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            if version == "0.9":
-                raise ProtocolError("HTTP/0.9 request line", reason="http_0_9")
-            raise ProtocolError(
-                f"HTTP/{version} is not supported", status=505, reason="http_version"
-            )
-        raw_method = parser.get_method()
-        method = _KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
-        if method not in config.allowed_methods:
-            raise ProtocolError(
-                f"method {method[:32]!r} is not in allowed_methods",
-                status=501,
-                reason="method_not_implemented",
-            )
-        if self._host_count != 1 and (version == "1.1" or self._host_count > 1):
-            raise ProtocolError(
-                f"{self._host_count} Host fields; HTTP/1.1 needs exactly one (RFC 9112 §3.2)",
-                reason="missing_host" if self._host_count == 0 else "duplicate_host",
-            )
-        if self._host_count and not _HOST_VALUE.fullmatch(self._host):
-            raise ProtocolError(
-                f"Host {self._host[:64]!r} is not host[:port] (RFC 9112 §3.2)", reason="bad_host"
-            )
+        policy.check_version(version)
+        method = policy.method_name(parser.get_method(), config.allowed_methods)
+        policy.check_host(self._host_count, self._host, version)
         if self._te_count:
-            if version == "1.0":
-                raise ProtocolError(
-                    "Transfer-Encoding in an HTTP/1.0 request: framing is faulty (RFC 9112 §6.1)",
-                    reason="http10_transfer_encoding",
-                )
-            coding = self._transfer_encoding.strip().lower()
-            if self._te_count > 1 or coding != b"chunked":
-                raise ProtocolError(
-                    f"Transfer-Encoding {self._transfer_encoding[:64]!r}: only a single "
-                    "'chunked' is supported",
-                    status=501,
-                    reason="unsupported_transfer_coding",
-                )
+            policy.check_transfer_coding(self._te_count, self._transfer_encoding, version)
         url = self._url
         target = url[0] if len(url) == 1 else b"".join(url)
         path, query = split_target(target)
         hosts = self._state.allowed_hosts
         if hosts and path not in config.probe_paths:
-            authority = self._host
-            if target[:1] != b"/" and target != b"*":
-                # absolute-form: its authority is the request's host, Host is ignored
-                # (RFC 9112 §3.2.2), so it is what the allowlist must judge.
-                authority = target.split(b"/", 3)[2].partition(b"?")[0].rpartition(b"@")[2]
+            authority = policy.request_authority(target, self._host)
             if not hosts.allows(authority):
-                raise ProtocolError(
-                    f"Host {authority[:64]!r} is not in allowed_hosts", reason="host_not_allowed"
-                )
+                raise policy.host_not_allowed(authority)
         if self._over_limit and path not in config.probe_paths:
-            raise _too_many_connections(config.max_connections)
+            raise policy.too_many_connections(config.max_connections)
         if self._content_length > config.max_body_bytes:
-            raise _body_too_large(self._content_length, config, declared=True)
+            raise policy.body_too_large(self._content_length, config.max_body_bytes, declared=True)
         state = self._state
         if self._streaming:
             self._start_streamed(method, target, path, query, version)
@@ -536,7 +474,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._content_length > 0 and (
             state.body_bytes + self._content_length > config.body_buffer_bytes
         ):
-            raise _body_buffer_full(state.body_bytes, config)
+            raise policy.body_buffer_full(state.body_bytes, config.body_buffer_bytes)
         self._parsing = Request(
             method,
             target,
@@ -550,21 +488,13 @@ class HttpProtocol(asyncio.Protocol):
         self._parsing_keep_alive = parser.should_keep_alive()
         if self._content_length > 0 or self._te_count:
             self._start_body()
-            expect = self._expect
-            if expect is not None and version == "1.1":
-                if expect.strip().lower() != b"100-continue":
-                    raise ProtocolError(
-                        f"Expect {expect[:64]!r} is not supported",
-                        status=417,
-                        reason="expectation_failed",
-                    )
+            if policy.expects_continue(self._expect, version):
                 if self._busy or self._queue:
                     self._continue_pending = True
                 else:
                     self._write(CONTINUE_RESPONSE)
         else:
-            self.read_phase = NONE
-            self.read_deadline = INF
+            self._enter(HANDLING, INF)
 
     def _start_streamed(
         self, method: str, target: bytes, path: str, query: bytes, version: str
@@ -589,19 +519,9 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = self._parsing_keep_alive = self._parser.should_keep_alive()
         if not (self._content_length > 0 or self._te_count):
             request.channel = RequestChannel(complete=True, on_respond=self._respond_early)
-            self.read_phase = NONE
-            self.read_deadline = INF
+            self._enter(HANDLING, INF)
             return
-        expect = self._expect
-        expect_continue = False
-        if expect is not None and version == "1.1":
-            if expect.strip().lower() != b"100-continue":
-                raise ProtocolError(
-                    f"Expect {expect[:64]!r} is not supported",
-                    status=417,
-                    reason="expectation_failed",
-                )
-            expect_continue = True
+        expect_continue = policy.expects_continue(self._expect, version)
         channel = request.channel = RequestChannel(
             complete=False,
             on_consumed=self._body_consumed,
@@ -667,7 +587,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_phase in (HEAD, BODY) and self.read_deadline == INF:
             now = self._loop.time()
             self.read_deadline = now + self._read_time_left
-            if self.read_phase == BODY:
+            if self.read_phase is BODY:
                 held = now - self._held_at
                 self._body_started += held
                 self._body_last += held
@@ -677,8 +597,7 @@ class HttpProtocol(asyncio.Protocol):
         now = self._loop.time()
         self._body_raw = 0
         self._body_started = self._body_last = now
-        self.read_phase = BODY
-        self.read_deadline = now + self._config.body_timeout
+        self._enter(BODY, now + self._config.body_timeout)
 
     def _body_progress(self) -> None:
         """Content arrived: the body deadline moves on.
@@ -692,12 +611,9 @@ class HttpProtocol(asyncio.Protocol):
         """
         config = self._config
         now = self._body_last = self._loop.time()
-        deadline = now + config.body_timeout
-        rate = config.body_min_rate
-        if rate:
-            by_rate = self._body_started + max(config.body_timeout, self._body_bytes / rate)
-            if by_rate < deadline:
-                deadline = by_rate
+        deadline = policy.body_deadline(
+            self._body_started, now, self._body_bytes, config.body_timeout, config.body_min_rate
+        )
         if self.read_deadline == INF:  # held: runs on from here when reading resumes
             self._read_time_left = max(0.0, deadline - now)
         else:
@@ -724,12 +640,12 @@ class HttpProtocol(asyncio.Protocol):
         self._body_bytes += size
         config = self._config
         if self._body_bytes > config.max_body_bytes:
-            raise _body_too_large(self._body_bytes, config, declared=False)
+            raise policy.body_too_large(self._body_bytes, config.max_body_bytes, declared=False)
         state = self._state
         state.body_bytes += size
         self._held += size
         if state.body_bytes > config.body_buffer_bytes:
-            raise _body_buffer_full(state.body_bytes - size, config)
+            raise policy.body_buffer_full(state.body_bytes - size, config.body_buffer_bytes)
         channel = self._body_channel
         if channel is None:
             self._body.append(body)
@@ -745,8 +661,7 @@ class HttpProtocol(asyncio.Protocol):
         if request is None:  # pragma: no cover - llhttp always calls headers_complete first
             return
         self._parsing = None
-        self.read_phase = NONE
-        self.read_deadline = INF
+        self._enter(HANDLING, INF)
         queue = self._queue
         channel = self._body_channel
         if channel is not None:  # streaming mode: queued when its header section ended
@@ -791,7 +706,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(error, request=None)
             return
         if self._close_after:
-            if self.read_phase != LINGER:  # a lingering close ends on its own deadline
+            if self.read_phase is not LINGER:  # a lingering close ends on its own deadline
                 self._linger()
             return
         if self._state.draining and not self._begun_before_drain():
@@ -810,9 +725,8 @@ class HttpProtocol(asyncio.Protocol):
             self._reading_paused = False
             self._transport.resume_reading()
             self._release_read_deadline()
-        if self.read_phase == NONE:
-            self.read_phase = IDLE
-            self.read_deadline = self._loop.time() + self._config.idle_timeout
+        if self.read_phase is HANDLING:
+            self._enter(IDLE, self._loop.time() + self._config.idle_timeout)
 
     def _dispatch(self, request: Request, keep_alive: bool, started: float) -> None:
         """Start the handler for ``request``, unless draining or overloaded refuses it."""
@@ -1303,7 +1217,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write(
             simple_response(
                 error.status,
-                _error_body(error),
+                error_body(error.status, error.reason),
                 fixed_fields=self._state.fixed_fields,
                 extra=extra,
                 close=close,
@@ -1358,7 +1272,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write(
             simple_response(
                 error.status,
-                _error_body(error),
+                error_body(error.status, error.reason),
                 fixed_fields=self._state.fixed_fields,
                 extra=self._state.events.error_fields(request._raw_headers),  # CORS
                 content_type="application/json",
@@ -1370,7 +1284,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         current = self._current
         if current is not None:
-            sent = 0 if request.method == "HEAD" else len(_error_body(error))
+            sent = 0 if request.method == "HEAD" else len(error_body(error.status, error.reason))
             self._report(request, None, error.status, sent, error.reason, current[2], counted=False)
         # The handler is not cancelled: reading on, it learns that the content will not
         # come (an ASGI app gets http.disconnect) and can unwind; its response is dropped.
@@ -1386,8 +1300,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stopped_parsing = True
         self._in_head = False
         if self.read_phase in (HEAD, BODY):
-            self.read_phase = NONE
-            self.read_deadline = INF
+            self._enter(HANDLING, INF)
 
     def _refuse(self, error: ProtocolError, request: Request | None = None) -> None:
         """Send an error response and close, lingering so the client can read it."""
@@ -1401,7 +1314,7 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(
             simple_response(
                 error.status,
-                _error_body(error),
+                error_body(error.status, error.reason),
                 fixed_fields=self._state.fixed_fields,
                 extra=extra,
                 content_type="application/json",
@@ -1470,8 +1383,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-            self.read_phase = LINGER
-            self.read_deadline = self._loop.time() + LINGER_SECONDS
+            self._enter(LINGER, self._loop.time() + LINGER_SECONDS)
         else:  # pragma: no cover - TCP transports can always half-close
             transport.close()
 
@@ -1518,37 +1430,19 @@ class HttpProtocol(asyncio.Protocol):
                 )
                 self._close()
                 return
-            self._fail(
-                ProtocolError(
-                    f"header section not complete within {timeout:g} s (headers_timeout)",
-                    status=408,
-                    reason="headers_timeout",
-                )
-            )
+            self._fail(policy.headers_late(timeout))
         elif phase == BODY:
             config = self._config
-            rate = config.body_min_rate
-            by_rate = (
-                self._body_started + max(config.body_timeout, self._body_bytes / rate)
-                if rate
-                else INF
+            self._fail(
+                policy.body_late(
+                    self._body_started,
+                    self._body_last,
+                    self._body_bytes,
+                    self._loop.time(),
+                    config.body_timeout,
+                    config.body_min_rate,
+                )
             )
-            if self._body_last + config.body_timeout <= by_rate:  # the deadline that passed
-                error = ProtocolError(
-                    f"no content for {config.body_timeout:g} s (body_timeout)",
-                    status=408,
-                    reason="body_timeout",
-                )
-            else:
-                elapsed = max(self._loop.time() - self._body_started, 1e-9)
-                error = ProtocolError(
-                    f"content arriving at {self._body_bytes / elapsed:.0f} bytes/s over "
-                    f"{elapsed:.1f} s ({self._body_bytes} bytes), below body_min_rate "
-                    f"{rate} bytes/s",
-                    status=408,
-                    reason="body_too_slow",
-                )
-            self._fail(error)
         elif phase in (IDLE, LINGER):
             self._close()
 
@@ -1665,14 +1559,14 @@ class HttpProtocol(asyncio.Protocol):
         about to be used (the client saw its connect succeed): its first request is
         served likewise if it arrives within ``DRAIN_FRESH_GRACE`` seconds.
         """
-        if self._busy or self._queue or self._in_head or self.read_phase == BODY:
+        if self._busy or self._queue or self._in_head or self.read_phase is BODY:
             return  # in flight: its last response will carry Connection: close
-        if self.read_phase == LINGER:
+        if self.read_phase is LINGER:
             return  # its lingering close ends on its own deadline (or the drain's)
-        if self._served == 0 and self.read_phase == HEAD:
+        if self._served == 0 and self.read_phase is HEAD:
             self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_FRESH_GRACE)
             return
-        if self.read_phase == IDLE:
+        if self.read_phase is IDLE:
             self._drain_grace = True
             self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_IDLE_GRACE)
             return
@@ -1687,7 +1581,7 @@ class HttpProtocol(asyncio.Protocol):
         """
         transport = self._transport
         return (
-            self.read_phase == LINGER
+            self.read_phase is LINGER
             and not self._busy
             and not self._closed
             and transport is not None
@@ -1771,73 +1665,3 @@ def _length_mismatch(declared: int | None, sent: int) -> str:
 def _channel_of(request: Request) -> RequestChannel:
     """The channel of a request built in streaming mode."""
     return request.channel  # type: ignore[attr-defined,no-any-return]
-
-
-def _header_too_large(size: int, config: Any) -> ProtocolError:
-    return ProtocolError(
-        f"request line and header section are over {config.max_header_bytes} bytes "
-        f"(max_header_bytes; {size} so far)",
-        status=431,
-        reason="header_too_large",
-    )
-
-
-def _method_error(start: bytes | None) -> ProtocolError:
-    """The answer to a method llhttp refuses: 501 for a method token, else 400.
-
-    RFC 9110 §9.1: an unrecognised method gets 501. llhttp knows a fixed set of methods
-    and refuses the rest, and lower-case ones, alike; ``start`` (the request's first bytes,
-    ``None`` when unknown) tells a well-formed unknown method from garbage.
-    """
-    method = b"" if start is None else start.lstrip(b"\r\n").partition(b" ")[0]
-    if _UNKNOWN_METHOD.fullmatch(method):
-        return ProtocolError(
-            f"method {method[:32]!r} is not implemented",
-            status=501,
-            reason="method_not_implemented",
-        )
-    return ProtocolError(
-        f"malformed request: invalid method in {(start or b'')[:32]!r}",
-        reason="malformed_request",
-    )
-
-
-def _too_many_connections(limit: int) -> ProtocolError:
-    return ProtocolError(
-        f"more than {limit} connections open (max_connections)",
-        status=503,
-        reason="max_connections",
-    )
-
-
-def _body_buffer_full(held: int, config: Any) -> ProtocolError:
-    return ProtocolError(
-        f"{held} bytes of request content already buffered; body_buffer_bytes is "
-        f"{config.body_buffer_bytes}",
-        status=503,
-        reason="body_buffer_full",
-    )
-
-
-def _body_too_large(size: int, config: Any, *, declared: bool) -> ProtocolError:
-    how = "declared Content-Length" if declared else "received content"
-    return ProtocolError(
-        f"{how} {size} bytes is over max_body_bytes {config.max_body_bytes}",
-        status=413,
-        reason="body_too_large",
-    )
-
-
-_ERROR_BODIES: dict[tuple[int, str], bytes] = {}
-
-
-def _error_body(error: ProtocolError) -> bytes:
-    """A short JSON body naming the status and the reason; never the attacker's bytes."""
-    key = (error.status, error.reason)
-    body = _ERROR_BODIES.get(key)
-    if body is None:
-        phrase = status_line(error.status).split(" ", 2)[2].strip()
-        body = f'{{"error":"{phrase}","reason":"{error.reason}"}}'.encode()
-        if len(_ERROR_BODIES) < 256:
-            _ERROR_BODIES[key] = body
-    return body

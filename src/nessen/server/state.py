@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from nessen.config import Config
 from nessen.http import Handler, Request, Response
 from nessen.http.forwarded import ProxyTrust
+from nessen.server.h1.framing import http_date
 from nessen.server.limits import HostAllowlist
-from nessen.server.writer import http_date
 
 if TYPE_CHECKING:
     from nessen.server.protocol import HttpProtocol

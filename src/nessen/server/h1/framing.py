@@ -1,4 +1,7 @@
-"""Serialising responses: the status line, header fields and chunked transfer coding (RFC 9112)."""
+"""Serialising responses (RFC 9112): status line, header fields, chunked transfer coding.
+
+Also the one body of a server-made error answer, which every serving path sends.
+"""
 
 from __future__ import annotations
 
@@ -162,3 +165,29 @@ def carry_fields(original: object, replacement: Response) -> None:
         if "\r" in value or "\n" in value or "\x00" in value or not value.isascii():
             continue
         replacement.headers.add(name, value)
+
+
+_ERROR_BODIES: dict[tuple[int, str], bytes] = {}
+
+
+def error_body(status: int, reason: str, request_id: str | None = None) -> bytes:
+    """The JSON content of a server-made error answer: ``{"error", "reason"[, "request_id"]}``.
+
+    ``error`` is the reason phrase of ``status`` and ``reason`` the machine-readable tag
+    (``ProtocolError.reason``); never any of the client's bytes. ``request_id`` (visible
+    ASCII, as ``valid_request_id`` admits) is added when the request got one. Every path
+    that answers on the server's behalf (the native server, the ASGI host, the Runtime
+    under another ASGI server) sends this body.
+    """
+    if request_id is None:
+        body = _ERROR_BODIES.get((status, reason))
+        if body is not None:
+            return body
+    phrase = status_line(status).split(" ", 2)[2].strip()
+    text = f'{{"error":"{phrase}","reason":"{reason}"'
+    if request_id is not None:
+        text += f',"request_id":"{request_id}"'
+    body = (text + "}").encode()
+    if request_id is None and len(_ERROR_BODIES) < 256:
+        _ERROR_BODIES[(status, reason)] = body
+    return body
