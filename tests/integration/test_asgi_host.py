@@ -431,6 +431,29 @@ def test_http_disconnect_after_the_response_is_complete(host: Any) -> None:
         assert client.request(get("/")).body == b"done"  # and the connection lives on
 
 
+# --- statuses without content -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "length"), [(204, None), (205, "0"), (304, None)])
+def test_an_apps_content_on_a_no_content_status_is_not_sent(
+    host: Any, status: int, length: str | None
+) -> None:
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"4")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"oops"})
+
+    server = host(app)
+    with RawClient(server.address) as client:
+        client.send(get("/") + get("/"))
+        first, second = client.response(), client.response()
+        assert client.buffer == b""
+    for response in (first, second):
+        assert response.status == status
+        assert response.header("content-length") == length
+
+
 # --- errors ------------------------------------------------------------------------------
 
 

@@ -1,8 +1,11 @@
-"""Request content (Content-Length, chunked), Expect: 100-continue, HEAD, 204 and 304."""
+"""Request content (Content-Length, chunked), Expect: 100-continue, HEAD, 204, 205 and 304."""
 
 from __future__ import annotations
 
+import logging
 import socket
+
+import pytest
 
 from nessen import Response, Runtime
 from tests.conftest import ServeFactory, echo_runtime
@@ -244,6 +247,14 @@ def _no_content_runtime() -> Runtime:
     async def not_modified(ctx):  # type: ignore[no-untyped-def]
         return Response(304, b"must not be sent", headers={"ETag": '"v1"'})
 
+    @runtime.route.get("/205")
+    async def reset_content(ctx):  # type: ignore[no-untyped-def]
+        return Response(205, b"must not be sent either")
+
+    @runtime.route.get("/205-stream")
+    async def reset_content_streamed(ctx):  # type: ignore[no-untyped-def]
+        return Response.streaming(iter([b"not sent"]), status=205)
+
     return runtime
 
 
@@ -275,3 +286,81 @@ def test_204_head_and_body_bytes_on_the_wire(serve: ServeFactory) -> None:
     assert head.startswith(b"HTTP/1.1 204 No Content\r\n")
     assert b"content-length" not in head.lower()
     assert rest == b""
+
+
+def test_205_says_content_length_0_and_sends_no_content(serve: ServeFactory) -> None:
+    # RFC 9110 §15.3.6: a 205 carries no content; Content-Length: 0 keeps the connection.
+    # Pipelined behind it, the next response must parse from the right byte.
+    server = serve(_no_content_runtime())
+    with RawClient(server.address) as client:
+        client.send(get("/205") + get("/205-stream") + get("/"))
+        reset = client.response()
+        reset_streamed = client.response()
+        follow_up = client.response()
+        assert client.buffer == b""
+    for response in (reset, reset_streamed):
+        assert response.status == 205
+        assert response.header("content-length") == "0"
+        assert response.header("transfer-encoding") is None
+        assert response.header("connection") is None
+    assert (follow_up.status, follow_up.body) == (200, b"hello")
+
+
+def test_content_given_to_a_no_content_status_is_dropped_with_one_warning(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(_no_content_runtime())
+    with caplog.at_level(logging.WARNING, logger="nessen.server"), RawClient(server.address) as c:
+        statuses = [c.request(get(path)).status for path in ("/205", "/205", "/204", "/204")]
+    assert statuses == [205, 205, 204, 204]
+    dropped = [r.getMessage() for r in caplog.records if "carries none" in r.getMessage()]
+    assert len(dropped) == 2, dropped  # one per route and status, not one per response
+    assert "23 bytes of content to a 205 response" in dropped[0]
+    assert "16 bytes of content to a 204 response" in dropped[1]
+
+
+def test_under_another_asgi_server_a_no_content_status_carries_no_content() -> None:
+    # The Runtime as an ASGI app (what uvicorn, hypercorn and granian call): the same rule
+    # as on Nessen's own server, told to the host server through the ASGI messages.
+    import asyncio
+
+    runtime = _no_content_runtime()
+    sent: dict[str, list[dict[str, object]]] = {}
+
+    async def call(path: str) -> None:
+        messages: list[dict[str, object]] = []
+        sent[path] = messages
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            messages.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"test")],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 80),
+        }
+        await runtime(scope, receive, send)
+
+    async def main() -> None:
+        for path in ("/204", "/205", "/304"):
+            await call(path)
+
+    asyncio.run(main())
+    for path, length in (("/204", None), ("/205", b"0"), ("/304", None)):
+        start, body = sent[path]
+        assert start["status"] == int(path[1:])
+        fields = dict(start["headers"])  # type: ignore[call-overload]
+        assert fields.get(b"content-length") == length, (path, fields)
+        assert body["body"] == b""

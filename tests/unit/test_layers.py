@@ -127,3 +127,44 @@ def test_no_relative_imports() -> None:
 
 def test_the_relative_import_finder_works() -> None:
     assert relative_imports("from . import x\nfrom ..http import y\nimport z") == [".", "..http"]
+
+
+H1_MAY_IMPORT = (
+    "__future__",
+    "collections",
+    "dataclasses",
+    "email.utils",
+    "enum",
+    "http",
+    "httptools",
+    "logging",
+    "re",
+    "typing",
+    "nessen.errors",
+    "nessen.http",
+    "nessen.server.h1",
+)
+"""What the HTTP/1.1 core may import: no asyncio, no socket or transport, no clock (time
+comes in as a value), nothing of the server around it."""
+
+
+def test_the_connection_core_imports_no_io_and_no_clock() -> None:
+    modules = modules_of("nessen.server.h1")
+    assert len(modules) >= 4
+    violations = [
+        f"{module_name(path)} imports {name}"
+        for path in modules
+        for name in imported_modules(path.read_text())
+        if not any(within(name, allowed) for allowed in H1_MAY_IMPORT)
+    ]
+    assert violations == []
+
+
+def test_the_core_rule_catches_asyncio_and_time() -> None:
+    source = "import asyncio\nfrom time import monotonic\nimport re"
+    names = imported_modules(source)
+    assert [n for n in names if not any(within(n, a) for a in H1_MAY_IMPORT)] == [
+        "asyncio",
+        "time",
+        "time.monotonic",
+    ]

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from nessen.app.lifecycle import State
 from nessen.asgi.types import Message, Receive, Scope, Send
@@ -35,7 +32,16 @@ from nessen.http.request import (
 )
 from nessen.http.target import split_target
 from nessen.observability.logs import configure_logging
-from nessen.server.h1.framing import NO_CONTENT_STATUSES, ResponseError, carry_fields, status_line
+from nessen.server.h1 import policy
+from nessen.server.h1.framing import (
+    FIELD_NAME_BYTES,
+    NO_CONTENT_STATUSES,
+    SERVER_FIELD_NAMES,
+    ResponseError,
+    carry_fields,
+    error_body,
+    field_value,
+)
 from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
 
 if TYPE_CHECKING:
@@ -43,11 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("nessen.asgi")
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HOST_FIELDS = frozenset(
-    {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"}
-)
-"""Fields the host server owns (framing, connection, Date, Server); a handler's are dropped."""
 
 _adapters: weakref.WeakKeyDictionary[Runtime, RuntimeASGI] = weakref.WeakKeyDictionary()
 
@@ -93,6 +94,8 @@ class RuntimeASGI:
         """The runtime's outcome reports (statistics, metrics, rejection log), once set up."""
         self.proxy: ProxyTrust | None = None
         """``TRUST_PROXY`` applied to the host server's ``scope["client"]``, once set up."""
+        self.dropped_content_logged: set[tuple[int, str]] = set()
+        """(status, route) pairs whose dropped content was logged (policy.content_dropped)."""
 
     # --- lifespan --------------------------------------------------------------------------
 
@@ -181,8 +184,9 @@ class RuntimeASGI:
         limit = config.max_body_bytes
         declared = _content_length(request)
         if declared is not None and declared > limit:
-            self._too_large(events, request, f"declared Content-Length {declared} bytes", limit)
-            await _send_error(send, _body_too_large(), head=request.method == "HEAD")
+            await self._refuse(
+                events, request, send, policy.body_too_large(declared, limit, declared=True)
+            )
             return
         parts: list[bytes] = []
         size = 0
@@ -194,8 +198,8 @@ class RuntimeASGI:
             if data:
                 size += len(data)
                 if size > limit:
-                    self._too_large(events, request, f"received content {size} bytes", limit)
-                    await _send_error(send, _body_too_large(), head=request.method == "HEAD")
+                    error = policy.body_too_large(size, limit, declared=False)
+                    await self._refuse(events, request, send, error)
                     return
                 parts.append(data)
             if not message.get("more_body", False):
@@ -242,9 +246,12 @@ class RuntimeASGI:
         events = self.events
         return events if events is not None else _RuntimeEvents(runtime)
 
-    def _too_large(self, events: _RuntimeEvents, request: Request, what: str, limit: int) -> None:
-        detail = f"{what} is over max_body_bytes {limit}"
-        events.request_rejected("body_too_large", 413, detail, request.client, request)
+    async def _refuse(
+        self, events: _RuntimeEvents, request: Request, send: Send, error: ProtocolError
+    ) -> None:
+        """Log ``error`` as a rejection of ``request`` and send its answer."""
+        events.request_rejected(error.reason, error.status, str(error), request.client, request)
+        await _send_error(send, error, head=request.method == "HEAD")
 
     async def _respond(
         self,
@@ -269,22 +276,23 @@ class RuntimeASGI:
             if type(response) is not Response:
                 raise ResponseError(f"handler returned {type(response).__name__}, not Response")
             status = response.status
-            if not 200 <= status <= 599:
-                raise ResponseError(f"handler returned status {status}; must be 200..599")
+            size = 0 if response.stream is not None else len(response.body)
+            policy.check_response(status, size, config.max_response_bytes)
             headers = _header_list(response)
-            if response.stream is None and len(response.body) > config.max_response_bytes:
-                raise ResponseError(
-                    f"response content is {len(response.body)} bytes; max_response_bytes is "
-                    f"{config.max_response_bytes}"
-                )
         except ResponseError as exc:
             refused, response = response, events.handler_error(request, exc)
             carry_fields(refused, response)
             status = response.status
             headers = _header_list(response)
         if response.stream is None:
-            body = b"" if status in NO_CONTENT_STATUSES else response.body
-            if status not in NO_CONTENT_STATUSES:
+            body = response.body
+            if status in NO_CONTENT_STATUSES:
+                if body:
+                    policy.content_dropped(request, status, len(body), self.dropped_content_logged)
+                body = b""
+                if status == 205:  # RFC 9110 §15.3.6; 204 and 304 have no framing field
+                    headers.append((b"content-length", b"0"))
+            else:
                 headers.append((b"content-length", str(len(body)).encode()))
             outcome: str | None = None
             try:
@@ -305,6 +313,8 @@ class RuntimeASGI:
         declared = response.headers.get("content-length")
         if declared is not None and status not in NO_CONTENT_STATUSES:
             headers.append((b"content-length", declared.encode("latin-1")))
+        elif status == 205:
+            headers.append((b"content-length", b"0"))
         sent = 0
         source = response.stream
         outcome = None
@@ -428,29 +438,16 @@ def _header_list(response: Response) -> list[tuple[bytes, bytes]]:
     """
     pairs: list[tuple[bytes, bytes]] = []
     if response.content_type is not None:
-        pairs.append((b"content-type", _value(response.content_type)))
+        pairs.append((b"content-type", field_value(response.content_type)))
     if response._headers is not None or response._encoded:  # pre-encoded fields too
         for name, value in response.headers.multi_items():
             raw = name.encode("latin-1", "replace").lower()
-            if raw in _HOST_FIELDS:
+            if raw in SERVER_FIELD_NAMES:  # the host server's: framing, Date, Server
                 continue
-            if not _TOKEN.fullmatch(raw):
+            if not FIELD_NAME_BYTES.fullmatch(raw):
                 raise ResponseError(f"response header name {name[:64]!r} is not a token")
-            pairs.append((raw, _value(value)))
+            pairs.append((raw, field_value(value)))
     return pairs
-
-
-def _value(text: str) -> bytes:
-    if "\r" in text or "\n" in text or "\x00" in text:
-        raise ResponseError(f"response header value {text[:64]!r} contains CR, LF or NUL")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise ResponseError(f"response header value {text[:64]!r} is not latin-1") from exc
-
-
-def _body_too_large() -> ProtocolError:
-    return ProtocolError("content too large", status=413, reason="body_too_large")
 
 
 async def _send_error(
@@ -468,11 +465,7 @@ async def _send_error(
     Returns:
         The content bytes passed to ``send`` (0 for HEAD).
     """
-    phrase = status_line(error.status).split(" ", 2)[2].strip()
-    content: dict[str, str] = {"error": phrase, "reason": error.reason}
-    if request_id is not None:
-        content["request_id"] = request_id
-    body = orjson.dumps(content)
+    body = error_body(error.status, error.reason, request_id)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

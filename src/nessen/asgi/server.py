@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,6 +36,7 @@ from nessen.observability.logs import current_request_id
 from nessen.runtime import Runtime
 from nessen.server import Server
 from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
+from nessen.server.h1.framing import FIELD_NAME_BYTES, SERVER_FIELD_NAMES
 from nessen.server.supervisor import WorkerLink
 
 logger = logging.getLogger("nessen.asgi")
@@ -51,20 +51,9 @@ ASGI_MIDDLEWARE: Mapping[str, Any] = {
 rate limiting and compression would change what the app answers: they are the app's choice."""
 
 
-_SERVER_OWNED = frozenset(
-    {
-        b"content-length",
-        b"transfer-encoding",
-        b"connection",
-        b"keep-alive",
-        b"date",
-        b"server",
-        b"x-request-id",
-    }
-)
+_SERVER_OWNED = SERVER_FIELD_NAMES | {b"x-request-id"}
 """Response fields an ASGI app may not set: the server's framing and connection fields,
 ``Date`` and ``Server``, and ``X-Request-ID`` (the one logged is echoed)."""
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _valid_names: set[bytes] = set()
 
 
@@ -320,7 +309,7 @@ class _Exchange:
                         self._declared = int(text)
                     continue
                 if lower not in _valid_names:
-                    if not _TOKEN.fullmatch(name):
+                    if not FIELD_NAME_BYTES.fullmatch(name):
                         raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
                     if len(_valid_names) < 4096:
                         _valid_names.add(lower)

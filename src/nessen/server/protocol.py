@@ -53,6 +53,7 @@ from nessen.server.h1.framing import (
     content_type_field,
     encode_fields,
     error_body,
+    no_content_framing,
     simple_response,
     status_line,
 )
@@ -927,8 +928,7 @@ class HttpProtocol(asyncio.Protocol):
                 9110 §5.5; latin-1 maps each to one).
         """
         status = response.status
-        if not 200 <= status <= 599:
-            raise ResponseError(f"handler returned status {status}; must be 200..599")
+        policy.check_status(status)
         parts = [status_line(status), self._state.fixed_fields]
         if response.content_type is not None:
             parts.append(content_type_field(response.content_type))
@@ -968,14 +968,16 @@ class HttpProtocol(asyncio.Protocol):
         """
         body = response.body
         size = len(body)
-        if check_size and size > self._config.max_response_bytes:
-            raise ResponseError(
-                f"response content is {size} bytes; max_response_bytes is "
-                f"{self._config.max_response_bytes}"
-            )
+        if check_size:
+            policy.check_response(response.status, size, self._config.max_response_bytes)
         if response.status in NO_CONTENT_STATUSES:
-            framing = ""
+            framing = no_content_framing(response.status)
+            if body:
+                policy.content_dropped(
+                    request, response.status, size, self._state.dropped_content_logged
+                )
             body = b""
+            size = 0
         else:
             framing = f"Content-Length: {size}\r\n"
         if request.method == "HEAD":
@@ -1010,13 +1012,15 @@ class HttpProtocol(asyncio.Protocol):
                         else _declared_length(response)
                     )
                     chunked = declared is None and request.http_version == "1.1"
-                keep = self._keep_alive(keep_alive and (chunked or declared is not None))
+                    keep = self._keep_alive(keep_alive and (chunked or declared is not None))
+                else:
+                    keep = self._keep_alive(keep_alive)
                 if chunked:
                     framing = "Transfer-Encoding: chunked\r\n"
                 elif declared is not None:
                     framing = f"Content-Length: {declared}\r\n"
                 else:
-                    framing = ""
+                    framing = no_content_framing(response.status)
                 head = self._head(request, response, keep, framing)
             except ResponseError as exc:
                 error = state.events.handler_error(request, exc)
@@ -1652,10 +1656,7 @@ def _declared_length(response: Response) -> int | None:
     headers = response._headers
     if headers is None or "content-length" not in headers:
         return None
-    value = headers["content-length"].strip()
-    if not value.isdigit() or not value.isascii():
-        raise ResponseError(f"response Content-Length {value[:32]!r} is not a decimal number")
-    return int(value)
+    return policy.declared_length(headers["content-length"])
 
 
 def _length_mismatch(declared: int | None, sent: int) -> str:

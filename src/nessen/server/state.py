@@ -135,6 +135,8 @@ class ServerState:
         self.drain_started = float("inf")
         self.idle = asyncio.Event()
         self.allowed_hosts = HostAllowlist(config.allowed_hosts)
+        self.dropped_content_logged: set[tuple[int, str]] = set()
+        """(status, route) pairs whose dropped content was logged (see policy.content_dropped)."""
         self.proxy = proxy_trust(config, self.allowed_hosts)
         """Who the client is behind trusted proxies; given to every Request (``None``: no
         proxy is trusted, the peer is always the client)."""

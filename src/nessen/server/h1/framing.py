@@ -5,6 +5,7 @@ Also the one body of a server-made error answer, which every serving path sends.
 
 from __future__ import annotations
 
+import re
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -21,8 +22,14 @@ _valid_names: set[str] = set()
 _MAX_CACHED_NAMES = 4096
 
 
-NO_CONTENT_STATUSES = frozenset({204, 304})
-"""Statuses that never carry content (RFC 9110 §15.3.5, §15.4.5); 1xx are never built here."""
+FIELD_NAME_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A field name as bytes is a token (RFC 9110 §5.1, §5.6.2): ``FIELD_NAME_BYTES.fullmatch``."""
+SERVER_FIELD_NAMES = frozenset(name.encode() for name in SERVER_FIELDS)
+""":data:`~nessen.http.headers.SERVER_FIELDS` as lower-case bytes, for ASGI header pairs."""
+
+NO_CONTENT_STATUSES = frozenset({204, 205, 304})
+"""Final statuses whose response never carries content (RFC 9110 §15.3.5, §15.3.6, §15.4.5;
+1xx are never built from a handler's response). See :func:`no_content_framing`."""
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -77,6 +84,31 @@ def encode_fields(fields: list[tuple[str, str]]) -> str:
         bad = next(v for _, v in fields if "\r" in v or "\n" in v or "\x00" in v)
         raise ResponseError(f"response header value {bad[:64]!r} contains CR, LF or NUL")
     return block
+
+
+def no_content_framing(status: int) -> str:
+    r"""The framing field of a response in :data:`NO_CONTENT_STATUSES` (no content follows).
+
+    205 says ``Content-Length: 0`` (RFC 9110 §15.3.6 lets a server send that or close;
+    this keeps the connection); 204 and 304 send no framing field at all (RFC 9110
+    §8.6: a 204 must not, and a 304's would describe the 200 it stands for).
+    """
+    return "Content-Length: 0\r\n" if status == 205 else ""
+
+
+def field_value(text: str) -> bytes:
+    """A response field value as the octets that go on the wire (RFC 9110 §5.5).
+
+    Raises:
+        ResponseError: It holds CR, LF or NUL (sending it would split the response), or
+            text past U+00FF (field values are octets; latin-1 maps each to one).
+    """
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise ResponseError(f"response header value {text[:64]!r} contains CR, LF or NUL")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ResponseError(f"response header value {text[:64]!r} is not latin-1") from exc
 
 
 def content_type_field(content_type: str) -> str:

@@ -10,10 +10,14 @@ for the same fault whichever path serves it.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from nessen.errors import ProtocolError
+from nessen.http import Request
 from nessen.server.h1.framing import ResponseError
+
+logger = logging.getLogger("nessen.server")
 
 KNOWN_METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -304,6 +308,16 @@ def body_late(
 # --- the response -------------------------------------------------------------------------
 
 
+def check_status(status: int) -> None:
+    """Check a handler's final status: 200..599 (1xx are the server's to send).
+
+    Raises:
+        ResponseError: It is out of that range.
+    """
+    if not 200 <= status <= 599:
+        raise ResponseError(f"handler returned status {status}; must be 200..599")
+
+
 def check_response(status: int, size: int, limit: int) -> None:
     """Check what a handler answered before anything of it is sent.
 
@@ -315,8 +329,7 @@ def check_response(status: int, size: int, limit: int) -> None:
     Raises:
         ResponseError: A status out of range, or content over the limit.
     """
-    if not 200 <= status <= 599:
-        raise ResponseError(f"handler returned status {status}; must be 200..599")
+    check_status(status)
     if size > limit:
         raise ResponseError(f"response content is {size} bytes; max_response_bytes is {limit}")
 
@@ -331,3 +344,25 @@ def declared_length(value: bytes | str) -> int:
     if not text.isdigit() or not text.isascii():
         raise ResponseError(f"response Content-Length {text[:32]!r} is not a decimal number")
     return int(text)
+
+
+def content_dropped(request: Request, status: int, size: int, logged: set[tuple[int, str]]) -> None:
+    """Warn that a handler gave content to a status that carries none; it is not sent.
+
+    One line per status and route, not one per response, on the ``nessen.server``
+    logger: ``logged`` holds the (status, route) pairs already named by this server (it
+    stops growing at 256).
+    """
+    key = (status, request.route or request.path)
+    if key in logged or len(logged) >= 256:
+        return
+    logged.add(key)
+    logger.warning(
+        "%s %s: the handler gave %d bytes of content to a %d response, which carries none "
+        "(RFC 9110 §15); dropped (logged once for this route and status)",
+        request.method,
+        key[1],
+        size,
+        status,
+        extra={"request_id": request.id, "method": request.method, "path": request.path},
+    )
