@@ -174,6 +174,38 @@ def test_bare_http09_request_line_gets_400_at_its_end(
     assert seen == []
 
 
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_an_http09_line_after_a_request_on_the_same_connection_gets_400(
+    serve: ServeFactory, pipelined: bool
+) -> None:
+    # llhttp keeps reporting the previous request's version until it reads a new one, so
+    # the line's own bytes decide; the first request is answered, the HTTP/0.9 line 400.
+    seen: list[str] = []
+    server = serve(_path_runtime(seen), headers_timeout=3600.0)
+    with RawClient(server.address) as client:
+        if pipelined:
+            client.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second\r\n")
+            assert client.response().status == 200
+        else:
+            assert client.request(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
+            client.send(b"GET /second\r\n")
+        expect_rejection(client, 400, "http_0_9")
+    assert seen == ["/first"]
+
+
+def test_a_later_request_line_sent_before_its_fields_is_served(serve: ServeFactory) -> None:
+    # The request line alone, ending with its version, on a reused connection: it waits
+    # for its header section (not taken for HTTP/0.9).
+    seen: list[str] = []
+    server = serve(_path_runtime(seen))
+    with RawClient(server.address) as client:
+        assert client.request(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
+        client.send(b"GET /b HTTP/1.1\r\n")
+        client.send(b"Host: t\r\n\r\n")
+        assert client.response().status == 200
+    assert seen == ["/a", "/b"]
+
+
 def test_request_line_split_before_its_version_is_served(serve: ServeFactory) -> None:
     # The target arrives alone first; the version follows: not mistaken for HTTP/0.9.
     seen: list[str] = []

@@ -121,6 +121,7 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._url: list[bytes] = []
         self._url_bytes = 0
+        self._url_in_read = False  # a piece of the target came in the read being parsed
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._raw_head_bytes = 0
@@ -296,6 +297,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         in_message, begun = self._in_message, self._messages_begun
         in_body = self.read_phase is BODY
+        self._url_in_read = False
         body_before = self._body_bytes if in_body else 0
         try:
             self._parser.feed_data(data)
@@ -344,11 +346,14 @@ class HttpProtocol(asyncio.Protocol):
                 elif (
                     not self._raw_headers
                     and data.endswith(b"\n")
-                    and self._parser.get_http_version() == "0.0"
+                    and policy.line_ends_without_version(data)
+                    and (self._url_in_read or self._parser.get_http_version() == "0.0")
                 ):
                     # The request line ended after the target with no version: an HTTP/0.9
                     # client, which sends no header section and waits. (A newline at the end
-                    # of ``data`` is this request's: it began before it.)
+                    # of ``data`` is this request's: it began before it.) Known when the
+                    # target came in this read, or on the first request (llhttp reports the
+                    # previous request's version until it reads a new one).
                     self._fail(policy.http_0_9())
                     return
                 self._raw_head_bytes += len(data)
@@ -411,6 +416,7 @@ class HttpProtocol(asyncio.Protocol):
             self._head_request = self._parser.get_method() == b"HEAD"
         self._url.append(url)
         self._url_bytes += len(url)
+        self._url_in_read = True
         if self._url_bytes > self._config.max_target_bytes:
             raise policy.uri_too_long(b"".join(self._url), self._config.max_target_bytes)
 

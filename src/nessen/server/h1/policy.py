@@ -174,6 +174,18 @@ def parse_error(message: str) -> ProtocolError:
     return ProtocolError(f"malformed request: {message}", status=400, reason="malformed_request")
 
 
+_VERSION_AT_END = re.compile(rb"HTTP/[0-9]\.[0-9]\r?\n\Z")
+
+
+def line_ends_without_version(data: bytes) -> bool:
+    r"""Whether ``data``, which ends a request line, ends it without an HTTP version.
+
+    ``METHOD target\r\n`` is an HTTP/0.9 request (RFC 9112 §3 requires the version);
+    ``… HTTP/1.1\r\n`` is a request line whose header section has not come yet.
+    """
+    return _VERSION_AT_END.search(data[-12:]) is None
+
+
 def http_0_9() -> ProtocolError:
     """400 ``http_0_9``: a request line with no version; such a client sends no fields."""
     return ProtocolError("HTTP/0.9 request line", reason="http_0_9")

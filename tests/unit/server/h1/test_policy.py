@@ -203,3 +203,19 @@ def test_the_error_body_names_status_and_reason_and_never_client_bytes() -> None
     assert error_body(503, "request_timeout", "abc-1") == (
         b'{"error":"Service Unavailable","reason":"request_timeout","request_id":"abc-1"}'
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "bare"),
+    [
+        (b"GET /\r\n", True),
+        (b"GET /x?y\n", True),
+        (b"\r\n", True),
+        (b"GET /HTTP\r\n", True),
+        (b"GET / HTTP/1.1\r\n", False),
+        (b"GET / HTTP/1.0\n", False),
+        (b" HTTP/1.1\r\n", False),
+    ],
+)
+def test_a_request_line_ending_without_a_version_is_http_0_9(data: bytes, bare: bool) -> None:
+    assert policy.line_ends_without_version(data) is bare
