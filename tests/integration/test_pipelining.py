@@ -15,8 +15,7 @@ import pytest
 
 from nessen import Config, Response, Runtime
 from nessen.asgi import ASGIHost
-from nessen.server import protocol
-from nessen.server.protocol import MAX_PIPELINED
+from nessen.server.protocol import FEED_SLICE, PIPELINE_DEPTH
 from nessen.testing import LiveServer
 from tests.conftest import ServeFactory, echo_runtime
 from tests.integration.wire import closed_cleanly, expect_rejection, no_data_within
@@ -192,17 +191,18 @@ def test_close_after_a_response_ends_in_fin_even_with_unread_input(
     assert order == ["slow started", "slow finished"]
 
 
-def test_pipelining_past_the_queue_cap_answers_the_cap_then_closes(
+def test_a_hundred_pipelined_requests_in_one_write_get_a_hundred_answers_in_order(
     serve: ServeFactory,
 ) -> None:
+    # No cap-then-close: parsing stops when the queue is full and resumes as answers go out.
     server = serve()
     with RawClient(server.address) as client:
-        client.send(b"".join(get(f"/path?n={n}") for n in range(MAX_PIPELINED + 36)))
-        responses = [client.response() for _ in range(MAX_PIPELINED)]
-        assert closed_cleanly(client)
-        assert client.buffer == b""  # the rest is left for the client to retry
-    assert _queries(responses) == [f"n={n}" for n in range(MAX_PIPELINED)]
-    assert [r.header("connection") for r in responses] == [None] * (MAX_PIPELINED - 1) + ["close"]
+        client.send(b"".join(get(f"/path?n={n}") for n in range(100)))
+        responses = [client.response() for _ in range(100)]
+        after = client.request(get("/path?n=after"))  # and the connection lives on
+    assert _queries(responses) == [f"n={n}" for n in range(100)]
+    assert [r.header("connection") for r in responses] == [None] * 100
+    assert _queries([after]) == ["n=after"]
 
 
 FLOOD_BOUND = 64 * 1024 * 1024
@@ -210,29 +210,35 @@ FLOOD_BOUND = 64 * 1024 * 1024
 few MiB, so a server that kept reading (and queueing or discarding) would pass this."""
 
 
-def _flood_until_blocked(sock: socket.socket) -> int:
-    """Send ever more ``GET /fast?<n>`` requests without blocking until the kernel refuses.
+def _flood_until_blocked(sock: socket.socket, path: str = "/fast") -> int:
+    """Send ever more ``GET <path>?<n>`` requests without blocking until the kernel refuses.
+
+    Every request has the same length (``n`` has eight digits).
 
     Returns:
-        How many requests were sent whole or in part.
+        How many requests were sent whole.
     """
+    size = len(get(f"{path}?{0:08d}"))
     sock.setblocking(False)
-    sent_requests = 0
+    generated = 0
     sent_bytes = 0
     pending = b""
     while sent_bytes < FLOOD_BOUND:
         if not pending:
-            pending = b"".join(
-                get(f"/fast?{n}") for n in range(sent_requests, sent_requests + 4096)
-            )
-            sent_requests += 4096
+            pending = b"".join(get(f"{path}?{n:08d}") for n in range(generated, generated + 4096))
+            generated += 4096
         try:
             count = sock.send(pending)
         except BlockingIOError:
-            return sent_requests
+            return sent_bytes // size
         sent_bytes += count
         pending = pending[count:]
     pytest.fail(f"the server read {sent_bytes} bytes while its pipeline was full")
+
+
+QUEUE_BOUND = PIPELINE_DEPTH + FEED_SLICE // len(get("/fast?00000000"))
+"""Requests a connection may hold parsed: the queue's depth, plus what one slice of input
+fed to the parser can complete past it."""
 
 
 def _connection_state(server: LiveServer) -> list[tuple[int, bool]]:
@@ -257,25 +263,48 @@ def test_reading_pauses_while_a_handler_waits_and_the_queue_stays_bounded(
         client.send(get("/slow"))
         assert entered.wait(5.0)
         sent = _flood_until_blocked(client.sock)
-        assert sent > MAX_PIPELINED
+        assert sent > 10 * QUEUE_BOUND
         # Blocked, and still blocked: the server is not reading (and discarding) our bytes,
         # or the socket would become writable again as its receive buffer drained.
         _, writable, _ = select.select([], [client.sock], [], 0.5)
         assert writable == []
-        # The first read held far more than the cap (one loopback segment is ~64 KiB), so
-        # parsing stopped at the cap and nothing beyond it is held as requests.
-        assert _connection_state(server) == [(MAX_PIPELINED, True)]
+        # The first read held far more than the queue (one loopback read is ~64 KiB), so
+        # parsing stopped and the rest of that read waits unparsed.
+        [(queued, paused)] = _connection_state(server)
+        assert PIPELINE_DEPTH <= queued <= QUEUE_BOUND
+        assert paused
         assert order == ["slow started"]
         client.sock.setblocking(True)
-        client.sock.settimeout(5.0)
+        client.sock.settimeout(10.0)
         server.call(release.set)
-        responses = [client.response() for _ in range(1 + MAX_PIPELINED)]
-        client.sock.shutdown(socket.SHUT_WR)  # the rest of the flood is never answered
-        assert closed_cleanly(client)
-        assert client.buffer == b""
-    assert [r.body for r in responses] == [b"slow"] + [b"fast %d" % n for n in range(MAX_PIPELINED)]
-    assert [r.header("connection") for r in responses] == [None] * MAX_PIPELINED + ["close"]
-    assert order == ["slow started", "slow finished"] + [f"fast {n}" for n in range(MAX_PIPELINED)]
+        # Far more answers than the queue holds: parsing and reading resumed as they went.
+        answered = 10 * QUEUE_BOUND
+        responses = [client.response() for _ in range(1 + answered)]
+    assert [r.body for r in responses] == [b"slow"] + [b"fast %08d" % n for n in range(answered)]
+    assert [r.header("connection") for r in responses] == [None] * (1 + answered)
+    assert order[:3] == ["slow started", "slow finished", "fast 00000000"]
+
+
+def test_a_pipelining_client_that_never_reads_is_dropped_after_send_timeout(
+    serve: ServeFactory,
+) -> None:
+    # Thousands of pipelined requests, none of the answers read: the server's writes stay
+    # queued, so it stops answering, parsing and reading (the kernel's buffers fill on
+    # both sides); memory stays at the queue's bound, and SEND_TIMEOUT ends it.
+    runtime = echo_runtime()
+
+    @runtime.route.get("/big")
+    async def big(ctx):  # type: ignore[no-untyped-def]
+        return Response(200, b"b" * 65536)
+
+    server = serve(runtime, send_timeout=1.0)
+    with RawClient(server.address) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sent = _flood_until_blocked(client.sock, "/big")
+        assert sent > 10 * QUEUE_BOUND
+        states = _connection_state(server)
+        assert all(queued <= QUEUE_BOUND for queued, _ in states), states
+        _wait_for_connections(server, 0)  # FREED_WITHIN (5 s) covers the 1 s send timeout
 
 
 # --- pipelined uploads: every request answered, no connection left behind ----------------
@@ -396,15 +425,14 @@ def test_chunk_framing_flood_behind_a_pipelined_request_is_still_refused(
 
 
 def test_an_error_found_in_the_read_that_queued_a_request_follows_its_answer(
-    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+    serve: ServeFactory,
 ) -> None:
-    # One read holds a whole request and a header section already past the raw-byte
-    # backstop: the request, queued in that read with no handler running yet, is answered,
-    # then the 431, then the close. (Without slack the backstop is reachable in one read.)
-    monkeypatch.setattr(protocol, "HEAD_BACKSTOP_SLACK", 0)
+    # One read holds a whole request and a header section already past its raw-byte
+    # bound: the request, queued in that read with no handler running yet, is answered,
+    # then the 431, then the close.
     server = serve(max_header_bytes=256, max_target_bytes=128)
     with RawClient(server.address) as client:
-        client.send(get("/path?n=1") + b"GET / HTTP/1.1\r\nHost: test\r\nX-Long: " + b"a" * 4096)
+        client.send(get("/path?n=1") + b"GET / HTTP/1.1\r\nHost: test\r\nX-Long: " + b"a" * 16384)
         first = client.response()
         assert json.loads(first.body)["query"] == "n=1"
         expect_rejection(client, 431, "header_too_large")

@@ -79,20 +79,21 @@ client sends meanwhile is served, with ``Connection: close``, instead of crossin
 on the wire (which a client that does not retry sees as a failed request)."""
 LINGER_SECONDS = 2.0
 """How long a connection stays half-open after an error so the client can read it."""
-MAX_PIPELINED = 64
-"""Complete requests queued behind the one being handled; past it the connection closes
-after answering those (RFC 9112 §9.3.2 lets the client retry the rest)."""
-HEAD_BACKSTOP_SLACK = 256 * 1024
-"""Raw bytes allowed beyond 2 x max_header_bytes while a header section is incomplete: a
-bound on what the parser buffers for one unterminated field line."""
+FEED_SLICE = 4096
+"""Bytes handed to the parser at a time from a larger read. Between slices the connection
+looks at what it holds, so an unfinished header section is refused at most one slice past
+its limit, and parsing can stop at a slice boundary with the rest kept unparsed."""
+PIPELINE_DEPTH = 16
+"""Requests parsed and queued on one connection before parsing stops: the rest of what was
+read waits unparsed, reading is paused (the kernel's buffers then push back on the
+client), and parsing resumes as responses go out (RFC 9112 §9.3.2)."""
+HEAD_FRAMING_SLACK = 1024
+"""Raw bytes of a header section beyond ``max_header_bytes`` (which counts the target and
+the fields) allowed for the request line's framing and optional whitespace."""
 
 _SPECIAL_LENGTHS = frozenset({4, 6, 14, 17})  # host, expect, content-length, transfer-encoding
 MAX_METHOD_START = 64
 """Bytes of a request's start kept while its method is read, to classify a bad method."""
-
-
-class _StopParsing(Exception):
-    """Raised from a parser callback to stop parsing without answering yet."""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -151,6 +152,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closed = False
         self._eof = False
         self._stopped_parsing = False
+        self._unparsed: memoryview | bytes | None = None  # read, not parsed yet (see _parse)
         self._pending_error: ProtocolError | None = None
         self._continue_pending = False
         self._reading_paused = False
@@ -292,9 +294,45 @@ class HttpProtocol(asyncio.Protocol):
             self._process_queue()
 
     def data_received(self, data: bytes) -> None:
-        """Feed bytes to the parser; answer a protocol error; start queued requests."""
+        """Parse what arrived; answer a protocol error; start queued requests."""
         if self.read_phase is LINGER or self._stopped_parsing:
             return
+        if self._unparsed is not None:  # reading was paused with bytes waiting: they go first
+            self._unparsed = bytes(self._unparsed) + data
+            return
+        if len(data) <= FEED_SLICE:
+            self._feed(data)
+        else:
+            self._parse(memoryview(data))
+        if not self._busy and self._queue:
+            self._process_queue()
+        if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
+            self._hold_read_deadline()
+
+    def _parse(self, data: memoryview) -> None:
+        """Feed ``data`` to the parser a slice at a time, while the queue has room.
+
+        Once ``PIPELINE_DEPTH`` requests wait, the rest is kept (without a copy) and
+        reading pauses; :meth:`_process_queue` parses it as responses go out. Content of a
+        known length goes in one slice, so an upload costs no more parser calls than reads.
+        """
+        size = len(data)
+        start = 0
+        while start < size:
+            if self._stopped_parsing or self.read_phase is LINGER:
+                return
+            if len(self._queue) >= PIPELINE_DEPTH:
+                self._unparsed = data[start:]
+                self._pause_reading()
+                return
+            end = start + FEED_SLICE
+            if self.read_phase is BODY and not self._te_count:
+                end = max(end, start + self._content_length - self._body_bytes)
+            self._feed(data[start:end])
+            start = end
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Feed one slice to the parser and check what the parser cannot."""
         in_message, begun = self._in_message, self._messages_begun
         in_body = self.read_phase is BODY
         self._url_in_read = False
@@ -305,14 +343,12 @@ class HttpProtocol(asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, ProtocolError):
                 self._fail(cause)
-            elif isinstance(cause, _StopParsing):
-                self._stop_parsing()
             else:  # a bug of ours in a callback: answer 400 and close rather than hang
                 self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
         except httptools.HttpParserUpgrade:
             self._on_upgrade()
         except httptools.HttpParserInvalidMethodError:
-            start = self._method_start = self._request_start(data, in_message, begun)
+            start = self._method_start = self._request_start(bytes(data), in_message, begun)
             self._fail(policy.method_error(start))
         except httptools.HttpParserError as exc:
             self._fail(policy.parse_error(str(exc)))
@@ -341,31 +377,36 @@ class HttpProtocol(asyncio.Protocol):
             ):
                 self._body_progress()
             if self._in_head:
+                head = data if isinstance(data, bytes) else bytes(data)  # a slice of a read
                 if not self._url:  # still in the method: keep its bytes
-                    self._method_start = self._request_start(data, in_message, begun)
+                    self._method_start = self._request_start(head, in_message, begun)
                 elif (
                     not self._raw_headers
-                    and data.endswith(b"\n")
-                    and policy.line_ends_without_version(data)
-                    and (self._url_in_read or self._parser.get_http_version() == "0.0")
+                    and head.endswith(b"\n")
+                    and (
+                        self._parser.get_http_version() == "0.0"
+                        or policy.bare_request_line(
+                            head, self._parser.get_method(), b"".join(self._url), self._url_in_read
+                        )
+                    )
                 ):
                     # The request line ended after the target with no version: an HTTP/0.9
                     # client, which sends no header section and waits. (A newline at the end
-                    # of ``data`` is this request's: it began before it.) Known when the
-                    # target came in this read, or on the first request (llhttp reports the
-                    # previous request's version until it reads a new one).
+                    # of ``data`` is this request's: it began before it.) llhttp reports the
+                    # previous request's version until it reads a new one, so on a reused
+                    # connection the line's own bytes decide.
                     self._fail(policy.http_0_9())
                     return
-                self._raw_head_bytes += len(data)
-                if self._raw_head_bytes > 2 * self._config.max_header_bytes + HEAD_BACKSTOP_SLACK:
-                    self._fail(
-                        policy.header_too_large(self._raw_head_bytes, self._config.max_header_bytes)
-                    )
+                # What the parser holds of this header section: every byte since it began
+                # (all of ``data`` when it began in ``data``: at most one slice too many).
+                if self._messages_begun != begun:
+                    self._raw_head_bytes = len(data)
+                else:
+                    self._raw_head_bytes += len(data)
+                limit = self._config.max_header_bytes
+                if self._raw_head_bytes > limit + HEAD_FRAMING_SLACK + FEED_SLICE:
+                    self._fail(policy.header_too_large(self._raw_head_bytes, limit))
                     return
-        if not self._busy and self._queue:
-            self._process_queue()
-        if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
-            self._hold_read_deadline()
 
     def _request_start(self, data: bytes, in_message: bool, begun: int) -> bytes | None:
         """The first bytes of the request being parsed, while its method is read.
@@ -682,30 +723,36 @@ class HttpProtocol(asyncio.Protocol):
                 self._body = []
             queue.append((request, self._parsing_keep_alive, self._started))
         if self._busy or len(queue) > 1:
-            if not self._reading_paused and self._transport is not None:
-                self._transport.pause_reading()
-                self._reading_paused = True
-            if len(queue) >= MAX_PIPELINED:
-                self._close_after = True
-                self._state.events.request_rejected(
-                    "pipeline_limit",
-                    0,
-                    f"{MAX_PIPELINED} pipelined requests queued: answering them, then closing",
-                    self._client,
-                    request,
-                )
-                raise _StopParsing
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        """Requests wait their turn: read no more until they are answered."""
+        if not self._reading_paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._reading_paused = True
 
     # --- handling ------------------------------------------------------------------------
 
     def _process_queue(self) -> None:
-        """Handle queued requests in order while each completes at once."""
+        """Handle queued requests in order while each completes at once.
+
+        When the queue empties, bytes kept unparsed (see :meth:`_parse`) are parsed next,
+        and the requests they hold handled in turn; then reading resumes.
+        """
         queue = self._queue
-        while queue and not self._busy and not self._closed:
-            if self._writing_paused:
-                return  # resume_writing() calls back
-            request, keep_alive, started = queue.popleft()
-            self._dispatch(request, keep_alive, started)
+        while True:
+            while queue and not self._busy and not self._closed:
+                if self._writing_paused:
+                    return  # resume_writing() calls back
+                request, keep_alive, started = queue.popleft()
+                self._dispatch(request, keep_alive, started)
+            if self._busy or self._closed:
+                return
+            unparsed = self._unparsed
+            if unparsed is None:
+                break
+            self._unparsed = None
+            self._parse(memoryview(unparsed))
         if self._busy or self._closed:
             return
         if self._pending_error is not None:
@@ -1308,6 +1355,7 @@ class HttpProtocol(asyncio.Protocol):
             self._body_channel = self._body_request = None
             channel.close()
         self._stopped_parsing = True
+        self._unparsed = None
         self._in_head = False
         if self.read_phase in (HEAD, BODY):
             self._enter(HANDLING, INF)

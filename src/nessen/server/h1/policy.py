@@ -174,16 +174,29 @@ def parse_error(message: str) -> ProtocolError:
     return ProtocolError(f"malformed request: {message}", status=400, reason="malformed_request")
 
 
-_VERSION_AT_END = re.compile(rb"HTTP/[0-9]\.[0-9]\r?\n\Z")
+def bare_request_line(data: bytes, method: bytes, target: bytes, target_in_data: bool) -> bool:
+    r"""Whether ``data`` ends an HTTP/0.9 request line: ``METHOD target`` and its newline.
 
+    RFC 9112 §3 requires the version; a client that omits it speaks HTTP/0.9 and sends
+    no header section, so it is answered when its line ends, not after a timeout.
 
-def line_ends_without_version(data: bytes) -> bool:
-    r"""Whether ``data``, which ends a request line, ends it without an HTTP version.
-
-    ``METHOD target\r\n`` is an HTTP/0.9 request (RFC 9112 §3 requires the version);
-    ``… HTTP/1.1\r\n`` is a request line whose header section has not come yet.
+    Args:
+        data: What was just parsed; it ends with a newline.
+        method: The request's method, as the parser read it.
+        target: Its request target so far.
+        target_in_data: Whether part of the target came in ``data``. When not, and the
+            line began before ``data``, nothing here tells its version apart (it may
+            have come with the target), so the answer is no.
     """
-    return _VERSION_AT_END.search(data[-12:]) is None
+    line = data[:-1]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    start = line.rfind(b"\n") + 1
+    line = line[start:]
+    expected = method + b" " + target
+    if start:  # the whole line is in ``data``
+        return line == expected
+    return target_in_data and bool(line) and expected.endswith(line)
 
 
 def http_0_9() -> ProtocolError:

@@ -206,16 +206,21 @@ def test_the_error_body_names_status_and_reason_and_never_client_bytes() -> None
 
 
 @pytest.mark.parametrize(
-    ("data", "bare"),
+    ("data", "target", "in_data", "bare"),
     [
-        (b"GET /\r\n", True),
-        (b"GET /x?y\n", True),
-        (b"\r\n", True),
-        (b"GET /HTTP\r\n", True),
-        (b"GET / HTTP/1.1\r\n", False),
-        (b"GET / HTTP/1.0\n", False),
-        (b" HTTP/1.1\r\n", False),
+        (b"GET /x\r\n", b"/x", True, True),
+        (b"GET /x?y\n", b"/x?y", True, True),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /second\r\n", b"/second", True, True),
+        (b"cond\r\n", b"/second", True, True),  # the line began earlier: its tail
+        (b"GET / HTTP/1.1\r\n", b"/", True, False),
+        (b"GET / HTTP/1.1\r\nHost: test\r\n", b"/", True, False),  # a field line ends it
+        (b" HTTP/1.1\r\n", b"/x", False, False),
+        (b"\r\n", b"/x", False, False),  # the version may have come with the target
+        (b"1.1\r\n", b"/v1.1", True, True),  # its target ends the line: no version
+        (b"1.1 HTTP/1.1\r\n", b"/v1.1", True, False),
     ],
 )
-def test_a_request_line_ending_without_a_version_is_http_0_9(data: bytes, bare: bool) -> None:
-    assert policy.line_ends_without_version(data) is bare
+def test_a_request_line_without_a_version_is_http_0_9(
+    data: bytes, target: bytes, in_data: bool, bare: bool
+) -> None:
+    assert policy.bare_request_line(data, b"GET", target, in_data) is bare
