@@ -29,6 +29,11 @@ _HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)
 """A Host field value: uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2); may be empty."""
 
 
+def _shown(raw: bytes) -> str:
+    """Client bytes quoted for a log message: ``'evil.com'``, not ``b'evil.com'``."""
+    return repr(raw.decode("latin-1"))
+
+
 # --- the request line and header section ----------------------------------------------------
 
 
@@ -81,7 +86,7 @@ def check_host(count: int, value: bytes, version: str) -> None:
         )
     if count and not _HOST_VALUE.fullmatch(value):
         raise ProtocolError(
-            f"Host {value[:64]!r} is not host[:port] (RFC 9112 §3.2)", reason="bad_host"
+            f"Host {_shown(value[:64])} is not host[:port] (RFC 9112 §3.2)", reason="bad_host"
         )
 
 
@@ -100,7 +105,7 @@ def check_transfer_coding(count: int, value: bytes, version: str) -> None:
         )
     if count > 1 or value.strip().lower() != b"chunked":
         raise ProtocolError(
-            f"Transfer-Encoding {value[:64]!r}: only a single 'chunked' is supported",
+            f"Transfer-Encoding {_shown(value[:64])}: only a single 'chunked' is supported",
             status=501,
             reason="unsupported_transfer_coding",
         )
@@ -118,7 +123,9 @@ def expects_continue(expect: bytes | None, version: str) -> bool:
         return False
     if expect.strip().lower() != b"100-continue":
         raise ProtocolError(
-            f"Expect {expect[:64]!r} is not supported", status=417, reason="expectation_failed"
+            f"Expect {_shown(expect[:64])} is not supported",
+            status=417,
+            reason="expectation_failed",
         )
     return True
 
@@ -137,7 +144,7 @@ def request_authority(target: bytes, host: bytes) -> bytes:
 def host_not_allowed(authority: bytes) -> ProtocolError:
     """400 ``host_not_allowed``: the request names a host outside ``allowed_hosts``."""
     return ProtocolError(
-        f"Host {authority[:64]!r} is not in allowed_hosts", reason="host_not_allowed"
+        f"Host {_shown(authority[:64])} is not in allowed_hosts", reason="host_not_allowed"
     )
 
 
@@ -151,12 +158,12 @@ def method_error(start: bytes | None) -> ProtocolError:
     method = b"" if start is None else start.lstrip(b"\r\n").partition(b" ")[0]
     if _METHOD_TOKEN.fullmatch(method):
         return ProtocolError(
-            f"method {method[:32]!r} is not implemented",
+            f"method {_shown(method[:32])} is not implemented",
             status=501,
             reason="method_not_implemented",
         )
     return ProtocolError(
-        f"malformed request: invalid method in {(start or b'')[:32]!r}",
+        f"malformed request: invalid method in {_shown((start or b'')[:32])}",
         reason="malformed_request",
     )
 
@@ -210,7 +217,8 @@ def http_0_9() -> ProtocolError:
 def uri_too_long(target_start: bytes, limit: int) -> ProtocolError:
     """414 ``uri_too_long``: the request target passed ``max_target_bytes`` (``limit``)."""
     return ProtocolError(
-        f"request target is over {limit} bytes (max_target_bytes); starts {target_start[:64]!r}",
+        f"request target is over {limit} bytes (max_target_bytes); "
+        f"starts {_shown(target_start[:64])}",
         status=414,
         reason="uri_too_long",
     )

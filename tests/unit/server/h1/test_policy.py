@@ -224,3 +224,9 @@ def test_a_request_line_without_a_version_is_http_0_9(
     data: bytes, target: bytes, in_data: bool, bare: bool
 ) -> None:
     assert policy.bare_request_line(data, b"GET", target, in_data) is bare
+
+
+def test_client_bytes_in_messages_are_quoted_as_text() -> None:
+    # The log shows 'evil.com', as an operator would type it, not Python's b'evil.com'.
+    assert str(policy.host_not_allowed(b"evil.com")) == "Host 'evil.com' is not in allowed_hosts"
+    assert "b'" not in str(policy.method_error(b"BREW / HTTP/1.1"))
