@@ -57,7 +57,16 @@ from nessen.server.h1.framing import (
     simple_response,
     status_line,
 )
-from nessen.server.h1.phase import BODY, HANDLING, HEAD, IDLE, LINGER, Phase, check_transition
+from nessen.server.h1.phase import (
+    ALLOWED,
+    BODY,
+    HANDLING,
+    HEAD,
+    IDLE,
+    LINGER,
+    Phase,
+    check_transition,
+)
 from nessen.server.state import ServerState
 
 INF = float("inf")
@@ -153,6 +162,7 @@ class HttpProtocol(asyncio.Protocol):
         self._eof = False
         self._stopped_parsing = False
         self._unparsed: memoryview | bytes | None = None  # read, not parsed yet (see _parse)
+        self._slicing = False  # _parse is handing a large read to data_received in slices
         self._pending_error: ProtocolError | None = None
         self._continue_pending = False
         self._reading_paused = False
@@ -191,10 +201,10 @@ class HttpProtocol(asyncio.Protocol):
 
         Raises:
             IllegalTransition: Not a move :data:`~nessen.server.h1.phase.TRANSITIONS`
-                allows (checked unless Python runs with ``-O``).
+                allows: a bug of ours.
         """
-        if __debug__:
-            check_transition(self.read_phase, phase)
+        if phase not in ALLOWED[self.read_phase]:
+            check_transition(self.read_phase, phase)  # raises, naming the move
         self.read_phase = phase
         self.read_deadline = deadline
 
@@ -293,46 +303,21 @@ class HttpProtocol(asyncio.Protocol):
         if not self._busy:
             self._process_queue()
 
-    def data_received(self, data: bytes) -> None:
-        """Parse what arrived; answer a protocol error; start queued requests."""
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Parse what arrived; answer a protocol error; start queued requests.
+
+        ``data`` is one read, or one slice of a read larger than ``FEED_SLICE``: such a read
+        goes through :meth:`_parse`, which hands it back here a slice at a time.
+        """
         if self.read_phase is LINGER or self._stopped_parsing:
             return
-        if self._unparsed is not None:  # reading was paused with bytes waiting: they go first
-            self._unparsed = bytes(self._unparsed) + data
-            return
-        if len(data) <= FEED_SLICE:
-            self._feed(data)
-        else:
-            self._parse(memoryview(data))
-        if not self._busy and self._queue:
-            self._process_queue()
-        if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
-            self._hold_read_deadline()
-
-    def _parse(self, data: memoryview) -> None:
-        """Feed ``data`` to the parser a slice at a time, while the queue has room.
-
-        Once ``PIPELINE_DEPTH`` requests wait, the rest is kept (without a copy) and
-        reading pauses; :meth:`_process_queue` parses it as responses go out. Content of a
-        known length goes in one slice, so an upload costs no more parser calls than reads.
-        """
-        size = len(data)
-        start = 0
-        while start < size:
-            if self._stopped_parsing or self.read_phase is LINGER:
+        if not self._slicing:
+            if self._unparsed is not None:  # reading paused with bytes waiting: they go first
+                self._unparsed = bytes(self._unparsed) + data
                 return
-            if len(self._queue) >= PIPELINE_DEPTH:
-                self._unparsed = data[start:]
-                self._pause_reading()
+            if len(data) > FEED_SLICE:
+                self._parse(memoryview(data))
                 return
-            end = start + FEED_SLICE
-            if self.read_phase is BODY and not self._te_count:
-                end = max(end, start + self._content_length - self._body_bytes)
-            self._feed(data[start:end])
-            start = end
-
-    def _feed(self, data: bytes | memoryview) -> None:
-        """Feed one slice to the parser and check what the parser cannot."""
         in_message, begun = self._in_message, self._messages_begun
         in_body = self.read_phase is BODY
         self._url_in_read = False
@@ -407,6 +392,36 @@ class HttpProtocol(asyncio.Protocol):
                 if self._raw_head_bytes > limit + HEAD_FRAMING_SLACK + FEED_SLICE:
                     self._fail(policy.header_too_large(self._raw_head_bytes, limit))
                     return
+        if not self._busy and self._queue:
+            self._process_queue()
+        if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
+            self._hold_read_deadline()
+
+    def _parse(self, data: memoryview) -> None:
+        """Feed ``data`` to the parser a slice at a time, while the queue has room.
+
+        Once ``PIPELINE_DEPTH`` requests wait, the rest is kept (without a copy) and
+        reading pauses; :meth:`_process_queue` parses it as responses go out. Content of a
+        known length goes in one slice, so an upload costs no more parser calls than reads.
+        """
+        size = len(data)
+        start = 0
+        self._slicing = True
+        try:
+            while start < size:
+                if self._stopped_parsing or self.read_phase is LINGER:
+                    return
+                if len(self._queue) >= PIPELINE_DEPTH:
+                    self._unparsed = data[start:]
+                    self._pause_reading()
+                    return
+                end = start + FEED_SLICE
+                if self.read_phase is BODY and not self._te_count:
+                    end = max(end, start + self._content_length - self._body_bytes)
+                self.data_received(data[start:end])
+                start = end
+        finally:
+            self._slicing = False
 
     def _request_start(self, data: bytes, in_message: bool, begun: int) -> bytes | None:
         """The first bytes of the request being parsed, while its method is read.
@@ -448,8 +463,12 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_bytes = 0
         self._started = time.monotonic()
-        if self.read_phase is not HEAD:  # a later request on this connection: from its first byte
-            self._enter(HEAD, self._loop.time() + self._config.headers_timeout)
+        phase = self.read_phase
+        if phase is not HEAD:  # a later request on this connection: from its first byte
+            if HEAD not in ALLOWED[phase]:  # the table, without a call on the hot path
+                check_transition(phase, HEAD)
+            self.read_phase = HEAD
+            self.read_deadline = self._loop.time() + self._config.headers_timeout
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target (llhttp may split it across reads)."""
@@ -498,9 +517,9 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         config = self._config
         version = parser.get_http_version()
-        policy.check_version(version)
-        method = policy.method_name(parser.get_method(), config.allowed_methods)
-        policy.check_host(self._host_count, self._host, version)
+        method = policy.check_head(
+            version, parser.get_method(), config.allowed_methods, self._host_count, self._host
+        )
         if self._te_count:
             policy.check_transfer_coding(self._te_count, self._transfer_encoding, version)
         url = self._url
@@ -542,7 +561,10 @@ class HttpProtocol(asyncio.Protocol):
                 else:
                     self._write(CONTINUE_RESPONSE)
         else:
-            self._enter(HANDLING, INF)
+            if HANDLING not in ALLOWED[self.read_phase]:  # the table, without a call
+                check_transition(self.read_phase, HANDLING)
+            self.read_phase = HANDLING
+            self.read_deadline = INF
 
     def _start_streamed(
         self, method: str, target: bytes, path: str, query: bytes, version: str
@@ -709,7 +731,11 @@ class HttpProtocol(asyncio.Protocol):
         if request is None:  # pragma: no cover - llhttp always calls headers_complete first
             return
         self._parsing = None
-        self._enter(HANDLING, INF)
+        phase = self.read_phase
+        if HANDLING not in ALLOWED[phase]:  # the table, without a call on the hot path
+            check_transition(phase, HANDLING)
+        self.read_phase = HANDLING
+        self.read_deadline = INF
         queue = self._queue
         channel = self._body_channel
         if channel is not None:  # streaming mode: queued when its header section ended
@@ -779,8 +805,9 @@ class HttpProtocol(asyncio.Protocol):
             self._reading_paused = False
             self._transport.resume_reading()
             self._release_read_deadline()
-        if self.read_phase is HANDLING:
-            self._enter(IDLE, self._loop.time() + self._config.idle_timeout)
+        if self.read_phase is HANDLING:  # HANDLING -> IDLE is in the table: no check
+            self.read_phase = IDLE
+            self.read_deadline = self._loop.time() + self._config.idle_timeout
 
     def _dispatch(self, request: Request, keep_alive: bool, started: float) -> None:
         """Start the handler for ``request``, unless draining or overloaded refuses it."""
@@ -981,7 +1008,8 @@ class HttpProtocol(asyncio.Protocol):
                 9110 §5.5; latin-1 maps each to one).
         """
         status = response.status
-        policy.check_status(status)
+        if not 200 <= status <= 599:  # the policy's rule, tested here without a call
+            policy.check_status(status)
         parts = [status_line(status), self._state.fixed_fields]
         if response.content_type is not None:
             parts.append(content_type_field(response.content_type))
@@ -1021,8 +1049,9 @@ class HttpProtocol(asyncio.Protocol):
         """
         body = response.body
         size = len(body)
-        if check_size:
-            policy.check_response(response.status, size, self._config.max_response_bytes)
+        limit = self._config.max_response_bytes
+        if check_size and size > limit:  # (_head checks the status)
+            policy.check_response(response.status, size, limit)
         if response.status in NO_CONTENT_STATUSES:
             framing = no_content_framing(response.status)
             if body:

@@ -67,6 +67,34 @@ def method_name(raw: bytes, allowed: frozenset[str] | set[str]) -> str:
     return method
 
 
+def check_head(
+    version: str,
+    raw_method: bytes,
+    allowed: frozenset[str] | set[str],
+    host_count: int,
+    host: bytes,
+) -> str:
+    """The checks every header section gets, in one call: version, method, Host.
+
+    :func:`check_version`, :func:`method_name` and :func:`check_host` in that order (one
+    call on the hot path instead of three).
+
+    Returns:
+        The method, as :func:`method_name` gives it.
+
+    Raises:
+        ProtocolError: As those three.
+    """
+    if version != "1.1" and version != "1.0":
+        check_version(version)
+    method = KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
+    if method not in allowed:
+        method_name(raw_method, allowed)
+    if host_count != 1 or not _HOST_VALUE.fullmatch(host):
+        check_host(host_count, host, version)
+    return method
+
+
 def check_host(count: int, value: bytes, version: str) -> None:
     """Check the Host fields: exactly one on HTTP/1.1, at most one on 1.0, well-formed.
 
@@ -362,7 +390,8 @@ def check_response(status: int, size: int, limit: int) -> None:
     Raises:
         ResponseError: A status out of range, or content over the limit.
     """
-    check_status(status)
+    if not 200 <= status <= 599:
+        check_status(status)
     if size > limit:
         raise ResponseError(f"response content is {size} bytes; max_response_bytes is {limit}")
 
