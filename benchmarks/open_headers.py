@@ -16,6 +16,7 @@ MiB, and the growth per held connection in KiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import socket
@@ -75,10 +76,8 @@ def run(src: Path, size: int, connections: int) -> tuple[int, int, float]:
         for _ in range(connections):
             sock = socket.create_connection(("127.0.0.1", port))
             sock.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 sock.send(line)  # what the kernel takes now; the rest stays unsent
-            except BlockingIOError:
-                pass
             socks.append(sock)
         time.sleep(2.0)  # let the server read what it will
         refused = 0
