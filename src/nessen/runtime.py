@@ -722,6 +722,9 @@ class Runtime:
         admin = self._admin
         result = DrainResult(0, 0)
         if server is not None:
+            server.announce_shutdown()
+            if admin is not None:
+                admin.announce_shutdown()
             if config.shutdown_delay > 0 and not self._force_stop:
                 logger.info("draining: still serving for shutdown_delay %gs", config.shutdown_delay)
                 await self._sleep_unless_forced(config.shutdown_delay)
@@ -732,14 +735,30 @@ class Runtime:
                 main, side = await asyncio.gather(
                     self._drain(server, remaining), self._drain(admin, remaining)
                 )
-                result = DrainResult(main.cut + side.cut, main.connections + side.connections)
+                result = DrainResult(
+                    main.cut + side.cut,
+                    main.connections + side.connections,
+                    main.served + side.served,
+                )
             if result.clean:
-                logger.info("drained: every in-flight request completed")
+                logger.info(
+                    "drained: every in-flight request completed (%d response(s) during the drain)",
+                    result.served,
+                    extra={"served": result.served, "cut": 0, "connections_closed": 0},
+                )
             else:
                 logger.error(
-                    "drain deadline passed: cut %d in-flight request(s), aborted %d connection(s)",
+                    "drain deadline passed: cut %d in-flight request(s) (503 with Retry-After "
+                    "where the response had not begun), aborted %d connection(s); %d "
+                    "response(s) completed during the drain",
                     result.cut,
                     result.connections,
+                    result.served,
+                    extra={
+                        "served": result.served,
+                        "cut": result.cut,
+                        "connections_closed": result.connections,
+                    },
                 )
         await self._run_shutdown_hooks(deadline)
         lifecycle.transition(State.STOPPING, "drained" if result.clean else "drain cut short")

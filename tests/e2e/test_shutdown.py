@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -87,17 +88,26 @@ def test_new_connections_are_refused_while_draining(nessen_serve: ServeFactory) 
         assert client.closed_by_peer(timeout=5.0)
 
 
-def test_drain_deadline_cuts_a_hung_request_and_exits_1(nessen_serve: ServeFactory) -> None:
+def test_drain_deadline_cuts_a_hung_request_with_a_503_and_exits_1(
+    nessen_serve: ServeFactory,
+) -> None:
     served = nessen_serve(SAMPLE, env=base_env(SHUTDOWN_TIMEOUT="1000", LOG_FORMAT="console"))
     with RawClient(served.address, timeout=15.0) as client:
         client.send(get("/hang", extra="X-Request-ID: cut-me-1\r\n"))
         served.wait_for("hang handler entered")
         served.signal(signal.SIGTERM)
+        # Its response had not begun: a 503 the client can retry elsewhere, not a bare
+        # close it cannot tell from a crash.
+        response = client.response()
         assert client.closed_by_peer(timeout=10.0)
-        assert client.buffer == b""  # cut: no response at all
+    assert response.status == 503
+    assert response.header("retry-after") == "1"
+    assert response.header("connection") == "close"
+    assert response.header("x-request-id") == "cut-me-1"
+    assert json.loads(response.body)["reason"] == "shutdown_cut"
     assert served.wait() == 1
     assert "drain deadline passed: cut 1 in-flight request(s)" in served.stderr
-    # The cut request itself is on record: no access line (it got no answer), a refusal line.
+    # The cut request itself is on record: a refusal line with its id and path.
     cut_lines = [line for line in served.stderr.splitlines() if "rejected shutdown_cut" in line]
     assert len(cut_lines) == 1
     assert "request_id=cut-me-1" in cut_lines[0]

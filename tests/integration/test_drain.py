@@ -7,6 +7,7 @@ sets, so "in flight when the drain began" holds by construction, not by timing.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -302,3 +303,100 @@ def test_a_connection_idle_through_the_drain_grace_is_closed_after_it(
         assert busy.response().status == 200
     stopping.join(STOP_JOIN)
     assert server.result == DrainResult(cut=0, connections=0)
+
+
+# --- moving clients off before the drain, and the answer at its deadline ------------------
+
+
+def test_during_shutdown_delay_keep_alive_answers_say_close_and_new_clients_are_served(
+    serve: ServeFactory,
+) -> None:
+    # SHUTDOWN_DELAY: readiness already says 503 and the load balancer is taking the pod
+    # out; each persistent connection's next answer says close so its client reconnects
+    # elsewhere, while connections still routed here are served.
+    gated = Gated()
+    server = serve(gated.runtime, shutdown_delay=3.0)
+    with RawClient(server.address) as kept:
+        before = kept.request(get("/fast"))
+        assert (before.status, before.header("connection")) == (200, None)
+        stopping = threading.Thread(target=server.stop, args=(30.0,), daemon=True)
+        stopping.start()
+        _poll(
+            lambda: (
+                server.runtime.server is not None and server.runtime.server.state.shutdown_pending
+            ),
+            "the shutdown was announced",
+        )
+        assert not server.runtime.server.draining  # type: ignore[union-attr]
+        during = kept.request(get("/fast"))
+        assert (during.status, during.body, during.header("connection")) == (200, b"fast", "close")
+        assert closed_cleanly(kept)
+    with RawClient(server.address) as fresh:  # the listener is still open in the delay
+        answer = fresh.request(get("/fast"))
+    assert (answer.status, answer.header("connection")) == (200, "close")
+    stopping.join(STOP_JOIN)
+    assert not stopping.is_alive()
+    assert server.result == DrainResult(cut=0, connections=0)
+
+
+def test_pipelined_requests_in_the_delay_are_all_answered_the_last_saying_close(
+    serve: ServeFactory,
+) -> None:
+    gated = Gated()
+    server = serve(gated.runtime, shutdown_delay=3.0)
+    with RawClient(server.address) as client:
+        assert client.request(get("/fast")).status == 200
+        stopping = threading.Thread(target=server.stop, args=(30.0,), daemon=True)
+        stopping.start()
+        _poll(
+            lambda: (
+                server.runtime.server is not None and server.runtime.server.state.shutdown_pending
+            ),
+            "the shutdown was announced",
+        )
+        client.send(get("/fast") * 3)
+        answers = [client.response() for _ in range(3)]
+        assert closed_cleanly(client)
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [a.header("connection") for a in answers] == [None, None, "close"]
+    stopping.join(STOP_JOIN)
+
+
+def test_a_request_whose_response_has_not_begun_at_the_deadline_gets_503_and_close(
+    serve: ServeFactory,
+) -> None:
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/slow", extra="X-Request-ID: at-the-deadline\r\n"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=0.5)
+        response = client.response()
+        assert closed_cleanly(client)
+        stopping.join(STOP_JOIN)
+    assert response.status == 503
+    assert response.header("retry-after") == "1"
+    assert response.header("connection") == "close"
+    assert response.header("x-request-id") == "at-the-deadline"
+    assert json.loads(response.body) == {
+        "error": "Service Unavailable",
+        "reason": "shutdown_cut",
+        "request_id": "at-the-deadline",
+    }
+    assert server.result == DrainResult(cut=1, connections=1)
+
+
+def test_the_drain_result_counts_what_was_served_during_it(serve: ServeFactory) -> None:
+    gated = Gated()
+    server = serve(gated.runtime)
+    with RawClient(server.address) as busy, RawClient(server.address) as other:
+        assert other.request(get("/fast")).status == 200  # before the drain: not counted
+        busy.send(get("/slow"))
+        assert gated.entered.wait(WAIT)
+        stopping = _drain_in_background(server, grace_period=30.0)
+        assert other.request(get("/fast")).status == 200  # idle grace: served with close
+        server.call(gated.release.set)
+        assert busy.response().status == 200
+        stopping.join(STOP_JOIN)
+    assert server.result is not None
+    assert (server.result.cut, server.result.served) == (0, 2)

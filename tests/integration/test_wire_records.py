@@ -215,7 +215,7 @@ def test_a_request_timeout_503_gets_an_access_line_and_is_counted_once(
     assert rejected == {labels(reason="request_timeout"): 1.0}
 
 
-def test_a_handler_cut_by_the_drain_gets_an_access_line_with_no_status() -> None:
+def test_a_handler_cut_by_the_drain_gets_an_access_line_with_its_503() -> None:
     runtime = Runtime()
     entered = threading.Event()
 
@@ -231,8 +231,14 @@ def test_a_handler_cut_by_the_drain_gets_an_access_line_with_no_status() -> None
         assert entered.wait(DEADLINE)
         server.stop(grace_period=0.2)
         (line,) = wait_for(access)
-    assert (line["status"], line["bytes"], line["outcome"]) == (0, 0, "shutdown_cut")
-    assert line["level"] == "info"
+        response = client.response()
+    assert response.status == 503
+    assert (line["status"], line["bytes"], line["outcome"]) == (
+        503,
+        len(response.body),
+        "shutdown_cut",
+    )
+    assert line["request_id"] == response.header("x-request-id")
 
 
 # --- a client that goes away ------------------------------------------------------------

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 import httptools
-import orjson
 
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
@@ -976,14 +975,24 @@ class HttpProtocol(asyncio.Protocol):
         )
 
     def _last_while_draining(self) -> bool:
-        """Whether the server drains and the response being written is the connection's last.
+        """Whether the response being written is the connection's last before the drain.
+
+        From :meth:`~nessen.server.Server.announce_shutdown` on (``SHUTDOWN_DELAY``, while
+        readiness already says 503 and the process still answers), responses on
+        persistent connections say ``Connection: close``, so clients reconnect, through
+        the load balancer, to a process that stays.
 
         Requests already queued (pipelined) behind it, and one that began arriving before
         the drain, are still answered, normally or with 503 (see :meth:`_dispatch`); so
         only the response to the last of them says ``Connection: close`` (RFC 9112 §9.6
         forbids answering anything after it).
         """
-        return self._state.draining and not self._queue and not self._begun_before_drain()
+        state = self._state
+        return (
+            (state.draining or state.shutdown_pending)
+            and not self._queue
+            and not self._begun_before_drain()
+        )
 
     def _announce_close(self) -> None:
         """The response being written says ``Connection: close``: nothing after it is served.
@@ -1195,6 +1204,7 @@ class HttpProtocol(asyncio.Protocol):
         """
         duration = time.monotonic() - started
         if status and counted:
+            self._state.answered += 1
             self._state.events.request_finished(request, status, content_bytes, duration)
         hook = request.on_finished
         if hook is not None:
@@ -1553,9 +1563,7 @@ class HttpProtocol(asyncio.Protocol):
         # The id the handler's log lines carried (a valid incoming one or the generated
         # one: visible ASCII either way), so the client's report matches the log.
         request_id = request.id
-        body = orjson.dumps(
-            {"error": "Service Unavailable", "reason": "request_timeout", "request_id": request_id}
-        )
+        body = error_body(503, REQUEST_TIMEOUT, request_id)
         self._write(
             simple_response(
                 503,
@@ -1691,6 +1699,46 @@ class HttpProtocol(asyncio.Protocol):
         busy = self._busy
         current, pending = self._current, self._pending
         cut = current[0] if busy and current is not None else pending[0] if pending else None
+        transport = self._transport
+        if (
+            cut is not None
+            and current is not None
+            and cut is current[0]
+            and not self._answered
+            and transport is not None
+            and not transport.is_closing()
+            and not self._writing_paused
+        ):
+            # Its response has not begun: the client gets a 503 it can retry elsewhere
+            # rather than a bare close, which it cannot tell from a crash.
+            self._answered = True
+            self._announce_close()
+            body = error_body(503, SHUTDOWN_CUT, cut.id)
+            transport.write(
+                simple_response(
+                    503,
+                    body,
+                    fixed_fields=self._state.fixed_fields,
+                    extra=f"Retry-After: 1\r\nX-Request-ID: {cut.id}\r\n"
+                    + self._state.events.error_fields(cut._raw_headers),  # CORS
+                    content_type="application/json",
+                    head=cut.method == "HEAD",
+                )
+            )
+            self._state.events.request_rejected(
+                "shutdown_cut",
+                503,
+                "still running at the drain deadline (shutdown_timeout): cancelled, answered "
+                "503 with Connection: close",
+                self._client,
+                cut,
+            )
+            sent = 0 if cut.method == "HEAD" else len(body)
+            self._report(cut, None, 503, sent, SHUTDOWN_CUT, current[2], counted=False)
+            if self._task is not None:
+                self._task.cancel()
+            transport.close()  # after the 503: the process is about to exit, no linger
+            return True
         if cut is not None:
             self._state.events.request_rejected(
                 "shutdown_cut",

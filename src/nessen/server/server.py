@@ -29,7 +29,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nessen.config import Config
 from nessen.http import Handler
@@ -196,14 +196,18 @@ class DrainResult:
     """How a drain ended.
 
     Attributes:
-        cut: Requests still in a handler (or streaming) when the deadline passed, cancelled.
-        connections: Connections that were still open then, aborted. A connection in its
+        cut: Requests still in a handler (or streaming) when the deadline passed, cancelled;
+            one whose response had not begun was answered 503 with ``Retry-After`` and
+            ``Connection: close``.
+        connections: Connections that were still open then, closed. A connection in its
             lingering close (every response written, only the client's FIN awaited) is
             closed then and not counted: nothing was lost on it.
+        served: Responses that went out whole during the drain.
     """
 
     cut: int
     connections: int
+    served: int = field(default=0, compare=False)
 
     @property
     def clean(self) -> bool:
@@ -539,6 +543,7 @@ class Server:
             connection still lingering then is closed but not counted.
         """
         state = self.state
+        answered = state.answered
         if not state.draining:
             state.draining = True
             state.drain_started = time.monotonic()
@@ -579,7 +584,18 @@ class Server:
                 cut += 1
         if state.active_requests > cut:
             cut = state.active_requests
-        return DrainResult(cut=cut, connections=aborted)
+        return DrainResult(cut=cut, connections=aborted, served=state.answered - answered)
+
+    def announce_shutdown(self) -> None:
+        """A drain is coming (``SHUTDOWN_DELAY`` runs): send clients elsewhere, still serving.
+
+        From now on the last response on each persistent connection says ``Connection:
+        close`` (requests already queued or arriving on it are answered first), so clients
+        reconnect through the load balancer, which by the drain has taken this process out
+        of rotation. New connections are still accepted and served.
+        """
+        if self._state is not None:
+            self._state.shutdown_pending = True
 
     async def close(self) -> None:
         """Stop the ticker and the listener and abort every connection at once."""

@@ -106,6 +106,8 @@ class ServerState:
         connections: Open connections.
         active_requests: Requests whose handler has been called and not yet returned
             (a cancelled handler counts until its task is really gone).
+        shutdown_pending: True once :meth:`Server.announce_shutdown` was called (the
+            ``SHUTDOWN_DELAY`` before the drain): responses say ``Connection: close``.
         draining: True once :meth:`Server.drain` has begun.
         drain_started: ``time.monotonic()`` when the drain began (requests whose first byte
             came later are refused with 503).
@@ -131,8 +133,12 @@ class ServerState:
         self.active_requests = 0
         self.body_bytes = 0
         """Request content bytes buffered now, across connections (see body_buffer_bytes)."""
+        self.shutdown_pending = False
         self.draining = False
         self.drain_started = float("inf")
+        self.answered = 0
+        """Responses to the handlers' answers that went out (each counted once, when
+        reported; the server's own refusals are not), since start."""
         self.idle = asyncio.Event()
         self.allowed_hosts = HostAllowlist(config.allowed_hosts)
         self.dropped_content_logged: set[tuple[int, str]] = set()
