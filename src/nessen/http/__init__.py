@@ -4,9 +4,9 @@ from collections.abc import Awaitable, Callable
 
 from nessen.http.headers import Headers
 from nessen.http.request import Query, Request
-from nessen.http.response import Response
+from nessen.http.response import Response, SwitchingProtocols
 
 Handler = Callable[[Request], Awaitable[Response]]
 """Anything the server can call with a request to get a response."""
 
-__all__ = ["Handler", "Headers", "Query", "Request", "Response"]
+__all__ = ["Handler", "Headers", "Query", "Request", "Response", "SwitchingProtocols"]

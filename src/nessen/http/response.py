@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -177,6 +177,55 @@ class Response:
             response._headers = headers
         return response
 
+    @classmethod
+    def switching_protocols(
+        cls,
+        protocol_factory: Callable[[], Any],
+        protocol: str,
+        *,
+        headers: HeadersInit = None,
+    ) -> SwitchingProtocols:
+        """Answer an Upgrade request with ``101 Switching Protocols`` and take the connection.
+
+        See :class:`SwitchingProtocols`. Only a request that asked to upgrade
+        (``Connection: Upgrade`` and ``Upgrade: ...``) may get one; for any other the
+        server answers 500 instead.
+
+        Args:
+            protocol_factory: Called once, with no argument, when the 101 has been
+                written: returns the ``asyncio.Protocol`` that owns the connection next.
+            protocol: The ``Upgrade`` value naming the protocol switched to, e.g.
+                ``"websocket"`` (RFC 9110 §7.8).
+            headers: More fields for the 101 (``Sec-WebSocket-Accept``, say).
+        """
+        return SwitchingProtocols(protocol_factory, protocol, headers=headers)
+
     def __repr__(self) -> str:
         kind = "stream" if self.stream is not None else f"{len(self.body)} bytes"
         return f"<Response {self.status} {self.content_type or '-'} {kind}>"
+
+
+class SwitchingProtocols(Response):
+    """A ``101 Switching Protocols`` answer that hands the connection to another protocol.
+
+    RFC 9110 §15.2.2 and §7.8. The server writes the status line, the handler's fields,
+    ``Connection: Upgrade`` and ``Upgrade: <protocol>``; then calls ``protocol_factory()``
+    and gives it the transport (``connection_made``), followed, through
+    ``data_received``, by the bytes the client sent after the request, as memoryviews of
+    the buffers they were read into (no copy), and by everything it sends later. From then
+    on HTTP is over on that connection: no HTTP deadline or limit applies to it; the
+    server closes it when it stops.
+
+    Attributes:
+        protocol_factory: Returns the ``asyncio.Protocol`` for the connection.
+        protocol: The ``Upgrade`` value sent.
+    """
+
+    __slots__ = ("protocol", "protocol_factory")
+
+    def __init__(
+        self, protocol_factory: Callable[[], Any], protocol: str, *, headers: HeadersInit = None
+    ) -> None:
+        super().__init__(101, headers=headers)
+        self.protocol_factory = protocol_factory
+        self.protocol = protocol

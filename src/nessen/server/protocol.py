@@ -33,6 +33,7 @@ from nessen.http.request import (
     SEND_TIMEOUT,
     SHUTDOWN_CUT,
 )
+from nessen.http.response import SwitchingProtocols
 from nessen.http.target import split_target
 from nessen.server.body import (
     HIGH_WATER_BYTES,
@@ -162,6 +163,8 @@ class HttpProtocol(asyncio.Protocol):
         self._stopped_parsing = False
         self._unparsed: memoryview | bytes | None = None  # read, not parsed yet (see _parse)
         self._slicing = False  # _parse is handing a large read to data_received in slices
+        self._upgrade_request: Request | None = None  # the request that asked to upgrade
+        self._upgrade_tail: list[memoryview] | None = None  # the bytes read after it
         self._pending_error: ProtocolError | None = None
         self._continue_pending = False
         self._reading_paused = False
@@ -329,8 +332,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(cause)
             else:  # a bug of ours in a callback: answer 400 and close rather than hang
                 self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
-        except httptools.HttpParserUpgrade:
-            self._on_upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data, exc.args[0] if exc.args else len(data))
         except httptools.HttpParserInvalidMethodError:
             start = self._method_start = self._request_start(bytes(data), in_message, begun)
             self._fail(policy.method_error(start))
@@ -409,6 +412,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while start < size:
                 if self._stopped_parsing or self.read_phase is LINGER:
+                    if self._upgrade_tail is not None:  # the new protocol's bytes
+                        self._upgrade_tail.append(data[start:])
                     return
                 if len(self._queue) >= PIPELINE_DEPTH:
                     self._unparsed = data[start:]
@@ -913,6 +918,10 @@ class HttpProtocol(asyncio.Protocol):
             if response.stream is not None:
                 self._answered = True
                 self._task = self._loop.create_task(self._write_stream(request, response))
+                return
+            if response.status == 101:
+                self._switch(request, response, started)
+                self._complete(in_task)
                 return
             data, content_bytes = self._serialize(request, response, keep_alive)
         except ResponseError as exc:
@@ -1484,16 +1493,80 @@ class HttpProtocol(asyncio.Protocol):
         else:  # pragma: no cover - TCP transports can always half-close
             transport.close()
 
-    def _on_upgrade(self) -> None:
-        """An Upgrade (or CONNECT) request was parsed; we ignore the upgrade (RFC 9110 §7.8).
+    def _on_upgrade(self, data: bytes | memoryview, offset: int) -> None:
+        """An Upgrade (or CONNECT) request was parsed, ending at ``offset`` in ``data``.
 
-        The request itself is served normally, then the connection is closed, because the
-        bytes after it belong to a protocol we do not speak.
+        What follows it belongs to the protocol the client asked for: it is kept, as
+        memoryviews of what was read, for a handler that answers with
+        :meth:`Response.switching_protocols <nessen.http.Response.switching_protocols>`
+        (see :meth:`_switch`). A handler that answers anything else is served normally
+        and the connection then closed (RFC 9110 §7.8 lets a server ignore Upgrade).
         """
+        self._upgrade_request = self._queue[-1][0] if self._queue else None
+        self._upgrade_tail = [memoryview(data)[offset:]] if offset < len(data) else []
         self._close_after = True
         self._stop_parsing()
         if not self._busy and self._queue:
             self._process_queue()
+
+    def _switch(self, request: Request, response: Response, started: float) -> None:
+        """Write the 101 and hand the connection to the protocol the handler chose.
+
+        Raises:
+            ResponseError: A 101 that is not a :class:`SwitchingProtocols`, or for a
+                request that did not ask to upgrade, or a protocol factory that failed:
+                the server answers 500 instead (nothing was written).
+        """
+        if type(response) is not SwitchingProtocols or request is not self._upgrade_request:
+            raise ResponseError(
+                "status 101 answers only a request that asked to upgrade (Connection: "
+                "Upgrade), with Response.switching_protocols()"
+            )
+        parts = [status_line(101), self._state.fixed_fields]
+        if response._headers is not None:
+            parts.append(encode_fields(response._headers.multi_items()))
+        if response._encoded:
+            parts.append(response._encoded)
+        parts.append(f"Connection: Upgrade\r\nUpgrade: {response.protocol}\r\n\r\n")
+        try:
+            head = "".join(parts).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ResponseError(f"101 header section is not latin-1: {exc}") from exc
+        if "\n" in response.protocol or "\r" in response.protocol:
+            raise ResponseError(f"Upgrade value {response.protocol[:64]!r} holds CR or LF")
+        try:
+            protocol = response.protocol_factory()
+        except Exception as exc:
+            raise ResponseError(f"the 101's protocol factory failed: {exc!r}") from exc
+        transport = self._transport
+        assert transport is not None
+        self._answered = True
+        transport.write(head)
+        self._report(request, response, 101, 0, None, started)
+        # HTTP is over on this connection: forget it, and let the new protocol read.
+        tail, self._upgrade_tail = self._upgrade_tail or [], None
+        self._closed = True
+        self.read_deadline = self.handler_deadline = self.write_deadline = INF
+        state = self._state
+        state.connections.discard(self)
+        state.adopt_upgraded(transport)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        try:
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            for piece in tail:
+                if piece:
+                    protocol.data_received(piece)
+        except Exception:
+            logger.exception(
+                "the protocol switched to (%s) failed at the hand-over; connection aborted",
+                response.protocol,
+                extra={"request_id": request.id, "method": request.method, "path": request.path},
+            )
+            transport.abort()
+        state.check_idle()
 
     def _close(self) -> None:
         transport = self._transport

@@ -584,6 +584,7 @@ class Server:
                 cut += 1
         if state.active_requests > cut:
             cut = state.active_requests
+        aborted += state.close_upgraded()  # another protocol's: nothing HTTP can finish
         return DrainResult(cut=cut, connections=aborted, served=state.answered - answered)
 
     def announce_shutdown(self) -> None:
@@ -608,6 +609,7 @@ class Server:
         if state is not None:
             for conn in list(state.connections):
                 conn.cut()
+            state.close_upgraded()
 
 
 __all__ = [

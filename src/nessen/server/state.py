@@ -136,6 +136,9 @@ class ServerState:
         self.shutdown_pending = False
         self.draining = False
         self.drain_started = float("inf")
+        self.upgraded: set[asyncio.Transport] = set()
+        """Connections handed to another protocol by a 101 (closed when the server stops)."""
+        self._prune_upgraded_at = 64
         self.answered = 0
         """Responses to the handlers' answers that went out (each counted once, when
         reported; the server's own refusals are not), since start."""
@@ -159,6 +162,27 @@ class ServerState:
         if second != self._date_second:
             self._date_second = second
             self.fixed_fields = f"Date: {http_date(second)}\r\n{self._server_line}"
+
+    def adopt_upgraded(self, transport: asyncio.Transport) -> None:
+        """Keep ``transport``, handed to another protocol, to close it when the server stops.
+
+        Closed ones are dropped now and then (when the set has doubled), so the set stays
+        about the size of the open ones.
+        """
+        upgraded = self.upgraded
+        upgraded.add(transport)
+        if len(upgraded) >= self._prune_upgraded_at:
+            for gone in [t for t in upgraded if t.is_closing()]:
+                upgraded.discard(gone)
+            self._prune_upgraded_at = max(64, 2 * len(upgraded))
+
+    def close_upgraded(self) -> int:
+        """Abort every upgraded connection still open; return how many there were."""
+        open_ones = [t for t in self.upgraded if not t.is_closing()]
+        for transport in open_ones:
+            transport.abort()
+        self.upgraded.clear()
+        return len(open_ones)
 
     def check_idle(self) -> None:
         """Set :attr:`idle` when draining and no connection or handler is left."""
