@@ -373,7 +373,11 @@ class HttpProtocol(asyncio.Protocol):
                     and (
                         self._parser.get_http_version() == "0.0"
                         or policy.bare_request_line(
-                            head, self._parser.get_method(), b"".join(self._url), self._url_in_read
+                            head,
+                            self._parser.get_method(),
+                            b"".join(self._url),
+                            self._url_in_read,
+                            self._messages_begun != begun,
                         )
                     )
                 ):

@@ -209,28 +209,34 @@ def parse_error(message: str) -> ProtocolError:
     return ProtocolError(f"malformed request: {message}", status=400, reason="malformed_request")
 
 
-def bare_request_line(data: bytes, method: bytes, target: bytes, target_in_data: bool) -> bool:
+def bare_request_line(
+    data: bytes, method: bytes, target: bytes, target_in_data: bool, began_in_data: bool
+) -> bool:
     r"""Whether ``data`` ends an HTTP/0.9 request line: ``METHOD target`` and its newline.
 
     RFC 9112 §3 requires the version; a client that omits it speaks HTTP/0.9 and sends
     no header section, so it is answered when its line ends, not after a timeout.
 
     Args:
-        data: What was just parsed; it ends with a newline.
+        data: What was just parsed; it ends with a newline, and no header field of the
+            request has been reported yet.
         method: The request's method, as the parser read it.
         target: Its request target so far.
-        target_in_data: Whether part of the target came in ``data``. When not, and the
-            line began before ``data``, nothing here tells its version apart (it may
-            have come with the target), so the answer is no.
+        target_in_data: Whether part of the target came in ``data``.
+        began_in_data: Whether the request began in ``data`` (after the end of an
+            earlier one, whose content may run up to it with no newline between).
     """
     line = data[:-1]
     if line.endswith(b"\r"):
         line = line[:-1]
-    start = line.rfind(b"\n") + 1
-    line = line[start:]
     expected = method + b" " + target
-    if start:  # the whole line is in ``data``
-        return line == expected
+    if began_in_data:
+        # The whole request line is in ``data``: with a version it would not end the
+        # data, and "METHOD target " would be in it.
+        return line.endswith(expected) and expected + b" " not in data
+    if b"\n" in line:  # the request line ended before: this newline ends a field line
+        return False
+    # The line began in an earlier read: ``data`` is its tail, the target's end in it.
     return target_in_data and bool(line) and expected.endswith(line)
 
 

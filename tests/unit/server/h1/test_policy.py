@@ -206,24 +206,28 @@ def test_the_error_body_names_status_and_reason_and_never_client_bytes() -> None
 
 
 @pytest.mark.parametrize(
-    ("data", "target", "in_data", "bare"),
+    ("data", "target", "in_data", "began", "bare"),
     [
-        (b"GET /x\r\n", b"/x", True, True),
-        (b"GET /x?y\n", b"/x?y", True, True),
-        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /second\r\n", b"/second", True, True),
-        (b"cond\r\n", b"/second", True, True),  # the line began earlier: its tail
-        (b"GET / HTTP/1.1\r\n", b"/", True, False),
-        (b"GET / HTTP/1.1\r\nHost: test\r\n", b"/", True, False),  # a field line ends it
-        (b" HTTP/1.1\r\n", b"/x", False, False),
-        (b"\r\n", b"/x", False, False),  # the version may have come with the target
-        (b"1.1\r\n", b"/v1.1", True, True),  # its target ends the line: no version
-        (b"1.1 HTTP/1.1\r\n", b"/v1.1", True, False),
+        (b"GET /x\r\n", b"/x", True, True, True),
+        (b"GET /x?y\n", b"/x?y", True, True, True),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /second\r\n", b"/second", True, True, True),
+        (b"bbbbGET /nine\r\n", b"/nine", True, True, True),  # after a body, no newline
+        (b"b\nbbGET /nine\r\n", b"/nine", True, True, True),
+        (b"cond\r\n", b"/second", True, False, True),  # the line began earlier: its tail
+        (b"1.1\r\n", b"/v1.1", True, False, True),  # its target ends the line: no version
+        (b"GET / HTTP/1.1\r\n", b"/", True, True, False),
+        (b"GET /x HTTP/1.1\r\nX-A: GET /x\r\n", b"/x", True, True, False),  # a field line
+        (b"GET / HTTP/1.1\r\nHost: test\r\n", b"/", True, True, False),
+        (b"1.1 HTTP/1.1\r\n", b"/v1.1", True, False, False),
+        (b" HTTP/1.1\r\n", b"/x", False, False, False),
+        (b"\r\n", b"/x", False, False, False),  # the version may have come with the target
+        (b"1\r\nHost: t\r\n", b"/x1", True, False, False),
     ],
 )
 def test_a_request_line_without_a_version_is_http_0_9(
-    data: bytes, target: bytes, in_data: bool, bare: bool
+    data: bytes, target: bytes, in_data: bool, began: bool, bare: bool
 ) -> None:
-    assert policy.bare_request_line(data, b"GET", target, in_data) is bare
+    assert policy.bare_request_line(data, b"GET", target, in_data, began) is bare
 
 
 def test_client_bytes_in_messages_are_quoted_as_text() -> None:
