@@ -317,6 +317,17 @@ def slow_stream_runtime() -> tuple[Runtime, threading.Event]:
     return runtime, closed
 
 
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Warnings and errors logged, less asyncio's debug-mode note that a callback was slow
+    (``PYTHONASYNCIODEBUG=1`` in ``make test``; a loaded machine makes any callback slow)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+        and not (r.name == "asyncio" and r.msg.startswith("Executing "))
+    ]
+
+
 def test_a_client_leaving_mid_stream_is_an_info_line_without_traceback(
     serve: ServeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -331,7 +342,7 @@ def test_a_client_leaving_mid_stream_is_an_info_line_without_traceback(
         assert closed.wait(DEADLINE)  # the stream was closed, not left running
     assert (line["status"], line["outcome"], line["level"]) == (200, "client_disconnected", "info")
     assert line["bytes"] >= 20_000 - 1000
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert _warnings(caplog) == []
 
 
 def starlette_stream(closed: threading.Event) -> Any:
@@ -374,6 +385,19 @@ def fastapi_stream(closed: threading.Event) -> Any:
     return app
 
 
+def _active_requests(server: LiveServer) -> int:
+    found: list[int] = []
+    server.call(lambda: found.append(server.runtime.server.state.active_requests))  # type: ignore[union-attr]
+    return found[0]
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {DEADLINE} s: {what}"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("make_app", [starlette_stream, fastapi_stream])
 def test_an_asgi_app_s_client_leaving_mid_stream_is_an_info_line_without_traceback(
     make_app: Callable[[threading.Event], Any], caplog: pytest.LogCaptureFixture
@@ -387,13 +411,17 @@ def test_an_asgi_app_s_client_leaving_mid_stream_is_an_info_line_without_traceba
             read_until(client, 20_000)
             client.close()
             (line,) = wait_for(access)
-            assert closed.wait(DEADLINE)
+            # The app returned (it was told http.disconnect): no request is left running.
+            # (Whether its generator's finally has run by then is the framework's and the
+            # garbage collector's business: Starlette cancels the task, and does not close
+            # the iterator.)
+            _wait_until(lambda: _active_requests(server) == 0, "the app returned")
     finally:
         server.stop()
     assert (line["status"], line["outcome"], line["level"]) == (200, "client_disconnected", "info")
     assert line["route"] == "/stream"
     assert line["bytes"] >= 20_000 - 1000
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert _warnings(caplog) == []
 
 
 def starlette_reading_body(entered: threading.Event) -> Any:
@@ -426,7 +454,7 @@ def test_an_asgi_app_raising_because_its_client_left_mid_upload_is_no_error(
     finally:
         server.stop()
     assert (line["outcome"], line["level"]) == ("client_disconnected", "info")
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert _warnings(caplog) == []
     assert not [r for r in caplog.records if r.exc_info]
     (note,) = [r for r in caplog.records if "ClientDisconnect" in r.getMessage()]
     assert note.levelno == logging.INFO

@@ -47,9 +47,11 @@ def test_error_hierarchy() -> None:
 
 IMPORT_CHECK = """
 import logging, signal, sys
+term, interrupt = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 import {module}
-assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGTERM)
-assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+# unchanged, whatever they were (a shell's background job starts with SIGINT ignored)
+assert signal.getsignal(signal.SIGTERM) is term, signal.getsignal(signal.SIGTERM)
+assert signal.getsignal(signal.SIGINT) is interrupt, signal.getsignal(signal.SIGINT)
 root = logging.getLogger()
 assert root.handlers == [], root.handlers
 assert root.level == logging.WARNING, root.level
