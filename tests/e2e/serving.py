@@ -30,6 +30,9 @@ def base_env(**extra: str) -> dict[str, str]:
     env["RATE_LIMIT_MAX"] = "1000000000"
     # coverage's subprocess measurement (``make test``) travels in COVERAGE_* variables
     env.update((k, v) for k, v in os.environ.items() if k.startswith("COVERAGE_"))
+    # a checkout tested without installing it (PYTHONPATH=src) serves its own code
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     return env
 

@@ -1814,7 +1814,12 @@ class HttpProtocol(asyncio.Protocol):
             self._report(cut, None, 503, sent, SHUTDOWN_CUT, current[2], counted=False)
             if self._task is not None:
                 self._task.cancel()
-            transport.close()  # after the 503: the process is about to exit, no linger
+            # After the 503, a plain close (FIN), not the abort below: the process is about
+            # to exit, and an abort could reset the connection before the client has read
+            # the answer. Nothing more is done on it (the server's close() skips it).
+            transport.close()
+            self._closed = True
+            self._state.connections.discard(self)
             return True
         if cut is not None:
             self._state.events.request_rejected(
