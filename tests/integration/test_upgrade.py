@@ -18,6 +18,7 @@ from nessen.server.state import ServerState
 from tests.conftest import ServeFactory
 from tests.integration.wire import closed_cleanly, json_body
 from tests.rawhttp import RawClient, get
+from tests.transport import RecordingTransport
 
 UPGRADE = "Connection: Upgrade\r\nUpgrade: shout\r\n"
 
@@ -149,39 +150,6 @@ def test_stopping_the_server_closes_an_upgraded_connection(serve: ServeFactory) 
 
 
 # --- from bytes, no socket: the hand-over copies nothing ----------------------------------
-
-
-class RecordingTransport(asyncio.Transport):
-    """Just enough of a transport for one connection, recording writes and the protocol."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.protocol: asyncio.BaseProtocol | None = None
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.protocol = protocol
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def test_the_bytes_after_the_request_reach_the_new_protocol_without_a_copy() -> None:

@@ -29,58 +29,10 @@ from hypothesis import strategies as st
 from nessen import Config, Request, Response
 from nessen.server.protocol import FEED_SLICE, HttpProtocol
 from nessen.server.state import ServerState
+from tests.transport import RecordingTransport
 
 DATE = re.compile(rb"Date: [^\r\n]*\r\n")
 STATUS = re.compile(rb"HTTP/1\.1 \d{3} ")
-
-
-class Transport(asyncio.Transport):
-    """Records writes; notes a write after close or abort."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closed = False
-        self.written_after_close = False
-
-    def write(self, data: Any) -> None:
-        if self.closed:
-            self.written_after_close = True
-        self.out += data
-
-    def writelines(self, parts: Any) -> None:
-        for part in parts:
-            self.write(part)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def write_eof(self) -> None:
-        self.closed = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class Events:
@@ -105,13 +57,13 @@ CONFIG = Config(
 )
 
 
-def run(pieces: list[bytes]) -> Transport:
+def run(pieces: list[bytes]) -> RecordingTransport:
     """Feed ``pieces`` as successive reads; return the transport once all is answered."""
 
-    async def main() -> Transport:
+    async def main() -> RecordingTransport:
         state = ServerState(CONFIG, handler, Events())  # type: ignore[arg-type]
         protocol = HttpProtocol(state)
-        transport = Transport()
+        transport = RecordingTransport()
         protocol.connection_made(transport)
         for piece in pieces:
             if transport.closed:

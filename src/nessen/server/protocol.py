@@ -1634,13 +1634,32 @@ class HttpProtocol(asyncio.Protocol):
         if self._answered:  # the server refused its content already; the handler ran on
             task.cancel()
             return
+        self._answer_in_handlers_place(
+            current,
+            REQUEST_TIMEOUT,
+            f"handler ran past {self._config.request_timeout:g} s (request_timeout); cancelled",
+        )
+        task.cancel()
+        if self._transport is not None and not self._transport.is_closing():
+            self._linger()
+
+    def _answer_in_handlers_place(
+        self, current: tuple[Request, bool, float], reason: str, detail: str
+    ) -> None:
+        """Answer 503 for the request whose handler still runs, then close after it.
+
+        For the request deadline and the drain's: ``Retry-After: 1``, ``Connection:
+        close``, the CORS fields, and the request id the handler's log lines carried (a
+        valid incoming one or the generated one: visible ASCII either way), in the body
+        and in ``X-Request-ID``, so the client's report matches the log. Logged as a
+        rejection with ``reason`` and ``detail``; its access line has status 503 and the
+        outcome ``reason``.
+        """
         request = current[0]
         self._announce_close()
         self._answered = True
-        # The id the handler's log lines carried (a valid incoming one or the generated
-        # one: visible ASCII either way), so the client's report matches the log.
         request_id = request.id
-        body = error_body(503, REQUEST_TIMEOUT, request_id)
+        body = error_body(503, reason, request_id)
         self._write(
             simple_response(
                 503,
@@ -1652,18 +1671,9 @@ class HttpProtocol(asyncio.Protocol):
                 head=request.method == "HEAD",
             )
         )
-        self._state.events.request_rejected(
-            "request_timeout",
-            503,
-            f"handler ran past {self._config.request_timeout:g} s (request_timeout); cancelled",
-            self._client,
-            request,
-        )
+        self._state.events.request_rejected(reason, 503, detail, self._client, request)
         sent = 0 if request.method == "HEAD" else len(body)
-        self._report(request, None, 503, sent, REQUEST_TIMEOUT, current[2], counted=False)
-        task.cancel()
-        if self._transport is not None and not self._transport.is_closing():
-            self._linger()
+        self._report(request, None, 503, sent, reason, current[2], counted=False)
 
     def on_write_timeout(self) -> None:
         """``send_timeout`` passed with output queued: go on if the client keeps up, else abort.
@@ -1788,30 +1798,12 @@ class HttpProtocol(asyncio.Protocol):
         ):
             # Its response has not begun: the client gets a 503 it can retry elsewhere
             # rather than a bare close, which it cannot tell from a crash.
-            self._answered = True
-            self._announce_close()
-            body = error_body(503, SHUTDOWN_CUT, cut.id)
-            transport.write(
-                simple_response(
-                    503,
-                    body,
-                    fixed_fields=self._state.fixed_fields,
-                    extra=f"Retry-After: 1\r\nX-Request-ID: {cut.id}\r\n"
-                    + self._state.events.error_fields(cut._raw_headers),  # CORS
-                    content_type="application/json",
-                    head=cut.method == "HEAD",
-                )
-            )
-            self._state.events.request_rejected(
-                "shutdown_cut",
-                503,
+            self._answer_in_handlers_place(
+                current,
+                SHUTDOWN_CUT,
                 "still running at the drain deadline (shutdown_timeout): cancelled, answered "
                 "503 with Connection: close",
-                self._client,
-                cut,
             )
-            sent = 0 if cut.method == "HEAD" else len(body)
-            self._report(cut, None, 503, sent, SHUTDOWN_CUT, current[2], counted=False)
             if self._task is not None:
                 self._task.cancel()
             # After the 503, a plain close (FIN), not the abort below: the process is about
