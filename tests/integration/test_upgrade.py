@@ -97,6 +97,29 @@ def test_a_101_hands_the_connection_and_the_bytes_after_the_request_over(
     assert seen[0] == "connection_made"
 
 
+def test_bytes_sent_before_the_101_reach_the_new_protocol(serve: ServeFactory) -> None:
+    # A client may send the next protocol's first bytes without waiting for the 101:
+    # they are held (reading paused) until the handler answers, then handed over.
+    seen: list[Any] = []
+    entered, release = threading.Event(), asyncio.Event()
+    runtime = Runtime(access_log=False)
+
+    @runtime.route.get("/later")
+    async def later(ctx: Request) -> Response:
+        entered.set()
+        await release.wait()
+        return Response.switching_protocols(lambda: Shout(seen), "shout")
+
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/later", extra=UPGRADE))
+        assert entered.wait(10.0)
+        client.send(b"early")  # before the 101
+        server.call(release.set)
+        _head(client)
+        assert _read(client, 5) == b"EARLY"
+
+
 def test_a_101_for_a_request_that_did_not_ask_to_upgrade_is_a_500(serve: ServeFactory) -> None:
     seen: list[Any] = []
     server = serve(shout_runtime(seen), env="production")

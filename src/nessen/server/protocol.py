@@ -165,6 +165,7 @@ class HttpProtocol(asyncio.Protocol):
         self._slicing = False  # _parse is handing a large read to data_received in slices
         self._upgrade_request: Request | None = None  # the request that asked to upgrade
         self._upgrade_tail: list[memoryview] | None = None  # the bytes read after it
+        self._switched_to: Any = None  # the asyncio.Protocol a 101 handed over to
         self._pending_error: ProtocolError | None = None
         self._continue_pending = False
         self._reading_paused = False
@@ -311,6 +312,10 @@ class HttpProtocol(asyncio.Protocol):
         ``data`` is one read, or one slice of a read larger than ``FEED_SLICE``: such a read
         goes through :meth:`_parse`, which hands it back here a slice at a time.
         """
+        if self._upgrade_tail is not None and not self._slicing:
+            # After an Upgrade request: the bytes are the next protocol's (see _switch)
+            self._upgrade_tail.append(memoryview(data))
+            return
         if self.read_phase is LINGER or self._stopped_parsing:
             return
         if not self._slicing:
@@ -416,8 +421,11 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while start < size:
                 if self._stopped_parsing or self.read_phase is LINGER:
-                    if self._upgrade_tail is not None:  # the new protocol's bytes
-                        self._upgrade_tail.append(data[start:])
+                    rest = data[start:]  # after an Upgrade request: the next protocol's
+                    if self._upgrade_tail is not None:
+                        self._upgrade_tail.append(rest)
+                    elif self._switched_to is not None:
+                        self._switched_to.data_received(rest)
                     return
                 if len(self._queue) >= PIPELINE_DEPTH:
                     self._unparsed = data[start:]
@@ -1483,6 +1491,7 @@ class HttpProtocol(asyncio.Protocol):
         """
         transport = self._transport
         assert transport is not None
+        self._upgrade_tail = None  # not switching: what followed an Upgrade is discarded
         if transport.is_closing():
             return
         if self._eof:
@@ -1510,6 +1519,7 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrade_tail = [memoryview(data)[offset:]] if offset < len(data) else []
         self._close_after = True
         self._stop_parsing()
+        self._pause_reading()  # until the handler has answered: held, not read on
         if not self._busy and self._queue:
             self._process_queue()
 
@@ -1557,6 +1567,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
+        self._switched_to = protocol
         try:
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
