@@ -1,7 +1,7 @@
 """The connection from bytes, no socket: splitting the input anywhere changes nothing.
 
 In-process (``HttpProtocol`` with a recording transport), so thousands of examples run in
-seconds. For any mix of valid, pipelined, chunked, large, malformed and HTTP/0.9 requests:
+seconds. For any mix of valid, pipelined, chunked, large, malformed, Upgrade and HTTP/0.9 requests:
 
 - the bytes written are the same whether the input came in one read or split at
   arbitrary points (``Date`` lines aside);
@@ -101,6 +101,7 @@ requests = st.one_of(
     st.builds(chunked, st.lists(st.binary(min_size=1, max_size=40), max_size=4)),
     st.just(b"GET /nine\r\n"),  # HTTP/0.9
     st.just(b"GET / HTTP/1.1\r\n\r\n"),  # no Host
+    st.just(b"GET /up HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"),
     st.binary(max_size=30).map(lambda junk: b"(" + junk),  # garbage
 )
 first = st.one_of(st.just(b""), st.just(b"BREW / HTTP/1.1\r\nHost: t\r\n\r\n"))
