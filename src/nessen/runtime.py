@@ -739,12 +739,20 @@ class Runtime:
                     main.cut + side.cut,
                     main.connections + side.connections,
                     main.served + side.served,
+                    main.upgraded + side.upgraded,
                 )
             if result.clean:
                 logger.info(
-                    "drained: every in-flight request completed (%d response(s) during the drain)",
+                    "drained: every in-flight request completed (%d response(s) during the "
+                    "drain; %d upgraded connection(s) closed)",
                     result.served,
-                    extra={"served": result.served, "cut": 0, "connections_closed": 0},
+                    result.upgraded,
+                    extra={
+                        "served": result.served,
+                        "cut": 0,
+                        "connections_closed": 0,
+                        "upgraded_closed": result.upgraded,
+                    },
                 )
             else:
                 logger.error(
@@ -758,6 +766,7 @@ class Runtime:
                         "served": result.served,
                         "cut": result.cut,
                         "connections_closed": result.connections,
+                        "upgraded_closed": result.upgraded,
                     },
                 )
         await self._run_shutdown_hooks(deadline)

@@ -122,8 +122,15 @@ def test_each_workers_process_metrics_are_exported_with_its_worker_label(
     pids = set(started_pids(served))
 
     def both_workers(families: dict[str, Metric]) -> bool:
-        memory = process_series(families, "process_resident_memory_bytes")
-        return {pid for pid, _ in memory.values()} == pids
+        # every series of both workers, with its first value (a series is created at 0
+        # the instant before its value is written: a busy machine can show that instant)
+        for name in ("process_resident_memory_bytes", "process_open_fds", "process_max_fds"):
+            series = process_series(families, name)
+            if {pid for pid, _ in series.values()} != pids:
+                return False
+            if not all(value > 0 for _, value in series.values()):
+                return False
+        return True
 
     families = scrape_until(served, both_workers)
     memory = process_series(families, "process_resident_memory_bytes")

@@ -44,6 +44,10 @@ FIELDS = (
     "headers",
     "response_headers",
     "body",
+    "served",
+    "cut",
+    "connections_closed",
+    "upgraded_closed",
 )
 """Structured fields copied from a record's ``extra`` into the output, in this order."""
 

@@ -239,12 +239,19 @@ class PrometheusMetrics:
         self._process_sampled = float("-inf")
         if multiprocess:
             self.registry.register(_MultiProcessView())
+            # Each series is created (in the worker's file, at 0) and given its first value
+            # at once, read before any is created: another worker's scrape can find a 0 only
+            # in the instant between those two writes, not for a whole sampling interval.
+            stats = read_process_stats()
             for name, attribute, help_text in _PROCESS_GAUGES:
                 gauge = Gauge(
                     name, help_text, ("worker",), registry=None, multiprocess_mode="liveall"
                 )
-                self._process_gauges.append((gauge.labels(worker), attribute))
-            self.sample_process()  # real values from the first scrape on, never zeros
+                child = gauge.labels(worker)
+                if stats is not None:
+                    child.set(getattr(stats, attribute))
+                self._process_gauges.append((child, attribute))
+            self._process_sampled = time.monotonic()
         else:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

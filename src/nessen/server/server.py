@@ -203,11 +203,14 @@ class DrainResult:
             lingering close (every response written, only the client's FIN awaited) is
             closed then and not counted: nothing was lost on it.
         served: Responses that went out whole during the drain.
+        upgraded: Connections handed to another protocol by a 101 (a WebSocket...), closed
+            at the end of the drain; not a failure of the drain (HTTP cannot finish them).
     """
 
     cut: int
     connections: int
     served: int = field(default=0, compare=False)
+    upgraded: int = field(default=0, compare=False)
 
     @property
     def clean(self) -> bool:
@@ -584,8 +587,10 @@ class Server:
                 cut += 1
         if state.active_requests > cut:
             cut = state.active_requests
-        aborted += state.close_upgraded()  # another protocol's: nothing HTTP can finish
-        return DrainResult(cut=cut, connections=aborted, served=state.answered - answered)
+        upgraded = state.close_upgraded()  # another protocol's: nothing HTTP can finish
+        return DrainResult(
+            cut=cut, connections=aborted, served=state.answered - answered, upgraded=upgraded
+        )
 
     def announce_shutdown(self) -> None:
         """A drain is coming (``SHUTDOWN_DELAY`` runs): send clients elsewhere, still serving.

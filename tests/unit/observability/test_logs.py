@@ -173,3 +173,9 @@ def test_configure_logging_console(root_logger: logging.Logger) -> None:
         undo()
     (line,) = stream.getvalue().splitlines()
     assert line.endswith(" DEBUG   nessen.test line\\x0abreak")
+
+
+def test_json_carries_the_drain_summary_fields() -> None:
+    summary = {"served": 12, "cut": 1, "connections_closed": 1, "upgraded_closed": 0}
+    entry = json.loads(JsonFormatter().format(make_record(**summary)))
+    assert {key: entry[key] for key in summary} == summary
