@@ -311,12 +311,14 @@ def test_content_given_to_a_no_content_status_is_dropped_with_one_warning(
 ) -> None:
     server = serve(_no_content_runtime())
     with caplog.at_level(logging.WARNING, logger="nessen.server"), RawClient(server.address) as c:
-        statuses = [c.request(get(path)).status for path in ("/205", "/205", "/204", "/204")]
-    assert statuses == [205, 205, 204, 204]
+        paths = ("/205", "/205", "/204", "/204", "/205-stream", "/205-stream")
+        statuses = [c.request(get(path)).status for path in paths]
+    assert statuses == [205, 205, 204, 204, 205, 205]
     dropped = [r.getMessage() for r in caplog.records if "carries none" in r.getMessage()]
-    assert len(dropped) == 2, dropped  # one per route and status, not one per response
+    assert len(dropped) == 3, dropped  # one per route and status, not one per response
     assert "23 bytes of content to a 205 response" in dropped[0]
     assert "16 bytes of content to a 204 response" in dropped[1]
+    assert "a stream (not read) to a 205 response" in dropped[2]
 
 
 def test_under_another_asgi_server_a_no_content_status_carries_no_content() -> None:

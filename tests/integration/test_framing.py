@@ -193,6 +193,20 @@ def test_an_http09_line_after_a_request_on_the_same_connection_gets_400(
     assert seen == ["/first"]
 
 
+@pytest.mark.parametrize("pieces", [[b"GET /second", b"\r\n"], [b"GET /second\r", b"\n"]])
+def test_an_http09_line_split_before_its_newline_on_a_reused_connection_gets_400(
+    serve: ServeFactory, pieces: list[bytes]
+) -> None:
+    seen: list[str] = []
+    server = serve(_path_runtime(seen), headers_timeout=3600.0)
+    with RawClient(server.address) as client:
+        assert client.request(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n").status == 200
+        for piece in pieces:
+            client.send(piece)
+        expect_rejection(client, 400, "http_0_9")
+    assert seen == ["/first"]
+
+
 def test_a_later_request_line_sent_before_its_fields_is_served(serve: ServeFactory) -> None:
     # The request line alone, ending with its version, on a reused connection: it waits
     # for its header section (not taken for HTTP/0.9).

@@ -132,6 +132,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url: list[bytes] = []
         self._url_bytes = 0
         self._url_in_read = False  # a piece of the target came in the read being parsed
+        self._target_ended = False  # the last read stopped right after the target
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._raw_head_bytes = 0
@@ -383,6 +384,7 @@ class HttpProtocol(asyncio.Protocol):
                             b"".join(self._url),
                             self._url_in_read,
                             self._messages_begun != begun,
+                            self._target_ended,
                         )
                     )
                 ):
@@ -393,6 +395,13 @@ class HttpProtocol(asyncio.Protocol):
                     # connection the line's own bytes decide.
                     self._fail(policy.http_0_9())
                     return
+                # Whether this read stopped right after the target (a CR aside): then a
+                # newline alone in the next read ends an HTTP/0.9 line.
+                self._target_ended = (
+                    self._url_in_read
+                    and not self._raw_headers
+                    and head.rstrip(b"\r").endswith(self._url[-1])
+                )
                 # What the parser holds of this header section: every byte since it began
                 # (all of ``data`` when it began in ``data``: at most one slice too many).
                 if self._messages_begun != begun:
@@ -1144,7 +1153,10 @@ class HttpProtocol(asyncio.Protocol):
                 return
             self._write(head)
             self._tail_content = self._tail_after = 0
-            if request.method == "HEAD" or response.status in NO_CONTENT_STATUSES:
+            if response.status in NO_CONTENT_STATUSES:
+                policy.content_dropped(request, response.status, -1, state.dropped_content_logged)
+                return
+            if request.method == "HEAD":
                 return
             limit = INF if declared is None else declared
             if isinstance(source, AsyncIterable):

@@ -210,7 +210,12 @@ def parse_error(message: str) -> ProtocolError:
 
 
 def bare_request_line(
-    data: bytes, method: bytes, target: bytes, target_in_data: bool, began_in_data: bool
+    data: bytes,
+    method: bytes,
+    target: bytes,
+    target_in_data: bool,
+    began_in_data: bool,
+    target_ended_before: bool = False,
 ) -> bool:
     r"""Whether ``data`` ends an HTTP/0.9 request line: ``METHOD target`` and its newline.
 
@@ -225,6 +230,8 @@ def bare_request_line(
         target_in_data: Whether part of the target came in ``data``.
         began_in_data: Whether the request began in ``data`` (after the end of an
             earlier one, whose content may run up to it with no newline between).
+        target_ended_before: Whether the read before ``data`` stopped right after the
+            target (a CR aside): then ``data`` holding only the newline ends the line.
     """
     line = data[:-1]
     if line.endswith(b"\r"):
@@ -236,8 +243,10 @@ def bare_request_line(
         return line.endswith(expected) and expected + b" " not in data
     if b"\n" in line:  # the request line ended before: this newline ends a field line
         return False
+    if not line:  # only the newline: the line's end came in the read before
+        return target_ended_before
     # The line began in an earlier read: ``data`` is its tail, the target's end in it.
-    return target_in_data and bool(line) and expected.endswith(line)
+    return target_in_data and expected.endswith(line)
 
 
 def http_0_9() -> ProtocolError:
@@ -419,18 +428,19 @@ def content_dropped(request: Request, status: int, size: int, logged: set[tuple[
 
     One line per status and route, not one per response, on the ``nessen.server``
     logger: ``logged`` holds the (status, route) pairs already named by this server (it
-    stops growing at 256).
+    stops growing at 256). ``size`` is -1 for a stream, which is not read.
     """
     key = (status, request.route or request.path)
     if key in logged or len(logged) >= 256:
         return
     logged.add(key)
+    what = "a stream (not read)" if size < 0 else f"{size} bytes of content"
     logger.warning(
-        "%s %s: the handler gave %d bytes of content to a %d response, which carries none "
-        "(RFC 9110 §15); dropped (logged once for this route and status)",
+        "%s %s: the handler gave %s to a %d response, which carries none (RFC 9110 §15); "
+        "dropped (logged once for this route and status)",
         request.method,
         key[1],
-        size,
+        what,
         status,
         extra={"request_id": request.id, "method": request.method, "path": request.path},
     )

@@ -205,6 +205,13 @@ def test_the_error_body_names_status_and_reason_and_never_client_bytes() -> None
     )
 
 
+@pytest.mark.parametrize(("data", "ended"), [(b"\r\n", True), (b"\n", True), (b"\r\n", False)])
+def test_a_newline_alone_ends_an_http_0_9_line_when_the_read_before_ended_at_the_target(
+    data: bytes, ended: bool
+) -> None:
+    assert policy.bare_request_line(data, b"GET", b"/x", False, False, ended) is ended
+
+
 @pytest.mark.parametrize(
     ("data", "target", "in_data", "began", "bare"),
     [
