@@ -397,10 +397,12 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 # Whether this read stopped right after the target (a CR aside): then a
                 # newline alone in the next read ends an HTTP/0.9 line.
+                url = self._url
                 self._target_ended = (
                     self._url_in_read
+                    and bool(url)
                     and not self._raw_headers
-                    and head.rstrip(b"\r").endswith(self._url[-1])
+                    and head.rstrip(b"\r").endswith(url[-1])
                 )
                 # What the parser holds of this header section: every byte since it began
                 # (all of ``data`` when it began in ``data``: at most one slice too many).
@@ -477,6 +479,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_request = False
         self._url = []
         self._url_bytes = 0
+        self._url_in_read = False  # this request's target: none of it read yet
         self._raw_headers = []
         self._head_bytes = 0
         self._raw_head_bytes = 0
