@@ -3,8 +3,8 @@
 Starts ``nessen serve`` (the demo app, ``HEADERS_TIMEOUT`` of ten minutes so no deadline
 ends the test), opens ``--connections`` connections that each send a request line, a Host
 field and one field line of ``--size`` bytes that never ends, then reads the server's
-resident memory (``VmRSS``) and counts the connections that got their 431. Run it once per
-checkout (``--src``) and per size::
+resident memory (``VmRSS``) once it has settled, and counts the connections that got
+their 431. Run it once per checkout (``--src``) and per size::
 
     .venv/bin/python benchmarks/open_headers.py --size 16000 --size 65536 --size 245760
     .venv/bin/python benchmarks/open_headers.py --src /tmp/before/src --size 245760
@@ -39,6 +39,17 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def settle(pid: int, deadline: float = 20.0) -> None:
+    """Return once the server's RSS has not moved for three samples 0.2 s apart."""
+    end = time.monotonic() + deadline
+    last, steady = rss_kib(pid), 0
+    while steady < 3 and time.monotonic() < end:
+        time.sleep(0.2)
+        now = rss_kib(pid)
+        steady = steady + 1 if now == last else 0
+        last = now
 
 
 def wait_listening(port: int, deadline: float) -> None:
@@ -79,7 +90,7 @@ def run(src: Path, size: int, connections: int) -> tuple[int, int, float]:
             with contextlib.suppress(BlockingIOError):
                 sock.send(line)  # what the kernel takes now; the rest stays unsent
             socks.append(sock)
-        time.sleep(2.0)  # let the server read what it will
+        settle(server.pid)  # the server has read what it will
         refused = 0
         for sock in socks:
             readable, _, _ = select.select([sock], [], [], 0)

@@ -14,6 +14,9 @@ class RecordingTransport(asyncio.Transport):
         closed: Whether ``close``, ``abort`` or ``write_eof`` was called.
         written_after_close: Whether anything was written once ``closed``.
         protocol: The protocol given to ``set_protocol`` (a 101's hand-over), if any.
+        reading: Whether the protocol lets the transport read (``pause_reading`` and
+            ``resume_reading`` toggle it).
+        write_limits: The ``(high, low)`` marks the protocol set, if any.
     """
 
     def __init__(self) -> None:
@@ -22,6 +25,8 @@ class RecordingTransport(asyncio.Transport):
         self.closed = False
         self.written_after_close = False
         self.protocol: asyncio.BaseProtocol | None = None
+        self.reading = True
+        self.write_limits: tuple[int | None, int | None] | None = None
 
     def write(self, data: Any) -> None:
         if self.closed:
@@ -57,10 +62,10 @@ class RecordingTransport(asyncio.Transport):
         return 0
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
+        self.write_limits = (high, low)
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True

@@ -194,11 +194,13 @@ def test_the_bytes_after_the_request_reach_the_new_protocol_without_a_copy() -> 
         request = get("/shout", extra=UPGRADE)
         small = request + b"abc"  # one read: the rest of it is the new protocol's
         protocol.data_received(small)
+        assert not transport.reading  # held until the handler answers
         for _ in range(20):  # the handler's task runs on the loop
             if seen:
                 break
             await asyncio.sleep(0)
         assert transport.protocol is not None
+        assert transport.reading  # the new protocol reads on
         assert seen[0] == "connection_made"
         [tail] = seen[1:]
         assert isinstance(tail, memoryview)

@@ -63,11 +63,9 @@ class Pipe:
     def read_all_now(self) -> str:
         """Everything in the pipe at this moment (the writer must be done)."""
         os.set_blocking(self.read_fd, False)
-        try:
+        with contextlib.suppress(BlockingIOError):  # empty now
             while chunk := os.read(self.read_fd, 65536):
                 self.received += chunk
-        except BlockingIOError:
-            pass
         return self.received.decode()
 
     def close(self) -> None:
