@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nessen.server.protocol import DRAIN_IDLE_GRACE
+from nessen.server.h1.connection import DRAIN_IDLE_GRACE
 from tests.e2e.apps.draining import PIECE, SLOW_HOOK_SECONDS, STREAM_PIECES
 from tests.e2e.serving import ServeFactory, base_env
 from tests.integration.wire import closed_cleanly

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from nessen import Response, Runtime
 from nessen.server import DrainResult
-from nessen.server.protocol import DRAIN_IDLE_GRACE, LINGER_SECONDS
+from nessen.server.h1.connection import DRAIN_IDLE_GRACE, LINGER_SECONDS
 from nessen.testing import LiveServer
 from tests.conftest import ServeFactory
 from tests.integration.wire import closed_cleanly
@@ -84,7 +84,7 @@ def _queued(server: LiveServer) -> int:
 
     def count() -> None:
         state = server.runtime.server.state  # type: ignore[union-attr]
-        found.append(sum(len(conn._queue) for conn in state.connections))
+        found.append(sum(len(conn.core.queue) for conn in state.connections))
 
     server.call(count)
     return found[0]
@@ -96,7 +96,7 @@ def _receiving(server: LiveServer) -> bool:
 
     def check() -> None:
         state = server.runtime.server.state  # type: ignore[union-attr]
-        found.append(any(conn._in_message for conn in state.connections))
+        found.append(any(conn.core.in_message for conn in state.connections))
 
     server.call(check)
     return found[0]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nessen import Config
-from nessen.server.protocol import FEED_SLICE, HEAD_FRAMING_SLACK
+from nessen.server.h1.connection import FEED_SLICE, HEAD_FRAMING_SLACK
 from tests.conftest import ServeFactory
 from tests.integration.wire import expect_rejection
 from tests.rawhttp import RawClient, get

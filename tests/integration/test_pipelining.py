@@ -15,7 +15,7 @@ import pytest
 
 from nessen import Config, Response, Runtime
 from nessen.asgi import ASGIHost
-from nessen.server.protocol import FEED_SLICE, PIPELINE_DEPTH
+from nessen.server.h1.connection import FEED_SLICE, PIPELINE_DEPTH
 from nessen.testing import LiveServer
 from tests.conftest import ServeFactory, echo_runtime
 from tests.integration.wire import closed_cleanly, expect_rejection, no_data_within
@@ -247,7 +247,7 @@ def _connection_state(server: LiveServer) -> list[tuple[int, bool]]:
 
     def read() -> None:
         for conn in server.runtime.server.state.connections:  # type: ignore[union-attr]
-            found.append((len(conn._queue), conn._reading_paused))
+            found.append((len(conn.core.queue), conn._reading_paused))
 
     server.call(read)
     return found

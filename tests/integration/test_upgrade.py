@@ -13,7 +13,8 @@ import threading
 from typing import Any
 
 from nessen import Config, Request, Response, Runtime
-from nessen.server.protocol import FEED_SLICE, HttpProtocol
+from nessen.server.h1.connection import FEED_SLICE
+from nessen.server.protocol import HttpProtocol
 from nessen.server.state import ServerState
 from tests.conftest import ServeFactory
 from tests.integration.wire import closed_cleanly, json_body

@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nessen import Config, Request, Response
-from nessen.server.protocol import FEED_SLICE, HttpProtocol
+from nessen.server.h1.connection import FEED_SLICE
+from nessen.server.protocol import HttpProtocol
 from nessen.server.state import ServerState
 from tests.transport import RecordingTransport
 

@@ -140,6 +140,7 @@ H1_MAY_IMPORT = (
     "logging",
     "re",
     "typing",
+    "nessen.config",  # the settings, as values
     "nessen.errors",
     "nessen.http",
     "nessen.server.h1",

@@ -18,11 +18,8 @@ import struct
 import sys
 import termios
 import time
-from collections import deque
 from collections.abc import AsyncIterable
 from typing import Any
-
-import httptools
 
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
@@ -34,7 +31,6 @@ from nessen.http.request import (
     SHUTDOWN_CUT,
 )
 from nessen.http.response import SwitchingProtocols
-from nessen.http.target import split_target
 from nessen.server.body import (
     HIGH_WATER_BYTES,
     ClientDisconnected,
@@ -43,6 +39,18 @@ from nessen.server.body import (
     StreamedRequest,
 )
 from nessen.server.h1 import policy
+from nessen.server.h1.connection import (
+    BODY_PIECE,
+    CLOSE,
+    CONTINUE,
+    END,
+    FAIL,
+    GRACE,
+    HEAD_DONE,
+    PAUSE,
+    UPGRADE,
+    H1Connection,
+)
 from nessen.server.h1.framing import (
     CONTINUE_RESPONSE,
     LAST_CHUNK,
@@ -57,16 +65,7 @@ from nessen.server.h1.framing import (
     simple_response,
     status_line,
 )
-from nessen.server.h1.phase import (
-    ALLOWED,
-    BODY,
-    HANDLING,
-    HEAD,
-    IDLE,
-    LINGER,
-    Phase,
-    check_transition,
-)
+from nessen.server.h1.phase import HEAD, IDLE, LINGER, Phase
 from nessen.server.state import ServerState
 
 INF = float("inf")
@@ -76,42 +75,22 @@ PROBE_RESERVE = 16
 """Connections accepted past max_connections only to see whether they are probes (paths in
 ``config.probe_paths``): those are answered, the rest get 503 once their request line is in,
 so a liveness probe does not fail because the server is busy."""
-OVER_LIMIT_HEADERS_TIMEOUT = 1.0
-"""Header deadline, in seconds, for a connection accepted into that reserve."""
-CHUNK_OVERHEAD_SLACK = 64 * 1024
-"""Bytes of chunked framing (sizes, extensions, trailers) allowed beyond twice the content."""
-DRAIN_FRESH_GRACE = 2.0
-"""Seconds a connection accepted just before a drain has to send its first request."""
-DRAIN_IDLE_GRACE = 0.5
-"""Seconds an idle keep-alive connection stays open once a drain starts: a request the
-client sends meanwhile is served, with ``Connection: close``, instead of crossing the close
-on the wire (which a client that does not retry sees as a failed request)."""
-LINGER_SECONDS = 2.0
-"""How long a connection stays half-open after an error so the client can read it."""
-FEED_SLICE = 4096
-"""Bytes handed to the parser at a time from a larger read. Between slices the connection
-looks at what it holds, so an unfinished header section is refused at most one slice past
-its limit, and parsing can stop at a slice boundary with the rest kept unparsed."""
-PIPELINE_DEPTH = 16
-"""Requests parsed and queued on one connection before parsing stops: the rest of what was
-read waits unparsed, reading is paused (the kernel's buffers then push back on the
-client), and parsing resumes as responses go out (RFC 9112 §9.3.2)."""
-HEAD_FRAMING_SLACK = 1024
-"""Raw bytes of a header section beyond ``max_header_bytes`` (which counts the target and
-the fields) allowed for the request line's framing and optional whitespace."""
-
-_SPECIAL_LENGTHS = frozenset({4, 6, 14, 17})  # host, expect, content-length, transfer-encoding
-MAX_METHOD_START = 64
-"""Bytes of a request's start kept while its method is read, to classify a bad method."""
 
 
 class HttpProtocol(asyncio.Protocol):
-    """An HTTP/1.x server connection (``asyncio.Protocol``).
+    """An HTTP/1.x server connection (``asyncio.Protocol``): the glue around its core.
+
+    What the bytes mean (parsing, limits, read phases and deadlines, the pipelining
+    queue) is decided by :class:`~nessen.server.h1.connection.H1Connection`, which does
+    no I/O; this class feeds it each read with the loop's time and carries out the
+    actions it returns: answering, pausing and resuming reading, 100 Continue, handing
+    the connection over after a 101. It also runs each request's handler in a task and
+    writes its response with flow control.
 
     Limits are enforced as bytes arrive: request target (414), header section size and
     field count (431), declared and received content size (413), header and content
     deadlines (408), all answered before the connection is closed. Framing the parser
-    accepts but RFC 9112 forbids is refused here: a missing or repeated Host on HTTP/1.1,
+    accepts but RFC 9112 forbids is refused: a missing or repeated Host on HTTP/1.1,
     transfer codings other than a final ``chunked`` (501), versions other than 1.0 and
     1.1 (505).
     """
@@ -120,38 +99,18 @@ class HttpProtocol(asyncio.Protocol):
         self._state = state
         self._config = state.config
         self._loop = state.loop
-        self._parser = httptools.HttpRequestParser(self)
+        self._streaming = state.stream_bodies
+        self.core = H1Connection(
+            state.config,
+            state,
+            streaming=state.stream_bodies,
+            make_request=StreamedRequest if state.stream_bodies else Request,
+        )
+        """The connection's sans-I/O core: parsing, limits, phases, the request queue."""
+        self._queue = self.core.queue
         self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] | None = None
-        # The message being parsed.
-        self._in_message = False
-        self._messages_begun = 0
-        self._method_start: bytes | None = b""
-        self._head_request = False
-        self._in_head = False
-        self._url: list[bytes] = []
-        self._url_bytes = 0
-        self._url_in_read = False  # a piece of the target came in the read being parsed
-        self._target_ended = False  # the last read stopped right after the target
-        self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
-        self._raw_head_bytes = 0
-        self._host_count = 0
-        self._host = b""
-        self._te_count = 0
-        self._transfer_encoding = b""
-        self._expect: bytes | None = None
-        self._content_length = -1
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._body_raw = 0
-        self._held = 0  # content bytes of this connection's requests counted in the budget
-        self._over_limit = False
-        self._parsing: Request | None = None
-        self._parsing_keep_alive = True
-        self._started = 0.0
-        # Requests parsed and waiting, and the one being handled.
-        self._queue: deque[tuple[Request, bool, float]] = deque()
+        # The request being handled.
         self._current: tuple[Request, bool, float] | None = None
         self._busy = False
         self._answered = False
@@ -161,27 +120,18 @@ class HttpProtocol(asyncio.Protocol):
         self._close_after = False
         self._closed = False
         self._eof = False
-        self._stopped_parsing = False
-        self._unparsed: memoryview | bytes | None = None  # read, not parsed yet (see _parse)
-        self._slicing = False  # _parse is handing a large read to data_received in slices
         self._upgrade_request: Request | None = None  # the request that asked to upgrade
         self._upgrade_tail: list[memoryview] | None = None  # the bytes read after it
         self._switched_to: Any = None  # the asyncio.Protocol a 101 handed over to
         self._pending_error: ProtocolError | None = None
-        self._continue_pending = False
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         # Streaming mode: requests are dispatched at the end of their header section and
         # their content flows through a RequestChannel (see nessen.server.body).
-        self._streaming = state.stream_bodies
         self._body_channel: RequestChannel | None = None  # content being parsed now
         self._body_request: Request | None = None  # its request
         self._body_paused = False  # reading paused because the channel is full
-        self._read_time_left = 0.0  # header or body deadline left while we do not read
-        self._held_at = 0.0  # when the read deadline was last held
-        self._body_started = 0.0  # loop time the content began (shifted by held time)
-        self._body_last = 0.0  # loop time content last arrived (shifted by held time)
         # What went out. A response is reported (Request.on_finished, request_finished)
         # once all of it has been handed to the kernel, or when the connection ends; while
         # part of it is still queued in the transport, its report waits in _pending.
@@ -194,23 +144,20 @@ class HttpProtocol(asyncio.Protocol):
         self._behind_queued = 0  # bytes queued for it (ours and the kernel's) at last look
         self._cut_reason: str | None = None  # why the connection was aborted or lost
         self._kernel_discarded = False  # reset with SO_LINGER 0: the kernel's queue is lost
-        # Deadlines, in loop.time() seconds, checked by the server's ticker.
-        self.read_phase: Phase = HEAD
-        self.read_deadline = INF
+        # Deadlines, in loop.time() seconds, checked by the server's ticker (the read
+        # deadline is the core's).
         self.handler_deadline = INF
         self.write_deadline = INF
 
-    def _enter(self, phase: Phase, deadline: float) -> None:
-        """Move to read ``phase`` with its read ``deadline`` (``loop.time()`` seconds or INF).
+    @property
+    def read_phase(self) -> Phase:
+        """The core's read phase (what :attr:`read_deadline` guards)."""
+        return self.core.phase
 
-        Raises:
-            IllegalTransition: Not a move :data:`~nessen.server.h1.phase.TRANSITIONS`
-                allows: a bug of ours.
-        """
-        if phase not in ALLOWED[self.read_phase]:
-            check_transition(self.read_phase, phase)  # raises, naming the move
-        self.read_phase = phase
-        self.read_deadline = deadline
+    @property
+    def read_deadline(self) -> float:
+        """When the read phase's deadline passes, in ``loop.time()`` seconds (INF: none)."""
+        return self.core.read_deadline
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -223,25 +170,19 @@ class HttpProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(0, 0)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            self._client = (str(peer[0]), int(peer[1]))
+            self._client = self.core.client = (str(peer[0]), int(peer[1]))
         state = self._state
         state.connections.add(self)
-        self.read_deadline = self._loop.time() + self._config.headers_timeout
-        if state.draining:  # accepted just before the listener closed: one request, soon
-            self.read_deadline = self._loop.time() + DRAIN_FRESH_GRACE
         over = len(state.connections) - self._config.max_connections
+        # Past the limit, kept only if it turns out to be a probe.
+        self.core.open(self._loop.time(), draining=state.draining, over_limit=over > 0)
         if over > PROBE_RESERVE:
             self._refuse(policy.too_many_connections(self._config.max_connections))
-        elif over > 0:  # kept only if it turns out to be a probe
-            self._over_limit = True
-            self.read_deadline = self._loop.time() + min(
-                OVER_LIMIT_HEADERS_TIMEOUT, self._config.headers_timeout
-            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection; a running handler finishes but its response is dropped."""
         self._closed = True
-        self.read_deadline = self.handler_deadline = self.write_deadline = INF
+        self.core.read_deadline = self.handler_deadline = self.write_deadline = INF
         if self._cut_reason is None:
             if exc is not None:  # reset or broken pipe: the client went away
                 self._cut_reason = CLIENT_DISCONNECTED
@@ -256,9 +197,9 @@ class HttpProtocol(asyncio.Protocol):
         state.connections.discard(self)
         if self._streaming:
             self._close_channels()
-        if self._held:
-            state.body_bytes -= self._held
-            self._held = 0
+        core = self.core
+        if core.held:
+            core.release(core.held)
         state.check_idle()
 
     def eof_received(self) -> bool | None:
@@ -277,7 +218,7 @@ class HttpProtocol(asyncio.Protocol):
                 # answer. Whatever the app answers now would go to a client that is gone.
                 self._abort(CLIENT_DISCONNECTED)
                 return None
-        if self.read_phase is not LINGER and (self._busy or self._queue):
+        if self.core.phase is not LINGER and (self._busy or self._queue):
             self._close_after = True
             return True  # keep the transport open to write the pending responses
         return None
@@ -308,319 +249,59 @@ class HttpProtocol(asyncio.Protocol):
             self._process_queue()
 
     def data_received(self, data: bytes | memoryview) -> None:
-        """Parse what arrived; answer a protocol error; start queued requests.
-
-        ``data`` is one read, or one slice of a read larger than ``FEED_SLICE``: such a read
-        goes through :meth:`_parse`, which hands it back here a slice at a time.
-        """
-        if self._upgrade_tail is not None and not self._slicing:
-            # After an Upgrade request: the bytes are the next protocol's (see _switch)
-            self._upgrade_tail.append(memoryview(data))
+        """Feed the read to the core, carry out its actions, start queued requests."""
+        tail = self._upgrade_tail
+        if tail is not None:  # after an Upgrade request: the bytes are the next protocol's
+            tail.append(memoryview(data))
             return
-        if self.read_phase is LINGER or self._stopped_parsing:
-            return
-        if not self._slicing:
-            if self._unparsed is not None:  # reading paused with bytes waiting: they go first
-                self._unparsed = bytes(self._unparsed) + data
-                return
-            if len(data) > FEED_SLICE:
-                self._parse(memoryview(data))
-                return
-        in_message, begun = self._in_message, self._messages_begun
-        in_body = self.read_phase is BODY
-        self._url_in_read = False
-        body_before = self._body_bytes if in_body else 0
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, ProtocolError):
-                self._fail(cause)
-            else:  # a bug of ours in a callback: answer 400 and close rather than hang
-                self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
-        except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data, exc.args[0] if exc.args else len(data))
-        except httptools.HttpParserInvalidMethodError:
-            start = self._method_start = self._request_start(bytes(data), in_message, begun)
-            self._fail(policy.method_error(start))
-        except httptools.HttpParserError as exc:
-            self._fail(policy.parse_error(str(exc)))
-        else:
-            if (
-                in_body
-                and self.read_phase is BODY
-                and self._te_count
-                and self._messages_begun == begun
-            ):
-                # All of ``data`` was the chunked content of one message (content and its
-                # framing): it was in its content before and after, and no message began
-                # in between. A read that spans a message boundary (the end of one body, a
-                # whole request, the start of the next body) is not counted, since the
-                # parser does not say where the boundary lies; Content-Length content has
-                # no framing to count.
-                self._body_raw += len(data)
-                if self._body_raw > 2 * self._body_bytes + CHUNK_OVERHEAD_SLACK:
-                    self._fail(policy.chunk_overhead(self._body_raw, self._body_bytes))
-                    return
-            if (
-                in_body
-                and self._body_bytes != body_before
-                and self.read_phase is BODY
-                and self._messages_begun == begun
-            ):
-                self._body_progress()
-            if self._in_head:
-                head = data if isinstance(data, bytes) else bytes(data)  # a slice of a read
-                if not self._url:  # still in the method: keep its bytes
-                    self._method_start = self._request_start(head, in_message, begun)
-                elif (
-                    not self._raw_headers
-                    and head.endswith(b"\n")
-                    and (
-                        self._parser.get_http_version() == "0.0"
-                        or policy.bare_request_line(
-                            head,
-                            self._parser.get_method(),
-                            b"".join(self._url),
-                            self._url_in_read,
-                            self._messages_begun != begun,
-                            self._target_ended,
-                        )
-                    )
-                ):
-                    # The request line ended after the target with no version: an HTTP/0.9
-                    # client, which sends no header section and waits. (A newline at the end
-                    # of ``data`` is this request's: it began before it.) llhttp reports the
-                    # previous request's version until it reads a new one, so on a reused
-                    # connection the line's own bytes decide.
-                    self._fail(policy.http_0_9())
-                    return
-                # Whether this read stopped right after the target (a CR aside): then a
-                # newline alone in the next read ends an HTTP/0.9 line.
-                url = self._url
-                self._target_ended = (
-                    self._url_in_read
-                    and bool(url)
-                    and not self._raw_headers
-                    and head.rstrip(b"\r").endswith(url[-1])
-                )
-                # What the parser holds of this header section: every byte since it began
-                # (all of ``data`` when it began in ``data``: at most one slice too many).
-                if self._messages_begun != begun:
-                    self._raw_head_bytes = len(data)
-                else:
-                    self._raw_head_bytes += len(data)
-                limit = self._config.max_header_bytes
-                if self._raw_head_bytes > limit + HEAD_FRAMING_SLACK + FEED_SLICE:
-                    self._fail(policy.header_too_large(self._raw_head_bytes, limit))
-                    return
+        loop_now = self._loop.time()
+        actions = self.core.receive(data, loop_now, time.monotonic())
+        if actions:
+            self._carry_out(actions)
         if not self._busy and self._queue:
             self._process_queue()
         if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
-            self._hold_read_deadline()
+            self.core.hold(loop_now)
 
-    def _parse(self, data: memoryview) -> None:
-        """Feed ``data`` to the parser a slice at a time, while the queue has room.
+    def _carry_out(self, actions: list[tuple[int, Any]]) -> None:
+        """Do what the core asked for, in order (see :mod:`nessen.server.h1.connection`)."""
+        for kind, value in actions:
+            if kind == HEAD_DONE:
+                self._start_streamed(*value)
+            elif kind == BODY_PIECE:
+                channel = self._body_channel
+                if channel is not None:
+                    channel.feed(value)
+                    if channel.buffered >= HIGH_WATER_BYTES and not self._body_paused:
+                        self._pause_body()
+            elif kind == END:
+                channel = self._body_channel
+                if channel is not None:
+                    self._body_channel = self._body_request = None
+                    self._body_paused = False
+                    channel.finish()
+            elif kind == PAUSE:
+                self._pause_reading()
+            elif kind == CONTINUE:
+                self._write(CONTINUE_RESPONSE)
+            elif kind == FAIL:
+                self._fail(value)
+            elif kind == UPGRADE:
+                self._on_upgrade(*value)
 
-        Once ``PIPELINE_DEPTH`` requests wait, the rest is kept (without a copy) and
-        reading pauses; :meth:`_process_queue` parses it as responses go out. Content of a
-        known length goes in one slice, so an upload costs no more parser calls than reads.
+    def _start_streamed(self, request: Request, has_content: bool, expect_continue: bool) -> None:
+        """Streaming mode: give a request its content channel when its header section ends.
+
+        A request with content is queued at once; its content then goes to the channel as
+        it arrives. ``100 Continue`` is sent when the handler first asks for content, not
+        before (so a handler that answers without reading spares the client the upload).
         """
-        size = len(data)
-        start = 0
-        self._slicing = True
-        try:
-            while start < size:
-                if self._stopped_parsing or self.read_phase is LINGER:
-                    rest = data[start:]  # after an Upgrade request: the next protocol's
-                    if self._upgrade_tail is not None:
-                        self._upgrade_tail.append(rest)
-                    elif self._switched_to is not None:
-                        self._switched_to.data_received(rest)
-                    return
-                if len(self._queue) >= PIPELINE_DEPTH:
-                    self._unparsed = data[start:]
-                    self._pause_reading()
-                    return
-                end = start + FEED_SLICE
-                if self.read_phase is BODY and not self._te_count:
-                    end = max(end, start + self._content_length - self._body_bytes)
-                self.data_received(data[start:end])
-                start = end
-        finally:
-            self._slicing = False
-
-    def _request_start(self, data: bytes, in_message: bool, begun: int) -> bytes | None:
-        """The first bytes of the request being parsed, while its method is read.
-
-        Args:
-            data: The bytes just fed to the parser.
-            in_message: Whether a request had begun before they were fed.
-            begun: The count of requests begun before they were fed.
-
-        Returns:
-            Up to ``MAX_METHOD_START`` bytes, or ``None`` when the request began after
-            another one ended inside ``data``, at an offset the parser does not report.
-        """
-        new = self._messages_begun - begun
-        if new == 0 and in_message and self._method_start is not None:
-            return (self._method_start + data)[:MAX_METHOD_START]
-        if new == 1 and not in_message:
-            return data[:MAX_METHOD_START]
-        return None
-
-    # --- httptools callbacks ---------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        """First byte of a request: reset per-message state, start its header deadline."""
-        self._in_message = True
-        self._messages_begun += 1
-        self._in_head = True
-        self._head_request = False
-        self._url = []
-        self._url_bytes = 0
-        self._url_in_read = False  # this request's target: none of it read yet
-        self._raw_headers = []
-        self._head_bytes = 0
-        self._raw_head_bytes = 0
-        self._host_count = 0
-        self._host = b""
-        self._te_count = 0
-        self._expect = None
-        self._content_length = -1
-        self._body = []
-        self._body_bytes = 0
-        self._started = time.monotonic()
-        phase = self.read_phase
-        if phase is not HEAD:  # a later request on this connection: from its first byte
-            if HEAD not in ALLOWED[phase]:  # the table, without a call on the hot path
-                check_transition(phase, HEAD)
-            self.read_phase = HEAD
-            self.read_deadline = self._loop.time() + self._config.headers_timeout
-
-    def on_url(self, url: bytes) -> None:
-        """A piece of the request target (llhttp may split it across reads)."""
-        if not self._url:  # the method is parsed: an error answer to HEAD has no content
-            self._head_request = self._parser.get_method() == b"HEAD"
-        self._url.append(url)
-        self._url_bytes += len(url)
-        self._url_in_read = True
-        if self._url_bytes > self._config.max_target_bytes:
-            raise policy.uri_too_long(b"".join(self._url), self._config.max_target_bytes)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """One complete header field (or trailer field after the content)."""
-        size = len(name) + len(value) + 4
-        if not self._in_head:  # a trailer field: counted against the same budget, dropped
-            self._head_bytes += size
-            if self._head_bytes > self._config.max_header_bytes:
-                raise policy.header_too_large(self._head_bytes, self._config.max_header_bytes)
-            return
-        headers = self._raw_headers
-        headers.append((name, value))
-        self._head_bytes += size
-        config = self._config
-        if len(headers) > config.max_header_count:
-            raise policy.too_many_headers(config.max_header_count)
-        if self._head_bytes + self._url_bytes > config.max_header_bytes:
-            raise policy.header_too_large(
-                self._head_bytes + self._url_bytes, config.max_header_bytes
+        if not has_content:
+            request.channel = RequestChannel(  # type: ignore[attr-defined]
+                complete=True, on_respond=self._respond_early
             )
-        if len(name) in _SPECIAL_LENGTHS:
-            lower = name.lower()
-            if lower == b"host":
-                self._host_count += 1
-                self._host = value
-            elif lower == b"content-length":
-                self._content_length = int(value)  # llhttp accepted only digits
-            elif lower == b"transfer-encoding":
-                self._te_count += 1
-                self._transfer_encoding = value
-            elif lower == b"expect":
-                self._expect = value
-
-    def on_headers_complete(self) -> None:
-        """Validate what the parser lets through, then build the Request."""
-        self._in_head = False
-        parser = self._parser
-        config = self._config
-        version = parser.get_http_version()
-        method = policy.check_head(
-            version, parser.get_method(), config.allowed_methods, self._host_count, self._host
-        )
-        if self._te_count:
-            policy.check_transfer_coding(self._te_count, self._transfer_encoding, version)
-        url = self._url
-        target = url[0] if len(url) == 1 else b"".join(url)
-        path, query = split_target(target)
-        hosts = self._state.allowed_hosts
-        if hosts and path not in config.probe_paths:
-            authority = policy.request_authority(target, self._host)
-            if not hosts.allows(authority):
-                raise policy.host_not_allowed(authority)
-        if self._over_limit and path not in config.probe_paths:
-            raise policy.too_many_connections(config.max_connections)
-        if self._content_length > config.max_body_bytes:
-            raise policy.body_too_large(self._content_length, config.max_body_bytes, declared=True)
-        state = self._state
-        if self._streaming:
-            self._start_streamed(method, target, path, query, version)
             return
-        if self._content_length > 0 and (
-            state.body_bytes + self._content_length > config.body_buffer_bytes
-        ):
-            raise policy.body_buffer_full(state.body_bytes, config.body_buffer_bytes)
-        self._parsing = Request(
-            method,
-            target,
-            path,
-            query,
-            self._raw_headers,
-            client=self._client,
-            http_version=version,
-            proxy=self._state.proxy,
-        )
-        self._parsing_keep_alive = parser.should_keep_alive()
-        if self._content_length > 0 or self._te_count:
-            self._start_body()
-            if policy.expects_continue(self._expect, version):
-                if self._busy or self._queue:
-                    self._continue_pending = True
-                else:
-                    self._write(CONTINUE_RESPONSE)
-        else:
-            if HANDLING not in ALLOWED[self.read_phase]:  # the table, without a call
-                check_transition(self.read_phase, HANDLING)
-            self.read_phase = HANDLING
-            self.read_deadline = INF
-
-    def _start_streamed(
-        self, method: str, target: bytes, path: str, query: bytes, version: str
-    ) -> None:
-        """Streaming mode: build the request; one with content is queued at once.
-
-        Its content then goes to a :class:`RequestChannel` as it arrives. ``100 Continue``
-        is sent when the handler first asks for content, not before (so a handler that
-        answers without reading spares the client the upload).
-        """
-        request = StreamedRequest(
-            method,
-            target,
-            path,
-            query,
-            self._raw_headers,
-            client=self._client,
-            http_version=version,
-            proxy=self._state.proxy,
-        )
-        self._parsing = request
-        keep_alive = self._parsing_keep_alive = self._parser.should_keep_alive()
-        if not (self._content_length > 0 or self._te_count):
-            request.channel = RequestChannel(complete=True, on_respond=self._respond_early)
-            self._enter(HANDLING, INF)
-            return
-        expect_continue = policy.expects_continue(self._expect, version)
-        channel = request.channel = RequestChannel(
+        channel = request.channel = RequestChannel(  # type: ignore[attr-defined]
             complete=False,
             on_consumed=self._body_consumed,
             on_wanted=self._body_wanted,
@@ -629,14 +310,10 @@ class HttpProtocol(asyncio.Protocol):
         )
         self._body_channel = channel
         self._body_request = request
-        self._start_body()
-        self._queue.append((request, keep_alive, self._started))
 
     def _body_consumed(self, channel: RequestChannel, size: int) -> None:
         """The handler read ``size`` content bytes: free them, read on if paused for them."""
-        held = min(size, self._held)
-        self._held -= held
-        self._state.body_bytes -= held
+        self.core.release(size)
         if self._body_paused and channel is self._body_channel:
             self._resume_body()
 
@@ -654,7 +331,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self._reading_paused and transport is not None:
             transport.pause_reading()
             self._reading_paused = True
-        self._hold_read_deadline()
+        self.core.hold(self._loop.time())
 
     def _resume_body(self) -> None:
         """The handler wants content again: read on, restart the rest of the body deadline."""
@@ -663,59 +340,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._reading_paused and not self._closed and transport is not None:
             self._reading_paused = False
             transport.resume_reading()
-        self._release_read_deadline()
-
-    def _hold_read_deadline(self) -> None:
-        """Reading is paused on our side: stop the header or content deadline until it resumes.
-
-        While we do not read (a streaming handler lags behind its content, or requests wait
-        their turn in the queue with the next one begun in the same read) the client is not
-        the slow one. The handler and queue deadlines bound how long this lasts.
-        """
-        if self.read_phase in (HEAD, BODY) and self.read_deadline != INF:
-            now = self._held_at = self._loop.time()
-            self._read_time_left = max(0.0, self.read_deadline - now)
-            self.read_deadline = INF
-
-    def _release_read_deadline(self) -> None:
-        """Reading resumed: a held header or content deadline runs on from where it stopped.
-
-        The time spent held does not count against the content's rate either.
-        """
-        if self.read_phase in (HEAD, BODY) and self.read_deadline == INF:
-            now = self._loop.time()
-            self.read_deadline = now + self._read_time_left
-            if self.read_phase is BODY:
-                held = now - self._held_at
-                self._body_started += held
-                self._body_last += held
-
-    def _start_body(self) -> None:
-        """The header section announced content: start its deadlines."""
-        now = self._loop.time()
-        self._body_raw = 0
-        self._body_started = self._body_last = now
-        self._enter(BODY, now + self._config.body_timeout)
-
-    def _body_progress(self) -> None:
-        """Content arrived: the body deadline moves on.
-
-        ``body_timeout`` is the longest wait for the next piece of content (nginx's
-        ``client_body_timeout``). Once the content has been arriving for ``body_timeout``,
-        its average rate must also stay at ``body_min_rate`` bytes per second or above
-        (Kestrel's ``MinRequestBodyDataRate``, with ``body_timeout`` as its grace period),
-        so a trickle that never quite stalls is still cut. Time spent with reading paused
-        on our side counts for neither.
-        """
-        config = self._config
-        now = self._body_last = self._loop.time()
-        deadline = policy.body_deadline(
-            self._body_started, now, self._body_bytes, config.body_timeout, config.body_min_rate
-        )
-        if self.read_deadline == INF:  # held: runs on from here when reading resumes
-            self._read_time_left = max(0.0, deadline - now)
-        else:
-            self.read_deadline = deadline
+        self.core.release_hold(self._loop.time())
 
     def _close_channels(self) -> None:
         """The connection is gone: every request's channel reports a disconnect."""
@@ -727,57 +352,6 @@ class HttpProtocol(asyncio.Protocol):
             _channel_of(self._current[0]).close()
         for queued in self._queue:
             _channel_of(queued[0]).close()
-
-    def on_body(self, body: bytes) -> None:
-        """A piece of the content (already de-chunked by the parser).
-
-        Content is counted against the per-request limit and against the server-wide
-        budget for buffered content, so many uploads at once cannot exhaust memory.
-        """
-        size = len(body)
-        self._body_bytes += size
-        config = self._config
-        if self._body_bytes > config.max_body_bytes:
-            raise policy.body_too_large(self._body_bytes, config.max_body_bytes, declared=False)
-        state = self._state
-        state.body_bytes += size
-        self._held += size
-        if state.body_bytes > config.body_buffer_bytes:
-            raise policy.body_buffer_full(state.body_bytes - size, config.body_buffer_bytes)
-        channel = self._body_channel
-        if channel is None:
-            self._body.append(body)
-            return
-        channel.feed(body)
-        if channel.buffered >= HIGH_WATER_BYTES and not self._body_paused:
-            self._pause_body()
-
-    def on_message_complete(self) -> None:
-        """The request is whole: queue it for the handler."""
-        self._in_message = False
-        request = self._parsing
-        if request is None:  # pragma: no cover - llhttp always calls headers_complete first
-            return
-        self._parsing = None
-        phase = self.read_phase
-        if HANDLING not in ALLOWED[phase]:  # the table, without a call on the hot path
-            check_transition(phase, HANDLING)
-        self.read_phase = HANDLING
-        self.read_deadline = INF
-        queue = self._queue
-        channel = self._body_channel
-        if channel is not None:  # streaming mode: queued when its header section ended
-            self._body_channel = self._body_request = None
-            self._body_paused = False
-            channel.finish()
-        else:
-            body = self._body
-            if body:
-                request._body = body[0] if len(body) == 1 else b"".join(body)
-                self._body = []
-            queue.append((request, self._parsing_keep_alive, self._started))
-        if self._busy or len(queue) > 1:
-            self._pause_reading()
 
     def _pause_reading(self) -> None:
         """Requests wait their turn: read no more until they are answered."""
@@ -802,11 +376,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._dispatch(request, keep_alive, started)
             if self._busy or self._closed:
                 return
-            unparsed = self._unparsed
-            if unparsed is None:
+            actions = self.core.resume(self._loop.time(), time.monotonic())
+            if actions is None:
                 break
-            self._unparsed = None
-            self._parse(memoryview(unparsed))
+            if actions:
+                self._carry_out(actions)
         if self._busy or self._closed:
             return
         if self._pending_error is not None:
@@ -814,7 +388,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(error, request=None)
             return
         if self._close_after:
-            if self.read_phase is not LINGER:  # a lingering close ends on its own deadline
+            if self.core.phase is not LINGER:  # a lingering close ends on its own deadline
                 self._linger()
             return
         if self._state.draining and not self._begun_before_drain():
@@ -826,22 +400,20 @@ class HttpProtocol(asyncio.Protocol):
             self._stop_parsing()
             self._linger()
             return
-        if self._continue_pending:
-            self._continue_pending = False
+        if self.core.continue_pending:
+            self.core.continue_pending = False
             self._write(CONTINUE_RESPONSE)
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
-            self._release_read_deadline()
-        if self.read_phase is HANDLING:  # HANDLING -> IDLE is in the table: no check
-            self.read_phase = IDLE
-            self.read_deadline = self._loop.time() + self._config.idle_timeout
+            self.core.release_hold(self._loop.time())
+        self.core.idle(self._loop.time())
 
     def _dispatch(self, request: Request, keep_alive: bool, started: float) -> None:
         """Start the handler for ``request``, unless draining or overloaded refuses it."""
         state = self._state
         self._current = (request, keep_alive, started)
-        self._busy = True
+        self._busy = self.core.busy = True
         self._answered = False
         if self._drain_grace:
             # The first request on a connection that was idle when the drain began: served,
@@ -1001,11 +573,8 @@ class HttpProtocol(asyncio.Protocol):
         connection closes, for the client to retry (RFC 9112 §9.3.1), so a client that keeps
         pipelining cannot keep a draining connection open.
         """
-        return (
-            self._in_message
-            and not self._stopped_parsing
-            and self._started < self._state.drain_started
-        )
+        core = self.core
+        return core.in_message and not core.stopped and core.started < self._state.drain_started
 
     def _last_while_draining(self) -> bool:
         """Whether the response being written is the connection's last before the drain.
@@ -1038,7 +607,7 @@ class HttpProtocol(asyncio.Protocol):
         self._close_after = True
         self._queue.clear()
         self._pending_error = None
-        self._continue_pending = False
+        self.core.continue_pending = False
         self._stop_parsing()
 
     def _head(self, request: Request, response: Response, keep: bool, framing: str) -> bytes:
@@ -1313,14 +882,10 @@ class HttpProtocol(asyncio.Protocol):
         if current is not None and self._streaming:
             channel = _channel_of(current[0])
             channel.close()
-            dropped = min(channel.discard(), self._held)
-            self._held -= dropped
-            self._state.body_bytes -= dropped
-        elif current is not None and self._held:
-            size = min(len(current[0]._body), self._held)
-            self._held -= size
-            self._state.body_bytes -= size
-        self._busy = False
+            self.core.release(channel.discard())
+        elif current is not None and self.core.held:
+            self.core.release(len(current[0]._body))
+        self._busy = self.core.busy = False
         self._current = None
         self._served += 1
 
@@ -1377,7 +942,10 @@ class HttpProtocol(asyncio.Protocol):
             if current is not None and current[0] is body_request:
                 self._fail_in_handler(body_request, error)
                 return
-            self._queue = deque(entry for entry in self._queue if entry[0] is not body_request)
+            queue = self._queue
+            kept = [entry for entry in queue if entry[0] is not body_request]
+            queue.clear()
+            queue.extend(kept)
         if self._busy or self._queue:
             self._pending_error = error
             if not self._busy:
@@ -1429,11 +997,7 @@ class HttpProtocol(asyncio.Protocol):
         if channel is not None:  # streaming mode: the rest of its content is not read
             self._body_channel = self._body_request = None
             channel.close()
-        self._stopped_parsing = True
-        self._unparsed = None
-        self._in_head = False
-        if self.read_phase in (HEAD, BODY):
-            self._enter(HANDLING, INF)
+        self.core.stop()
 
     def _refuse(self, error: ProtocolError, request: Request | None = None) -> None:
         """Send an error response and close, lingering so the client can read it."""
@@ -1443,7 +1007,7 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         extra = "Retry-After: 1\r\n" if error.status == 503 else ""
-        extra += self._state.events.error_fields(self._raw_headers)  # CORS; fields so far
+        extra += self._state.events.error_fields(self.core.raw_headers)  # CORS; fields so far
         transport.write(
             simple_response(
                 error.status,
@@ -1451,7 +1015,7 @@ class HttpProtocol(asyncio.Protocol):
                 fixed_fields=self._state.fixed_fields,
                 extra=extra,
                 content_type="application/json",
-                head=self._head_request,
+                head=self.core.head_request,
             )
         )
         self._state.events.request_rejected(
@@ -1459,42 +1023,9 @@ class HttpProtocol(asyncio.Protocol):
             error.status,
             str(error),
             self._client,
-            request or self._parsing or self._request_so_far(),
+            request or self.core.request_so_far(),
         )
         self._linger()
-
-    def _request_so_far(self) -> Request | None:
-        """A request built for the log line of a refusal that came before its Request was.
-
-        From the message being parsed: its method, its request target (as much as arrived,
-        for a 414) and the header fields read so far; for a method the parser refused, the
-        method and target from the request line's first bytes. ``None`` when no target
-        arrived (the request line was refused before it, or no request began).
-        """
-        if not self._in_message:
-            return None
-        if self._url:
-            method = self._parser.get_method().decode("ascii", "replace")
-            target = b"".join(self._url)
-        else:
-            words = (self._method_start or b"").lstrip(b"\r\n").split(b" ", 2)
-            if len(words) < 2 or not words[1]:
-                return None
-            method, target = words[0][:32].decode("latin-1"), words[1]
-        try:
-            path, query = split_target(target)
-        except ProtocolError:  # the target itself was what is wrong: log it as it came
-            path, query = target.partition(b"?")[0].decode("latin-1"), b""
-        return Request(
-            method,
-            target,
-            path,
-            query,
-            list(self._raw_headers),
-            client=self._client,
-            http_version=self._parser.get_http_version(),
-            proxy=self._state.proxy,
-        )
 
     def _linger(self) -> None:
         """Shut our write side and drain input briefly, so the client reads our answer.
@@ -1517,12 +1048,12 @@ class HttpProtocol(asyncio.Protocol):
             transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-            self._enter(LINGER, self._loop.time() + LINGER_SECONDS)
+            self.core.linger(self._loop.time())
         else:  # pragma: no cover - TCP transports can always half-close
             transport.close()
 
-    def _on_upgrade(self, data: bytes | memoryview, offset: int) -> None:
-        """An Upgrade (or CONNECT) request was parsed, ending at ``offset`` in ``data``.
+    def _on_upgrade(self, request: Request | None, tail: list[memoryview]) -> None:
+        """An Upgrade (or CONNECT) request was parsed; ``tail`` is what was read after it.
 
         What follows it belongs to the protocol the client asked for: it is kept, as
         memoryviews of what was read, for a handler that answers with
@@ -1530,8 +1061,8 @@ class HttpProtocol(asyncio.Protocol):
         (see :meth:`_switch`). A handler that answers anything else is served normally
         and the connection then closed (RFC 9110 §7.8 lets a server ignore Upgrade).
         """
-        self._upgrade_request = self._queue[-1][0] if self._queue else None
-        self._upgrade_tail = [memoryview(data)[offset:]] if offset < len(data) else []
+        self._upgrade_request = request
+        self._upgrade_tail = tail
         self._close_after = True
         self._stop_parsing()
         self._pause_reading()  # until the handler has answered: held, not read on
@@ -1575,7 +1106,7 @@ class HttpProtocol(asyncio.Protocol):
         # HTTP is over on this connection: forget it, and let the new protocol read.
         tail, self._upgrade_tail = self._upgrade_tail or [], None
         self._closed = True
-        self.read_deadline = self.handler_deadline = self.write_deadline = INF
+        self.core.read_deadline = self.handler_deadline = self.write_deadline = INF
         state = self._state
         state.connections.discard(self)
         state.adopt_upgraded(transport)
@@ -1616,34 +1147,21 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_read_deadline(self) -> None:
         """The read deadline passed: 408 for a slow request, close for an idle connection."""
-        phase = self.read_phase
-        self.read_deadline = INF
-        if phase == HEAD:
-            timeout = self._config.headers_timeout
-            if not self._in_head:  # not one byte of a request: just close
-                self._state.events.request_rejected(
-                    "headers_timeout",
-                    0,
-                    f"no request within {timeout:g} s (headers_timeout)",
-                    self._client,
-                    None,
-                )
-                self._close()
-                return
-            self._fail(policy.headers_late(timeout))
-        elif phase == BODY:
-            config = self._config
-            self._fail(
-                policy.body_late(
-                    self._body_started,
-                    self._body_last,
-                    self._body_bytes,
-                    self._loop.time(),
-                    config.body_timeout,
-                    config.body_min_rate,
-                )
+        core = self.core
+        phase = core.phase
+        error = core.read_deadline_passed(self._loop.time())
+        if error is not None:
+            self._fail(error)
+        elif phase is HEAD:  # not one byte of a request: just close
+            self._state.events.request_rejected(
+                "headers_timeout",
+                0,
+                f"no request within {self._config.headers_timeout:g} s (headers_timeout)",
+                self._client,
+                None,
             )
-        elif phase in (IDLE, LINGER):
+            self._close()
+        elif phase is IDLE or phase is LINGER:
             self._close()
 
     def on_handler_timeout(self) -> None:
@@ -1767,18 +1285,13 @@ class HttpProtocol(asyncio.Protocol):
         about to be used (the client saw its connect succeed): its first request is
         served likewise if it arrives within ``DRAIN_FRESH_GRACE`` seconds.
         """
-        if self._busy or self._queue or self._in_head or self.read_phase is BODY:
-            return  # in flight: its last response will carry Connection: close
-        if self.read_phase is LINGER:
-            return  # its lingering close ends on its own deadline (or the drain's)
-        if self._served == 0 and self.read_phase is HEAD:
-            self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_FRESH_GRACE)
-            return
-        if self.read_phase is IDLE:
-            self._drain_grace = True
-            self.read_deadline = min(self.read_deadline, self._loop.time() + DRAIN_IDLE_GRACE)
-            return
-        self._close()
+        core = self.core
+        verdict = core.drain(self._loop.time(), self._served)
+        if verdict == GRACE:
+            # Idle: a request that comes within the grace is served (see _dispatch).
+            self._drain_grace = core.phase is IDLE
+        elif verdict == CLOSE:
+            self._close()
 
     @property
     def lingering(self) -> bool:
@@ -1798,7 +1311,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def end_linger(self) -> None:
         """Drain deadline passed during the lingering close: close now (not a cut)."""
-        self.read_deadline = INF
+        self.core.read_deadline = INF
         self._close()
 
     def cut(self) -> bool:
