@@ -9,7 +9,7 @@ import pytest
 
 from nessen import Response, Runtime
 from tests.conftest import ServeFactory, echo_runtime
-from tests.integration.wire import closed_cleanly, expect_rejection, no_data_within
+from tests.integration.wire import closed_cleanly, expect_rejection, no_data_within, poll
 from tests.rawhttp import RawClient, get
 
 CHUNKED_HEAD = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -191,6 +191,99 @@ def test_100_continue_for_a_pipelined_request_waits_for_the_earlier_response(
         client.send(b"abc")
         final = client.response()
     assert (final.status, final.body) == (200, b"abc")
+
+
+def _deferring_runtime() -> Runtime:
+    """Routes that read their content, and a middleware that refuses before the handler."""
+    runtime = Runtime(access_log=False)
+
+    async def gate(ctx, next):  # type: ignore[no-untyped-def]
+        if ctx.headers.get("x-deny"):
+            return Response.json({"error": "denied"}, 401)
+        if ctx.headers.get("x-sign"):  # a middleware that needs the content first
+            content = await ctx.read()
+            response = await next()
+            response.headers["X-Signed-Length"] = str(len(content))
+            return response
+        if ctx.headers.get("x-peek"):  # reads .body before the content was read
+            return Response.text(str(len(ctx.body)))
+        return await next()
+
+    runtime.use(gate)
+
+    @runtime.route.post("/echo")
+    async def echo(ctx):  # type: ignore[no-untyped-def]
+        return Response(200, ctx.body, content_type="application/octet-stream")
+
+    return runtime
+
+
+EXPECT = b"Expect: 100-continue\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n" + EXPECT, 404),
+        (b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n" + EXPECT, 405),
+        (_post_head(5, EXPECT + b"X-Deny: 1\r\n")[:-2], 401),
+    ],
+)
+def test_a_request_answered_before_its_handler_gets_no_100_continue(
+    serve: ServeFactory, head: bytes, status: int
+) -> None:
+    server = serve(_deferring_runtime())
+    with RawClient(server.address) as client:
+        client.send(head + b"\r\n")  # and never the content: the client waits for a 100
+        response = client.response()
+        assert response.status == status  # the final status first, no interim 100
+        # The content was not read: the connection is not reused (RFC 9110 §10.1.1).
+        assert response.header("connection") == "close"
+        assert closed_cleanly(client)
+    state = server.runtime.server.state  # type: ignore[union-attr]
+    assert state.body_bytes == 0
+
+
+def test_a_handler_that_reads_gets_its_content_after_the_100(serve: ServeFactory) -> None:
+    server = serve(_deferring_runtime())
+    body = bytes(range(256)) * 1024  # 256 KiB: past the channel's high-water mark
+    with RawClient(server.address, timeout=20.0) as client:
+        client.send(_post_head(len(body), EXPECT))
+        assert client.response().status == 100
+        client.send(body)
+        final = client.response()
+        assert (final.status, final.body) == (200, body)
+        follow_up = client.request(_post_head(3) + b"abc")  # the connection is reused
+    assert (follow_up.status, follow_up.body) == (200, b"abc")
+    state = server.runtime.server.state  # type: ignore[union-attr]
+    poll(lambda: state.body_bytes == 0)  # what it held is given back to the budget
+
+
+def test_a_middleware_that_awaits_read_gets_the_content_and_the_handler_too(
+    serve: ServeFactory,
+) -> None:
+    server = serve(_deferring_runtime())
+    with RawClient(server.address) as client:
+        client.send(_post_head(5, EXPECT + b"X-Sign: 1\r\n"))
+        assert client.response().status == 100
+        client.send(b"hello")
+        final = client.response()
+    assert (final.status, final.body) == (200, b"hello")
+    assert final.header("x-signed-length") == "5"
+
+
+def test_a_middleware_that_reads_body_before_read_gets_a_clear_error_not_empty_content(
+    serve: ServeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(_deferring_runtime())
+    with caplog.at_level(logging.ERROR), RawClient(server.address) as client:
+        client.send(_post_head(5, EXPECT + b"X-Peek: 1\r\n"))
+        response = client.response()
+    assert response.status == 500
+    assert any(
+        "await request.read()" in record.getMessage() + str(record.exc_info)
+        for record in caplog.records
+    )
 
 
 # --- HEAD ----------------------------------------------------------------------------------

@@ -280,6 +280,8 @@ class Router:
             return self._unrouted(request, allowed)
         request._params = params
         request.route = route.template
+        if request.content_pending:  # its client waits for 100 Continue: now it is wanted
+            await request.read()
         try:
             result = await route.handler(request)
             if type(result) is not Response:

@@ -293,6 +293,29 @@ class Request:
         return self._body
 
     @property
+    def content_pending(self) -> bool:
+        """Whether the content is still to be read with :meth:`read`.
+
+        True only for a request whose client sent ``Expect: 100-continue`` and waits for
+        the ``100`` before it sends the content (RFC 9110 §10.1.1), until it is read. The
+        router reads it just before calling the route's handler, so a request refused
+        before it (404, 405, 401 or 429 from middleware) is answered without the upload.
+        """
+        return False
+
+    async def read(self) -> bytes:
+        """The whole request content, read first if it is still to come.
+
+        See :attr:`content_pending`: a middleware that needs the content of such a
+        request before the router does awaits this.
+
+        Raises:
+            ClientDisconnected: (``nessen.server.body``) The connection closed, or the
+                server refused the content (413, 408), before it was complete.
+        """
+        return self._body
+
+    @property
     def peer(self) -> tuple[str, int] | None:
         """The socket peer's ``(address, port)``, ``None`` when unknown.
 
@@ -406,9 +429,9 @@ class Request:
         if content_type and "charset=" in content_type:
             charset = content_type.split("charset=", 1)[1].split(";", 1)[0].strip(" \"'")
         try:
-            return self._body.decode(charset, errors="replace")
+            return self.body.decode(charset, errors="replace")
         except LookupError:
-            return self._body.decode("utf-8", errors="replace")
+            return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         """Parse the body as JSON (RFC 8259).
@@ -417,7 +440,7 @@ class Request:
             HTTPError: 400 ``"invalid JSON body"`` when the body is empty or not valid JSON.
         """
         try:
-            return orjson.loads(self._body)
+            return orjson.loads(self.body)
         except orjson.JSONDecodeError as exc:
             raise HTTPError(400, "invalid JSON body") from exc
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from nessen.http import Request, Response
 
@@ -199,6 +200,61 @@ class StreamedRequest(Request):
     __slots__ = ("channel",)
 
     channel: RequestChannel
+
+
+class DeferredRequest(StreamedRequest):
+    """A request whose client waits for ``100 Continue`` before sending its content.
+
+    Built in the server's buffered mode (native handlers) for a request with content and
+    ``Expect: 100-continue`` (RFC 9110 §10.1.1). The ``100`` goes out when its content is
+    first read, with :meth:`read`, which the router does just before the route's handler
+    runs: a request answered before that (404, 405, a middleware's 401 or 429) spares
+    the client the upload, and the connection is then closed rather than reading it.
+    Until it is read, :attr:`body` raises.
+    """
+
+    __slots__ = ("_read_done",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_done = False
+
+    @property
+    def content_pending(self) -> bool:
+        """Whether :meth:`read` has not yet read the content."""
+        return not self._read_done
+
+    @property
+    def body(self) -> bytes:
+        """The whole content, once :meth:`read` has read it.
+
+        Raises:
+            RuntimeError: It has not been read yet (in a middleware, before the router):
+                ``await request.read()`` first.
+        """
+        if not self._read_done:
+            raise RuntimeError(
+                "the content of a request sent with Expect: 100-continue is read when its "
+                "route's handler runs; before that (in a middleware) await request.read()"
+            )
+        return self._body
+
+    async def read(self) -> bytes:
+        """Send ``100 Continue``, read the whole content, and keep it as :attr:`body`.
+
+        Raises:
+            ClientDisconnected: The connection closed, or the server refused the content
+                (413, 408: it has answered already), before it was complete.
+        """
+        if not self._read_done:
+            chunks = []
+            more = True
+            while more:
+                data, more = await self.channel.read()
+                chunks.append(data)
+            self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._read_done = True
+        return self._body
 
 
 class PreparedResponse(Response):

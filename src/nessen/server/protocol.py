@@ -34,6 +34,7 @@ from nessen.http.response import SwitchingProtocols
 from nessen.server.body import (
     HIGH_WATER_BYTES,
     ClientDisconnected,
+    DeferredRequest,
     PreparedResponse,
     RequestChannel,
     StreamedRequest,
@@ -105,6 +106,7 @@ class HttpProtocol(asyncio.Protocol):
             state,
             streaming=state.stream_bodies,
             make_request=StreamedRequest if state.stream_bodies else Request,
+            make_deferred=None if state.stream_bodies else DeferredRequest,
         )
         """The connection's sans-I/O core: parsing, limits, phases, the request queue."""
         self._queue = self.core.queue
@@ -195,8 +197,7 @@ class HttpProtocol(asyncio.Protocol):
             waiter.set_result(None)
         state = self._state
         state.connections.discard(self)
-        if self._streaming:
-            self._close_channels()
+        self._close_channels()
         core = self.core
         if core.held:
             core.release(core.held)
@@ -205,7 +206,7 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client shut its write side: finish what is queued, then close."""
         self._eof = True
-        if self._streaming:
+        if self._streaming or self._body_request is not None:
             # As a lost connection: a streaming handler cannot tell a half-close from a
             # close (nor can we, short of writing), and ASGI servers report both as
             # http.disconnect. Content already received is still read; what is queued is
@@ -301,12 +302,15 @@ class HttpProtocol(asyncio.Protocol):
                 complete=True, on_respond=self._respond_early
             )
             return
+        streaming = self._streaming
         channel = request.channel = RequestChannel(  # type: ignore[attr-defined]
             complete=False,
-            on_consumed=self._body_consumed,
+            # A deferred request (buffered mode) keeps its content as its body: it stays
+            # counted in the budget until the request is done.
+            on_consumed=self._body_consumed if streaming else self._deferred_consumed,
             on_wanted=self._body_wanted,
             expect_continue=expect_continue,
-            on_respond=self._respond_early,
+            on_respond=self._respond_early if streaming else None,
         )
         self._body_channel = channel
         self._body_request = request
@@ -314,6 +318,11 @@ class HttpProtocol(asyncio.Protocol):
     def _body_consumed(self, channel: RequestChannel, size: int) -> None:
         """The handler read ``size`` content bytes: free them, read on if paused for them."""
         self.core.release(size)
+        if self._body_paused and channel is self._body_channel:
+            self._resume_body()
+
+    def _deferred_consumed(self, channel: RequestChannel, size: int) -> None:
+        """A deferred request's content was read into its body: read on if paused for it."""
         if self._body_paused and channel is self._body_channel:
             self._resume_body()
 
@@ -348,10 +357,11 @@ class HttpProtocol(asyncio.Protocol):
         if channel is not None:
             self._body_channel = self._body_request = None
             channel.close()
-        if self._current is not None:
-            _channel_of(self._current[0]).close()
+        current = self._current
+        if current is not None:
+            _close_channel_of(current[0])
         for queued in self._queue:
-            _channel_of(queued[0]).close()
+            _close_channel_of(queued[0])
 
     def _pause_reading(self) -> None:
         """Requests wait their turn: read no more until they are answered."""
@@ -879,12 +889,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done_with_current(self) -> None:
         current = self._current
-        if current is not None and self._streaming:
-            channel = _channel_of(current[0])
-            channel.close()
-            self.core.release(channel.discard())
-        elif current is not None and self.core.held:
-            self.core.release(len(current[0]._body))
+        if current is not None:
+            request = current[0]
+            if type(request) is not Request:  # streamed or deferred: it has a channel
+                channel = _channel_of(request)
+                channel.close()
+                # What it left unread, and (deferred) the content it read as its body.
+                self.core.release(channel.discard() + len(request._body))
+            elif self.core.held:
+                self.core.release(len(request._body))
         self._busy = self.core.busy = False
         self._current = None
         self._served += 1
@@ -1405,6 +1418,12 @@ def _declared_length(response: Response) -> int | None:
 
 def _length_mismatch(declared: int | None, sent: int) -> str:
     return f"streamed response produced {sent} bytes for its Content-Length {declared}"
+
+
+def _close_channel_of(request: Request) -> None:
+    """The connection is gone: a request's channel, if it has one, reports a disconnect."""
+    if type(request) is not Request:  # streamed or deferred
+        _channel_of(request).close()
 
 
 def _channel_of(request: Request) -> RequestChannel:

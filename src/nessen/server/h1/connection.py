@@ -142,6 +142,11 @@ class H1Connection:
             and its content comes out as ``BODY`` actions (else it is queued whole).
         make_request: The request class (:class:`~nessen.http.Request` or a subclass
             with the same constructor).
+        make_deferred: Buffered mode: the class of a request with content whose client
+            sent ``Expect: 100-continue``. Such a request is handled as in streaming
+            mode (``HEAD``, ``BODY``, ``END`` actions), so the glue can send the ``100``
+            only when its content is read (RFC 9110 §10.1.1). Without it, a ``CONTINUE``
+            action comes at the end of the header section.
 
     Attributes:
         queue: Parsed requests not yet taken by the glue, oldest first.
@@ -170,11 +175,14 @@ class H1Connection:
         *,
         streaming: bool = False,
         make_request: Callable[..., Request] = Request,
+        make_deferred: Callable[..., Request] | None = None,
     ) -> None:
         self._config = config
         self._shared = shared
         self._streaming = streaming
         self._make_request = make_request
+        self._make_deferred = make_deferred
+        self._stream_message = False  # the message's content comes out as BODY actions
         self._parser = httptools.HttpRequestParser(self)
         self._actions: list[tuple[int, Any]] = []
         self.client: tuple[str, int] | None = None
@@ -668,7 +676,13 @@ class H1Connection:
             and (shared.body_bytes + length > config.body_buffer_bytes)
         ):
             raise policy.body_buffer_full(shared.body_bytes, config.body_buffer_bytes)
-        request = self._parsing = self._make_request(
+        expect_continue = has_content and policy.expects_continue(self._expect, version)
+        make = self._make_request
+        stream = self._stream_message = self._streaming
+        if expect_continue and not stream and self._make_deferred is not None:
+            make = self._make_deferred
+            stream = self._stream_message = True
+        request = self._parsing = make(
             method,
             target,
             path,
@@ -679,8 +693,7 @@ class H1Connection:
             proxy=shared.proxy,
         )
         keep_alive = self._keep_alive = parser.should_keep_alive()
-        if self._streaming:
-            expect_continue = has_content and policy.expects_continue(self._expect, version)
+        if stream:
             self._actions.append((HEAD_DONE, (request, has_content, expect_continue)))
             if has_content:
                 self._start_body()
@@ -690,7 +703,7 @@ class H1Connection:
             return
         if has_content:
             self._start_body()
-            if policy.expects_continue(self._expect, version):
+            if expect_continue:
                 if self.busy or self.queue:  # its turn comes after theirs
                     self.continue_pending = True
                 else:
@@ -744,7 +757,7 @@ class H1Connection:
         self.held += size
         if shared.body_bytes > config.body_buffer_bytes:
             raise policy.body_buffer_full(shared.body_bytes - size, config.body_buffer_bytes)
-        if self._streaming:
+        if self._stream_message:
             self._actions.append((BODY_PIECE, body))
         else:
             self._body.append(body)
@@ -762,7 +775,7 @@ class H1Connection:
         self.phase = HANDLING
         self.read_deadline = INF
         queue = self.queue
-        if self._streaming and phase is BODY:  # queued when its header section ended
+        if self._stream_message and phase is BODY:  # queued when its header section ended
             self._actions.append((END, request))
         else:
             body = self._body

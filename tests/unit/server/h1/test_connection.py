@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nessen.config import Config
 from nessen.errors import ProtocolError
+from nessen.http import Request
 from nessen.server.h1.connection import (
     BODY_PIECE,
     CLOSE,
@@ -534,3 +535,23 @@ def test_the_core_gives_the_same_requests_and_errors_however_the_bytes_are_split
 def test_the_split_comparison_can_see_a_difference() -> None:
     assert _run([GET], False) != _run([GET[:-1]], False)
     assert _run([post(5) + b"hello"], True)[0] == ("POST", b"/up", b"hello")
+
+
+def test_buffered_mode_defers_a_request_that_expects_100_continue() -> None:
+    class Deferred(Request):
+        __slots__ = ()
+
+    conn = H1Connection(Config(), Shared(), make_deferred=Deferred)
+    conn.open(100.0, draining=False, over_limit=False)
+    actions = list(conn.receive(post(5, extra=b"Expect: 100-continue\r\n"), 100.0, 1.0))
+    assert kinds(actions) == [HEAD_DONE]  # no CONTINUE: the glue sends it when read
+    request, has_content, expects_continue = actions[0][1]
+    assert type(request) is Deferred
+    assert (has_content, expects_continue) == (True, True)
+    assert conn.queue[0][0] is request  # dispatched before its content arrives
+    assert kinds(conn.receive(b"hello", 101.0, 1.0)) == [BODY_PIECE, END]
+    # Without the expectation, the same connection buffers the next request whole (and,
+    # with one queued ahead, pauses reading).
+    assert kinds(conn.receive(post(2) + b"ok", 102.0, 1.0)) == [PAUSE]
+    assert type(conn.queue[-1][0]) is Request
+    assert conn.queue[-1][0].body == b"ok"
