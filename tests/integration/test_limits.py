@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
 from nessen import Config
 from nessen.server.h1.connection import FEED_SLICE, HEAD_FRAMING_SLACK
 from tests.conftest import ServeFactory
-from tests.integration.wire import expect_rejection
+from tests.integration.wire import expect_rejection, no_data_within
 from tests.rawhttp import RawClient, get
 
 
@@ -169,4 +170,26 @@ def test_oversized_chunk_gets_413_without_waiting_for_its_end(serve: ServeFactor
     server = serve(max_body_bytes=10)
     with RawClient(server.address) as client:
         client.send(CHUNKED_HEAD + b"FFFFFF\r\n" + b"a" * 11)
+        expect_rejection(client, 413, "body_too_large")
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [CHUNKED_HEAD + b"FFFFFF\r\n"],  # the header section and the size line together
+        [CHUNKED_HEAD, b"401;ext=1\r\n"],  # the size line in its own write: 1025
+        [CHUNKED_HEAD + b"5\r\nhello\r\n", b"3FC\r\n"],  # 5 + 1020 bytes: past 1024
+    ],
+)
+def test_a_chunk_declared_past_the_limit_gets_413_before_any_of_its_data(
+    serve: ServeFactory, pieces: list[bytes]
+) -> None:
+    server = serve(max_body_bytes=1024)
+    with RawClient(server.address) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            client.send(piece)
+            if piece is not pieces[-1]:
+                assert no_data_within(client, 0.2)  # nothing refused yet
+        # Not one byte of the chunk's data is sent: the answer comes from its header.
         expect_rejection(client, 413, "body_too_large")

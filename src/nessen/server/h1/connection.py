@@ -216,6 +216,10 @@ class H1Connection:
         self._body: list[bytes] = []
         self.body_bytes = 0
         self._body_raw = 0
+        self._chunk_seen = False  # a chunk header was parsed in the slice being fed
+        self._chunk_open = False  # the last chunk's data has not all arrived
+        self._chunk_at = 0  # content bytes received before the last chunk's data
+        self._ended_line = False  # chunked content: the last slice ended with a LF
         self.held = 0
         self._parsing: Request | None = None
         self._keep_alive = True
@@ -431,6 +435,7 @@ class H1Connection:
         in_message, begun = self.in_message, self._messages_begun
         in_body = self.phase is BODY
         self._url_in_read = False
+        self._chunk_seen = False
         body_before = self.body_bytes if in_body else 0
         try:
             self._parser.feed_data(data)
@@ -458,6 +463,12 @@ class H1Connection:
                 if self._body_raw > 2 * self.body_bytes + CHUNK_OVERHEAD_SLACK:
                     self._fail(policy.chunk_overhead(self._body_raw, self.body_bytes))
                     return
+            if self._te_count and self.phase is BODY:
+                if self._chunk_seen and self._chunk_open:
+                    self._check_chunk_size(data)
+                    if self.stopped:
+                        return
+                self._ended_line = data[-1:] == b"\n"
             if (
                 in_body
                 and self.body_bytes != body_before
@@ -513,6 +524,40 @@ class H1Connection:
         limit = self._config.max_header_bytes
         if self._raw_head_bytes > limit + HEAD_FRAMING_SLACK + FEED_SLICE:
             self._fail(policy.header_too_large(self._raw_head_bytes, limit))
+
+    def _check_chunk_size(self, data: bytes | memoryview) -> None:
+        """Refuse a chunk whose declared size passes ``max_body_bytes``, at its header.
+
+        The parser does not report a chunk's size, so it is read back from ``data``: the
+        chunk is still open at the end of the slice, so its size line ends just before the
+        ``body_bytes - _chunk_at`` bytes of its data that came in this slice. Only a line
+        that began in this slice (after a LF in it, or at its start when the slice before
+        ended with one) is read; one split across reads is left to the count of what
+        arrives. The parser has already accepted its hex digits.
+        """
+        after = self.body_bytes - self._chunk_at
+        end = len(data) - after
+        raw = bytes(data[max(0, end - 256) : end])  # a size line and the one before it
+        newline = raw.rfind(b"\n", 0, len(raw) - 1)
+        if newline < 0 and not (end <= 256 and self._ended_line):
+            return  # it began in an earlier slice
+        line = raw[newline + 1 :].rstrip(b"\r\n").split(b";", 1)[0].strip(b" \t")
+        try:
+            size = int(line, 16)
+        except ValueError:  # pragma: no cover - llhttp accepted only hex digits
+            return
+        limit = self._config.max_body_bytes
+        if self._chunk_at + size > limit:
+            self._fail(policy.body_too_large(self._chunk_at + size, limit, declared=True))
+
+    def on_chunk_header(self) -> None:
+        """A chunk's size line was parsed (its size is read back in _check_chunk_size)."""
+        self._chunk_seen = self._chunk_open = True
+        self._chunk_at = self.body_bytes
+
+    def on_chunk_complete(self) -> None:
+        """A chunk's data and its CRLF were parsed."""
+        self._chunk_open = False
 
     def _fail(self, error: ProtocolError) -> None:
         self.stop()

@@ -555,3 +555,33 @@ def test_buffered_mode_defers_a_request_that_expects_100_continue() -> None:
     assert kinds(conn.receive(post(2) + b"ok", 102.0, 1.0)) == [PAUSE]
     assert type(conn.queue[-1][0]) is Request
     assert conn.queue[-1][0].body == b"ok"
+
+
+CHUNKED = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [CHUNKED + b"100000\r\n" + b"x" * 10],  # head, size and some data in one read
+        [CHUNKED, b"100000;name=value\r\n"],  # the size line alone, with an extension
+        [CHUNKED + b"3\r\nabc\r\n", b"3e8\r\nx"],  # 3 + 1000 bytes: one past the limit
+    ],
+)
+def test_a_chunk_declared_past_the_content_limit_is_refused_at_its_header(
+    pieces: list[bytes],
+) -> None:
+    conn = core(Config(max_body_bytes=1002))
+    actions: list[tuple[int, Any]] = []
+    for piece in pieces:
+        actions = list(conn.receive(piece, 100.0, 1.0))
+    error = error_of(actions)
+    assert (error.status, error.reason) == (413, "body_too_large")
+    assert conn.body_bytes < 20  # refused before its data came
+
+
+def test_chunks_within_the_limit_and_a_split_size_line_are_not_refused() -> None:
+    conn = core(Config(max_body_bytes=1003))
+    for piece in (CHUNKED, b"3\r\nabc\r\n3", b"e8\r\n", b"x" * 1000, b"\r\n0\r\n\r\n"):
+        assert conn.receive(piece, 100.0, 1.0) == []
+    assert conn.queue[0][0].body == b"abc" + b"x" * 1000
