@@ -46,7 +46,6 @@ from nessen.server.h1.connection import (
     CONTINUE,
     END,
     FAIL,
-    GRACE,
     HEAD_DONE,
     PAUSE,
     UPGRADE,
@@ -117,9 +116,6 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
         self._answered = False
         self._task: asyncio.Task[Any] | None = None
-        self._served = 0
-        self._drain_grace = False  # idle when the drain began: its next request is served
-        self._close_after = False
         self._closed = False
         self._eof = False
         self._upgrade_request: Request | None = None  # the request that asked to upgrade
@@ -220,7 +216,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._abort(CLIENT_DISCONNECTED)
                 return None
         if self.core.phase is not LINGER and (self._busy or self._queue):
-            self._close_after = True
+            self.core.close_after = True
             return True  # keep the transport open to write the pending responses
         return None
 
@@ -330,7 +326,7 @@ class HttpProtocol(asyncio.Protocol):
         """The handler waits for content: send ``100 Continue`` if the client asked for it."""
         if channel.expects_continue:
             channel.continue_sent()
-            if not self._close_after:
+            if not self.core.close_after:
                 self._write(CONTINUE_RESPONSE)
 
     def _pause_body(self) -> None:
@@ -397,16 +393,16 @@ class HttpProtocol(asyncio.Protocol):
             error, self._pending_error = self._pending_error, None
             self._refuse(error, request=None)
             return
-        if self._close_after:
+        if self.core.close_after:
             if self.core.phase is not LINGER:  # a lingering close ends on its own deadline
                 self._linger()
             return
-        if self._state.draining and not self._begun_before_drain():
+        if self._state.draining and not self.core.begun_before_drain():
             # Its last response is out, and nothing that began before the drain is still
             # arriving: close rather than wait idle. (A response whose head went out before
             # the drain, such as a long stream, did not say close: nothing else would end
             # this connection.)
-            self._close_after = True
+            self.core.close_after = True
             self._stop_parsing()
             self._linger()
             return
@@ -425,38 +421,11 @@ class HttpProtocol(asyncio.Protocol):
         self._current = (request, keep_alive, started)
         self._busy = self.core.busy = True
         self._answered = False
-        if self._drain_grace:
-            # The first request on a connection that was idle when the drain began: served,
-            # and its response says close (see on_drain). Any pipelined behind it: 503.
-            self._drain_grace = False
-        elif state.draining and started >= state.drain_started and self._served:
-            # A request pipelined on a reused keep-alive connection after the drain began:
-            # send the client elsewhere. (The first request of a connection accepted before
-            # the drain is served, with Connection: close.) It says close unless more
-            # requests are queued behind it: they get their own answers, the last one
-            # closing (see _last_while_draining).
-            self._answer_server_error(
-                request,
-                ProtocolError("server is draining", status=503, reason="draining"),
-                retry_after=True,
-                close=False,
-            )
-            return
-        if (
-            state.active_requests >= self._config.max_concurrent_requests
-            and request.path not in self._config.probe_paths
-        ):
-            self._answer_server_error(
-                request,
-                ProtocolError(
-                    f"{state.active_requests} requests in handlers; max_concurrent_requests "
-                    f"is {self._config.max_concurrent_requests}",
-                    status=503,
-                    reason="overloaded",
-                ),
-                retry_after=True,
-                close=False,
-            )
+        refusal = self.core.refusal(request, started)
+        if refusal is not None:
+            # Draining or overloaded: 503 + Retry-After. It says close unless more requests
+            # are queued behind it: they get their own answers, the last one closing.
+            self._answer_server_error(request, refusal, retry_after=True, close=False)
             return
         state.active_requests += 1
         self.handler_deadline = self._loop.time() + self._config.request_timeout
@@ -555,56 +524,15 @@ class HttpProtocol(asyncio.Protocol):
     def _keep_alive(self, keep_alive: bool) -> bool:
         """Whether the response being written keeps the connection open.
 
-        Once the connection is set to close after its queue (the client half-closed, the
-        pipelining cap, an Upgrade), only the last queued response says ``close``.
+        See :meth:`H1Connection.keeps_alive`; if not, nothing after it is served.
         """
-        limit = self._config.max_requests_per_connection
-        body_request = self._body_request
-        keep = (
-            keep_alive
-            and not (self._close_after and not self._queue)
-            and not self._last_while_draining()
-            and (limit == 0 or self._served + 1 < limit)
-            # streaming mode: answered before its content arrived; the rest is not read
-            and (
-                body_request is None
-                or self._current is None
-                or body_request is not self._current[0]
-            )
-        )
+        current = self._current
+        # Streaming or deferred: answered before its content arrived; the rest is not read.
+        unread = current is not None and current[0] is self._body_request
+        keep = self.core.keeps_alive(keep_alive, unread=unread)
         if not keep:
             self._announce_close()
         return keep
-
-    def _begun_before_drain(self) -> bool:
-        """Whether a request whose first byte came before the drain is still arriving.
-
-        One that began later does not hold the connection open: it is dropped when the
-        connection closes, for the client to retry (RFC 9112 §9.3.1), so a client that keeps
-        pipelining cannot keep a draining connection open.
-        """
-        core = self.core
-        return core.in_message and not core.stopped and core.started < self._state.drain_started
-
-    def _last_while_draining(self) -> bool:
-        """Whether the response being written is the connection's last before the drain.
-
-        From :meth:`~nessen.server.Server.announce_shutdown` on (``SHUTDOWN_DELAY``, while
-        readiness already says 503 and the process still answers), responses on
-        persistent connections say ``Connection: close``, so clients reconnect, through
-        the load balancer, to a process that stays.
-
-        Requests already queued (pipelined) behind it, and one that began arriving before
-        the drain, are still answered, normally or with 503 (see :meth:`_dispatch`); so
-        only the response to the last of them says ``Connection: close`` (RFC 9112 §9.6
-        forbids answering anything after it).
-        """
-        state = self._state
-        return (
-            (state.draining or state.shutdown_pending)
-            and not self._queue
-            and not self._begun_before_drain()
-        )
 
     def _announce_close(self) -> None:
         """The response being written says ``Connection: close``: nothing after it is served.
@@ -614,7 +542,7 @@ class HttpProtocol(asyncio.Protocol):
         found after them) are dropped unanswered, for the client to retry, and input is
         no longer parsed.
         """
-        self._close_after = True
+        self.core.close_after = True
         self._queue.clear()
         self._pending_error = None
         self.core.continue_pending = False
@@ -767,7 +695,7 @@ class HttpProtocol(asyncio.Protocol):
             gone = isinstance(exc, ClientDisconnected)
             if not gone:
                 state.events.handler_error(request, exc)
-            self._close_after = True
+            self.core.close_after = True
             self._abort(CLIENT_DISCONNECTED if gone else RESPONSE_ERROR)
         finally:
             closer = getattr(source, "aclose", None)
@@ -898,9 +826,9 @@ class HttpProtocol(asyncio.Protocol):
                 self.core.release(channel.discard() + len(request._body))
             elif self.core.held:
                 self.core.release(len(request._body))
-        self._busy = self.core.busy = False
+        self._busy = False
+        self.core.done()
         self._current = None
-        self._served += 1
 
     # --- errors, timeouts, closing -------------------------------------------------------
 
@@ -915,8 +843,8 @@ class HttpProtocol(asyncio.Protocol):
         """Answer the current request with a server-made error (503 and friends)."""
         close = (
             close
-            or (self._close_after and not self._queue)
-            or self._last_while_draining()
+            or (self.core.close_after and not self._queue)
+            or self.core.last_while_draining()
             or request is self._body_request
         )
         if close:
@@ -977,7 +905,7 @@ class HttpProtocol(asyncio.Protocol):
         """
         if self._answered:  # its response has begun: nothing honest to add, abort
             self._state.events.request_rejected(error.reason, 0, str(error), self._client, request)
-            self._close_after = True
+            self.core.close_after = True
             self._abort(error.reason)
             return
         self._announce_close()
@@ -1015,7 +943,7 @@ class HttpProtocol(asyncio.Protocol):
     def _refuse(self, error: ProtocolError, request: Request | None = None) -> None:
         """Send an error response and close, lingering so the client can read it."""
         self._stop_parsing()
-        self._close_after = True
+        self.core.close_after = True
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -1076,7 +1004,7 @@ class HttpProtocol(asyncio.Protocol):
         """
         self._upgrade_request = request
         self._upgrade_tail = tail
-        self._close_after = True
+        self.core.close_after = True
         self._stop_parsing()
         self._pause_reading()  # until the handler has answered: held, not read on
         if not self._busy and self._queue:
@@ -1299,11 +1227,8 @@ class HttpProtocol(asyncio.Protocol):
         served likewise if it arrives within ``DRAIN_FRESH_GRACE`` seconds.
         """
         core = self.core
-        verdict = core.drain(self._loop.time(), self._served)
-        if verdict == GRACE:
-            # Idle: a request that comes within the grace is served (see _dispatch).
-            self._drain_grace = core.phase is IDLE
-        elif verdict == CLOSE:
+        verdict = core.drain(self._loop.time(), core.served)
+        if verdict == CLOSE:
             self._close()
 
     @property

@@ -120,11 +120,19 @@ class Shared(Protocol):
             what it receives and :meth:`H1Connection.release` takes it back.
         allowed_hosts: The ``ALLOWED_HOSTS`` matcher (``None`` or empty: any host).
         proxy: Which peers' forwarded fields are trusted.
+        active_requests: Requests in handlers now, across connections.
+        shutdown_pending: The drain is announced (``SHUTDOWN_DELAY``): answers say close.
+        draining: The drain has begun.
+        drain_started: ``clock`` when it began (``INF`` before).
     """
 
     body_bytes: int
     allowed_hosts: Any
     proxy: ProxyTrust | None
+    active_requests: int
+    shutdown_pending: bool
+    draining: bool
+    drain_started: float
 
 
 class H1Connection:
@@ -154,6 +162,11 @@ class H1Connection:
         read_deadline: When the read phase's deadline passes (``INF``: none).
         busy: Set by the glue while a request is being handled: a request completed
             meanwhile pauses reading, and a ``100 Continue`` waits.
+        close_after: Close once the queued requests are answered (the client half-closed,
+            an Upgrade, an error, a response that said ``Connection: close``).
+        served: Requests taken off the queue and done with (counted by :meth:`done`).
+        drain_grace: Idle when the drain began: its next request is served (with
+            ``Connection: close``) rather than refused.
         continue_pending: A ``100 Continue`` waits for the requests ahead of its request
             to be answered; the glue sends it (and clears this) when the queue empties,
             or clears it when the connection is to close.
@@ -190,6 +203,9 @@ class H1Connection:
         self.phase: Phase = HEAD
         self.read_deadline = INF
         self.busy = False
+        self.close_after = False
+        self.served = 0
+        self.drain_grace = False
         self.continue_pending = False
         self.stopped = False
         self.over_limit = False
@@ -337,9 +353,91 @@ class H1Connection:
             self.read_deadline = min(self.read_deadline, now + DRAIN_FRESH_GRACE)
             return GRACE
         if phase is IDLE:
+            self.drain_grace = True
             self.read_deadline = min(self.read_deadline, now + DRAIN_IDLE_GRACE)
             return GRACE
         return CLOSE
+
+    # --- what to answer, and whether to keep the connection ----------------------------
+
+    def refusal(self, request: Request, started: float) -> ProtocolError | None:
+        """The 503 for a request taken off the queue, or ``None`` to hand it to its handler.
+
+        ``draining``: a request that began after the drain on a connection that already
+        served one (its client is sent elsewhere; the first request of a connection, or
+        one that came within an idle connection's grace, is served). ``overloaded``:
+        ``max_concurrent_requests`` handlers are running (probe paths are exempt).
+        """
+        shared = self._shared
+        if self.drain_grace:
+            # The first request on a connection that was idle when the drain began: served,
+            # and its response says close (see drain()). Any pipelined behind it: 503.
+            self.drain_grace = False
+        elif shared.draining and started >= shared.drain_started and self.served:
+            return ProtocolError("server is draining", status=503, reason="draining")
+        config = self._config
+        active = shared.active_requests
+        if active >= config.max_concurrent_requests and request.path not in config.probe_paths:
+            return ProtocolError(
+                f"{active} requests in handlers; max_concurrent_requests "
+                f"is {config.max_concurrent_requests}",
+                status=503,
+                reason="overloaded",
+            )
+        return None
+
+    def done(self) -> None:
+        """The request taken off the queue is done with (answered, or its answer dropped)."""
+        self.busy = False
+        self.served += 1
+
+    def begun_before_drain(self) -> bool:
+        """Whether a request whose first byte came before the drain is still arriving.
+
+        One that began later does not hold the connection open: it is dropped when the
+        connection closes, for the client to retry (RFC 9112 §9.3.1), so a client that
+        keeps pipelining cannot keep a draining connection open.
+        """
+        return self.in_message and not self.stopped and self.started < self._shared.drain_started
+
+    def last_while_draining(self) -> bool:
+        """Whether the response being written is the connection's last before the drain.
+
+        From the shutdown announcement on (``SHUTDOWN_DELAY``, while readiness already says
+        503 and the process still answers), responses on persistent connections say
+        ``Connection: close``, so clients reconnect, through the load balancer, to a
+        process that stays. Requests already queued (pipelined) behind it, and one that
+        began arriving before the drain, are still answered, normally or with 503 (see
+        :meth:`refusal`); so only the response to the last of them says close (RFC 9112
+        §9.6 forbids answering anything after it).
+        """
+        shared = self._shared
+        return (
+            (shared.draining or shared.shutdown_pending)
+            and not self.queue
+            and not self.begun_before_drain()
+        )
+
+    def keeps_alive(self, keep_alive: bool, *, unread: bool = False) -> bool:
+        """Whether the response being written keeps the connection open (RFC 9112 §9.3).
+
+        Args:
+            keep_alive: What the request allows (its version and ``Connection`` field).
+            unread: The request's content is still arriving and will not be read (it
+                was answered before its content came).
+
+        Once the connection is to close after its queue, only the last queued response
+        says ``close``; so does the last before a drain, and the one that reaches
+        ``max_requests_per_connection``.
+        """
+        limit = self._config.max_requests_per_connection
+        return (
+            keep_alive
+            and not (self.close_after and not self.queue)
+            and not self.last_while_draining()
+            and (limit == 0 or self.served + 1 < limit)
+            and not unread
+        )
 
     # --- input ------------------------------------------------------------------------
 

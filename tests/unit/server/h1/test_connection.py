@@ -48,6 +48,10 @@ class Shared:
     body_bytes: int = 0
     allowed_hosts: Any = None
     proxy: Any = None
+    active_requests: int = 0
+    shutdown_pending: bool = False
+    draining: bool = False
+    drain_started: float = INF
 
 
 def core(
@@ -585,3 +589,107 @@ def test_chunks_within_the_limit_and_a_split_size_line_are_not_refused() -> None
     for piece in (CHUNKED, b"3\r\nabc\r\n3", b"e8\r\n", b"x" * 1000, b"\r\n0\r\n\r\n"):
         assert conn.receive(piece, 100.0, 1.0) == []
     assert conn.queue[0][0].body == b"abc" + b"x" * 1000
+
+
+# --- keep-alive and refusals against the drain (pairwise) --------------------------------
+
+
+def _serving(
+    shared: Shared, *, queued: int = 0, begun: bool = False, served: int = 1
+) -> H1Connection:
+    """A connection handling one request (clock 1.0), ``queued`` more behind it.
+
+    With ``begun``, another request has begun to arrive (clock 2.0).
+    """
+    conn = H1Connection(Config(), shared)
+    conn.open(100.0, draining=False, over_limit=False)
+    conn.receive(GET * (1 + queued), 100.0, 1.0)
+    conn.queue.popleft()
+    conn.busy = True
+    conn.served = served
+    if begun:
+        conn.receive(b"GET /next HTTP/1.1\r\n", 100.0, 2.0)
+    return conn
+
+
+@pytest.mark.parametrize(
+    ("flags", "queued", "begun", "drain_started", "keeps"),
+    [
+        ({}, 0, False, INF, True),
+        ({"shutdown_pending": True}, 0, False, INF, False),  # SHUTDOWN_DELAY: say close
+        ({"shutdown_pending": True}, 2, False, INF, True),  # not before the queue is done
+        ({"draining": True}, 0, False, 5.0, False),
+        ({"draining": True}, 1, False, 5.0, True),
+        ({"draining": True}, 0, True, 5.0, True),  # a request begun before the drain
+        ({"draining": True}, 0, True, 1.5, False),  # one begun after: dropped for a retry
+    ],
+)
+def test_the_last_answer_before_a_drain_says_close_and_no_earlier_one(
+    flags: dict[str, bool], queued: int, begun: bool, drain_started: float, keeps: bool
+) -> None:
+    shared = Shared(**flags, drain_started=drain_started)  # type: ignore[arg-type]
+    conn = _serving(shared, queued=queued, begun=begun)
+    assert conn.keeps_alive(True) is keeps
+
+
+@pytest.mark.parametrize(
+    ("case", "keeps"),
+    [
+        ("http/1.0 without keep-alive", False),
+        ("close after the queue, more queued", True),
+        ("close after the queue, last one", False),
+        ("max_requests_per_connection reached", False),
+        ("content unread", False),
+    ],
+)
+def test_keep_alive_against_close_after_the_limit_and_unread_content(
+    case: str, keeps: bool
+) -> None:
+    config = Config(max_requests_per_connection=3)
+    conn = H1Connection(config, Shared())
+    conn.receive(GET * 2, 100.0, 1.0)
+    conn.queue.popleft()
+    allows = case != "http/1.0 without keep-alive"
+    if case.startswith("close after"):
+        conn.close_after = True
+        if case.endswith("last one"):
+            conn.queue.clear()
+    conn.served = 2 if case.startswith("max_requests") else 0
+    unread = case == "content unread"
+    assert conn.keeps_alive(allows, unread=unread) is keeps
+
+
+def test_after_the_drain_a_used_connection_gets_503_and_a_graced_or_fresh_one_is_served() -> None:
+    shared = Shared(draining=True, drain_started=5.0)
+    conn = _serving(shared, served=1)
+    conn.receive(GET, 100.0, 6.0)  # pipelined after the drain began (clock 6 > 5)
+    refusal = conn.refusal(conn.queue[-1][0], 6.0)
+    assert refusal is not None
+    assert (refusal.status, refusal.reason) == (503, "draining")
+    assert conn.refusal(conn.queue[-1][0], 4.0) is None  # one that began before the drain
+    fresh = H1Connection(Config(), shared)
+    fresh.receive(GET, 100.0, 6.0)
+    assert fresh.refusal(fresh.queue[0][0], 6.0) is None  # a connection's first request
+    idle_shared = Shared()
+    idle = H1Connection(Config(), idle_shared)
+    idle.receive(GET, 100.0, 1.0)
+    idle.queue.popleft()
+    idle.done()
+    idle.idle(100.0)
+    assert idle.drain(101.0, idle.served) == GRACE
+    idle_shared.draining, idle_shared.drain_started = True, 5.0
+    idle.receive(GET, 101.0, 6.0)
+    assert idle.refusal(idle.queue[0][0], 6.0) is None  # within the idle grace: served
+    idle.receive(GET, 101.0, 6.0)
+    assert idle.refusal(idle.queue[1][0], 6.0) is not None  # the grace covers one request
+
+
+def test_overload_refuses_all_but_probes() -> None:
+    config = Config(max_concurrent_requests=2)
+    conn = H1Connection(config, Shared(active_requests=2))
+    probe = sorted(config.probe_paths)[0].encode()
+    conn.receive(GET + b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % probe, 100.0, 1.0)
+    refusal = conn.refusal(conn.queue[0][0], 1.0)
+    assert refusal is not None
+    assert (refusal.status, refusal.reason) == (503, "overloaded")
+    assert conn.refusal(conn.queue[1][0], 1.0) is None
