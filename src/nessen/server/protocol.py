@@ -186,11 +186,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._cut_reason = CLIENT_DISCONNECTED
             else:  # our close() flushed what was queued
                 self._unsent = 0
-        if self._pending is not None:
-            self._report_pending()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._output_settled()
         state = self._state
         state.connections.discard(self)
         self._close_channels()
@@ -237,13 +233,17 @@ class HttpProtocol(asyncio.Protocol):
         self._writing_paused = False
         self.write_deadline = INF
         self._unsent = 0
+        self._output_settled()
+        if not self._busy:
+            self._process_queue()
+
+    def _output_settled(self) -> None:
+        """Output went out or was lost: report a response that waited, wake a stream."""
         if self._pending is not None:
             self._report_pending()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if not self._busy:
-            self._process_queue()
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Feed the read to the core, carry out its actions, start queued requests."""
