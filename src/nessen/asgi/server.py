@@ -537,8 +537,6 @@ class ASGIHost(Runtime):
         root_path: ``scope["root_path"]``.
     """
 
-    _stream_bodies = True
-
     def __init__(
         self,
         app: ASGIApp,
@@ -555,6 +553,7 @@ class ASGIHost(Runtime):
             access_log=access_log,
             metrics=health_endpoints,
             status_page=False,
+            stream_bodies=True,
         )
         self.asgi_app = app
         self.lifespan_state: dict[str, Any] = {}
