@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from nessen._version import __version__
 from nessen.app import App, Middleware, Router, State
@@ -98,6 +98,46 @@ class Prepared:
     events: ServerEvents
     config: Config
     stream_bodies: bool
+
+
+class Servable(Protocol):
+    """What ``nessen serve``, its workers and :class:`~nessen.testing.LiveServer` drive.
+
+    A :class:`Runtime`, or an object that serves through one (``nessen.asgi.ASGIHost``);
+    each method means what the Runtime's does.
+    """
+
+    @property
+    def config(self) -> Config:
+        """The settings."""
+
+    @property
+    def has_config(self) -> bool:
+        """Whether settings were given or have been read already."""
+
+    def configure(self, config: Config) -> None:
+        """Replace the settings before serving (``RuntimeError`` while serving)."""
+
+    async def start(
+        self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
+    ) -> Server:
+        """Bind, run the startup hooks, listen; see :meth:`Runtime.start`."""
+
+    async def stop(self, grace_period: float | None = None) -> DrainResult:
+        """Drain and close; see :meth:`Runtime.stop`."""
+
+    async def serve(
+        self,
+        *,
+        sock: Any = None,
+        handle_signals: bool = True,
+        link: WorkerLink | None = None,
+        admin_sock: Any = None,
+    ) -> int:
+        """Serve until told to stop, then drain; the exit status (see :meth:`Runtime.serve`)."""
+
+    def listen(self, port: int | None = None, host: str | None = None) -> int:
+        """Serve in this thread until SIGTERM/SIGINT; the exit status."""
 
 
 class Runtime:
