@@ -7,7 +7,8 @@ Serving without a socket of its own goes through a public seam, which :meth:`Run
 uses too: :meth:`Runtime.prepare` (the handler and the server events), then
 :meth:`Runtime.begin_serving` (READY), and :meth:`Runtime.stop`. :meth:`Runtime.delegate`
 and ``stream_bodies`` let another handler take the requests a Runtime does not answer
-itself.
+itself. ``nessen.asgi`` builds on that seam and imports this module; this module imports
+nothing of ``nessen.asgi`` (``Runtime.__call__`` goes through :func:`set_asgi_entry`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ DelegateHandler = Callable[[Request], Awaitable[Response | None]]
 
 ``None`` is for the streaming mode only: the response went through ``request.channel``
 (see :mod:`nessen.server.body`)."""
+
+ASGIEntry = Callable[["Runtime", Any, Any, Any], Awaitable[None]]
+"""``async (runtime, scope, receive, send) -> None``: what ``Runtime.__call__`` runs."""
+
+_asgi_entry: ASGIEntry | None = None
+
+
+def set_asgi_entry(entry: ASGIEntry) -> None:
+    """Make ``entry`` what every :class:`Runtime`'s ``__call__`` (its ASGI 3 side) runs.
+
+    ``nessen`` (the package) installs :func:`nessen.asgi.runtime_asgi_app` when it is
+    imported, which is before any Runtime exists, so this module needs no import of
+    ``nessen.asgi`` (which imports it).
+    """
+    global _asgi_entry
+    _asgi_entry = entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +252,16 @@ class Runtime:
 
         Serves ``http`` and ``lifespan`` scopes; the host server then owns the connection
         limits, this runtime still enforces ``max_body_bytes`` and ``request_timeout``.
-        """
-        from nessen.asgi.app import runtime_asgi_app
+        It runs what :func:`set_asgi_entry` installed (``nessen`` installs
+        :func:`nessen.asgi.runtime_asgi_app` on import).
 
-        await runtime_asgi_app(self, scope, receive, send)
+        Raises:
+            RuntimeError: No entry is installed (cannot happen once ``nessen`` is imported).
+        """
+        entry = _asgi_entry
+        if entry is None:  # pragma: no cover - importing nessen.runtime imports nessen first
+            raise RuntimeError("no ASGI entry installed: import nessen.asgi")
+        await entry(self, scope, receive, send)
 
     # --- configuration and registration ---------------------------------------------------
 
