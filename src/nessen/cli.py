@@ -81,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Servable:
     """Import ``module:attr`` and return what to serve: a Runtime, or an ASGI host.
 
-    A nessen Runtime (or an ASGI host) is served natively. Any other ASGI 3 application (a coroutine
-    function, or an object whose ``__call__`` is one: FastAPI, Starlette, Litestar...) is
-    wrapped in an :class:`~nessen.asgi.ASGIHost`. The current directory is put first on
-    ``sys.path``, so ``nessen serve app:runtime`` finds ``./app.py``.
+    A nessen Runtime, or an :class:`~nessen.asgi.ASGIHost`, is served as it is. Any other
+    ASGI 3 application (a coroutine function, or an object whose ``__call__`` is one:
+    FastAPI, Starlette, Litestar...) is wrapped in an :class:`~nessen.asgi.ASGIHost`. The
+    current directory is put first on ``sys.path``, so ``nessen serve app:runtime`` finds
+    ``./app.py``.
 
     Args:
         spec: ``module:attr``.
