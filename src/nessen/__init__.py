@@ -5,10 +5,15 @@ Importing this package reads no environment, binds nothing and installs no handl
 
 from nessen._version import __version__
 from nessen.app import Middleware, Next, State
+from nessen.asgi.app import runtime_asgi_app
 from nessen.config import Config
 from nessen.errors import ConfigError, HTTPError, NessenError, ProtocolError
 from nessen.http import Headers, Query, Request, Response
-from nessen.runtime import Runtime
+from nessen.runtime import Runtime, set_asgi_entry
+
+# Runtime.__call__ (``uvicorn module:runtime``) runs the ASGI adapter: nessen.asgi imports
+# nessen.runtime, never the reverse, so the two are joined here.
+set_asgi_entry(runtime_asgi_app)
 
 __all__ = [
     "Config",

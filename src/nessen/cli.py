@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nessen._version import __version__
+from nessen.asgi import ASGIHost
 from nessen.config import LOG_LEVELS, Config, parse_bool
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
-from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, run
+from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import Supervisor, WorkerLink
@@ -77,13 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Runtime:
-    """Import ``module:attr`` and return the Runtime to serve.
+def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Servable:
+    """Import ``module:attr`` and return what to serve: a Runtime, or an ASGI host.
 
-    A nessen Runtime is served natively. Any other ASGI 3 application (a coroutine
-    function, or an object whose ``__call__`` is one: FastAPI, Starlette, Litestar...) is
-    wrapped in an :class:`~nessen.asgi.ASGIHost`. The current directory is put first on
-    ``sys.path``, so ``nessen serve app:runtime`` finds ``./app.py``.
+    A nessen Runtime, or an :class:`~nessen.asgi.ASGIHost`, is served as it is. Any other
+    ASGI 3 application (a coroutine function, or an object whose ``__call__`` is one:
+    FastAPI, Starlette, Litestar...) is wrapped in an :class:`~nessen.asgi.ASGIHost`. The
+    current directory is put first on ``sys.path``, so ``nessen serve app:runtime`` finds
+    ``./app.py``.
 
     Args:
         spec: ``module:attr``.
@@ -116,7 +118,7 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
             target = getattr(target, part)
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if isinstance(target, Runtime):
+    if isinstance(target, Runtime | ASGIHost):
         return target
     if not is_asgi3(target):
         raise AppLoadError(
@@ -124,8 +126,6 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
             "(create one with `runtime = nessen.Runtime()`) or an ASGI 3 application "
             "(`async def app(scope, receive, send)`)"
         )
-    from nessen.asgi import ASGIHost
-
     return ASGIHost(target, health_endpoints=health_endpoints, root_path=root_path)
 
 
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root_path = os.environ.get("ROOT_PATH", "")
     try:
         runtime = load_app(args.app or DEMO_APP, health_endpoints=health, root_path=root_path)
-        config = resolve_config(args, os.environ, runtime._config if runtime.has_config else None)
+        config = resolve_config(args, os.environ, runtime.config if runtime.has_config else None)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)
         if exc.traceback:
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return runtime.listen()
 
 
-def supervise(runtime: Runtime, config: Config) -> int:
+def supervise(runtime: Servable, config: Config) -> int:
     """Serve ``runtime`` in ``config.workers`` forked worker processes under a supervisor.
 
     Returns:
@@ -273,7 +273,7 @@ def supervise(runtime: Runtime, config: Config) -> int:
 
 
 def _worker_main(
-    runtime: Runtime,
+    runtime: Servable,
     sockets: Sequence[socket.socket],
     link: WorkerLink,
     slot: int,

@@ -2,6 +2,13 @@
 
 It wires the App (routes, middleware, lifecycle) to the Server, feeds the access log and the
 request statistics, and handles signals and the drain.
+
+Serving without a socket of its own goes through a public seam, which :meth:`Runtime.start`
+uses too: :meth:`Runtime.prepare` (the handler and the server events), then
+:meth:`Runtime.begin_serving` (READY), and :meth:`Runtime.stop`. :meth:`Runtime.delegate`
+and ``stream_bodies`` let another handler take the requests a Runtime does not answer
+itself. ``nessen.asgi`` builds on that seam and imports this module; this module imports
+nothing of ``nessen.asgi`` (``Runtime.__call__`` goes through :func:`set_asgi_entry`).
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from nessen._version import __version__
 from nessen.app import App, Middleware, Router, State
@@ -23,7 +31,7 @@ from nessen.app.lifecycle import Lifecycle, Readiness, ReadinessFn
 from nessen.app.pipeline import compose
 from nessen.config import Config
 from nessen.errors import ConfigError
-from nessen.http import Request, Response
+from nessen.http import Handler, Request, Response
 from nessen.middleware import PROBE_PATHS, default_stack
 from nessen.middleware.cors import cors_error_fields
 from nessen.middleware.request_id import valid_request_id
@@ -64,6 +72,91 @@ class StartupError(Exception):
     """A startup hook failed or the address could not be bound; the runtime never got READY."""
 
 
+DelegateHandler = Callable[[Request], Awaitable[Response | None]]
+"""What :meth:`Runtime.delegate` hands requests to: ``async (Request) -> Response | None``.
+
+``None`` is for the streaming mode only: the response went through ``request.channel``
+(see :mod:`nessen.server.body`)."""
+
+ASGIEntry = Callable[["Runtime", Any, Any, Any], Awaitable[None]]
+"""``async (runtime, scope, receive, send) -> None``: what ``Runtime.__call__`` runs."""
+
+_asgi_entry: ASGIEntry | None = None
+
+
+def set_asgi_entry(entry: ASGIEntry) -> None:
+    """Make ``entry`` what every :class:`Runtime`'s ``__call__`` (its ASGI 3 side) runs.
+
+    ``nessen`` (the package) installs :func:`nessen.asgi.runtime_asgi_app` when it is
+    imported, which is before any Runtime exists, so this module needs no import of
+    ``nessen.asgi`` (which imports it).
+    """
+    global _asgi_entry
+    _asgi_entry = entry
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What :meth:`Runtime.prepare` hands to whoever serves the runtime's requests.
+
+    Attributes:
+        handler: ``async (Request) -> Response``, to call once per request: the built-in
+            and ``use()`` middleware around the router, or, after :meth:`Runtime.delegate`,
+            the dispatch between those and the delegate (which may give ``None`` in
+            streaming mode, see :data:`DelegateHandler`).
+        events: Where to report outcomes: statistics, Prometheus metrics, sinks, the
+            rejection log; its ``handler_error`` builds (and logs) the 500 for an exception.
+        config: The settings to serve with: the runtime's, with the probe and metrics
+            paths added to ``probe_paths`` (exempt from ``allowed_hosts``).
+        stream_bodies: Whether requests are to be built in the server's streaming mode.
+    """
+
+    handler: Handler
+    events: ServerEvents
+    config: Config
+    stream_bodies: bool
+
+
+class Servable(Protocol):
+    """What ``nessen serve``, its workers and :class:`~nessen.testing.LiveServer` drive.
+
+    A :class:`Runtime`, or an object that serves through one (``nessen.asgi.ASGIHost``);
+    each method means what the Runtime's does.
+    """
+
+    @property
+    def config(self) -> Config:
+        """The settings."""
+
+    @property
+    def has_config(self) -> bool:
+        """Whether settings were given or have been read already."""
+
+    def configure(self, config: Config) -> None:
+        """Replace the settings before serving (``RuntimeError`` while serving)."""
+
+    async def start(
+        self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
+    ) -> Server:
+        """Bind, run the startup hooks, listen; see :meth:`Runtime.start`."""
+
+    async def stop(self, grace_period: float | None = None) -> DrainResult:
+        """Drain and close; see :meth:`Runtime.stop`."""
+
+    async def serve(
+        self,
+        *,
+        sock: Any = None,
+        handle_signals: bool = True,
+        link: WorkerLink | None = None,
+        admin_sock: Any = None,
+    ) -> int:
+        """Serve until told to stop, then drain; the exit status (see :meth:`Runtime.serve`)."""
+
+    def listen(self, port: int | None = None, host: str | None = None) -> int:
+        """Serve in this thread until SIGTERM/SIGINT; the exit status."""
+
+
 class Runtime:
     """A Nessen service: routes, middleware, health endpoints, lifecycle, and its server.
 
@@ -84,6 +177,11 @@ class Runtime:
             unless ``config.production`` (needs ``health_endpoints``, which it polls).
         status_path: Where the status page is (its script and style sheet are at
             ``status_path + ".js"`` and ``".css"``).
+        stream_bodies: Serve in the server's streaming mode (see :mod:`nessen.server.body`):
+            a request is dispatched once its header section is in, its content comes
+            through ``request.channel`` as it arrives and ``request.body`` stays empty. For
+            a :meth:`delegate` handler written for it (the ASGI host's); routes that read
+            ``ctx.body`` need the default, ``False``.
 
     Example::
 
@@ -96,9 +194,6 @@ class Runtime:
         runtime.listen(3000)
     """
 
-    _stream_bodies = False
-    """Serve in the server's streaming mode (the ASGI host's choice, see nessen.server.body)."""
-
     def __init__(
         self,
         config: Config | None = None,
@@ -109,6 +204,7 @@ class Runtime:
         metrics: bool = True,
         status_page: bool | None = None,
         status_path: str = STATUS_PATH,
+        stream_bodies: bool = False,
     ) -> None:
         if status_page and not health_endpoints:
             raise ValueError("status_page=True needs health_endpoints=True: the page polls them")
@@ -141,6 +237,9 @@ class Runtime:
         self._force_stop = False
         self._serving = False
         self._redis: RedisStore | None = None  # opened by start() when a *_STORE is redis
+        self._stream_bodies = stream_bodies
+        self._delegate: DelegateHandler | None = None  # see delegate()
+        self._native_paths: frozenset[str] = frozenset()
         if health_endpoints:
             install_health_routes(self.app.router, self, guard=self._main_ops_guard)
             self._probe_paths |= {"/api/health"}
@@ -153,10 +252,16 @@ class Runtime:
 
         Serves ``http`` and ``lifespan`` scopes; the host server then owns the connection
         limits, this runtime still enforces ``max_body_bytes`` and ``request_timeout``.
-        """
-        from nessen.asgi.app import runtime_asgi_app
+        It runs what :func:`set_asgi_entry` installed (``nessen`` installs
+        :func:`nessen.asgi.runtime_asgi_app` on import).
 
-        await runtime_asgi_app(self, scope, receive, send)
+        Raises:
+            RuntimeError: No entry is installed (cannot happen once ``nessen`` is imported).
+        """
+        entry = _asgi_entry
+        if entry is None:  # pragma: no cover - importing nessen.runtime imports nessen first
+            raise RuntimeError("no ASGI entry installed: import nessen.asgi")
+        await entry(self, scope, receive, send)
 
     # --- configuration and registration ---------------------------------------------------
 
@@ -192,6 +297,42 @@ class Runtime:
     def route(self) -> Router:
         """The router: ``@runtime.route.get("/path")`` and friends."""
         return self.app.router
+
+    @property
+    def stream_bodies(self) -> bool:
+        """Whether requests are served in the server's streaming mode (set at construction)."""
+        return self._stream_bodies
+
+    @property
+    def serving(self) -> bool:
+        """Whether :meth:`start` or :meth:`prepare` ran and :meth:`stop` has not yet."""
+        return self._serving
+
+    def delegate(
+        self, handler: DelegateHandler | None, *, native_paths: Iterable[str] = ()
+    ) -> None:
+        """Send every request whose path is not in ``native_paths`` to ``handler``.
+
+        Those requests skip the router and every middleware (the built-in ones included):
+        ``handler`` answers them alone, and the server still applies its limits and
+        deadlines, reports their outcome and turns an exception into a 500. Requests for
+        ``native_paths`` go through the middleware and the router as usual. On the main
+        port, the paths that ``ADMIN_PORT`` moves to the admin listener (``/api/health``,
+        ``/metrics`` and the status page) are not native: they go to ``handler`` too.
+
+        Args:
+            handler: ``async (Request) -> Response | None`` (``None``: answered through
+                ``request.channel``, in streaming mode); ``None`` undoes the delegation.
+            native_paths: Exact request paths (``request.path``) the runtime answers itself.
+
+        Raises:
+            RuntimeError: The runtime is already serving (the handler is composed by
+                :meth:`prepare`).
+        """
+        if self._serving:
+            raise RuntimeError("cannot delegate the requests of a running runtime")
+        self._delegate = handler
+        self._native_paths = frozenset(native_paths)
 
     def use(self, middleware: Middleware) -> Middleware:
         """Add ``middleware`` (``async (ctx, next) -> Response``) inside those added before.
@@ -383,6 +524,106 @@ class Runtime:
 
     # --- serving --------------------------------------------------------------------------
 
+    async def prepare(self, *, worker: int = 0, run_hooks: bool = True) -> Prepared:
+        """Do what :meth:`start` does short of binding and serving: for another server.
+
+        Builds the built-in middleware from the config, runs the startup hooks, sets up the
+        metrics and the status page, puts the built-ins in front of ``use()``'s and composes
+        the handler. The state stays STARTING: call :meth:`begin_serving` once requests are
+        taken, and :meth:`stop` to tear down (DRAINING, the shutdown hooks, STOPPING, the
+        shared store closed), whether or not serving began. :meth:`start` runs the same
+        steps, binding its addresses after the configuration is checked and before the
+        startup hooks run.
+
+        Args:
+            worker: The ``worker`` label of the per-process metric series (a worker's slot).
+            run_hooks: Run the startup hooks; ``False`` for a host server that skipped its
+                lifespan protocol (the hooks then never run).
+
+        Returns:
+            The handler to call per request, the events to report to, the settings and
+            whether to stream request bodies.
+
+        Raises:
+            RuntimeError: The runtime is already serving.
+            ConfigError: The settings read from the environment are invalid, or the
+                built-in middleware cannot be built from them (before any hook ran).
+            StartupError: A startup hook raised; the state is STOPPING, what the built-ins
+                opened is closed, and the failure is logged once.
+        """
+        config = self.config
+        builtins = self._claim(config)
+        return await self._prepare_claimed(config, builtins, worker, run_hooks)
+
+    def begin_serving(self) -> None:
+        """Requests are being taken: start the process sampler and enter READY.
+
+        Call once, after :meth:`prepare` (:meth:`start` calls it once it listens).
+
+        Raises:
+            RuntimeError: The runtime is not serving (:meth:`prepare` was not called, or
+                :meth:`stop` was).
+        """
+        if not self._serving:
+            raise RuntimeError("begin_serving() needs prepare() first")
+        self.process.start()
+        self.app.lifecycle.transition(State.READY)
+
+    def _claim(self, config: Config) -> list[Middleware]:
+        """Mark the runtime as serving and build its built-in middleware from ``config``.
+
+        Raises:
+            RuntimeError: Already serving.
+            ConfigError: The built-in middleware cannot be built.
+        """
+        if self._serving:
+            raise RuntimeError("this runtime is already serving")
+        self._serving = True
+        self.app.expose_errors = not config.production
+        return self._builtin_middleware(config)  # a ConfigError here, before any hook
+
+    async def _prepare_claimed(
+        self, config: Config, builtins: list[Middleware], worker: int, run_hooks: bool
+    ) -> Prepared:
+        """:meth:`prepare` once :meth:`_claim` ran (so :meth:`start` can bind in between)."""
+        if run_hooks:
+            for hook in self.app.startup_hooks:
+                try:
+                    await hook()
+                except Exception as exc:
+                    await self._abort_start("startup failed", None)
+                    if isinstance(exc, StartupError):  # it says what failed (ASGI lifespan)
+                        raise self._startup_error(str(exc), exc.__cause__) from exc
+                    message = f"startup hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
+                    raise self._startup_error(message, exc) from exc
+        config = self._start_observability(config, worker)
+        self.app.middleware[:0] = builtins
+        return Prepared(self._dispatcher(config), _RuntimeEvents(self), config, self._stream_bodies)
+
+    def _dispatcher(self, config: Config) -> Handler:
+        """The handler per request: the pipeline, or the split of :meth:`delegate`."""
+        pipeline = self.app.handler
+        delegate = self._delegate
+        if delegate is None:
+            return pipeline
+        native = self._native_paths
+        if config.admin_port is not None:  # these are the admin listener's, not this port's
+            native = native - self._ops_paths()
+
+        def dispatch(request: Request) -> Awaitable[Response | None]:
+            return pipeline(request) if request.path in native else delegate(request)
+
+        # A None from the delegate is its streaming-mode answer (through request.channel).
+        return cast(Handler, dispatch)
+
+    def _ops_paths(self) -> frozenset[str]:
+        """The ops endpoints ``ADMIN_PORT`` moves to the admin listener."""
+        paths = self._probe_paths
+        if self._status_installed:
+            status = self._status_path
+            paths = paths | {status, status + ".js", status + ".css"}
+        return paths
+
     async def start(
         self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
     ) -> Server:
@@ -406,12 +647,8 @@ class Runtime:
             StartupError: A startup hook raised, or the address could not be bound or
                 listened on.
         """
-        if self._serving:
-            raise RuntimeError("this runtime is already serving")
         config = self.config
-        self._serving = True
-        self.app.expose_errors = not config.production
-        builtins = self._builtin_middleware(config)  # a ConfigError here, before any hook
+        builtins = self._claim(config)
         owned = sock is None
         if owned:
             try:
@@ -436,26 +673,19 @@ class Runtime:
                     None,
                 ) from exc
         try:
-            for hook in self.app.startup_hooks:
-                try:
-                    await hook()
-                except Exception as exc:
-                    await self._abort_start("startup failed", None)
-                    if isinstance(exc, StartupError):  # it says what failed (ASGI lifespan)
-                        raise self._startup_error(str(exc), exc.__cause__) from exc
-                    message = f"startup hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
-                    raise self._startup_error(message, exc) from exc
-            config = self._start_observability(config, link.slot if link is not None else 0)
+            prepared = await self._prepare_claimed(
+                config, builtins, link.slot if link is not None else 0, run_hooks=True
+            )
+            config = prepared.config
             on_tick = None
             if link is not None:
                 on_tick = self._worker_tick_hook(link)
-            self.app.middleware[:0] = builtins
             server = Server(
-                self.app.handler,
+                prepared.handler,
                 config,
-                _RuntimeEvents(self),
+                prepared.events,
                 on_tick=on_tick,
-                stream_bodies=self._stream_bodies,
+                stream_bodies=prepared.stream_bodies,
                 service_stopping=link.service_stopping if link is not None else None,
             )
             try:
@@ -513,8 +743,7 @@ class Runtime:
         )
         if link is None:  # a supervisor warns once for all its workers
             warn_if_trusting_every_peer(config)
-        self.process.start()
-        self.app.lifecycle.transition(State.READY)
+        self.begin_serving()
         if self._redis is not None:  # connect and load the script; DEGRADED if it fails
             await self._redis.load_script()
         if link is not None:
@@ -701,10 +930,13 @@ class Runtime:
         return tick
 
     async def stop(self, grace_period: float | None = None) -> DrainResult:
-        """Drain and close.
+        """Drain and close; also the teardown after :meth:`prepare`.
 
         Readiness turns 503, serving goes on for ``shutdown_delay``, in-flight requests
-        finish, shutdown hooks run, the state becomes STOPPING and the server closes.
+        finish, shutdown hooks run, the state becomes STOPPING and the server closes. After
+        :meth:`prepare` without :meth:`start` there is no server: DRAINING, the shutdown
+        hooks, STOPPING, and what the runtime opened (the shared store, the process
+        sampler) is closed; the caller has let its own requests finish first.
 
         Args:
             grace_period: Seconds for the drain and hooks together;

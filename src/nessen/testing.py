@@ -17,7 +17,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from nessen.runtime import Runtime
+from nessen.runtime import Servable
 from nessen.server import DrainResult
 
 START_TIMEOUT = 10.0
@@ -38,7 +38,8 @@ class LiveServer:
     """A runtime serving in a daemon thread; a context manager.
 
     Args:
-        runtime: The runtime to serve (single use: a stopped runtime does not restart).
+        runtime: The runtime to serve, or an ASGI host (single use: a stopped runtime
+            does not restart).
         **config: ``Config`` fields to override, e.g. ``max_body_bytes=1024``. The host is
             ``127.0.0.1`` and the port a free one unless given.
 
@@ -48,7 +49,7 @@ class LiveServer:
         result: How the drain ended, once stopped.
     """
 
-    def __init__(self, runtime: Runtime, **config: Any) -> None:
+    def __init__(self, runtime: Servable, **config: Any) -> None:
         config.setdefault("host", "127.0.0.1")
         config.setdefault("port", 0)
         runtime.configure(runtime.config.replace(**config))

@@ -12,16 +12,19 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nessen import Config
+from nessen import Config, Runtime, State
 from nessen.asgi import ASGIHost
+from nessen.cli import load_app
 from nessen.runtime import StartupError
 from nessen.server.body import HIGH_WATER_BYTES
 from nessen.testing import LiveServer
@@ -575,6 +578,75 @@ def test_scope_follows_the_asgi_http_spec(host: Any) -> None:
     assert tuple(scope["client"]) == ("127.0.0.1", port)
     assert tuple(scope["server"]) == server.address
     assert second["state"] == {"pool": "opened"}
+
+
+def test_the_host_serves_through_the_runtime_it_holds() -> None:
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await start(send)
+        await body(send, b"app")
+
+    host = ASGIHost(app, Config(host="127.0.0.1", port=0), health_endpoints=True)
+    ran: list[str] = []
+
+    @host.on_startup
+    async def opened() -> None:
+        ran.append("startup")
+
+    @host.on_shutdown
+    async def closed() -> None:
+        ran.append("shutdown")
+
+    assert isinstance(host.runtime, Runtime)
+    assert not isinstance(host, Runtime)
+    assert host.runtime.stream_bodies
+    assert host.app is host.runtime.app
+    assert host.has_config
+    assert host.lifecycle is host.runtime.lifecycle
+
+    async def main() -> None:
+        server = await host.start()
+        assert host.server is server
+        assert host.admin_server is None
+        assert host.state == State.READY
+        assert host.handler.server_address == server.address
+        assert await asyncio.to_thread(lambda: _fetch(server.address, "/x")) == b"app"
+        assert await asyncio.to_thread(lambda: _fetch(server.address, "/health")) == b"OK"
+        result = await host.stop(grace_period=1.0)
+        assert result.clean
+
+    asyncio.run(main())
+    assert ran == ["startup", "shutdown"]
+    assert host.state == State.STOPPING
+
+
+def _fetch(address: tuple[str, int], path: str) -> bytes:
+    with RawClient(address) as client:
+        return client.request(get(path)).body
+
+
+def test_serve_stops_on_request_stop() -> None:
+    host = ASGIHost(http_only(lambda scope, receive, send: None), Config(host="127.0.0.1", port=0))
+    host.on_startup(_async_call(host.request_stop))
+    assert asyncio.run(host.serve(handle_signals=False)) == 0
+    assert host.state == State.STOPPING
+
+
+def _async_call(func: Callable[[], None]) -> Callable[[], Any]:
+    async def hook() -> None:
+        func()
+
+    return hook
+
+
+def test_nessen_serve_takes_an_asgi_host_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("hosted_app")
+    module.host = ASGIHost(http_only(lambda scope, receive, send: None))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hosted_app", module)
+    assert load_app("hosted_app:host") is module.host  # type: ignore[attr-defined]
+    hosted = load_app("hosted_app:host.asgi_app", health_endpoints=True)
+    assert isinstance(hosted, ASGIHost)
+    assert hosted.asgi_app is module.host.asgi_app  # type: ignore[attr-defined]
 
 
 def test_lifespan_startup_failure_fails_the_start() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
 
 import pytest
 
 import nessen
+from nessen.runtime import Runtime
 
 PACKAGE = Path(nessen.__file__).parent
 
@@ -17,14 +20,24 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "nessen.middleware",
         "nessen.observability",
         "nessen.runtime",
+        "nessen.asgi",
         "nessen.cli",
         "nessen.demo",
     ),
     "nessen.app": ("nessen.server",),
     "nessen.observability": ("nessen.server",),
-    "nessen.middleware": ("nessen.server", "nessen.runtime", "nessen.cli", "nessen.demo"),
+    "nessen.middleware": (
+        "nessen.server",
+        "nessen.runtime",
+        "nessen.asgi",
+        "nessen.cli",
+        "nessen.demo",
+    ),
     # the seam a Redis store implements: bytes and numbers in, no HTTP types
     "nessen.stores": ("nessen.http", "nessen.server", "nessen.app", "nessen.middleware"),
+    # one direction only: nessen.asgi builds on the Runtime's public seam and imports it;
+    # Runtime.__call__ reaches the ASGI adapter through set_asgi_entry (set by nessen/__init__)
+    "nessen.runtime": ("nessen.asgi", "nessen.cli", "nessen.demo", "nessen.testing"),
 }
 
 
@@ -36,7 +49,11 @@ def module_name(path: Path) -> str:
 
 
 def modules_of(package: str) -> list[Path]:
+    """The source files of ``package``, or the one file of a plain module (nessen.runtime)."""
     folder = PACKAGE.parent.joinpath(*package.split("."))
+    if not folder.is_dir():
+        module = folder.with_suffix(".py")
+        return [module] if module.is_file() else []
     return sorted(folder.rglob("*.py"))
 
 
@@ -69,6 +86,9 @@ def within(name: str, package: str) -> bool:
 
 
 def test_the_packages_exist() -> None:
+    assert all(modules_of(package) for package in FORBIDDEN)
+    assert modules_of("nessen.runtime") == [PACKAGE / "runtime.py"]
+    assert len(modules_of("nessen.asgi")) >= 4
     assert len(modules_of("nessen.server")) >= 4
     assert len(modules_of("nessen.http")) >= 4
     assert len(modules_of("nessen.app")) >= 4
@@ -169,3 +189,122 @@ def test_the_core_rule_catches_asyncio_and_time() -> None:
         "time",
         "time.monotonic",
     ]
+
+
+# --- nessen.asgi on the Runtime's public seam ------------------------------------------------
+
+
+def runtime_private_accesses(source: str) -> list[str]:
+    """Where ``source`` reaches into a Runtime's private parts, as ``line: expression``.
+
+    A Runtime is an expression named ``runtime`` (a variable, or an attribute such as
+    ``self.runtime``), a name annotated with ``Runtime`` or assigned ``Runtime(...)``, the
+    class ``Runtime`` itself, and ``self`` in a class based on it. Any attribute chain from
+    one that names something starting with ``_`` (dunders aside) counts, so
+    ``runtime.app._handler`` does as much as ``runtime._serving``; so does importing an
+    underscore name from ``nessen.runtime``.
+    """
+    tree = ast.parse(source)
+    runtimes = {"runtime", "Runtime"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            target = node.arg if isinstance(node, ast.arg) else ast.unparse(node.target)
+            if "Runtime" in ast.unparse(node.annotation):
+                runtimes.add(target)
+        elif (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and ast.unparse(node.value.func).split(".")[-1] == "Runtime"
+        ):
+            runtimes.update(ast.unparse(target) for target in node.targets)
+
+    def from_runtime(node: ast.expr, names: set[str]) -> bool:
+        while isinstance(node, ast.Attribute | ast.Call | ast.Subscript):
+            if isinstance(node, ast.Attribute) and node.attr == "runtime":
+                return True
+            if ast.unparse(node) in names:
+                return True
+            node = node.func if isinstance(node, ast.Call) else node.value
+        return ast.unparse(node) in names
+
+    def private_attributes(scope: ast.AST, names: set[str]) -> list[str]:
+        return [
+            f"{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(scope)
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and from_runtime(node.value, names)
+        ]
+
+    found = private_attributes(tree, runtimes)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and any(
+            ast.unparse(base).split(".")[-1] == "Runtime" for base in node.bases
+        ):
+            found += private_attributes(node, runtimes | {"self"})
+        elif isinstance(node, ast.ImportFrom) and node.module == "nessen.runtime":
+            found.extend(
+                f"{node.lineno}: from nessen.runtime import {alias.name}"
+                for alias in node.names
+                if alias.name.startswith("_")
+            )
+    return sorted(set(found), key=lambda access: int(access.partition(":")[0]))
+
+
+def test_nessen_asgi_touches_nothing_private_of_a_runtime() -> None:
+    violations = [
+        f"{module_name(path)}:{access}"
+        for path in modules_of("nessen.asgi")
+        for access in runtime_private_accesses(path.read_text())
+    ]
+    assert violations == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "runtime._serving = True",
+        "self.runtime._builtin_middleware(config)",
+        "runtime.app._handler = dispatch",
+        "host.runtime.app.router._routes",
+        "def f(rt: Runtime):\n    rt._start_observability(config)",
+        "def f(rt: 'Runtime | None'):\n    rt._serving",
+        "rt = Runtime()\nrt._serving",
+        "rt = nessen.runtime.Runtime()\nrt.app._handler",
+        "Runtime._on_tick",
+        "from nessen.runtime import Runtime, _RuntimeEvents",
+        "self.runtime.prepare()._x",
+        "class Host(Runtime):\n    def f(self):\n        self.app._handler = None",
+    ],
+)
+def test_the_private_access_finder_sees_every_form(source: str) -> None:
+    assert len(runtime_private_accesses(source)) == 1, source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "runtime.prepare()",
+        "self.runtime.app.error_response",
+        "runtime.__class__",
+        "request._raw_headers",  # a Request's, not a Runtime's
+        "self._stream = stream",
+        "class Host:\n    def f(self):\n        self._handler = None",
+        "from nessen.runtime import Prepared, Runtime",
+    ],
+)
+def test_the_private_access_finder_passes_public_use(source: str) -> None:
+    assert runtime_private_accesses(source) == []
+
+
+def test_no_class_in_nessen_asgi_is_a_runtime() -> None:
+    modules = [importlib.import_module(module_name(path)) for path in modules_of("nessen.asgi")]
+    classes = [
+        cls
+        for module in modules
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__.startswith("nessen.asgi")
+    ]
+    assert len(classes) >= 5
+    assert [cls for cls in classes if issubclass(cls, Runtime)] == []

@@ -5,10 +5,11 @@ connection-level limits and timeouts; the Runtime keeps what is about the reques
 routing, middleware, health endpoints, metrics, the access log, ``max_body_bytes`` (413,
 checked on the declared Content-Length and on the content as it arrives) and
 ``request_timeout`` (503 + Retry-After, the handler cancelled). Lifespan ``startup``
-runs what :meth:`Runtime.start` runs short of binding (the built-in middleware, startup
-hooks, metrics, READY); lifespan ``shutdown`` runs :meth:`Runtime.stop` (DRAINING,
-shutdown hooks, STOPPING). A host that skips lifespan gets the middleware and metrics set
-up on the first request, and the startup hooks are not run (logged as a warning).
+runs :meth:`Runtime.prepare` (what :meth:`Runtime.start` runs short of binding: the
+built-in middleware, startup hooks, metrics) and :meth:`Runtime.begin_serving` (READY);
+lifespan ``shutdown`` runs :meth:`Runtime.stop` (DRAINING, shutdown hooks, STOPPING). A
+host that skips lifespan gets the middleware and metrics set up on the first request, and
+the startup hooks are not run (logged as a warning). Only the Runtime's public seam is used.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nessen.app.lifecycle import State
 from nessen.asgi.types import Message, Receive, Scope, Send
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
@@ -32,6 +32,8 @@ from nessen.http.request import (
 )
 from nessen.http.target import split_target
 from nessen.observability.logs import configure_logging
+from nessen.runtime import Prepared, Runtime
+from nessen.server import ServerEvents
 from nessen.server.h1 import policy
 from nessen.server.h1.framing import (
     FIELD_NAME_BYTES,
@@ -43,9 +45,6 @@ from nessen.server.h1.framing import (
     field_value,
 )
 from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
-
-if TYPE_CHECKING:
-    from nessen.runtime import Runtime, _RuntimeEvents
 
 logger = logging.getLogger("nessen.asgi")
 
@@ -90,8 +89,9 @@ class RuntimeASGI:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.events: _RuntimeEvents | None = None
-        """The runtime's outcome reports (statistics, metrics, rejection log), once set up."""
+        self.prepared: Prepared | None = None
+        """The runtime's handler and outcome reports (statistics, metrics, rejection log),
+        once set up (:meth:`Runtime.prepare`)."""
         self.proxy: ProxyTrust | None = None
         """``TRUST_PROXY`` applied to the host server's ``scope["client"]``, once set up."""
         self.dropped_content_logged: set[tuple[int, str]] = set()
@@ -129,11 +129,10 @@ class RuntimeASGI:
             StartupError: A startup hook raised.
             ConfigError: The configuration (from the environment) is invalid.
         """
-        from nessen.runtime import StartupError, _RuntimeEvents
+        await self._start(run_hooks)
 
+    async def _start(self, run_hooks: bool) -> Prepared:
         runtime = self.runtime
-        if runtime._serving:
-            raise RuntimeError("this runtime is already serving")
         config = runtime.config
         if not logging.getLogger().handlers:
             # The host configured only its own loggers (uvicorn does): without this, Python's
@@ -144,35 +143,23 @@ class RuntimeASGI:
                 config.effective_log_format,
                 buffer_bytes=config.log_buffer_bytes,
             )
-        runtime._serving = True
-        runtime.app.expose_errors = not config.production
-        builtins = runtime._builtin_middleware(config)
-        if run_hooks:
-            for hook in runtime.app.startup_hooks:
-                try:
-                    await hook()
-                except Exception as exc:
-                    logger.exception("startup hook %s failed", getattr(hook, "__name__", hook))
-                    runtime.app.lifecycle.transition(State.STOPPING, "startup failed")
-                    raise StartupError(f"startup hook failed: {exc!r}") from exc
-        runtime._start_observability(config)
-        runtime.app.middleware[:0] = builtins
+        prepared = await runtime.prepare(run_hooks=run_hooks)
         self.proxy = proxy_trust(config)
         warn_if_trusting_every_peer(config)
-        self.events = _RuntimeEvents(runtime)
-        runtime.process.start()
-        runtime.app.lifecycle.transition(State.READY)
+        self.prepared = prepared
+        runtime.begin_serving()
         logger.info("nessen %s serving as an ASGI application", runtime.version)
+        return prepared
 
     # --- http ------------------------------------------------------------------------------
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one HTTP request scope."""
-        events = self.events
-        if events is None:
-            events = await self._setup_lazily()
-        runtime = self.runtime
-        config = runtime.config
+        prepared = self.prepared
+        if prepared is None:
+            prepared = await self._setup_lazily()
+        events = prepared.events
+        config = self.runtime.config
         started = time.monotonic()
         try:
             request = _request(scope, self.proxy)
@@ -209,7 +196,7 @@ class RuntimeASGI:
         # The handler, within request_timeout.
         try:
             async with asyncio.timeout(config.request_timeout) as deadline:
-                response = await runtime.app.handler(request)
+                response = await prepared.handler(request)
         except TimeoutError:
             if not deadline.expired():
                 response = events.handler_error(
@@ -233,21 +220,15 @@ class RuntimeASGI:
             response = events.handler_error(request, exc)
         await self._respond(request, response, send, receive, events, started)
 
-    async def _setup_lazily(self) -> _RuntimeEvents:
-        from nessen.runtime import _RuntimeEvents
-
-        runtime = self.runtime
-        if runtime.app.startup_hooks:
+    async def _setup_lazily(self) -> Prepared:
+        if self.runtime.app.startup_hooks:
             logger.warning(
                 "the ASGI server did not run the lifespan protocol: startup hooks not run"
             )
-        if self.events is None:
-            await self.startup(run_hooks=False)
-        events = self.events
-        return events if events is not None else _RuntimeEvents(runtime)
+        return await self._start(run_hooks=False)
 
     async def _refuse(
-        self, events: _RuntimeEvents, request: Request, send: Send, error: ProtocolError
+        self, events: ServerEvents, request: Request, send: Send, error: ProtocolError
     ) -> None:
         """Log ``error`` as a rejection of ``request`` and send its answer."""
         events.request_rejected(error.reason, error.status, str(error), request.client, request)
@@ -259,7 +240,7 @@ class RuntimeASGI:
         response: Any,
         send: Send,
         receive: Receive,
-        events: _RuntimeEvents,
+        events: ServerEvents,
         started: float,
     ) -> None:
         """Send ``response`` as ``http.response.start`` and ``http.response.body`` events.

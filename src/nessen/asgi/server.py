@@ -1,10 +1,11 @@
 """Serve any ASGI 3 application on Nessen's server: ``nessen serve module:app``.
 
-:class:`ASGIHost` is a :class:`~nessen.runtime.Runtime` whose server hands every request
-that is not a probe to the ASGI application (:class:`ASGIHandler`), so what a Runtime does
-around its handler applies unchanged: every connection-level limit and deadline of the
-server, the drain, ``max_concurrent_requests``, the request deadline, the request
-statistics and Prometheus metrics, and (optionally) ``/health``, ``/ready``,
+:class:`ASGIHost` holds a :class:`~nessen.runtime.Runtime` whose server hands every
+request that is not a probe to the ASGI application (:class:`ASGIHandler`, given to
+:meth:`Runtime.delegate <nessen.runtime.Runtime.delegate>`, with ``stream_bodies``), so
+what a Runtime does around its handler applies unchanged: every connection-level limit
+and deadline of the server, the drain, ``max_concurrent_requests``, the request deadline,
+the request statistics and Prometheus metrics, and (optionally) ``/health``, ``/ready``,
 ``/api/health`` and ``/metrics`` answered in front of the app; the request id and the
 access log are written by the handler. The server runs in streaming mode for it (see
 :mod:`nessen.server.body`): request content reaches the app as it arrives, as several
@@ -20,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from nessen.app.pipeline import compose
+from nessen.app import App, State
+from nessen.app.application import Hook
+from nessen.app.lifecycle import Lifecycle
 from nessen.asgi.lifespan import Lifespan
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
 from nessen.config import Config
@@ -34,7 +37,7 @@ from nessen.middleware.request_id import valid_request_id
 from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
 from nessen.observability.logs import current_request_id
 from nessen.runtime import Runtime
-from nessen.server import Server
+from nessen.server import DrainResult, Server
 from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
 from nessen.server.h1.framing import FIELD_NAME_BYTES, SERVER_FIELD_NAMES
 from nessen.server.supervisor import WorkerLink
@@ -514,20 +517,27 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
-class ASGIHost(Runtime):
+class ASGIHost:
     """A Runtime serving an ASGI 3 application: what ``nessen serve module:app`` builds.
 
-    The app gets every request the runtime does not answer itself. With
-    ``health_endpoints``, ``/health``, ``/ready``, ``/api/health`` and ``/metrics`` are
-    answered in front of it by the Runtime's own router and built-in middleware (and
-    Prometheus metrics recorded); without, every path is the app's. App requests skip the
-    router and the middleware chain: :class:`ASGIHandler` sets the request id and writes
-    the access record itself. Lifespan startup runs before the socket accepts (a failure
-    exits 3, as a failing startup hook does); lifespan shutdown runs after the drain, which
-    waits for the app's requests, background work included.
+    It holds a :class:`~nessen.runtime.Runtime` (:attr:`runtime`) in streaming mode that
+    :meth:`delegates <nessen.runtime.Runtime.delegate>` every request it does not answer
+    itself to :attr:`handler`. With ``health_endpoints``, ``/health``, ``/ready``,
+    ``/api/health`` and ``/metrics`` are answered in front of the app by the Runtime's own
+    router and built-in middleware (and Prometheus metrics recorded); without, every path
+    is the app's. App requests skip the router and the middleware chain:
+    :class:`ASGIHandler` sets the request id and writes the access record itself. Lifespan
+    startup runs before the socket accepts (a failure exits 3, as a failing startup hook
+    does); lifespan shutdown runs after the drain, which waits for the app's requests,
+    background work included. With an admin listener (``ADMIN_PORT``), ``/api/health`` and
+    ``/metrics`` are answered there, and on the main port they are the app's paths.
 
     The metric and access-log ``route`` of a request is the app's route template when the
     app puts one in ``scope["route"]`` (Starlette and FastAPI do), else unmatched.
+
+    Serving (:meth:`start`, :meth:`serve`, :meth:`listen`, :meth:`stop`) is the Runtime's;
+    this object forwards them, so it goes wherever a Runtime is served
+    (:class:`~nessen.runtime.Servable`).
 
     Args:
         app: The ASGI 3 application.
@@ -536,8 +546,6 @@ class ASGIHost(Runtime):
         access_log: One ``nessen.access`` line per request.
         root_path: ``scope["root_path"]``.
     """
-
-    _stream_bodies = True
 
     def __init__(
         self,
@@ -548,60 +556,143 @@ class ASGIHost(Runtime):
         access_log: bool = True,
         root_path: str = "",
     ) -> None:
-        super().__init__(
+        runtime = self.runtime = Runtime(
             config,
             health_endpoints=health_endpoints,
             middleware=ASGI_MIDDLEWARE,
             access_log=access_log,
             metrics=health_endpoints,
             status_page=False,
+            stream_bodies=True,
         )
+        """The Runtime that serves: its server, lifecycle, probes, metrics and statistics."""
         self.asgi_app = app
         self.lifespan_state: dict[str, Any] = {}
         """``scope["state"]`` of the lifespan; each request's scope gets a shallow copy."""
         self.lifespan = Lifespan(app, self.lifespan_state)
         self.handler = ASGIHandler(app, state=self.lifespan_state, root_path=root_path)
-        self._native_paths = (HEALTH_PATHS | {METRICS_PATH}) if health_endpoints else frozenset()
-        self._pipeline: Callable[[Request], Awaitable[Response]] | None = None
-        # The server calls _dispatch: probes go through the Runtime's router and built-in
-        # middleware, everything else straight to the app (no router, no middleware chain:
-        # the app runs inline in the request's task and answers through its channel).
-        self.app._handler = self._dispatch  # type: ignore[assignment]
-        self.on_startup(self._startup)
-        self.on_shutdown(self._shutdown)
-
-    async def _dispatch(self, request: Request) -> Response | None:
-        if request.path in self._native_paths:
-            pipeline = self._pipeline
-            if pipeline is None:
-                pipeline = self._pipeline = compose(self.app.router.dispatch, self.app.middleware)
-            return await pipeline(request)
-        return await self.handler(request)
-
-    async def start(
-        self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
-    ) -> Server:
-        """Run lifespan startup (and any startup hook), bind, accept: see Runtime.start.
-
-        With an admin listener (``ADMIN_PORT``), ``/api/health`` and ``/metrics`` are
-        answered there, and on the main port they are the app's paths like any other.
-
-        Raises:
-            StartupError: Lifespan startup failed, or the address could not be bound.
-        """
-        self.handler.configure(
-            self.config, error_response=self.app.error_response, access_log=self.access_log
-        )
-        if self.config.admin_port is not None:
-            self._native_paths = self._native_paths - {"/api/health", METRICS_PATH}
-        server = await super().start(sock, link, admin_sock)
-        self.handler.server_address = server.address
-        return server
+        # Probes go through the Runtime's router and built-in middleware, everything else
+        # straight to the app (no router, no middleware chain: the app runs inline in the
+        # request's task and answers through its channel).
+        native = (HEALTH_PATHS | {METRICS_PATH}) if health_endpoints else frozenset()
+        runtime.delegate(self.handler, native_paths=native)
+        runtime.on_startup(self._startup)
+        runtime.on_shutdown(self._shutdown)
+        runtime.lifecycle.on_change(self._state_changed)
 
     async def _startup(self) -> None:
+        runtime = self.runtime
+        self.handler.configure(
+            runtime.config, error_response=runtime.app.error_response, access_log=runtime.access_log
+        )
         await self.lifespan.startup()
 
     async def _shutdown(self) -> None:
         # The drain has waited for the app's requests, background work included (the app
         # runs in each request's task, which counts as active until the app returns).
         await self.lifespan.shutdown()
+
+    def _state_changed(self, old: State, new: State) -> None:
+        server = self.runtime.server
+        if new is State.READY and server is not None:  # listening: scope["server"] is known
+            self.handler.server_address = server.address
+
+    # --- what the Runtime does, forwarded ----------------------------------------------------
+
+    @property
+    def app(self) -> App:
+        """The Runtime's :class:`~nessen.app.App` (its router, middleware and hooks)."""
+        return self.runtime.app
+
+    @property
+    def config(self) -> Config:
+        """The settings (see :attr:`Runtime.config <nessen.runtime.Runtime.config>`)."""
+        return self.runtime.config
+
+    @property
+    def has_config(self) -> bool:
+        """Whether settings were given or have been read already."""
+        return self.runtime.has_config
+
+    def configure(self, config: Config) -> None:
+        """Replace the settings before serving.
+
+        Raises:
+            RuntimeError: Already serving.
+        """
+        self.runtime.configure(config)
+
+    @property
+    def state(self) -> State:
+        """The lifecycle state."""
+        return self.runtime.state
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The lifecycle state machine."""
+        return self.runtime.lifecycle
+
+    @property
+    def server(self) -> Server | None:
+        """The running server, if any."""
+        return self.runtime.server
+
+    @property
+    def admin_server(self) -> Server | None:
+        """The admin listener's server (``ADMIN_PORT``) while serving, else ``None``."""
+        return self.runtime.admin_server
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``hook`` before the socket accepts, after lifespan startup; raising exits 3."""
+        return self.runtime.on_startup(hook)
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``hook`` after the drain and lifespan shutdown."""
+        return self.runtime.on_shutdown(hook)
+
+    async def start(
+        self, sock: Any = None, link: WorkerLink | None = None, admin_sock: Any = None
+    ) -> Server:
+        """Run lifespan startup (and any startup hook), bind, accept: see Runtime.start.
+
+        Raises:
+            StartupError: Lifespan startup failed, or the address could not be bound.
+        """
+        return await self.runtime.start(sock, link, admin_sock)
+
+    async def stop(self, grace_period: float | None = None) -> DrainResult:
+        """Drain, run lifespan shutdown, close: see Runtime.stop.
+
+        Returns:
+            What the drain had to cut.
+        """
+        return await self.runtime.stop(grace_period)
+
+    async def serve(
+        self,
+        *,
+        sock: Any = None,
+        handle_signals: bool = True,
+        link: WorkerLink | None = None,
+        admin_sock: Any = None,
+    ) -> int:
+        """Serve until SIGTERM/SIGINT, then drain: see Runtime.serve.
+
+        Returns:
+            The process exit status (0, 1 or 3).
+        """
+        return await self.runtime.serve(
+            sock=sock, handle_signals=handle_signals, link=link, admin_sock=admin_sock
+        )
+
+    def request_stop(self) -> None:
+        """Ask a running :meth:`serve` to drain and return (call on its loop)."""
+        self.runtime.request_stop()
+
+    def listen(self, port: int | None = None, host: str | None = None) -> int:
+        """Serve in this thread until SIGTERM/SIGINT; blocking: see Runtime.listen.
+
+        Returns:
+            The exit status.
+        """
+        return self.runtime.listen(port, host)
