@@ -10,13 +10,7 @@ Requests pipelined behind a busy one wait in a short queue and are answered in o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
-import socket
-import struct
-import sys
-import termios
 import time
 from collections.abc import AsyncIterable
 from typing import Any
@@ -27,7 +21,6 @@ from nessen.http.request import (
     CLIENT_DISCONNECTED,
     REQUEST_TIMEOUT,
     RESPONSE_ERROR,
-    SEND_TIMEOUT,
     SHUTDOWN_CUT,
 )
 from nessen.http.response import SwitchingProtocols
@@ -66,6 +59,7 @@ from nessen.server.h1.framing import (
     status_line,
 )
 from nessen.server.h1.phase import HEAD, IDLE, LINGER, Phase
+from nessen.server.output import Output
 from nessen.server.state import ServerState
 
 INF = float("inf")
@@ -123,34 +117,28 @@ class HttpProtocol(asyncio.Protocol):
         self._switched_to: Any = None  # the asyncio.Protocol a 101 handed over to
         self._pending_error: ProtocolError | None = None
         self._reading_paused = False
-        self._writing_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         # Streaming mode: requests are dispatched at the end of their header section and
         # their content flows through a RequestChannel (see nessen.server.body).
         self._body_channel: RequestChannel | None = None  # content being parsed now
         self._body_request: Request | None = None  # its request
         self._body_paused = False  # reading paused because the channel is full
-        # What went out. A response is reported (Request.on_finished, request_finished)
-        # once all of it has been handed to the kernel, or when the connection ends; while
-        # part of it is still queued in the transport, its report waits in _pending.
-        self._pending: tuple[Request, Response | None, int, int, float] | None = None
-        self._tail_content = 0  # content bytes in the last write that carried content
-        self._tail_after = 0  # bytes written after those (chunk framing, the last chunk)
-        self._unsent = 0  # bytes queued in the transport when last seen (paused or cut)
-        self._behind_since = 0.0  # loop.time() when output last started to stay queued
-        self._behind_taken = 0  # bytes the client took from the queue since then
-        self._behind_queued = 0  # bytes queued for it (ours and the kernel's) at last look
-        self._cut_reason: str | None = None  # why the connection was aborted or lost
-        self._kernel_discarded = False  # reset with SO_LINGER 0: the kernel's queue is lost
+        # What went out: flow control, the send deadline, what a cut loses. A response is
+        # reported (Request.on_finished, request_finished) once all of it has been handed
+        # to the kernel, or when the connection ends (see nessen.server.output).
+        self._out = Output(state.loop, state.config)
         # Deadlines, in loop.time() seconds, checked by the server's ticker (the read
         # deadline is the core's).
         self.handler_deadline = INF
-        self.write_deadline = INF
 
     @property
     def read_phase(self) -> Phase:
         """The core's read phase (what :attr:`read_deadline` guards)."""
         return self.core.phase
+
+    @property
+    def write_deadline(self) -> float:
+        """When ``send_timeout`` passes with output queued, in ``loop.time()`` seconds."""
+        return self._out.deadline
 
     @property
     def read_deadline(self) -> float:
@@ -165,7 +153,7 @@ class HttpProtocol(asyncio.Protocol):
         # Pause as soon as anything stays queued, resume once all of it went to the kernel:
         # "not paused" then means "all handed over", what the reports and send_timeout
         # measure (a writer waits for the kernel to take its output, as nginx's does).
-        transport.set_write_buffer_limits(0, 0)  # type: ignore[attr-defined]
+        self._out.attach(transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = self.core.client = (str(peer[0]), int(peer[1]))
@@ -180,12 +168,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection; a running handler finishes but its response is dropped."""
         self._closed = True
-        self.core.read_deadline = self.handler_deadline = self.write_deadline = INF
-        if self._cut_reason is None:
-            if exc is not None:  # reset or broken pipe: the client went away
-                self._cut_reason = CLIENT_DISCONNECTED
-            else:  # our close() flushed what was queued
-                self._unsent = 0
+        self.core.read_deadline = self.handler_deadline = INF
+        self._out.lost(exc)
         self._output_settled()
         state = self._state
         state.connections.discard(self)
@@ -218,32 +202,20 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """Output stays queued (the kernel's buffer is full): stop producing more."""
-        self._writing_paused = True
-        now = self._loop.time()
-        self.write_deadline = now + self._config.send_timeout
-        self._behind_since = now
-        self._behind_taken = 0
-        transport = self._transport
-        if transport is not None:
-            self._unsent = transport.get_write_buffer_size()
-            self._behind_queued = self._unsent + _kernel_queued(transport)
+        self._out.on_paused()
 
     def resume_writing(self) -> None:
         """All output went to the kernel: report a response that waited, resume writing."""
-        self._writing_paused = False
-        self.write_deadline = INF
-        self._unsent = 0
+        self._out.on_resumed()
         self._output_settled()
         if not self._busy:
             self._process_queue()
 
     def _output_settled(self) -> None:
         """Output went out or was lost: report a response that waited, wake a stream."""
-        if self._pending is not None:
+        if self._out.pending is not None:
             self._report_pending()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._out.wake()
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Feed the read to the core, carry out its actions, start queued requests."""
@@ -376,7 +348,7 @@ class HttpProtocol(asyncio.Protocol):
         queue = self._queue
         while True:
             while queue and not self._busy and not self._closed:
-                if self._writing_paused:
+                if self._out.paused:
                     return  # resume_writing() calls back
                 request, keep_alive, started = queue.popleft()
                 self._dispatch(request, keep_alive, started)
@@ -469,7 +441,7 @@ class HttpProtocol(asyncio.Protocol):
         elif cancelled or gone:  # nothing was sent: the drain cut it, or the client left
             self._answered = True
             self._close()
-            outcome = self._cut_reason or (SHUTDOWN_CUT if cancelled else CLIENT_DISCONNECTED)
+            outcome = self._out.cut_reason or (SHUTDOWN_CUT if cancelled else CLIENT_DISCONNECTED)
             self._report(request, None, 0, 0, outcome, current[2])
             self._finish()
         else:
@@ -482,7 +454,7 @@ class HttpProtocol(asyncio.Protocol):
         request, keep_alive, started = current
         if self._closed or self._transport is None or self._transport.is_closing():
             self._answered = True
-            outcome = self._cut_reason or CLIENT_DISCONNECTED
+            outcome = self._out.cut_reason or CLIENT_DISCONNECTED
             self._report(request, None, 0, 0, outcome, started)
             self._complete(in_task)
             return
@@ -505,8 +477,8 @@ class HttpProtocol(asyncio.Protocol):
             data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)
         self._answered = True
         self._write(data)
-        if self._writing_paused:  # part of it is still queued: reported once it went out
-            self._tail_content, self._tail_after = content_bytes, 0
+        if self._out.paused:  # part of it is still queued: reported once it went out
+            self._out.tail_content, self._out.tail_after = content_bytes, 0
             self._wait_for_flush(request, response, response.status, content_bytes, started)
         else:
             self._report(request, response, response.status, content_bytes, None, started)
@@ -658,11 +630,11 @@ class HttpProtocol(asyncio.Protocol):
                 carry_fields(response, error)
                 data, sent = self._serialize(request, error, False, check_size=False)
                 self._write(data)
-                self._tail_content, self._tail_after = sent, 0
+                self._out.tail_content, self._out.tail_after = sent, 0
                 response = error
                 return
             self._write(head)
-            self._tail_content = self._tail_after = 0
+            self._out.tail_content = self._out.tail_after = 0
             if response.status in NO_CONTENT_STATUSES:
                 policy.content_dropped(request, response.status, -1, state.dropped_content_logged)
                 return
@@ -687,7 +659,7 @@ class HttpProtocol(asyncio.Protocol):
                 raise ResponseError(_length_mismatch(declared, sent))
             if chunked and not self._closed:
                 self._write(LAST_CHUNK)
-                self._tail_after += len(LAST_CHUNK)
+                self._out.tail_after += len(LAST_CHUNK)
         except Exception as exc:
             # The status line is gone: the only honest signal left is an aborted connection.
             # A streaming handler's stream ends with ClientDisconnected when its client left
@@ -702,11 +674,11 @@ class HttpProtocol(asyncio.Protocol):
             if closer is not None:
                 await closer()
             status = response.status
-            if self._cut_reason is not None or self._closed:
-                outcome = self._cut_reason or CLIENT_DISCONNECTED
-                unsent = self._unsent_content(sent)
+            if self._out.cut_reason is not None or self._closed:
+                outcome = self._out.cut_reason or CLIENT_DISCONNECTED
+                unsent = self._out.unsent_content(sent)
                 self._report(request, response, status, sent - unsent, outcome, started)
-            elif self._writing_paused:  # all written, part still queued
+            elif self._out.paused:  # all written, part still queued
                 self._wait_for_flush(request, response, status, sent, started)
             else:
                 self._report(request, response, status, sent, None, started)
@@ -718,15 +690,10 @@ class HttpProtocol(asyncio.Protocol):
         if not piece or self._closed:
             return 0
         self._write(chunk(bytes(piece)) if chunked else piece)
-        self._tail_content = len(piece)
-        self._tail_after = 2 if chunked else 0  # the CRLF that ends a chunk
-        if self._writing_paused and not self._closed:
-            transport = self._transport
-            if transport is not None:
-                self._unsent = transport.get_write_buffer_size()
-            waiter = self._drain_waiter = self._loop.create_future()
-            await waiter
-            self._drain_waiter = None
+        self._out.tail_content = len(piece)
+        self._out.tail_after = 2 if chunked else 0  # the CRLF that ends a chunk
+        if self._out.paused and not self._closed:
+            await self._out.drained()
         return len(piece)
 
     def _report(
@@ -766,43 +733,21 @@ class HttpProtocol(asyncio.Protocol):
         self, request: Request, response: Response, status: int, sent: int, started: float
     ) -> None:
         """Report the response once its last queued byte went to the kernel (or was lost)."""
-        transport = self._transport
-        if transport is not None:
-            self._unsent = transport.get_write_buffer_size()
-        self._pending = (request, response, status, sent, started)
+        self._out.hold_report((request, response, status, sent, started))
 
     def _report_pending(self) -> None:
         """The queued end of a response went out (resume_writing), or was lost or dropped."""
-        pending = self._pending
+        pending = self._out.take_pending()
         assert pending is not None
-        self._pending = None
         request, response, status, sent, started = pending
+        out = self._out
         self._report(
-            request, response, status, sent - self._unsent_content(sent), self._cut_reason, started
+            request, response, status, sent - out.unsent_content(sent), out.cut_reason, started
         )
-
-    def _unsent_content(self, sent: int) -> int:
-        """Content bytes of the response being reported that did not leave the server.
-
-        ``_unsent`` bytes were queued when the connection ended: in the transport only (at
-        most the last write, whose content is ``_tail_content``, followed by
-        ``_tail_after`` bytes of framing), or, after a reset that discards the kernel's
-        send queue too (``SEND_TIMEOUT``), also there, up to all ``sent`` content bytes
-        (chunk framing in that queue is then taken for content: a few bytes per chunk).
-        """
-        cap = sent if self._kernel_discarded else self._tail_content
-        return min(cap, max(0, self._unsent - self._tail_after))
 
     def _abort(self, reason: str) -> None:
         """Abort the connection for ``reason``, noting what output it drops."""
-        if self._cut_reason is None:
-            self._cut_reason = reason
-        transport = self._transport
-        if transport is None:
-            return
-        if not self._closed:
-            self._unsent = transport.get_write_buffer_size()
-        transport.abort()
+        self._out.abort(reason, lost=self._closed)
 
     def _complete(self, in_task: bool) -> None:
         if in_task:
@@ -1047,7 +992,7 @@ class HttpProtocol(asyncio.Protocol):
         # HTTP is over on this connection: forget it, and let the new protocol read.
         tail, self._upgrade_tail = self._upgrade_tail or [], None
         self._closed = True
-        self.core.read_deadline = self.handler_deadline = self.write_deadline = INF
+        self.core.read_deadline = self.handler_deadline = self._out.deadline = INF
         state = self._state
         state.connections.discard(self)
         state.adopt_upgraded(transport)
@@ -1161,40 +1106,17 @@ class HttpProtocol(asyncio.Protocol):
         self._report(request, None, 503, sent, reason, current[2], counted=False)
 
     def on_write_timeout(self) -> None:
-        """``send_timeout`` passed with output queued: go on if the client keeps up, else abort.
+        """``send_timeout`` passed with output queued: go on if the client keeps up, else reset.
 
-        The client keeps up when it took some of the queued output since the last check
-        and, in all, at least ``send_min_rate`` bytes per second since output began to stay
-        queued (nginx's ``send_timeout`` is the first rule; Kestrel's MinResponseDataRate
-        the second). Then the deadline moves on by ``send_timeout``. Otherwise the
-        connection is aborted, and the socket reset (``SO_LINGER`` 0) rather than closed: a
-        plain close leaves the kernel sending what it holds to the slow reader for as long
-        as it keeps its window open, which is the very resource the deadline is meant to
-        take back.
+        See :meth:`Output.send_deadline_passed <nessen.server.output.Output.send_deadline_passed>`
+        for the rule, and :meth:`~nessen.server.output.Output.reset` for why a reset.
         """
-        self.write_deadline = INF
-        config = self._config
-        transport = self._transport
-        reason = "send_timeout"
-        detail = f"client took none of our output for {config.send_timeout:g} s (send_timeout)"
-        if transport is not None and not self._closed:
-            self._unsent = transport.get_write_buffer_size()
-            queued = self._unsent + _kernel_queued(transport)
-            taken = self._behind_queued - queued
-            if taken > 0:
-                now = self._loop.time()
-                self._behind_queued = queued
-                self._behind_taken += taken
-                behind = now - self._behind_since
-                if self._behind_taken >= config.send_min_rate * behind:
-                    self.write_deadline = now + config.send_timeout
-                    return
-                reason = "send_too_slow"
-                detail = (
-                    f"client took {self._behind_taken} bytes of our output in {behind:.1f} s, "
-                    f"below send_min_rate {config.send_min_rate} bytes/s"
-                )
-        current, pending = self._current, self._pending
+        out = self._out
+        verdict = out.send_deadline_passed(lost=self._closed)
+        if verdict is None:
+            return
+        reason, detail = verdict
+        current, pending = self._current, out.pending
         self._state.events.request_rejected(
             reason,
             0,
@@ -1202,18 +1124,7 @@ class HttpProtocol(asyncio.Protocol):
             self._client,
             current[0] if current else pending[0] if pending else None,
         )
-        transport = self._transport
-        in_kernel = 0
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                in_kernel = _kernel_queued(transport)
-                with contextlib.suppress(OSError):  # already gone: abort() is enough
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                    self._kernel_discarded = True  # the reset drops the kernel's queue too
-        self._abort(SEND_TIMEOUT)
-        if self._kernel_discarded:
-            self._unsent += in_kernel
+        out.reset(lost=self._closed)
 
     def on_drain(self) -> None:
         """The server is draining: close soon if idle, else after the current response.
@@ -1261,7 +1172,7 @@ class HttpProtocol(asyncio.Protocol):
         the content bytes that went out before the cut (status 0 when none did).
         """
         busy = self._busy
-        current, pending = self._current, self._pending
+        current, pending = self._current, self._out.pending
         cut = current[0] if busy and current is not None else pending[0] if pending else None
         transport = self._transport
         if (
@@ -1271,7 +1182,7 @@ class HttpProtocol(asyncio.Protocol):
             and not self._answered
             and transport is not None
             and not transport.is_closing()
-            and not self._writing_paused
+            and not self._out.paused
         ):
             # Its response has not begun: the client gets a 503 it can retry elsewhere
             # rather than a bare close, which it cannot tell from a crash.
@@ -1303,30 +1214,6 @@ class HttpProtocol(asyncio.Protocol):
             self._task.cancel()
         self._abort(SHUTDOWN_CUT)
         return cut is not None
-
-
-_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
-"""The ioctl that reads a TCP socket's unacknowledged send queue (Linux's SIOCOUTQ)."""
-
-
-def _kernel_queued(transport: asyncio.Transport) -> int:
-    """Bytes in the kernel's send queue of ``transport``'s socket, not yet acknowledged.
-
-    ``SIOCOUTQ`` (Linux, ``TIOCOUTQ``); 0 where it is not available. With the transport's own
-    buffer, it shows a slow reader's progress at once: the kernel wakes a writer only once
-    a third of its send buffer (megabytes on a fast link) is free.
-    """
-    sock = transport.get_extra_info("socket")
-    if sock is None or _OUTQ is None:
-        return 0
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0])
-    except OSError:
-        return 0
-
-
-_LINGER_RESET = struct.pack("ii", 1, 0)
-"""``SO_LINGER`` on with a zero timeout: closing sends RST and drops unsent data."""
 
 
 def _declared_length(response: Response) -> int | None:
