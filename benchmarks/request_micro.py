@@ -9,6 +9,9 @@ CPU time. Run it from two checkouts to compare them:
 
     .venv/bin/python benchmarks/request_micro.py
     PYTHONPATH=/tmp/before/src .venv/bin/python benchmarks/request_micro.py
+
+``--app bare --path /json`` sends ``GET /json`` to ``benchmarks.middleware_apps.bare``
+(no middleware) instead.
 """
 
 from __future__ import annotations
@@ -70,12 +73,19 @@ class NullTransport:
         pass
 
 
-async def measure(n: int) -> float:
-    runtime = Runtime(Config(host="127.0.0.1", port=0, rate_limit_max=1_000_000_000))
+async def measure(n: int, app: str, path: str) -> float:
+    if app == "full":
+        runtime = Runtime(Config(host="127.0.0.1", port=0, rate_limit_max=1_000_000_000))
 
-    @runtime.route.get("/bench")
-    async def bench(ctx: Any) -> Response:
-        return Response.text("OK")
+        @runtime.route.get("/bench")
+        async def bench(ctx: Any) -> Response:
+            return Response.text("OK")
+    else:  # a runtime of benchmarks/middleware_apps.py ("bare": no middleware at all)
+        import middleware_apps  # this script's folder is on sys.path
+
+        runtime = getattr(middleware_apps, app)
+        runtime.configure(Config(host="127.0.0.1", port=0))
+    request = REQUEST.replace(b"/health", path.encode())
 
     server = await runtime.start()
     loop = asyncio.get_running_loop()
@@ -88,7 +98,7 @@ async def measure(n: int) -> float:
             start = time.thread_time()
             for _ in range(n):
                 transport.written = loop.create_future()
-                protocol.data_received(REQUEST)
+                protocol.data_received(request)
                 await transport.written
                 await asyncio.sleep(0)  # let the handler's task finish its bookkeeping
             best = min(best, (time.thread_time() - start) / n)
@@ -101,13 +111,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--format", default="console", choices=["console", "json"])
+    parser.add_argument("--app", default="full", help="full, or a runtime of middleware_apps")
+    parser.add_argument("--path", default="/health", help="the request target")
     args = parser.parse_args()
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives for the whole run
     undo = configure_logging("info", args.format, stream=devnull)
     try:
         import uvloop
 
-        took = uvloop.run(measure(args.n))
+        took = uvloop.run(measure(args.n, args.app, args.path))
     finally:
         undo()
     import nessen

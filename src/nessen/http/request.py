@@ -292,16 +292,15 @@ class Request:
         """The whole request content; ``b""`` when there is none."""
         return self._body
 
-    @property
-    def content_pending(self) -> bool:
-        """Whether the content is still to be read with :meth:`read`.
+    content_pending: bool = False
+    """Whether the content is still to be read with :meth:`read`.
 
-        True only for a request whose client sent ``Expect: 100-continue`` and waits for
-        the ``100`` before it sends the content (RFC 9110 §10.1.1), until it is read. The
-        router reads it just before calling the route's handler, so a request refused
-        before it (404, 405, 401 or 429 from middleware) is answered without the upload.
-        """
-        return False
+    True only for a request whose client sent ``Expect: 100-continue`` and waits for the
+    ``100`` before it sends the content (RFC 9110 §10.1.1), until it is read. The router
+    reads it just before calling the route's handler, so a request refused before it
+    (404, 405, 401 or 429 from middleware) is answered without the upload. (A class
+    attribute here, an instance one on the server's deferred requests: no call per
+    request.)"""
 
     async def read(self) -> bytes:
         """The whole request content, read first if it is still to come.

@@ -213,16 +213,11 @@ class DeferredRequest(StreamedRequest):
     Until it is read, :attr:`body` raises.
     """
 
-    __slots__ = ("_read_done",)
+    __slots__ = ("content_pending",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._read_done = False
-
-    @property
-    def content_pending(self) -> bool:
-        """Whether :meth:`read` has not yet read the content."""
-        return not self._read_done
+        self.content_pending = True  # until read() has read it
 
     @property
     def body(self) -> bytes:
@@ -232,7 +227,7 @@ class DeferredRequest(StreamedRequest):
             RuntimeError: It has not been read yet (in a middleware, before the router):
                 ``await request.read()`` first.
         """
-        if not self._read_done:
+        if self.content_pending:
             raise RuntimeError(
                 "the content of a request sent with Expect: 100-continue is read when its "
                 "route's handler runs; before that (in a middleware) await request.read()"
@@ -246,14 +241,14 @@ class DeferredRequest(StreamedRequest):
             ClientDisconnected: The connection closed, or the server refused the content
                 (413, 408: it has answered already), before it was complete.
         """
-        if not self._read_done:
+        if self.content_pending:
             chunks = []
             more = True
             while more:
                 data, more = await self.channel.read()
                 chunks.append(data)
             self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self._read_done = True
+            self.content_pending = False
         return self._body
 
 

@@ -354,8 +354,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._dispatch(request, keep_alive, started)
             if self._busy or self._closed:
                 return
+            if self.core.kept is None:  # nothing read and left unparsed
+                break
             actions = self.core.resume(self._loop.time(), time.monotonic())
-            if actions is None:
+            if actions is None:  # pragma: no cover - kept was just checked
                 break
             if actions:
                 self._carry_out(actions)
@@ -393,7 +395,16 @@ class HttpProtocol(asyncio.Protocol):
         self._current = (request, keep_alive, started)
         self._busy = self.core.busy = True
         self._answered = False
-        refusal = self.core.refusal(request, started)
+        core = self.core
+        # The core decides; the cheap pre-check spares the call when neither a drain nor
+        # the concurrency limit can refuse.
+        refusal = (
+            core.refusal(request, started)
+            if state.draining
+            or core.drain_grace
+            or state.active_requests >= self._config.max_concurrent_requests
+            else None
+        )
         if refusal is not None:
             # Draining or overloaded: 503 + Retry-After. It says close unless more requests
             # are queued behind it: they get their own answers, the last one closing.
@@ -772,7 +783,9 @@ class HttpProtocol(asyncio.Protocol):
             elif self.core.held:
                 self.core.release(len(request._body))
         self._busy = False
-        self.core.done()
+        core = self.core
+        core.busy = False  # (core.done(), inline on the hot path)
+        core.served += 1
         self._current = None
 
     # --- errors, timeouts, closing -------------------------------------------------------

@@ -170,6 +170,8 @@ class H1Connection:
         continue_pending: A ``100 Continue`` waits for the requests ahead of its request
             to be answered; the glue sends it (and clears this) when the queue empties,
             or clears it when the connection is to close.
+        kept: Bytes read and not parsed yet, because the queue was full (``None``: none);
+            :meth:`resume` parses them.
         stopped: Parsing has stopped (an error, an Upgrade, or a close announced); what
             arrives from then on is discarded.
         in_message: A request has begun and not ended.
@@ -241,7 +243,7 @@ class H1Connection:
         self._keep_alive = True
         self._now = 0.0
         self._clock = 0.0
-        self._unparsed: memoryview | bytes | None = None  # read, not parsed yet
+        self.kept: memoryview | bytes | None = None  # read, not parsed yet (see resume)
         self._slicing = False
         self._upgrade_tail: list[memoryview] | None = None
         # Deadlines held while the glue does not read (see hold()).
@@ -431,10 +433,16 @@ class H1Connection:
         ``max_requests_per_connection``.
         """
         limit = self._config.max_requests_per_connection
+        shared = self._shared
         return (
             keep_alive
             and not (self.close_after and not self.queue)
-            and not self.last_while_draining()
+            # last_while_draining(), inline on the hot path
+            and not (
+                (shared.draining or shared.shutdown_pending)
+                and not self.queue
+                and not self.begun_before_drain()
+            )
             and (limit == 0 or self.served + 1 < limit)
             and not unread
         )
@@ -455,13 +463,14 @@ class H1Connection:
         input is discarded.
         """
         actions = self._actions
-        actions.clear()
+        if actions:
+            actions.clear()
         if self.phase is LINGER or self.stopped:
             return actions
         self._now = now
         self._clock = clock
-        if self._unparsed is not None:  # reading paused with bytes waiting: they go first
-            self._unparsed = bytes(self._unparsed) + data
+        if self.kept is not None:  # reading paused with bytes waiting: they go first
+            self.kept = bytes(self.kept) + data
             return actions
         if len(data) > FEED_SLICE:
             self._parse(memoryview(data))
@@ -474,12 +483,13 @@ class H1Connection:
 
         Called by the glue when the queue has emptied (responses went out).
         """
-        unparsed = self._unparsed
+        unparsed = self.kept
         if unparsed is None:
             return None
-        self._unparsed = None
+        self.kept = None
         actions = self._actions
-        actions.clear()
+        if actions:
+            actions.clear()
         self._now = now
         self._clock = clock
         self._parse(memoryview(unparsed))
@@ -488,7 +498,7 @@ class H1Connection:
     def stop(self) -> None:
         """Parse no more (an error answered, a close announced): input is discarded."""
         self.stopped = True
-        self._unparsed = None
+        self.kept = None
         self.in_head = False
         if self.phase is HEAD or self.phase is BODY:
             self.enter(HANDLING, INF)
@@ -517,7 +527,7 @@ class H1Connection:
                         tail.append(data[start:])
                     return
                 if len(self.queue) >= PIPELINE_DEPTH:
-                    self._unparsed = data[start:]
+                    self.kept = data[start:]
                     self._actions.append((PAUSE, None))
                     return
                 end = start + FEED_SLICE
