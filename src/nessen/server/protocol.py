@@ -224,13 +224,14 @@ class HttpProtocol(asyncio.Protocol):
             tail.append(memoryview(data))
             return
         loop_now = self._loop.time()
-        actions = self.core.receive(data, loop_now, time.monotonic())
+        core = self.core
+        actions = core.receive(data, loop_now, time.monotonic())
         if actions:
             self._carry_out(actions)
-        if not self._busy and self._queue:
+        if not self._busy and core.queue:
             self._process_queue()
         if self._reading_paused:  # for the queue: the request begun in ``data`` waits too
-            self.core.hold(loop_now)
+            core.hold(loop_now)
 
     def _carry_out(self, actions: list[tuple[int, Any]]) -> None:
         """Do what the core asked for, in order (see :mod:`nessen.server.h1.connection`)."""

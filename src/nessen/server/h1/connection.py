@@ -56,6 +56,7 @@ from nessen.server.h1.phase import (
     Phase,
     check_transition,
 )
+from nessen.server.h1.policy import HOST_VALUE, KNOWN_METHODS
 
 if TYPE_CHECKING:
     from nessen.config import Config
@@ -463,19 +464,66 @@ class H1Connection:
         input is discarded.
         """
         actions = self._actions
-        if actions:
-            actions.clear()
-        if self.phase is LINGER or self.stopped:
-            return actions
-        self._now = now
-        self._clock = clock
-        if self.kept is not None:  # reading paused with bytes waiting: they go first
-            self.kept = bytes(self.kept) + data
-            return actions
-        if len(data) > FEED_SLICE:
-            self._parse(memoryview(data))
+        if not self._slicing:  # a read (not a slice of one, fed by _parse)
+            if actions:
+                actions.clear()
+            if self.phase is LINGER or self.stopped:
+                return actions
+            self._now = now
+            self._clock = clock
+            if self.kept is not None:  # reading paused with bytes waiting: they go first
+                self.kept = bytes(self.kept) + data
+                return actions
+            if len(data) > FEED_SLICE:
+                self._parse(memoryview(data))
+                return actions
+        # One slice: feed it, then check what the parser holds.
+        in_message, begun = self.in_message, self._messages_begun
+        in_body = self.phase is BODY
+        self._url_in_read = False
+        self._chunk_seen = False
+        body_before = self.body_bytes if in_body else 0
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                self._fail(cause)
+            else:  # a bug of ours in a callback: answer 400 and close rather than hang
+                self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data, exc.args[0] if exc.args else len(data))
+        except httptools.HttpParserInvalidMethodError:
+            start = self._method_start = self._request_start(bytes(data), in_message, begun)
+            self._fail(policy.method_error(start))
+        except httptools.HttpParserError as exc:
+            self._fail(policy.parse_error(str(exc)))
         else:
-            self._feed(data)
+            if in_body and self.phase is BODY and self._te_count and self._messages_begun == begun:
+                # All of ``data`` was the chunked content of one message (content and its
+                # framing): it was in its content before and after, and no message began
+                # in between. A read that spans a message boundary is not counted, since
+                # the parser does not say where the boundary lies; Content-Length content
+                # has no framing to count.
+                self._body_raw += len(data)
+                if self._body_raw > 2 * self.body_bytes + CHUNK_OVERHEAD_SLACK:
+                    self._fail(policy.chunk_overhead(self._body_raw, self.body_bytes))
+                    return actions
+            if self._te_count and self.phase is BODY:
+                if self._chunk_seen and self._chunk_open:
+                    self._check_chunk_size(data)
+                    if self.stopped:
+                        return actions
+                self._ended_line = data[-1:] == b"\n"
+            if (
+                in_body
+                and self.body_bytes != body_before
+                and self.phase is BODY
+                and self._messages_begun == begun
+            ):
+                self._body_progress()
+            if self.in_head:
+                self._check_head(data, in_message, begun)
         return actions
 
     def resume(self, now: float, clock: float) -> list[tuple[int, Any]] | None:
@@ -533,59 +581,10 @@ class H1Connection:
                 end = start + FEED_SLICE
                 if self.phase is BODY and not self._te_count:
                     end = max(end, start + self._content_length - self.body_bytes)
-                self._feed(data[start:end])
+                self.receive(data[start:end], self._now, self._clock)
                 start = end
         finally:
             self._slicing = False
-
-    def _feed(self, data: bytes | memoryview) -> None:
-        """Feed one slice to the parser and check what it holds afterwards."""
-        in_message, begun = self.in_message, self._messages_begun
-        in_body = self.phase is BODY
-        self._url_in_read = False
-        self._chunk_seen = False
-        body_before = self.body_bytes if in_body else 0
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, ProtocolError):
-                self._fail(cause)
-            else:  # a bug of ours in a callback: answer 400 and close rather than hang
-                self._fail(ProtocolError(f"parser callback failed: {cause!r}", reason="internal"))
-        except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data, exc.args[0] if exc.args else len(data))
-        except httptools.HttpParserInvalidMethodError:
-            start = self._method_start = self._request_start(bytes(data), in_message, begun)
-            self._fail(policy.method_error(start))
-        except httptools.HttpParserError as exc:
-            self._fail(policy.parse_error(str(exc)))
-        else:
-            if in_body and self.phase is BODY and self._te_count and self._messages_begun == begun:
-                # All of ``data`` was the chunked content of one message (content and its
-                # framing): it was in its content before and after, and no message began
-                # in between. A read that spans a message boundary is not counted, since
-                # the parser does not say where the boundary lies; Content-Length content
-                # has no framing to count.
-                self._body_raw += len(data)
-                if self._body_raw > 2 * self.body_bytes + CHUNK_OVERHEAD_SLACK:
-                    self._fail(policy.chunk_overhead(self._body_raw, self.body_bytes))
-                    return
-            if self._te_count and self.phase is BODY:
-                if self._chunk_seen and self._chunk_open:
-                    self._check_chunk_size(data)
-                    if self.stopped:
-                        return
-                self._ended_line = data[-1:] == b"\n"
-            if (
-                in_body
-                and self.body_bytes != body_before
-                and self.phase is BODY
-                and self._messages_begun == begun
-            ):
-                self._body_progress()
-            if self.in_head:
-                self._check_head(data, in_message, begun)
 
     def _check_head(self, data: bytes | memoryview, in_message: bool, begun: int) -> None:
         """After a slice that ended inside a header section: HTTP/0.9, and its raw size."""
@@ -803,9 +802,16 @@ class H1Connection:
         parser = self._parser
         config = self._config
         version = parser.get_http_version()
-        method = policy.check_head(
-            version, parser.get_method(), config.allowed_methods, self._host_count, self._host
-        )
+        # The version, the method and Host (policy's check_version, method_name and
+        # check_host, which raise; tested here first without a call on the hot path).
+        if version != "1.1" and version != "1.0":
+            policy.check_version(version)
+        raw_method = parser.get_method()
+        method = KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
+        if method not in config.allowed_methods:
+            policy.method_name(raw_method, config.allowed_methods)
+        if self._host_count != 1 or not HOST_VALUE.fullmatch(self._host):
+            policy.check_host(self._host_count, self._host, version)
         if self._te_count:
             policy.check_transfer_coding(self._te_count, self._transfer_encoding, version)
         url = self._url
