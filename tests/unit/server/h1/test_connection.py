@@ -693,3 +693,41 @@ def test_overload_refuses_all_but_probes() -> None:
     assert refusal is not None
     assert (refusal.status, refusal.reason) == (503, "overloaded")
     assert conn.refusal(conn.queue[1][0], 1.0) is None
+
+
+def test_an_expectation_with_content_over_the_limit_gets_413_and_no_continue() -> None:
+    conn = core(Config(max_body_bytes=10))
+    actions = conn.receive(post(11, extra=b"Expect: 100-continue\r\n"), 100.0, 1.0)
+    assert kinds(actions) == [FAIL]  # no CONTINUE before it
+    assert error_of(actions).status == 413
+
+
+def test_drain_keeps_a_connection_whose_deferred_content_is_awaited() -> None:
+    class Deferred(Request):
+        __slots__ = ()
+
+    conn = H1Connection(Config(), Shared(), make_deferred=Deferred)
+    conn.open(100.0, draining=False, over_limit=False)
+    conn.receive(post(5, extra=b"Expect: 100-continue\r\n"), 100.0, 1.0)
+    conn.queue.popleft()
+    conn.busy = True  # its handler runs and has not read the content yet
+    assert conn.phase is BODY
+    assert conn.drain(101.0, served=0) == KEEP
+
+
+def test_a_request_completed_behind_a_streamed_one_pauses_reading() -> None:
+    conn = core(streaming=True)
+    actions = conn.receive(post(5), 100.0, 1.0)
+    assert kinds(actions) == [HEAD_DONE]
+    conn.queue.popleft()
+    conn.busy = True  # dispatched at its header section; its content is still coming
+    # Its content ends while its handler runs (reading pauses: nothing more is wanted
+    # until it answers), and the GET behind it waits in the queue.
+    assert kinds(conn.receive(b"hello" + GET, 100.0, 1.0)) == [
+        BODY_PIECE,
+        END,
+        PAUSE,
+        HEAD_DONE,
+        PAUSE,
+    ]
+    assert len(conn.queue) == 1
