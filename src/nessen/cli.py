@@ -20,7 +20,7 @@ from typing import Any
 
 from nessen._version import __version__
 from nessen.asgi import ASGIHost
-from nessen.config import LOG_LEVELS, Config, parse_bool
+from nessen.config import LOG_LEVELS, Config, parse_bool, parse_settings, settings_help
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
@@ -75,7 +75,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--root-path", default=None, help="ASGI apps: scope['root_path'] (ROOT_PATH, default '')"
     )
+    settings = serve.add_argument_group(
+        "settings",
+        "Every environment variable is also a flag, which wins over it: --max-body-size "
+        "2000000 is MAX_BODY_SIZE=2000000, read and checked the same way (times in "
+        "milliseconds, as the variables).",
+    )
+    for name, unit, default in settings_help():
+        if name in _DEDICATED_FLAGS:
+            continue
+        settings.add_argument(
+            flag_of(name),
+            dest=f"env_{name}",
+            default=None,
+            metavar=unit.upper().replace("/", "_PER_") or "VALUE",
+            help=f"{name}" + (f", {unit}" if unit else "") + f" (default {default})",
+        )
     return parser
+
+
+_DEDICATED_FLAGS = frozenset({"HOST", "PORT", "LOG_LEVEL", "WORKERS"})
+"""Variables whose flags are declared above, with their own types and choices."""
+
+
+def flag_of(variable: str) -> str:
+    """The flag of an environment variable: ``MAX_BODY_SIZE`` -> ``--max-body-size``."""
+    return "--" + variable.lower().replace("_", "-")
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The settings given as flags, as the environment variables they stand for."""
+    return {
+        name[len("env_") :]: value
+        for name, value in vars(args).items()
+        if name.startswith("env_") and value is not None
+    }
 
 
 def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Servable:
@@ -180,7 +214,14 @@ def resolve_config(
     Raises:
         ConfigError: An environment variable or flag is invalid.
     """
-    config = base if base is not None else Config.from_env(environ)
+    given = flag_settings(args)
+    try:
+        if base is None:  # the environment with the flags over it, checked as one
+            config = Config.from_env({**environ, **given})
+        else:  # the app's own settings, with the flags over them
+            config = base.replace(**parse_settings(given)) if given else base
+    except ConfigError as exc:
+        raise ConfigError(_name_setting_flags(exc.problems, given)) from None
     changes: dict[str, Any] = {}
     for flag, name in (
         ("host", "host"),
@@ -197,6 +238,15 @@ def resolve_config(
         except ConfigError as exc:
             raise ConfigError(_name_flags(exc.problems, changes)) from None
     return config
+
+
+def _name_setting_flags(problems: list[str], given: Mapping[str, str]) -> list[str]:
+    """Rewrite ``MAX_BODY_SIZE='x': rule`` to ``--max-body-size='x': rule`` for a flag's value."""
+    out = []
+    for problem in problems:
+        name, sep, rest = problem.partition("=")
+        out.append(f"{flag_of(name)}={rest}" if sep and name in given else problem)
+    return out
 
 
 def _name_flags(problems: list[str], flags: Mapping[str, Any]) -> list[str]:

@@ -318,35 +318,48 @@ class Config:
         Raises:
             ConfigError: Listing every invalid variable as ``NAME='value': rule``.
         """
-        source = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        problems: list[str] = []
-        for spec in _ENV_SPECS:
-            raw, name = _lookup(source, spec.names)
-            if raw is None:
-                continue
-            rule = _RULES.get(spec.field)
-            try:
-                value = spec.parse(raw)
-            except ValueError as exc:
-                # Name the allowed range too: the rule's message for a value it must refuse
-                # (an optional field's rule accepts None: ask the rule it wraps).
-                refuses = getattr(rule, "wrapped", rule)
-                allowed = refuses(None) if refuses is not None else None
-                problems.append(f"{name}={raw!r}: {exc}" + (f"; {allowed}" if allowed else ""))
-                continue
-            message = rule(value) if rule is not None else None
-            if message:
-                problems.append(f"{name}={raw!r}: {message}")
-                continue
-            values[spec.field] = value
-        if problems:
-            raise ConfigError(problems)
+        values = parse_settings(os.environ if environ is None else environ)
         values.update(overrides)
         try:
             return cls(**values)
         except ConfigError as exc:
             raise ConfigError(_env_names(exc.problems)) from None
+
+
+def parse_settings(source: Mapping[str, str]) -> dict[str, Any]:
+    """The settings ``source`` gives, as field values: each variable parsed and checked.
+
+    What :meth:`Config.from_env` reads, without building a Config (rules between fields,
+    such as ``MAX_URL_LENGTH`` below ``MAX_HEADER_SIZE``, are checked when one is built).
+    Unset or empty variables are left out.
+
+    Raises:
+        ConfigError: Listing every invalid variable as ``NAME='value': rule``.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for spec in _ENV_SPECS:
+        raw, name = _lookup(source, spec.names)
+        if raw is None:
+            continue
+        rule = _RULES.get(spec.field)
+        try:
+            value = spec.parse(raw)
+        except ValueError as exc:
+            # Name the allowed range too: the rule's message for a value it must refuse
+            # (an optional field's rule accepts None: ask the rule it wraps).
+            refuses = getattr(rule, "wrapped", rule)
+            allowed = refuses(None) if refuses is not None else None
+            problems.append(f"{name}={raw!r}: {exc}" + (f"; {allowed}" if allowed else ""))
+            continue
+        message = rule(value) if rule is not None else None
+        if message:
+            problems.append(f"{name}={raw!r}: {message}")
+            continue
+        values[spec.field] = value
+    if problems:
+        raise ConfigError(problems)
+    return values
 
 
 # --- validation rules: value -> message or None ----------------------------------------
@@ -632,6 +645,41 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
 )
+
+
+def settings_help() -> list[tuple[str, str, str]]:
+    """Every setting ``Config.from_env`` reads: ``(variable, unit, default)``, in table order.
+
+    The unit is the variable's (``ms`` for times, which the fields hold in seconds;
+    ``bytes``, ``bytes/s``, or ``""``), and the default is written as the variable would
+    give it, so a help text built from this cannot drift from the code.
+    """
+    defaults = Config()
+    rows = []
+    for spec in _ENV_SPECS:
+        value = getattr(defaults, spec.field)
+        if spec.parse is _parse_ms:
+            unit = "ms"
+            shown = "none" if value is None else f"{value * 1000:g}"
+        else:
+            unit = (
+                "bytes"
+                if spec.field.endswith("_bytes")
+                else "bytes/s"
+                if spec.field.endswith("_rate")
+                else ""
+            )
+            if value is None:
+                shown = "none"
+            elif isinstance(value, bool):
+                shown = str(value).lower()
+            elif isinstance(value, frozenset | tuple | list):
+                shown = ",".join(sorted(value)) or "(empty)"
+            else:
+                shown = str(value) if value != "" else "(empty)"
+        rows.append((spec.names[0], unit, shown))
+    return rows
+
 
 ENV_VARS: dict[str, str] = {spec.names[0]: spec.field for spec in _ENV_SPECS}
 """Every environment variable ``Config.from_env`` reads, mapped to its field."""

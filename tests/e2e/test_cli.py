@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 import nessen
+from nessen.config import ENV_VARS
 from tests.e2e.serving import (
     EXIT_TIMEOUT,
     ROOT,
     START_TIMEOUT,
+    ServeFactory,
     base_env,
     nessen_command,
     run_nessen,
@@ -166,3 +170,79 @@ def test_host_and_log_level_flags_win_over_the_environment() -> None:
     # transitions are info lines, left out.
     (line,) = stderr.splitlines()
     assert " WARNING nessen.access GET /nowhere 404 " in line
+
+
+# --- every setting as a flag -------------------------------------------------------------
+
+
+def test_help_lists_every_setting_with_its_variable_unit_and_default() -> None:
+    result = run_nessen("serve", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for name in ENV_VARS:
+        flag = "--" + name.lower().replace("_", "-")
+        assert flag in text or name in ("HOST", "PORT", "LOG_LEVEL", "WORKERS"), name
+        assert name in text, name
+    # The README's table gives these defaults and units (values written out, not derived).
+    for expected in (
+        "--max-body-size BYTES MAX_BODY_SIZE, bytes (default 1048576)",
+        "--headers-timeout MS HEADERS_TIMEOUT, ms (default 10000)",
+        "--shutdown-timeout MS SHUTDOWN_TIMEOUT, ms (default 30000)",
+        "--body-min-rate BYTES_PER_S BODY_MIN_RATE, bytes/s (default 240)",
+    ):
+        assert expected in text, expected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--max-body-size", "abc"], r"--max-body-size='abc': .*\b0\.\.\d+ bytes"),
+        (["--headers-timeout", "-5"], r"--headers-timeout='-5': .*\b1\.\.\d+ ms"),
+        (["--ready-when-degraded", "maybe"], r"--ready-when-degraded='maybe'"),
+    ],
+)
+def test_an_invalid_setting_flag_exits_2_naming_the_flag(args: list[str], expected: str) -> None:
+    result = run_nessen("serve", *args, env=base_env(MAX_BODY_SIZE="1000"))
+    assert result.returncode == 2, result.stderr
+    assert re.search(expected, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_setting_flag_wins_over_its_variable(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve(
+        "tests.e2e.apps.sample:runtime",
+        "--max-body-size",
+        "10",
+        env=base_env(MAX_BODY_SIZE="1000000"),
+    )
+    head = b"POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+    with RawClient(served.address) as client:
+        assert client.request(head % 10 + b"x" * 10).status == 200
+    with RawClient(served.address) as client:
+        client.send(head % 11)
+        refused = client.response()
+    assert refused.status == 413  # the flag's 10 bytes, not the variable's million
+
+
+def test_a_setting_flag_wins_over_the_apps_own_config(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "own_config.py").write_text(
+        "from nessen import Config, Response, Runtime\n"
+        "runtime = Runtime(Config(max_body_bytes=5, port=0, host='127.0.0.1'))\n"
+        "@runtime.route.post('/up')\n"
+        "async def up(ctx):\n"
+        "    return Response.text(str(len(ctx.body)))\n"
+    )
+    env = base_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    served = nessen_serve(
+        "own_config:runtime",
+        "--max-body-size",
+        "8",
+        env=env,
+    )
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+    with RawClient(served.address) as client:
+        response = client.request(head % 8 + b"x" * 8)
+    assert (response.status, response.body) == (200, b"8")  # past the app's own 5
