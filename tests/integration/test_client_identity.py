@@ -132,7 +132,7 @@ def test_the_access_log_and_the_rate_limit_key_use_the_forwarded_client(
     serve: ServeFactory,
 ) -> None:
     server = serve(who_runtime(Config(rate_limit_max=1)), rate_limit_max=1)
-    with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
+    with capture_logs(expect=3) as logs, httpx.Client(base_url=server.url) as client:
         first = client.get("/who", headers={"X-Forwarded-For": "198.51.100.1"})
         again = client.get("/who", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.1"})
         other = client.get("/who", headers={"X-Forwarded-For": "198.51.100.2"})

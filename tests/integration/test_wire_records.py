@@ -36,10 +36,7 @@ it turns autotuning off: without it, loopback grows a buffer to 32 MiB)."""
 
 def wait_for(capture: Capture, count: int = 1, timeout: float = DEADLINE) -> list[Any]:
     """The JSON lines of ``capture`` once there are ``count`` (fails at the deadline)."""
-    end = time.monotonic() + timeout
-    while len(capture.records) < count:
-        assert time.monotonic() < end, f"{len(capture.records)} lines: {capture.json.getvalue()}"
-        time.sleep(0.005)
+    capture.wait_for(count, timeout)
     return capture.json_lines()
 
 

@@ -88,6 +88,14 @@ class Capture:
         self.json = io.StringIO()
         self.console = io.StringIO()
         self.records: list[logging.LogRecord] = []
+        self.changed = threading.Condition()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` records came: the server writes a request's access line once
+        the response is out, which can be just after the client has read it."""
+        with self.changed:
+            arrived = self.changed.wait_for(lambda: len(self.records) >= count, timeout)
+        assert arrived, f"{len(self.records)} of {count} records within {timeout} s"
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in self.json.getvalue().splitlines()]
@@ -99,12 +107,19 @@ class _Keep(logging.Handler):
         self.capture = capture
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.capture.records.append(record)
+        with self.capture.changed:
+            self.capture.records.append(record)
+            self.capture.changed.notify_all()
 
 
 @contextmanager
-def capture_logs(name: str = "nessen.access", level: int = logging.INFO) -> Iterator[Capture]:
-    """Attach JSON and console handlers (the real formatters) to logger ``name``."""
+def capture_logs(
+    name: str = "nessen.access", level: int = logging.INFO, *, expect: int = 0
+) -> Iterator[Capture]:
+    """Attach JSON and console handlers (the real formatters) to logger ``name``.
+
+    With ``expect``, leaving the block waits (10 s at most) for that many records first.
+    """
     capture = Capture()
     logger = logging.getLogger(name)
     handlers: list[logging.Handler] = [
@@ -121,6 +136,8 @@ def capture_logs(name: str = "nessen.access", level: int = logging.INFO) -> Iter
         logger.addHandler(handler)
     try:
         yield capture
+        if expect:
+            capture.wait_for(expect)
     finally:
         for handler in handlers:
             logger.removeHandler(handler)

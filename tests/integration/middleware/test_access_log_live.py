@@ -14,7 +14,7 @@ from tests.rawhttp import RawClient, get
 
 def test_a_decoded_line_break_in_the_path_cannot_forge_a_line(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, RawClient(server.address) as client:
+    with capture_logs(expect=1) as logs, RawClient(server.address) as client:
         response = client.request(get("/x%0aFAKE%20200%0d%0anessen.access%20GET%20/admin"))
     assert response.status == 404  # no route matches a path holding a line break
     json_lines = logs.json.getvalue().splitlines()
@@ -30,7 +30,7 @@ def test_a_decoded_line_break_in_the_path_cannot_forge_a_line(serve: ServeFactor
 
 def test_one_line_per_request_on_a_keep_alive_connection(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, RawClient(server.address) as client:
+    with capture_logs(expect=3) as logs, RawClient(server.address) as client:
         for path in ("/a", "/b", "/c"):
             assert client.request(get(path)).status == 200
     assert [line["path"] for line in logs.json_lines()] == ["/a", "/b", "/c"]
@@ -39,7 +39,7 @@ def test_one_line_per_request_on_a_keep_alive_connection(serve: ServeFactory) ->
 
 def test_requests_the_server_refuses_are_not_logged_here(serve: ServeFactory) -> None:
     server = serve(stacked_runtime(), max_target_bytes=64)
-    with capture_logs() as access, capture_logs("nessen.server") as refusals:
+    with capture_logs(expect=1) as access, capture_logs("nessen.server", expect=1) as refusals:
         with RawClient(server.address) as client:
             assert client.request(get("/" + "a" * 100)).status == 414
         with RawClient(server.address) as client:
@@ -67,7 +67,7 @@ def test_a_handler_timeout_gets_one_access_line_with_the_503_sent(serve: ServeFa
         return Response.text("ok")
 
     server = serve(runtime, request_timeout=0.2)
-    with capture_logs() as access, capture_logs("nessen.server") as refusals:
+    with capture_logs(expect=2) as access, capture_logs("nessen.server", expect=1) as refusals:
         with RawClient(server.address) as client:
             slow_response = client.request(get("/slow"))
             assert slow_response.status == 503

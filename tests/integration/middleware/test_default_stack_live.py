@@ -15,7 +15,7 @@ from tests.rawhttp import RawClient, get
 
 def test_one_request_shows_every_layer(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, RawClient(server.address) as client:
+    with capture_logs(expect=1) as logs, RawClient(server.address) as client:
         response = client.request(
             get("/data", extra="Accept-Encoding: gzip, br\r\nX-Request-ID: e2e-42\r\n")
         )
@@ -60,7 +60,7 @@ def test_the_order_is_visible_in_the_header_section(serve: ServeFactory) -> None
 
 def test_a_429_still_carries_the_outer_layers(serve: ServeFactory) -> None:
     server = serve(stacked_runtime(Config(rate_limit_max=1)))
-    with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
+    with capture_logs(expect=2) as logs, httpx.Client(base_url=server.url) as client:
         assert client.get("/small").status_code == 200
         refused = client.get("/small", headers={"X-Request-ID": "limited-1"})
     assert refused.status_code == 429
@@ -82,7 +82,7 @@ def test_probes_pass_the_stack_unlimited(serve: ServeFactory) -> None:
 
 def test_handler_errors_pass_back_through_every_layer(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
+    with capture_logs(expect=2) as logs, httpx.Client(base_url=server.url) as client:
         response = client.get("/boom", headers={"X-Request-ID": "err-1"})
         teapot = client.get("/teapot")
     assert response.status_code == 500

@@ -11,7 +11,7 @@ from tests.rawhttp import RawClient, get
 
 def test_a_valid_incoming_id_is_echoed_and_logged(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
+    with capture_logs(expect=1) as logs, httpx.Client(base_url=server.url) as client:
         response = client.get("/small", headers={"X-Request-ID": "req-abc_123.9:Z"})
     assert response.headers["x-request-id"] == "req-abc_123.9:Z"
     assert logs.json_lines()[0]["request_id"] == "req-abc_123.9:Z"
@@ -19,7 +19,7 @@ def test_a_valid_incoming_id_is_echoed_and_logged(serve: ServeFactory) -> None:
 
 def test_an_invalid_incoming_id_is_replaced(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, RawClient(server.address) as client:
+    with capture_logs(expect=4) as logs, RawClient(server.address) as client:
         too_long = client.request(get("/small", extra=f"X-Request-ID: {'x' * 129}\r\n"))
         spaced = client.request(get("/small", extra="X-Request-ID: two words\r\n"))
         repeated = client.request(get("/small", extra="X-Request-ID: a\r\nX-Request-ID: b\r\n"))
@@ -49,7 +49,7 @@ UNSAFE_IDS = ["<script>alert(1)</script>", 'id"quoted', "a;b=c", "%0d%0aSet-Cook
 
 def test_an_id_with_unsafe_characters_is_replaced_never_echoed(serve: ServeFactory) -> None:
     server = serve(stacked_runtime())
-    with capture_logs() as logs, httpx.Client(base_url=server.url) as client:
+    with capture_logs(expect=len(UNSAFE_IDS)) as logs, httpx.Client(base_url=server.url) as client:
         responses = [client.get("/small", headers={"X-Request-ID": rid}) for rid in UNSAFE_IDS]
     for rid, response in zip(UNSAFE_IDS, responses, strict=True):
         echoed = response.headers["x-request-id"]
