@@ -380,6 +380,49 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         close_timeout: Seconds :meth:`close` and :meth:`flush` wait for the writer.
     """
 
+    # Its own attributes in slots: with logging.Handler's, there are more than CPython 3.11
+    # shares in one instance dict (30), and unshared dicts make every attribute access on
+    # the per-line path slower.
+    __slots__ = (
+        "_close_deadline",
+        "_close_started",
+        "_closing",
+        "_deferred",
+        "_done",
+        "_done_changed",
+        "_dropping",
+        "_ending",
+        "_episode_drops",
+        "_episode_reason",
+        "_episode_started",
+        "_episode_tag",
+        "_fd",
+        "_finished",
+        "_give_up_at",
+        "_inflight",
+        "_lines",
+        "_mid_line",
+        "_pending",
+        "_pipe_capacity",
+        "_refusing",
+        "_room",
+        "_stalled",
+        "_stuck",
+        "_taken",
+        "_trigger",
+        "_urgent",
+        "_warning_written",
+        "_work",
+        "_writer",
+        "buffer_bytes",
+        "close_timeout",
+        "flush_level",
+        "format_batch",
+        "interval",
+        "lines_dropped",
+        "max_bytes",
+    )
+
     def __init__(
         self,
         stream: TextIO | None = None,
