@@ -90,8 +90,79 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             metavar=unit.upper().replace("/", "_PER_") or "VALUE",
             help=f"{name}" + (f", {unit}" if unit else "") + f" (default {default})",
+            # uvicorn's --proxy-headers takes no value: bare, it means the default kind
+            nargs="?" if name == "PROXY_HEADERS" else None,
+            const=default if name == "PROXY_HEADERS" else None,
         )
+    uvicorn = serve.add_argument_group(
+        "coming from uvicorn",
+        "uvicorn's names for the same settings, in uvicorn's units (seconds), so a "
+        "command line carries over.",
+    )
+    uvicorn.add_argument(
+        "--timeout-keep-alive", type=float, metavar="S", help="IDLE_TIMEOUT, in seconds"
+    )
+    uvicorn.add_argument(
+        "--limit-concurrency", type=int, metavar="N", help="MAX_CONCURRENT_REQUESTS"
+    )
+    uvicorn.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        metavar="S",
+        help="SHUTDOWN_TIMEOUT, in seconds",
+    )
+    uvicorn.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        help="TRUST_PROXY: addresses or networks, comma-separated; '*' trusts every peer",
+    )
+    uvicorn.add_argument(
+        "--no-proxy-headers",
+        dest="proxy_headers",
+        action="store_false",
+        default=None,
+        help="TRUST_PROXY=false: forwarded fields are never read (a bare --proxy-headers, "
+        "as uvicorn users write it, is the default: PROXY_HEADERS=x-forwarded, loopback "
+        "peers trusted)",
+    )
+    uvicorn.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one nessen.access line per request (on by default)",
+    )
+    uvicorn.add_argument(
+        "--app-dir",
+        default=None,
+        metavar="DIR",
+        help="look for MODULE in DIR first (default: the current directory)",
+    )
+    uvicorn.add_argument(
+        "--factory",
+        action="store_true",
+        help="MODULE:ATTR is a function that returns the app: call it",
+    )
     return parser
+
+
+def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """The settings uvicorn-named flags give: ``{variable: (value as the variable, flag)}``."""
+    given: dict[str, tuple[str, str]] = {}
+
+    def seconds(value: float | None, variable: str, flag: str) -> None:
+        if value is not None:  # the variables are in milliseconds
+            given[variable] = (f"{value * 1000:.0f}" if value >= 0 else str(value), flag)
+
+    seconds(args.timeout_keep_alive, "IDLE_TIMEOUT", "--timeout-keep-alive")
+    seconds(args.timeout_graceful_shutdown, "SHUTDOWN_TIMEOUT", "--timeout-graceful-shutdown")
+    if args.limit_concurrency is not None:
+        given["MAX_CONCURRENT_REQUESTS"] = (str(args.limit_concurrency), "--limit-concurrency")
+    if args.forwarded_allow_ips is not None:
+        ips = args.forwarded_allow_ips.strip()
+        given["TRUST_PROXY"] = ("true" if ips == "*" else ips, "--forwarded-allow-ips")
+    if args.proxy_headers is False:  # wins over --forwarded-allow-ips, as in uvicorn
+        given["TRUST_PROXY"] = ("false", "--no-proxy-headers")
+    return given
 
 
 _DEDICATED_FLAGS = frozenset({"HOST", "PORT", "LOG_LEVEL", "WORKERS"})
@@ -112,7 +183,14 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Servable:
+def load_app(
+    spec: str,
+    *,
+    health_endpoints: bool = False,
+    root_path: str = "",
+    app_dir: str | None = None,
+    factory: bool = False,
+) -> Servable:
     """Import ``module:attr`` and return what to serve: a Runtime, or an ASGI host.
 
     A nessen Runtime, or an :class:`~nessen.asgi.ASGIHost`, is served as it is. Any other
@@ -125,18 +203,22 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
         spec: ``module:attr``.
         health_endpoints: For an ASGI app: serve the probe and metrics endpoints in front.
         root_path: For an ASGI app: its ``scope["root_path"]``.
+        app_dir: Put this folder first on ``sys.path`` instead of the current directory.
+        factory: ``attr`` is a function of no arguments that returns the app.
 
     Raises:
-        AppLoadError: Malformed spec, module not found, attribute missing, or neither
-            a Runtime nor an ASGI 3 application: the message is one line. An exception
+        AppLoadError: Malformed spec, module not found, attribute missing, a factory
+            that fails, or neither a Runtime nor an ASGI 3 application: the message is
+            one line. An exception
             raised while importing the module (a syntax error, a missing dependency, code
             that fails at import) also gives its traceback.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppLoadError(f"app {spec!r} must look like MODULE:ATTR, e.g. myservice.app:runtime")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    folder = os.path.abspath(app_dir) if app_dir is not None else os.getcwd()
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
@@ -152,6 +234,17 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
             target = getattr(target, part)
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if factory:
+        if isinstance(target, Runtime | ASGIHost):
+            raise AppLoadError(f"{spec} is an app already, not a factory: drop --factory")
+        if not callable(target):
+            raise AppLoadError(f"{spec} is not callable, so it cannot be a --factory")
+        try:
+            target = target()
+        except Exception as exc:
+            raise AppLoadError(
+                f"the factory {spec} failed: {type(exc).__name__}: {exc}", _import_traceback(exc)
+            ) from exc
     if isinstance(target, Runtime | ASGIHost):
         return target
     if not is_asgi3(target):
@@ -215,13 +308,16 @@ def resolve_config(
         ConfigError: An environment variable or flag is invalid.
     """
     given = flag_settings(args)
+    named = {name: flag_of(name) for name in given}
+    for name, (value, flag) in uvicorn_settings(args).items():
+        given[name], named[name] = value, flag
     try:
         if base is None:  # the environment with the flags over it, checked as one
             config = Config.from_env({**environ, **given})
         else:  # the app's own settings, with the flags over them
             config = base.replace(**parse_settings(given)) if given else base
     except ConfigError as exc:
-        raise ConfigError(_name_setting_flags(exc.problems, given)) from None
+        raise ConfigError(_name_setting_flags(exc.problems, named)) from None
     changes: dict[str, Any] = {}
     for flag, name in (
         ("host", "host"),
@@ -240,12 +336,15 @@ def resolve_config(
     return config
 
 
-def _name_setting_flags(problems: list[str], given: Mapping[str, str]) -> list[str]:
-    """Rewrite ``MAX_BODY_SIZE='x': rule`` to ``--max-body-size='x': rule`` for a flag's value."""
+def _name_setting_flags(problems: list[str], named: Mapping[str, str]) -> list[str]:
+    """Rewrite ``MAX_BODY_SIZE='x': rule`` to ``--max-body-size='x': rule`` for a flag's value.
+
+    ``named`` maps each variable a flag gave to that flag.
+    """
     out = []
     for problem in problems:
         name, sep, rest = problem.partition("=")
-        out.append(f"{flag_of(name)}={rest}" if sep and name in given else problem)
+        out.append(f"{named[name]}={rest}" if sep and name in named else problem)
     return out
 
 
@@ -276,7 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if root_path is None:
         root_path = os.environ.get("ROOT_PATH", "")
     try:
-        runtime = load_app(args.app or DEMO_APP, health_endpoints=health, root_path=root_path)
+        runtime = load_app(
+            args.app or DEMO_APP,
+            health_endpoints=health,
+            root_path=root_path,
+            app_dir=args.app_dir,
+            factory=args.factory,
+        )
         config = resolve_config(args, os.environ, runtime.config if runtime.has_config else None)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)
@@ -289,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     runtime.configure(config)
+    if args.access_log is not None:  # the Runtime an ASGI app is served through, or the app
+        served = runtime.runtime if isinstance(runtime, ASGIHost) else runtime
+        served.access_log = args.access_log  # type: ignore[attr-defined]
     if config.workers > 1 or config.max_requests_per_worker:
         return supervise(runtime, config)
     return runtime.listen()

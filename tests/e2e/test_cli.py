@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -246,3 +247,86 @@ def test_a_setting_flag_wins_over_the_apps_own_config(
     with RawClient(served.address) as client:
         response = client.request(head % 8 + b"x" * 8)
     assert (response.status, response.body) == (200, b"8")  # past the app's own 5
+
+
+FACTORY_APP = """
+from nessen import Response, Runtime
+
+def create():
+    runtime = Runtime()
+
+    @runtime.route.get("/settings")
+    async def settings(ctx):
+        config = runtime.config
+        return Response.json({
+            "idle_timeout": config.idle_timeout,
+            "max_concurrent_requests": config.max_concurrent_requests,
+            "shutdown_timeout": config.shutdown_timeout,
+            "client": ctx.client_ip,
+        })
+
+    return runtime
+"""
+
+
+def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -> None:
+    (tmp_path / "made.py").write_text(FACTORY_APP)
+    served = nessen_serve(
+        "made:create",
+        "--factory",
+        "--app-dir",
+        str(tmp_path),
+        "--timeout-keep-alive",
+        "7",
+        "--limit-concurrency",
+        "40",
+        "--timeout-graceful-shutdown",
+        "12.5",
+        "--forwarded-allow-ips",
+        "*",
+        "--no-access-log",
+        env=base_env(LOG_FORMAT="console"),
+    )
+    with RawClient(served.address) as client:
+        response = client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert response.status == 200
+    assert json.loads(response.body) == {
+        "idle_timeout": 7.0,  # seconds in uvicorn's flag, seconds in the Config field
+        "max_concurrent_requests": 40,
+        "shutdown_timeout": 12.5,
+        "client": "203.0.113.9",  # every peer trusted, as --forwarded-allow-ips '*' says
+    }
+    assert served.stop() == 0
+    assert "nessen.access" not in served.stderr  # --no-access-log
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--limit-concurrency", "0"], r"--limit-concurrency='0': "),
+        (["--timeout-keep-alive", "-1"], r"--timeout-keep-alive='-1"),
+        (["--factory", "tests.e2e.apps.sample:runtime"], r"an app already, not a factory"),
+        (["--factory", "tests.e2e.apps.sample:not_a_runtime"], r"not callable, so it cannot"),
+    ],
+)
+def test_a_bad_uvicorn_flag_exits_2_naming_it(args: list[str], expected: str) -> None:
+    result = run_nessen("serve", *args)
+    assert result.returncode == 2, result.stderr
+    assert re.search(expected, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_proxy_headers_ignores_x_forwarded_for_even_from_loopback(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "made.py").write_text(FACTORY_APP)
+    served = nessen_serve(
+        "made:create", "--factory", "--app-dir", str(tmp_path), "--no-proxy-headers"
+    )
+    with RawClient(served.address) as client:
+        response = client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert json.loads(response.body)["client"] == "127.0.0.1"
