@@ -330,3 +330,24 @@ def test_no_proxy_headers_ignores_x_forwarded_for_even_from_loopback(
             b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
         )
     assert json.loads(response.body)["client"] == "127.0.0.1"
+
+
+def test_a_bare_proxy_headers_and_access_log_keep_the_defaults(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "made.py").write_text(FACTORY_APP)
+    served = nessen_serve(
+        "made:create",
+        "--factory",
+        "--app-dir",
+        str(tmp_path),
+        "--proxy-headers",
+        "--access-log",
+        env=base_env(LOG_FORMAT="console"),
+    )
+    with RawClient(served.address) as client:
+        response = client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert json.loads(response.body)["client"] == "203.0.113.9"  # a loopback peer: trusted
+    served.wait_for("nessen.access")
