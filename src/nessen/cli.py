@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="one nessen.access line per request (on by default)",
     )
     uvicorn.add_argument(
+        "--header",
+        action="append",
+        default=None,
+        metavar="NAME:VALUE",
+        help="a field added to every response (repeat for more)",
+    )
+    uvicorn.add_argument(
+        "--no-server-header",
+        action="store_true",
+        default=None,
+        help="send no Server field",
+    )
+    uvicorn.add_argument(
         "--app-dir",
         default=None,
         metavar="DIR",
@@ -319,6 +332,16 @@ def resolve_config(
     except ConfigError as exc:
         raise ConfigError(_name_setting_flags(exc.problems, named)) from None
     changes: dict[str, Any] = {}
+    if args.no_server_header:
+        changes["server_header"] = ""
+    if args.header:
+        pairs = []
+        for field in args.header:
+            name, colon, value = field.partition(":")
+            if not colon:
+                raise ConfigError([f"--header={field!r}: must be NAME:VALUE"])
+            pairs.append((name.strip(), value.strip()))
+        changes["extra_headers"] = tuple(pairs)
     for flag, name in (
         ("host", "host"),
         ("port", "port"),
@@ -353,8 +376,13 @@ def _name_flags(problems: list[str], flags: Mapping[str, Any]) -> list[str]:
     out = []
     for problem in problems:
         field, _, rest = problem.partition("=")
-        out.append(f"--{field.replace('_', '-')}={rest}" if field in flags else problem)
+        flag = _FIELD_FLAGS.get(field, f"--{field.replace('_', '-')}")
+        out.append(f"{flag}={rest}" if field in flags else problem)
     return out
+
+
+_FIELD_FLAGS = {"extra_headers": "--header", "server_header": "--no-server-header"}
+"""Fields set by a flag of another name."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

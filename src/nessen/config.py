@@ -210,7 +210,14 @@ class Config:
     """Smallest content in bytes worth compressing (``COMPRESSION_THRESHOLD``)."""
 
     server_header: str = "nessen"
-    """Value of the ``Server`` field on every response; empty sends none."""
+    """Value of the ``Server`` field on every response; empty sends none
+    (``--no-server-header``)."""
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    """``(name, value)`` fields added to every response, the server's own answers
+    included (``--header NAME:VALUE``, as uvicorn's)."""
+    backlog: int = 2048
+    """Length of the listen queue (``BACKLOG``; the kernel caps it at
+    ``net.core.somaxconn``)."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -463,6 +470,30 @@ def _header_value(value: Any) -> str | None:
     return None
 
 
+_SERVER_OWNED = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "upgrade"}
+)
+
+
+def _extra_headers(value: Any) -> str | None:
+    message = (
+        "must be NAME:VALUE pairs, NAME a token (RFC 9110 §5.1) other than Content-Length, "
+        "Transfer-Encoding, Connection, Keep-Alive, Date or Upgrade, VALUE latin-1 text "
+        "without CR, LF or NUL"
+    )
+    if not isinstance(value, tuple):
+        return message
+    for pair in value:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            return message
+        name, text = pair
+        if not (isinstance(name, str) and _TOKEN.match(name)) or name.lower() in _SERVER_OWNED:
+            return message
+        if _header_value(text) or not all(ord(c) < 256 for c in text):
+            return message
+    return None
+
+
 def _redis_url(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.startswith(REDIS_SCHEMES)):
         return None
@@ -534,6 +565,8 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "compression_level": _int_range(1, 11),
     "compression_threshold": _int_range(0, 64 * GiB, "bytes"),
     "server_header": _header_value,
+    "extra_headers": _extra_headers,
+    "backlog": _int_range(1, 65535),
 }
 
 
@@ -644,6 +677,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("redis_key_prefix", ("REDIS_KEY_PREFIX",), lambda raw: raw.strip()),
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
+    _EnvSpec("backlog", ("BACKLOG",), _parse_int),
 )
 
 

@@ -351,3 +351,40 @@ def test_a_bare_proxy_headers_and_access_log_keep_the_defaults(
         )
     assert json.loads(response.body)["client"] == "203.0.113.9"  # a loopback peer: trusted
     served.wait_for("nessen.access")
+
+
+def test_header_and_no_server_header_shape_every_answer(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve(
+        "tests.e2e.apps.sample:runtime",
+        "--header",
+        "X-Served-By: edge-1",
+        "--header",
+        "X-Region:eu",
+        "--no-server-header",
+        "--backlog",
+        "16",
+    )
+    with RawClient(served.address) as client:
+        answered = client.request(get("/ready"))
+    with RawClient(served.address) as client:
+        refused = client.request(b"GET / HTTP/1.1\r\n\r\n")  # no Host: the server's own 400
+    for response in (answered, refused):
+        assert response.header("x-served-by") == "edge-1"
+        assert response.header("x-region") == "eu"
+        assert response.header("server") is None
+    assert (answered.status, refused.status) == (200, 400)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--header", "no colon"], r"--header='no colon': must be NAME:VALUE"),
+        (["--header", "Content-Length: 3"], r"--header=.*other than Content-Length"),
+        (["--header", "Bad Name: x"], r"--header=.*NAME a token"),
+        (["--backlog", "0"], r"--backlog='0': must be an integer 1\.\.65535"),
+    ],
+)
+def test_a_bad_header_or_backlog_exits_2_naming_the_flag(args: list[str], expected: str) -> None:
+    result = run_nessen("serve", *args)
+    assert result.returncode == 2, result.stderr
+    assert re.search(expected, result.stderr), result.stderr
