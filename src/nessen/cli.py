@@ -20,6 +20,7 @@ from typing import Any
 
 from nessen._version import __version__
 from nessen.asgi import ASGIHost
+from nessen.asgi.lifespan import LIFESPAN_MODES
 from nessen.config import LOG_LEVELS, Config, parse_bool, parse_settings, settings_help
 from nessen.errors import ConfigError
 from nessen.observability.logs import configure_logging
@@ -145,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send no Server field",
     )
     uvicorn.add_argument(
+        "--lifespan",
+        choices=LIFESPAN_MODES,
+        default="auto",
+        help="ASGI apps: run the lifespan protocol if the app supports it (auto), require "
+        "it (on: exit 3 if not), or not at all (off)",
+    )
+    uvicorn.add_argument(
         "--app-dir",
         default=None,
         metavar="DIR",
@@ -203,6 +211,7 @@ def load_app(
     root_path: str = "",
     app_dir: str | None = None,
     factory: bool = False,
+    lifespan: str = "auto",
 ) -> Servable:
     """Import ``module:attr`` and return what to serve: a Runtime, or an ASGI host.
 
@@ -218,6 +227,7 @@ def load_app(
         root_path: For an ASGI app: its ``scope["root_path"]``.
         app_dir: Put this folder first on ``sys.path`` instead of the current directory.
         factory: ``attr`` is a function of no arguments that returns the app.
+        lifespan: For an ASGI app: ``"auto"``, ``"on"`` or ``"off"``.
 
     Raises:
         AppLoadError: Malformed spec, module not found, attribute missing, a factory
@@ -266,7 +276,9 @@ def load_app(
             "(create one with `runtime = nessen.Runtime()`) or an ASGI 3 application "
             "(`async def app(scope, receive, send)`)"
         )
-    return ASGIHost(target, health_endpoints=health_endpoints, root_path=root_path)
+    return ASGIHost(
+        target, health_endpoints=health_endpoints, root_path=root_path, lifespan=lifespan
+    )
 
 
 def _names_the_module(exc: ModuleNotFoundError, module_name: str) -> bool:
@@ -409,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             root_path=root_path,
             app_dir=args.app_dir,
             factory=args.factory,
+            lifespan=args.lifespan,
         )
         config = resolve_config(args, os.environ, runtime.config if runtime.has_config else None)
     except AppLoadError as exc:

@@ -388,3 +388,24 @@ def test_a_bad_header_or_backlog_exits_2_naming_the_flag(args: list[str], expect
     result = run_nessen("serve", *args)
     assert result.returncode == 2, result.stderr
     assert re.search(expected, result.stderr), result.stderr
+
+
+def test_lifespan_on_refuses_an_app_without_lifespan_support() -> None:
+    result = run_nessen("serve", "tests.e2e.apps.asgi_apps:no_lifespan", "--lifespan", "on")
+    assert result.returncode == 3, result.stderr
+    assert "--lifespan on" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("app", "mode"),
+    [
+        ("tests.e2e.apps.asgi_apps:startup_fails_but_serves", "off"),  # never asked
+        ("tests.e2e.apps.asgi_apps:no_lifespan", "auto"),  # served without it
+    ],
+)
+def test_lifespan_off_and_auto_serve(nessen_serve: ServeFactory, app: str, mode: str) -> None:
+    served = nessen_serve(app, "--lifespan", mode)
+    with RawClient(served.address) as client:
+        response = client.request(get("/"))
+    assert (response.status, response.body) == (200, b"ok")
+    assert served.stop() == 0
