@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send no Server field",
     )
     uvicorn.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="a .env file of VARIABLE=value lines (python-dotenv's format), put in the "
+        "environment before the app is imported; variables already set win",
+    )
+    uvicorn.add_argument(
         "--lifespan",
         choices=LIFESPAN_MODES,
         default="auto",
@@ -164,6 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="MODULE:ATTR is a function that returns the app: call it",
     )
     return parser
+
+
+def load_env_file(path: str) -> str | None:
+    """Put the variables of the ``.env`` file ``path`` in ``os.environ`` (set ones win).
+
+    The format is python-dotenv's (``KEY=value``, quotes, ``export``, comments), read by
+    python-dotenv, as uvicorn's ``--env-file`` reads it.
+
+    Returns:
+        ``None``, or what is wrong, in one line: python-dotenv is not installed, or the
+        file cannot be read.
+    """
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        return "--env-file needs python-dotenv: pip install 'nessen-runtime[dotenv]'"
+    try:
+        with open(path, encoding="utf-8") as stream:
+            values = dotenv_values(stream=stream)
+    except OSError as exc:
+        return f"--env-file {path!r}: {exc.strerror or exc}"
+    for name, value in values.items():
+        if value is not None:
+            os.environ.setdefault(name, value)
+    return None
 
 
 def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
@@ -400,6 +431,11 @@ _FIELD_FLAGS = {"extra_headers": "--header", "server_header": "--no-server-heade
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nessen`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.env_file is not None:
+        problem = load_env_file(args.env_file)
+        if problem is not None:
+            print(f"nessen: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     health = args.health_endpoints
     if health is None:
         raw = os.environ.get("HEALTH_ENDPOINTS", "")

@@ -409,3 +409,47 @@ def test_lifespan_off_and_auto_serve(nessen_serve: ServeFactory, app: str, mode:
         response = client.request(get("/"))
     assert (response.status, response.body) == (200, b"ok")
     assert served.stop() == 0
+
+
+ENV_APP = """
+import os
+from nessen import Response, Runtime
+
+GREETING = os.environ["APP_GREETING"]  # read at import: the file was loaded before
+runtime = Runtime()
+
+@runtime.route.post("/greet")
+async def greet(ctx):
+    return Response.text(GREETING + " " + str(len(ctx.body)))
+"""
+
+
+@pytest.mark.parametrize(("environment", "limit"), [({}, 10), ({"MAX_BODY_SIZE": "1000"}, 1000)])
+def test_env_file_sets_what_the_environment_does_not(
+    nessen_serve: ServeFactory, tmp_path: Path, environment: dict[str, str], limit: int
+) -> None:
+    (tmp_path / "greeter.py").write_text(ENV_APP)
+    env_file = tmp_path / "service.env"
+    env_file.write_text('# settings\nexport APP_GREETING="hello there"\nMAX_BODY_SIZE=10\n')
+    served = nessen_serve(
+        "greeter:runtime",
+        "--app-dir",
+        str(tmp_path),
+        "--env-file",
+        str(env_file),
+        env=base_env(**environment),
+    )
+    head = b"POST /greet HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+    with RawClient(served.address) as client:
+        response = client.request(head % 11 + b"x" * 11)
+    if limit == 10:
+        assert response.status == 413  # MAX_BODY_SIZE from the file
+    else:
+        assert (response.status, response.body) == (200, b"hello there 11")  # the env's wins
+
+
+def test_a_missing_env_file_exits_2(tmp_path: Path) -> None:
+    result = run_nessen("serve", "--env-file", str(tmp_path / "absent.env"))
+    assert result.returncode == 2
+    assert "--env-file" in result.stderr
+    assert "No such file" in result.stderr
