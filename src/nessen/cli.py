@@ -21,8 +21,17 @@ from typing import Any
 from nessen._version import __version__
 from nessen.asgi import ASGIHost
 from nessen.asgi.lifespan import LIFESPAN_MODES
-from nessen.config import LOG_LEVELS, Config, parse_bool, parse_settings, settings_help
+from nessen.config import (
+    DAY_SECONDS,
+    LOG_LEVELS,
+    Config,
+    header_problem,
+    parse_bool,
+    parse_settings,
+    settings_help,
+)
 from nessen.errors import ConfigError
+from nessen.http.forwarded import PROXY_HEADER_KINDS, X_FORWARDED
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
@@ -56,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
+        usage="nessen serve [MODULE:ATTR] [options]  (nessen serve --help lists them)",
         help="serve an app (the built-in demo when none is given)",
         description="Serve MODULE:ATTR, a nessen Runtime or any ASGI 3 application "
         "(FastAPI, Starlette, ...); the demo app when omitted. Settings come from the "
@@ -82,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2000000 is MAX_BODY_SIZE=2000000, read and checked the same way (times in "
         "milliseconds, as the variables).",
     )
-    for name, unit, default in settings_help():
+    for name, unit, default, note in settings_help():
         if name in _DEDICATED_FLAGS:
             continue
         settings.add_argument(
@@ -90,27 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
             dest=f"env_{name}",
             default=None,
             metavar=unit.upper().replace("/", "_PER_") or "VALUE",
-            help=f"{name}" + (f", {unit}" if unit else "") + f" (default {default})",
-            # uvicorn's --proxy-headers takes no value: bare, it means the default kind
-            nargs="?" if name == "PROXY_HEADERS" else None,
-            const=default if name == "PROXY_HEADERS" else None,
+            help=f"{name}"
+            + (f", {unit}" if unit else "")
+            + f" (default {default}"
+            + (f"; {note}" if note else "")
+            + ")",
         )
     uvicorn = serve.add_argument_group(
         "coming from uvicorn",
         "uvicorn's names for the same settings, in uvicorn's units (seconds), so a "
         "command line carries over.",
     )
+    defaults = Config()
     uvicorn.add_argument(
-        "--timeout-keep-alive", type=float, metavar="S", help="IDLE_TIMEOUT, in seconds"
+        "--timeout-keep-alive",
+        type=float,
+        metavar="S",
+        help=f"IDLE_TIMEOUT, in seconds (default {defaults.idle_timeout:g}; uvicorn's is 5)",
     )
     uvicorn.add_argument(
-        "--limit-concurrency", type=int, metavar="N", help="MAX_CONCURRENT_REQUESTS"
+        "--limit-concurrency",
+        type=int,
+        metavar="N",
+        help=f"MAX_CONCURRENT_REQUESTS (default {defaults.max_concurrent_requests}): requests "
+        "in handlers, not connections as uvicorn counts",
     )
     uvicorn.add_argument(
         "--timeout-graceful-shutdown",
         type=float,
         metavar="S",
-        help="SHUTDOWN_TIMEOUT, in seconds",
+        help=f"SHUTDOWN_TIMEOUT, in seconds (default {defaults.shutdown_timeout:g})",
     )
     uvicorn.add_argument(
         "--forwarded-allow-ips",
@@ -172,6 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bare_proxy_headers(argv: Sequence[str]) -> list[str]:
+    """Uvicorn's ``--proxy-headers`` takes no value; ours (``PROXY_HEADERS``) takes one.
+
+    A ``--proxy-headers`` not followed by one of the kinds (``x-forwarded``,
+    ``forwarded``), as in ``nessen serve --proxy-headers app:app``, is read as uvicorn's:
+    the default kind, so it does not swallow the next argument.
+    """
+    out: list[str] = []
+    items = list(argv)
+    for index, item in enumerate(items):
+        following = items[index + 1] if index + 1 < len(items) else None
+        if item == "--proxy-headers" and (
+            following is None or following.strip().lower() not in PROXY_HEADER_KINDS
+        ):
+            out.append(f"--proxy-headers={X_FORWARDED}")
+        else:
+            out.append(item)
+    return out
+
+
 def load_env_file(path: str) -> str | None:
     """Put the variables of the ``.env`` file ``path`` in ``os.environ`` (set ones win).
 
@@ -183,17 +222,14 @@ def load_env_file(path: str) -> str | None:
         file cannot be read.
     """
     try:
-        from dotenv import dotenv_values
+        from dotenv import load_dotenv
     except ImportError:
         return "--env-file needs python-dotenv: pip install 'nessen-runtime[dotenv]'"
     try:
-        with open(path, encoding="utf-8") as stream:
-            values = dotenv_values(stream=stream)
+        with open(path, encoding="utf-8") as stream:  # ${VAR} sees the environment first
+            load_dotenv(stream=stream, override=False)
     except OSError as exc:
         return f"--env-file {path!r}: {exc.strerror or exc}"
-    for name, value in values.items():
-        if value is not None:
-            os.environ.setdefault(name, value)
     return None
 
 
@@ -202,8 +238,11 @@ def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     given: dict[str, tuple[str, str]] = {}
 
     def seconds(value: float | None, variable: str, flag: str) -> None:
-        if value is not None:  # the variables are in milliseconds
-            given[variable] = (f"{value * 1000:.0f}" if value >= 0 else str(value), flag)
+        if value is None:
+            return
+        if not 0 < value <= DAY_SECONDS:  # checked in the flag's own unit
+            raise ConfigError([f"{flag}={value:g}: must be a number of seconds 0..{DAY_SECONDS:g}"])
+        given[variable] = (f"{value * 1000:.0f}", flag)  # the variables are in milliseconds
 
     seconds(args.timeout_keep_alive, "IDLE_TIMEOUT", "--timeout-keep-alive")
     seconds(args.timeout_graceful_shutdown, "SHUTDOWN_TIMEOUT", "--timeout-graceful-shutdown")
@@ -289,7 +328,7 @@ def load_app(
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
     if factory:
-        if isinstance(target, Runtime | ASGIHost):
+        if isinstance(target, Runtime | ASGIHost) or is_asgi3(target):
             raise AppLoadError(f"{spec} is an app already, not a factory: drop --factory")
         if not callable(target):
             raise AppLoadError(f"{spec} is not callable, so it cannot be a --factory")
@@ -381,9 +420,16 @@ def resolve_config(
         pairs = []
         for field in args.header:
             name, colon, value = field.partition(":")
+            name, value = name.strip(), value.strip()
             if not colon:
                 raise ConfigError([f"--header={field!r}: must be NAME:VALUE"])
-            pairs.append((name.strip(), value.strip()))
+            if name.lower() == "server":  # replaces ours, as uvicorn's does
+                changes["server_header"] = value
+                continue
+            problem = header_problem(name, value)
+            if problem:
+                raise ConfigError([f"--header={field!r}: {problem}"])
+            pairs.append((name, value))
         changes["extra_headers"] = tuple(pairs)
     for flag, name in (
         ("host", "host"),
@@ -430,7 +476,7 @@ _FIELD_FLAGS = {"extra_headers": "--header", "server_header": "--no-server-heade
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nessen`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(bare_proxy_headers(sys.argv[1:] if argv is None else argv))
     if args.env_file is not None:
         problem = load_env_file(args.env_file)
         if problem is not None:

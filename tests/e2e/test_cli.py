@@ -306,9 +306,11 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
     ("args", "expected"),
     [
         (["--limit-concurrency", "0"], r"--limit-concurrency='0': "),
-        (["--timeout-keep-alive", "-1"], r"--timeout-keep-alive='-1"),
+        (["--timeout-keep-alive", "-1"], r"--timeout-keep-alive=-1: .* seconds"),
+        (["--limit-concurrency", "ten"], r"--limit-concurrency: invalid int value"),
         (["--factory", "tests.e2e.apps.sample:runtime"], r"an app already, not a factory"),
         (["--factory", "tests.e2e.apps.sample:not_a_runtime"], r"not callable, so it cannot"),
+        (["--factory", "tests.e2e.apps.asgi_apps:no_lifespan"], r"an app already, not a factory"),
     ],
 )
 def test_a_bad_uvicorn_flag_exits_2_naming_it(args: list[str], expected: str) -> None:
@@ -379,8 +381,8 @@ def test_header_and_no_server_header_shape_every_answer(nessen_serve: ServeFacto
     ("args", "expected"),
     [
         (["--header", "no colon"], r"--header='no colon': must be NAME:VALUE"),
-        (["--header", "Content-Length: 3"], r"--header=.*other than Content-Length"),
-        (["--header", "Bad Name: x"], r"--header=.*NAME a token"),
+        (["--header", "Content-Length: 3"], r"--header=.*Content-Length is written by the server"),
+        (["--header", "Bad Name: x"], r"--header=.*'Bad Name' is not a token"),
         (["--backlog", "0"], r"--backlog='0': must be an integer 1\.\.65535"),
     ],
 )
@@ -453,3 +455,44 @@ def test_a_missing_env_file_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--env-file" in result.stderr
     assert "No such file" in result.stderr
+
+
+def test_a_bad_flag_prints_a_short_usage_not_every_flag() -> None:
+    result = run_nessen("serve", "--limit-concurrency", "ten")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) <= 3, result.stderr
+
+
+def test_proxy_headers_before_the_app_does_not_take_it_as_its_value(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve("--proxy-headers", "tests.e2e.apps.sample:runtime")  # uvicorn's order
+    with RawClient(served.address) as client:
+        assert client.request(get("/ready")).status == 200
+
+
+def test_header_server_replaces_ours(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve("tests.e2e.apps.sample:runtime", "--header", "Server: edge")
+    with RawClient(served.address) as client:
+        response = client.request(get("/ready"))
+    assert [value for name, value in response.headers if name.lower() == "server"] == ["edge"]
+
+
+def test_env_file_references_see_exported_variables(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "greeter.py").write_text(ENV_APP)
+    env_file = tmp_path / "service.env"
+    env_file.write_text("BASE=file\nAPP_GREETING=${BASE}-greeting\n")
+    served = nessen_serve(
+        "greeter:runtime",
+        "--app-dir",
+        str(tmp_path),
+        "--env-file",
+        str(env_file),
+        env=base_env(BASE="exported"),
+    )
+    head = b"POST /greet HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+    with RawClient(served.address) as client:
+        response = client.request(head)
+    assert response.body == b"exported-greeting 0"  # as uvicorn's load_dotenv(override=False)
