@@ -20,8 +20,18 @@ from typing import Any
 
 from nessen._version import __version__
 from nessen.asgi import ASGIHost
-from nessen.config import LOG_LEVELS, Config, parse_bool, parse_settings, settings_help
+from nessen.asgi.lifespan import LIFESPAN_MODES
+from nessen.config import (
+    DAY_SECONDS,
+    LOG_LEVELS,
+    Config,
+    header_problem,
+    parse_bool,
+    parse_settings,
+    settings_help,
+)
 from nessen.errors import ConfigError
+from nessen.http.forwarded import PROXY_HEADER_KINDS, X_FORWARDED
 from nessen.observability.logs import configure_logging
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
@@ -55,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
+        usage="nessen serve [MODULE:ATTR] [options]  (nessen serve --help lists them)",
         help="serve an app (the built-in demo when none is given)",
         description="Serve MODULE:ATTR, a nessen Runtime or any ASGI 3 application "
         "(FastAPI, Starlette, ...); the demo app when omitted. Settings come from the "
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2000000 is MAX_BODY_SIZE=2000000, read and checked the same way (times in "
         "milliseconds, as the variables).",
     )
-    for name, unit, default in settings_help():
+    for name, unit, default, note in settings_help():
         if name in _DEDICATED_FLAGS:
             continue
         settings.add_argument(
@@ -89,9 +100,160 @@ def build_parser() -> argparse.ArgumentParser:
             dest=f"env_{name}",
             default=None,
             metavar=unit.upper().replace("/", "_PER_") or "VALUE",
-            help=f"{name}" + (f", {unit}" if unit else "") + f" (default {default})",
+            help=f"{name}"
+            + (f", {unit}" if unit else "")
+            + f" (default {default}"
+            + (f"; {note}" if note else "")
+            + ")",
         )
+    uvicorn = serve.add_argument_group(
+        "coming from uvicorn",
+        "uvicorn's names for the same settings, in uvicorn's units (seconds), so a "
+        "command line carries over.",
+    )
+    defaults = Config()
+    uvicorn.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        metavar="S",
+        help=f"IDLE_TIMEOUT, in seconds (default {defaults.idle_timeout:g}; uvicorn's is 5)",
+    )
+    uvicorn.add_argument(
+        "--limit-concurrency",
+        type=int,
+        metavar="N",
+        help=f"MAX_CONCURRENT_REQUESTS (default {defaults.max_concurrent_requests}): requests "
+        "in handlers, not connections as uvicorn counts",
+    )
+    uvicorn.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        metavar="S",
+        help=f"SHUTDOWN_TIMEOUT, in seconds (default {defaults.shutdown_timeout:g})",
+    )
+    uvicorn.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        help="TRUST_PROXY: addresses or networks, comma-separated; '*' trusts every peer",
+    )
+    uvicorn.add_argument(
+        "--no-proxy-headers",
+        dest="proxy_headers",
+        action="store_false",
+        default=None,
+        help="TRUST_PROXY=false: forwarded fields are never read (a bare --proxy-headers, "
+        "as uvicorn users write it, is the default: PROXY_HEADERS=x-forwarded, loopback "
+        "peers trusted)",
+    )
+    uvicorn.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one nessen.access line per request (on by default)",
+    )
+    uvicorn.add_argument(
+        "--header",
+        action="append",
+        default=None,
+        metavar="NAME:VALUE",
+        help="a field added to every response (repeat for more)",
+    )
+    uvicorn.add_argument(
+        "--no-server-header",
+        action="store_true",
+        default=None,
+        help="send no Server field",
+    )
+    uvicorn.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="a .env file of VARIABLE=value lines (python-dotenv's format), put in the "
+        "environment before the app is imported; variables already set win",
+    )
+    uvicorn.add_argument(
+        "--lifespan",
+        choices=LIFESPAN_MODES,
+        default="auto",
+        help="ASGI apps: run the lifespan protocol if the app supports it (auto), require "
+        "it (on: exit 3 if not), or not at all (off)",
+    )
+    uvicorn.add_argument(
+        "--app-dir",
+        default=None,
+        metavar="DIR",
+        help="look for MODULE in DIR first (default: the current directory)",
+    )
+    uvicorn.add_argument(
+        "--factory",
+        action="store_true",
+        help="MODULE:ATTR is a function that returns the app: call it",
+    )
     return parser
+
+
+def bare_proxy_headers(argv: Sequence[str]) -> list[str]:
+    """Uvicorn's ``--proxy-headers`` takes no value; ours (``PROXY_HEADERS``) takes one.
+
+    A ``--proxy-headers`` not followed by one of the kinds (``x-forwarded``,
+    ``forwarded``), as in ``nessen serve --proxy-headers app:app``, is read as uvicorn's:
+    the default kind, so it does not swallow the next argument.
+    """
+    out: list[str] = []
+    items = list(argv)
+    for index, item in enumerate(items):
+        following = items[index + 1] if index + 1 < len(items) else None
+        if item == "--proxy-headers" and (
+            following is None or following.strip().lower() not in PROXY_HEADER_KINDS
+        ):
+            out.append(f"--proxy-headers={X_FORWARDED}")
+        else:
+            out.append(item)
+    return out
+
+
+def load_env_file(path: str) -> str | None:
+    """Put the variables of the ``.env`` file ``path`` in ``os.environ`` (set ones win).
+
+    The format is python-dotenv's (``KEY=value``, quotes, ``export``, comments), read by
+    python-dotenv, as uvicorn's ``--env-file`` reads it.
+
+    Returns:
+        ``None``, or what is wrong, in one line: python-dotenv is not installed, or the
+        file cannot be read.
+    """
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        return "--env-file needs python-dotenv: pip install 'nessen-runtime[dotenv]'"
+    try:
+        with open(path, encoding="utf-8") as stream:  # ${VAR} sees the environment first
+            load_dotenv(stream=stream, override=False)
+    except OSError as exc:
+        return f"--env-file {path!r}: {exc.strerror or exc}"
+    return None
+
+
+def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """The settings uvicorn-named flags give: ``{variable: (value as the variable, flag)}``."""
+    given: dict[str, tuple[str, str]] = {}
+
+    def seconds(value: float | None, variable: str, flag: str) -> None:
+        if value is None:
+            return
+        if not 0 < value <= DAY_SECONDS:  # checked in the flag's own unit
+            raise ConfigError([f"{flag}={value:g}: must be a number of seconds 0..{DAY_SECONDS:g}"])
+        given[variable] = (f"{value * 1000:.0f}", flag)  # the variables are in milliseconds
+
+    seconds(args.timeout_keep_alive, "IDLE_TIMEOUT", "--timeout-keep-alive")
+    seconds(args.timeout_graceful_shutdown, "SHUTDOWN_TIMEOUT", "--timeout-graceful-shutdown")
+    if args.limit_concurrency is not None:
+        given["MAX_CONCURRENT_REQUESTS"] = (str(args.limit_concurrency), "--limit-concurrency")
+    if args.forwarded_allow_ips is not None:
+        ips = args.forwarded_allow_ips.strip()
+        given["TRUST_PROXY"] = ("true" if ips == "*" else ips, "--forwarded-allow-ips")
+    if args.proxy_headers is False:  # wins over --forwarded-allow-ips, as in uvicorn
+        given["TRUST_PROXY"] = ("false", "--no-proxy-headers")
+    return given
 
 
 _DEDICATED_FLAGS = frozenset({"HOST", "PORT", "LOG_LEVEL", "WORKERS"})
@@ -112,7 +274,15 @@ def flag_settings(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") -> Servable:
+def load_app(
+    spec: str,
+    *,
+    health_endpoints: bool = False,
+    root_path: str = "",
+    app_dir: str | None = None,
+    factory: bool = False,
+    lifespan: str = "auto",
+) -> Servable:
     """Import ``module:attr`` and return what to serve: a Runtime, or an ASGI host.
 
     A nessen Runtime, or an :class:`~nessen.asgi.ASGIHost`, is served as it is. Any other
@@ -125,18 +295,23 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
         spec: ``module:attr``.
         health_endpoints: For an ASGI app: serve the probe and metrics endpoints in front.
         root_path: For an ASGI app: its ``scope["root_path"]``.
+        app_dir: Put this folder first on ``sys.path`` instead of the current directory.
+        factory: ``attr`` is a function of no arguments that returns the app.
+        lifespan: For an ASGI app: ``"auto"``, ``"on"`` or ``"off"``.
 
     Raises:
-        AppLoadError: Malformed spec, module not found, attribute missing, or neither
-            a Runtime nor an ASGI 3 application: the message is one line. An exception
+        AppLoadError: Malformed spec, module not found, attribute missing, a factory
+            that fails, or neither a Runtime nor an ASGI 3 application: the message is
+            one line. An exception
             raised while importing the module (a syntax error, a missing dependency, code
             that fails at import) also gives its traceback.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppLoadError(f"app {spec!r} must look like MODULE:ATTR, e.g. myservice.app:runtime")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    folder = os.path.abspath(app_dir) if app_dir is not None else os.getcwd()
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
@@ -152,6 +327,17 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
             target = getattr(target, part)
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if factory:
+        if isinstance(target, Runtime | ASGIHost) or is_asgi3(target):
+            raise AppLoadError(f"{spec} is an app already, not a factory: drop --factory")
+        if not callable(target):
+            raise AppLoadError(f"{spec} is not callable, so it cannot be a --factory")
+        try:
+            target = target()
+        except Exception as exc:
+            raise AppLoadError(
+                f"the factory {spec} failed: {type(exc).__name__}: {exc}", _import_traceback(exc)
+            ) from exc
     if isinstance(target, Runtime | ASGIHost):
         return target
     if not is_asgi3(target):
@@ -160,7 +346,9 @@ def load_app(spec: str, *, health_endpoints: bool = False, root_path: str = "") 
             "(create one with `runtime = nessen.Runtime()`) or an ASGI 3 application "
             "(`async def app(scope, receive, send)`)"
         )
-    return ASGIHost(target, health_endpoints=health_endpoints, root_path=root_path)
+    return ASGIHost(
+        target, health_endpoints=health_endpoints, root_path=root_path, lifespan=lifespan
+    )
 
 
 def _names_the_module(exc: ModuleNotFoundError, module_name: str) -> bool:
@@ -215,14 +403,34 @@ def resolve_config(
         ConfigError: An environment variable or flag is invalid.
     """
     given = flag_settings(args)
+    named = {name: flag_of(name) for name in given}
+    for name, (value, flag) in uvicorn_settings(args).items():
+        given[name], named[name] = value, flag
     try:
         if base is None:  # the environment with the flags over it, checked as one
             config = Config.from_env({**environ, **given})
         else:  # the app's own settings, with the flags over them
             config = base.replace(**parse_settings(given)) if given else base
     except ConfigError as exc:
-        raise ConfigError(_name_setting_flags(exc.problems, given)) from None
+        raise ConfigError(_name_setting_flags(exc.problems, named)) from None
     changes: dict[str, Any] = {}
+    if args.no_server_header:
+        changes["server_header"] = ""
+    if args.header:
+        pairs = []
+        for field in args.header:
+            name, colon, value = field.partition(":")
+            name, value = name.strip(), value.strip()
+            if not colon:
+                raise ConfigError([f"--header={field!r}: must be NAME:VALUE"])
+            if name.lower() == "server":  # replaces ours, as uvicorn's does
+                changes["server_header"] = value
+                continue
+            problem = header_problem(name, value)
+            if problem:
+                raise ConfigError([f"--header={field!r}: {problem}"])
+            pairs.append((name, value))
+        changes["extra_headers"] = tuple(pairs)
     for flag, name in (
         ("host", "host"),
         ("port", "port"),
@@ -240,12 +448,15 @@ def resolve_config(
     return config
 
 
-def _name_setting_flags(problems: list[str], given: Mapping[str, str]) -> list[str]:
-    """Rewrite ``MAX_BODY_SIZE='x': rule`` to ``--max-body-size='x': rule`` for a flag's value."""
+def _name_setting_flags(problems: list[str], named: Mapping[str, str]) -> list[str]:
+    """Rewrite ``MAX_BODY_SIZE='x': rule`` to ``--max-body-size='x': rule`` for a flag's value.
+
+    ``named`` maps each variable a flag gave to that flag.
+    """
     out = []
     for problem in problems:
         name, sep, rest = problem.partition("=")
-        out.append(f"{flag_of(name)}={rest}" if sep and name in given else problem)
+        out.append(f"{named[name]}={rest}" if sep and name in named else problem)
     return out
 
 
@@ -254,13 +465,23 @@ def _name_flags(problems: list[str], flags: Mapping[str, Any]) -> list[str]:
     out = []
     for problem in problems:
         field, _, rest = problem.partition("=")
-        out.append(f"--{field.replace('_', '-')}={rest}" if field in flags else problem)
+        flag = _FIELD_FLAGS.get(field, f"--{field.replace('_', '-')}")
+        out.append(f"{flag}={rest}" if field in flags else problem)
     return out
+
+
+_FIELD_FLAGS = {"extra_headers": "--header", "server_header": "--no-server-header"}
+"""Fields set by a flag of another name."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nessen`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(bare_proxy_headers(sys.argv[1:] if argv is None else argv))
+    if args.env_file is not None:
+        problem = load_env_file(args.env_file)
+        if problem is not None:
+            print(f"nessen: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     health = args.health_endpoints
     if health is None:
         raw = os.environ.get("HEALTH_ENDPOINTS", "")
@@ -276,7 +497,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if root_path is None:
         root_path = os.environ.get("ROOT_PATH", "")
     try:
-        runtime = load_app(args.app or DEMO_APP, health_endpoints=health, root_path=root_path)
+        runtime = load_app(
+            args.app or DEMO_APP,
+            health_endpoints=health,
+            root_path=root_path,
+            app_dir=args.app_dir,
+            factory=args.factory,
+            lifespan=args.lifespan,
+        )
         config = resolve_config(args, os.environ, runtime.config if runtime.has_config else None)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)
@@ -289,6 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     runtime.configure(config)
+    if args.access_log is not None:  # the Runtime an ASGI app is served through, or the app
+        served = runtime.runtime if isinstance(runtime, ASGIHost) else runtime
+        served.access_log = args.access_log  # type: ignore[attr-defined]
     if config.workers > 1 or config.max_requests_per_worker:
         return supervise(runtime, config)
     return runtime.listen()

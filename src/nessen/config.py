@@ -210,7 +210,14 @@ class Config:
     """Smallest content in bytes worth compressing (``COMPRESSION_THRESHOLD``)."""
 
     server_header: str = "nessen"
-    """Value of the ``Server`` field on every response; empty sends none."""
+    """Value of the ``Server`` field on every response; empty sends none
+    (``--no-server-header``)."""
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    """``(name, value)`` fields added to every response, the server's own answers
+    included (``--header NAME:VALUE``, as uvicorn's)."""
+    backlog: int = 2048
+    """Length of the listen queue (``BACKLOG``; the kernel caps it at
+    ``net.core.somaxconn``)."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -463,6 +470,40 @@ def _header_value(value: Any) -> str | None:
     return None
 
 
+_SERVER_OWNED = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "upgrade", "server"}
+)
+
+
+def header_problem(name: Any, value: Any) -> str | None:
+    """What is wrong with a field the server is to add to every response, or ``None``.
+
+    The name must be a token (RFC 9110 §5.1) and not one the server writes itself
+    (``Content-Length``, ``Transfer-Encoding``, ``Connection``, ``Keep-Alive``, ``Date``,
+    ``Upgrade``; ``Server`` is ``server_header``); the value latin-1 text without CR, LF
+    or NUL (RFC 9110 §5.5).
+    """
+    if not (isinstance(name, str) and _TOKEN.match(name)):
+        return f"the name {name!r} is not a token (RFC 9110 §5.1)"
+    if name.lower() in _SERVER_OWNED:
+        return f"{name} is written by the server itself"
+    if not isinstance(value, str) or _header_value(value) or not all(ord(c) < 256 for c in value):
+        return "the value must be latin-1 text without CR, LF or NUL"
+    return None
+
+
+def _extra_headers(value: Any) -> str | None:
+    if not isinstance(value, tuple):
+        return "must be a tuple of (name, value) pairs"
+    for pair in value:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            return "must be a tuple of (name, value) pairs"
+        problem = header_problem(*pair)
+        if problem:
+            return problem
+    return None
+
+
 def _redis_url(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.startswith(REDIS_SCHEMES)):
         return None
@@ -534,6 +575,8 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "compression_level": _int_range(1, 11),
     "compression_threshold": _int_range(0, 64 * GiB, "bytes"),
     "server_header": _header_value,
+    "extra_headers": _extra_headers,
+    "backlog": _int_range(1, 65535),
 }
 
 
@@ -644,15 +687,35 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("redis_key_prefix", ("REDIS_KEY_PREFIX",), lambda raw: raw.strip()),
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
+    _EnvSpec("backlog", ("BACKLOG",), _parse_int),
 )
 
 
-def settings_help() -> list[tuple[str, str, str]]:
-    """Every setting ``Config.from_env`` reads: ``(variable, unit, default)``, in table order.
+_HELP_NOTES = {
+    "NESSEN_ENV": "production, development or test (NODE_ENV too)",
+    "LOG_FORMAT": "json or console; none: json in production, console otherwise",
+    "ADMIN_HOST": "none: HOST's",
+    "MAX_BODY_BUFFER_SIZE": "0: max(64 MiB, 4 x MAX_BODY_SIZE)",
+    "MAX_REQUESTS_PER_CONNECTION": "0: no limit",
+    "MAX_REQUESTS_PER_WORKER": "0: no limit",
+    "PROXY_HEADERS": "x-forwarded or forwarded",
+    "TRUST_PROXY": "true, false, or addresses and networks, comma-separated",
+    "RATE_LIMIT_STORE": "memory or redis",
+    "RATE_LIMIT_FAIL": "open or closed",
+    "CACHE_STORE": "memory or redis",
+}
+"""What a default or a value means, where the default alone does not say."""
+_HELP_UNITS = {"COMPRESSION_THRESHOLD": "bytes"}
+"""Units the field name does not give."""
 
-    The unit is the variable's (``ms`` for times, which the fields hold in seconds;
-    ``bytes``, ``bytes/s``, or ``""``), and the default is written as the variable would
-    give it, so a help text built from this cannot drift from the code.
+
+def settings_help() -> list[tuple[str, str, str, str]]:
+    """Every setting ``Config.from_env`` reads: ``(variable, unit, default, note)``.
+
+    In table order. The unit is the variable's (``ms`` for times, which the fields hold in
+    seconds; ``bytes``, ``bytes/s``, or ``""``), the default is written as the variable
+    would give it, so a help text built from this cannot drift from the code, and the
+    note says what a value means where the default alone does not (``""`` if nothing).
     """
     defaults = Config()
     rows = []
@@ -662,7 +725,7 @@ def settings_help() -> list[tuple[str, str, str]]:
             unit = "ms"
             shown = "none" if value is None else f"{value * 1000:g}"
         else:
-            unit = (
+            unit = _HELP_UNITS.get(spec.names[0]) or (
                 "bytes"
                 if spec.field.endswith("_bytes")
                 else "bytes/s"
@@ -677,7 +740,7 @@ def settings_help() -> list[tuple[str, str, str]]:
                 shown = ",".join(sorted(value)) or "(empty)"
             else:
                 shown = str(value) if value != "" else "(empty)"
-        rows.append((spec.names[0], unit, shown))
+        rows.append((spec.names[0], unit, shown, _HELP_NOTES.get(spec.names[0], "")))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -246,3 +247,252 @@ def test_a_setting_flag_wins_over_the_apps_own_config(
     with RawClient(served.address) as client:
         response = client.request(head % 8 + b"x" * 8)
     assert (response.status, response.body) == (200, b"8")  # past the app's own 5
+
+
+FACTORY_APP = """
+from nessen import Response, Runtime
+
+def create():
+    runtime = Runtime()
+
+    @runtime.route.get("/settings")
+    async def settings(ctx):
+        config = runtime.config
+        return Response.json({
+            "idle_timeout": config.idle_timeout,
+            "max_concurrent_requests": config.max_concurrent_requests,
+            "shutdown_timeout": config.shutdown_timeout,
+            "client": ctx.client_ip,
+        })
+
+    return runtime
+"""
+
+
+def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -> None:
+    (tmp_path / "made.py").write_text(FACTORY_APP)
+    served = nessen_serve(
+        "made:create",
+        "--factory",
+        "--app-dir",
+        str(tmp_path),
+        "--timeout-keep-alive",
+        "7",
+        "--limit-concurrency",
+        "40",
+        "--timeout-graceful-shutdown",
+        "12.5",
+        "--forwarded-allow-ips",
+        "*",
+        "--no-access-log",
+        env=base_env(LOG_FORMAT="console"),
+    )
+    with RawClient(served.address) as client:
+        response = client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert response.status == 200
+    assert json.loads(response.body) == {
+        "idle_timeout": 7.0,  # seconds in uvicorn's flag, seconds in the Config field
+        "max_concurrent_requests": 40,
+        "shutdown_timeout": 12.5,
+        "client": "203.0.113.9",  # every peer trusted, as --forwarded-allow-ips '*' says
+    }
+    assert served.stop() == 0
+    assert "nessen.access" not in served.stderr  # --no-access-log
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--limit-concurrency", "0"], r"--limit-concurrency='0': "),
+        (["--timeout-keep-alive", "-1"], r"--timeout-keep-alive=-1: .* seconds"),
+        (["--limit-concurrency", "ten"], r"--limit-concurrency: invalid int value"),
+        (["--factory", "tests.e2e.apps.sample:runtime"], r"an app already, not a factory"),
+        (["--factory", "tests.e2e.apps.sample:not_a_runtime"], r"not callable, so it cannot"),
+        (["--factory", "tests.e2e.apps.asgi_apps:no_lifespan"], r"an app already, not a factory"),
+    ],
+)
+def test_a_bad_uvicorn_flag_exits_2_naming_it(args: list[str], expected: str) -> None:
+    result = run_nessen("serve", *args)
+    assert result.returncode == 2, result.stderr
+    assert re.search(expected, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_proxy_headers_ignores_x_forwarded_for_even_from_loopback(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "made.py").write_text(FACTORY_APP)
+    served = nessen_serve(
+        "made:create", "--factory", "--app-dir", str(tmp_path), "--no-proxy-headers"
+    )
+    with RawClient(served.address) as client:
+        response = client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert json.loads(response.body)["client"] == "127.0.0.1"
+
+
+def test_a_bare_proxy_headers_and_access_log_keep_the_defaults(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "made.py").write_text(FACTORY_APP)
+    served = nessen_serve(
+        "made:create",
+        "--factory",
+        "--app-dir",
+        str(tmp_path),
+        "--proxy-headers",
+        "--access-log",
+        env=base_env(LOG_FORMAT="console"),
+    )
+    with RawClient(served.address) as client:
+        response = client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    assert json.loads(response.body)["client"] == "203.0.113.9"  # a loopback peer: trusted
+    served.wait_for("nessen.access")
+
+
+def test_header_and_no_server_header_shape_every_answer(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve(
+        "tests.e2e.apps.sample:runtime",
+        "--header",
+        "X-Served-By: edge-1",
+        "--header",
+        "X-Region:eu",
+        "--no-server-header",
+        "--backlog",
+        "16",
+    )
+    with RawClient(served.address) as client:
+        answered = client.request(get("/ready"))
+    with RawClient(served.address) as client:
+        refused = client.request(b"GET / HTTP/1.1\r\n\r\n")  # no Host: the server's own 400
+    for response in (answered, refused):
+        assert response.header("x-served-by") == "edge-1"
+        assert response.header("x-region") == "eu"
+        assert response.header("server") is None
+    assert (answered.status, refused.status) == (200, 400)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--header", "no colon"], r"--header='no colon': must be NAME:VALUE"),
+        (["--header", "Content-Length: 3"], r"--header=.*Content-Length is written by the server"),
+        (["--header", "Bad Name: x"], r"--header=.*'Bad Name' is not a token"),
+        (["--backlog", "0"], r"--backlog='0': must be an integer 1\.\.65535"),
+    ],
+)
+def test_a_bad_header_or_backlog_exits_2_naming_the_flag(args: list[str], expected: str) -> None:
+    result = run_nessen("serve", *args)
+    assert result.returncode == 2, result.stderr
+    assert re.search(expected, result.stderr), result.stderr
+
+
+def test_lifespan_on_refuses_an_app_without_lifespan_support() -> None:
+    result = run_nessen("serve", "tests.e2e.apps.asgi_apps:no_lifespan", "--lifespan", "on")
+    assert result.returncode == 3, result.stderr
+    assert "--lifespan on" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("app", "mode"),
+    [
+        ("tests.e2e.apps.asgi_apps:startup_fails_but_serves", "off"),  # never asked
+        ("tests.e2e.apps.asgi_apps:no_lifespan", "auto"),  # served without it
+    ],
+)
+def test_lifespan_off_and_auto_serve(nessen_serve: ServeFactory, app: str, mode: str) -> None:
+    served = nessen_serve(app, "--lifespan", mode)
+    with RawClient(served.address) as client:
+        response = client.request(get("/"))
+    assert (response.status, response.body) == (200, b"ok")
+    assert served.stop() == 0
+
+
+ENV_APP = """
+import os
+from nessen import Response, Runtime
+
+GREETING = os.environ["APP_GREETING"]  # read at import: the file was loaded before
+runtime = Runtime()
+
+@runtime.route.post("/greet")
+async def greet(ctx):
+    return Response.text(GREETING + " " + str(len(ctx.body)))
+"""
+
+
+@pytest.mark.parametrize(("environment", "limit"), [({}, 10), ({"MAX_BODY_SIZE": "1000"}, 1000)])
+def test_env_file_sets_what_the_environment_does_not(
+    nessen_serve: ServeFactory, tmp_path: Path, environment: dict[str, str], limit: int
+) -> None:
+    (tmp_path / "greeter.py").write_text(ENV_APP)
+    env_file = tmp_path / "service.env"
+    env_file.write_text('# settings\nexport APP_GREETING="hello there"\nMAX_BODY_SIZE=10\n')
+    served = nessen_serve(
+        "greeter:runtime",
+        "--app-dir",
+        str(tmp_path),
+        "--env-file",
+        str(env_file),
+        env=base_env(**environment),
+    )
+    head = b"POST /greet HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+    with RawClient(served.address) as client:
+        response = client.request(head % 11 + b"x" * 11)
+    if limit == 10:
+        assert response.status == 413  # MAX_BODY_SIZE from the file
+    else:
+        assert (response.status, response.body) == (200, b"hello there 11")  # the env's wins
+
+
+def test_a_missing_env_file_exits_2(tmp_path: Path) -> None:
+    result = run_nessen("serve", "--env-file", str(tmp_path / "absent.env"))
+    assert result.returncode == 2
+    assert "--env-file" in result.stderr
+    assert "No such file" in result.stderr
+
+
+def test_a_bad_flag_prints_a_short_usage_not_every_flag() -> None:
+    result = run_nessen("serve", "--limit-concurrency", "ten")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) <= 3, result.stderr
+
+
+def test_proxy_headers_before_the_app_does_not_take_it_as_its_value(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve("--proxy-headers", "tests.e2e.apps.sample:runtime")  # uvicorn's order
+    with RawClient(served.address) as client:
+        assert client.request(get("/ready")).status == 200
+
+
+def test_header_server_replaces_ours(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve("tests.e2e.apps.sample:runtime", "--header", "Server: edge")
+    with RawClient(served.address) as client:
+        response = client.request(get("/ready"))
+    assert [value for name, value in response.headers if name.lower() == "server"] == ["edge"]
+
+
+def test_env_file_references_see_exported_variables(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "greeter.py").write_text(ENV_APP)
+    env_file = tmp_path / "service.env"
+    env_file.write_text("BASE=file\nAPP_GREETING=${BASE}-greeting\n")
+    served = nessen_serve(
+        "greeter:runtime",
+        "--app-dir",
+        str(tmp_path),
+        "--env-file",
+        str(env_file),
+        env=base_env(BASE="exported"),
+    )
+    head = b"POST /greet HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+    with RawClient(served.address) as client:
+        response = client.request(head)
+    assert response.body == b"exported-greeting 0"  # as uvicorn's load_dotenv(override=False)

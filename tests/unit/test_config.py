@@ -117,6 +117,7 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "REDIS_KEY_PREFIX": ("shop:", "shop:"),
     "COMPRESSION_LEVEL": ("9", 9),
     "COMPRESSION_THRESHOLD": ("0", 0),
+    "BACKLOG": ("512", 512),
 }
 
 

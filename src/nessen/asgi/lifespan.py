@@ -11,6 +11,9 @@ from nessen.runtime import StartupError
 
 logger = logging.getLogger("nessen.asgi")
 
+LIFESPAN_MODES = ("auto", "on", "off")
+"""How an app's lifespan protocol is run: see :class:`Lifespan`."""
+
 
 class LifespanStartupError(StartupError):
     """The application's lifespan startup failed.
@@ -37,12 +40,21 @@ class Lifespan:
     Args:
         app: The ASGI 3 application.
         state: ``scope["state"]``, shared with the requests (each gets a copy).
+        mode: ``"auto"`` (the above), ``"on"`` (an app that does not support lifespan
+            fails the start, as uvicorn's ``--lifespan on``) or ``"off"`` (no lifespan
+            events are sent).
+
+    Raises:
+        ValueError: Another ``mode``.
     """
 
-    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+    def __init__(self, app: ASGIApp, state: dict[str, Any], mode: str = "auto") -> None:
+        if mode not in LIFESPAN_MODES:
+            raise ValueError(f"lifespan mode {mode!r}: must be one of auto, on, off")
         self.app = app
         self.state = state
-        self.supported = True
+        self.mode = mode
+        self.supported = mode != "off"
         """False once the app turned out not to support lifespan."""
         self._events: asyncio.Queue[Message] = asyncio.Queue()
         self._answer: asyncio.Future[Message] | None = None
@@ -60,6 +72,8 @@ class Lifespan:
                 unless the app also raised: then its exception, chained), or the app raised
                 after it received ``lifespan.startup``.
         """
+        if self.mode == "off":
+            return
         loop = asyncio.get_running_loop()
         self._answer = loop.create_future()
         self._task = loop.create_task(self._run())
@@ -76,6 +90,11 @@ class Lifespan:
             else:
                 detail = str(answer.get("message", "")) or "(no message)"
             raise LifespanStartupError(f"ASGI lifespan startup failed: {detail}") from error
+        elif self.mode == "on":  # "unsupported", where it is required
+            raise LifespanStartupError(
+                "ASGI lifespan startup failed: the app does not support the lifespan "
+                "protocol, and lifespan mode is on (--lifespan on)"
+            )
         # "unsupported": served without lifespan
 
     async def shutdown(self) -> None:

@@ -545,6 +545,10 @@ class ASGIHost:
         health_endpoints: Serve the probe and metrics endpoints in front of the app.
         access_log: One ``nessen.access`` line per request.
         root_path: ``scope["root_path"]``.
+        lifespan: ``"auto"``, ``"on"`` or ``"off"`` (see :class:`Lifespan`).
+
+    Raises:
+        ValueError: Another ``lifespan`` mode.
     """
 
     def __init__(
@@ -555,6 +559,7 @@ class ASGIHost:
         health_endpoints: bool = False,
         access_log: bool = True,
         root_path: str = "",
+        lifespan: str = "auto",
     ) -> None:
         runtime = self.runtime = Runtime(
             config,
@@ -569,7 +574,7 @@ class ASGIHost:
         self.asgi_app = app
         self.lifespan_state: dict[str, Any] = {}
         """``scope["state"]`` of the lifespan; each request's scope gets a shallow copy."""
-        self.lifespan = Lifespan(app, self.lifespan_state)
+        self.lifespan = Lifespan(app, self.lifespan_state, lifespan)
         self.handler = ASGIHandler(app, state=self.lifespan_state, root_path=root_path)
         # Probes go through the Runtime's router and built-in middleware, everything else
         # straight to the app (no router, no middleware chain: the app runs inline in the

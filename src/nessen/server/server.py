@@ -42,7 +42,8 @@ MAX_TICK = 0.25
 """Longest interval between deadline checks, in seconds."""
 MIN_TICK = 0.01
 BACKLOG = 2048
-"""Listen queue length (the kernel caps it at ``net.core.somaxconn``)."""
+"""Connections accepted per readiness event at most are bounded by ``BACKLOG //
+ACCEPT_BATCH`` batches (the listen queue's length itself is ``Config.backlog``)."""
 ACCEPT_BATCH = 64
 """Connections accepted per readiness event at most, so other work on the loop (and other
 workers sharing the socket) get their turn during a flood."""
@@ -344,7 +345,7 @@ class Server:
         try:
             if listen:
                 for listener in sockets:
-                    listener.listen(BACKLOG)
+                    listener.listen(self.config.backlog)
         except OSError:
             if sock is None:
                 for listener in sockets:

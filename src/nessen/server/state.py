@@ -149,7 +149,9 @@ class ServerState:
         self.proxy = proxy_trust(config, self.allowed_hosts)
         """Who the client is behind trusted proxies; given to every Request (``None``: no
         proxy is trusted, the peer is always the client)."""
-        self._server_line = f"Server: {config.server_header}\r\n" if config.server_header else ""
+        self._server_line = (
+            f"Server: {config.server_header}\r\n" if config.server_header else ""
+        ) + "".join(f"{name}: {value}\r\n" for name, value in config.extra_headers)
         self.keep_alive_field = f"Keep-Alive: timeout={max(1, int(config.idle_timeout))}\r\n"
         self._date_second = 0
         self.fixed_fields = ""
