@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.rawhttp import RawClient, RawResponse
@@ -98,14 +96,3 @@ def no_data_within(client: RawClient, seconds: float) -> bool:
     finally:
         client.sock.settimeout(5.0)
     return False
-
-
-def poll(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds (checked every millisecond), failing at the deadline.
-
-    For state of the server's thread that follows an event the test cannot see itself.
-    """
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not met before the deadline"
-        time.sleep(0.001)
