@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -270,6 +271,14 @@ def create():
 """
 
 
+def get_settings(served: ServeProcess) -> Any:
+    """``GET /settings`` of FACTORY_APP, through a proxy that says the client is 203.0.113.9."""
+    with RawClient(served.address) as client:
+        return client.request(
+            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+
+
 def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -> None:
     (tmp_path / "made.py").write_text(FACTORY_APP)
     served = nessen_serve(
@@ -288,10 +297,7 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
         "--no-access-log",
         env=base_env(LOG_FORMAT="console"),
     )
-    with RawClient(served.address) as client:
-        response = client.request(
-            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
-        )
+    response = get_settings(served)
     assert response.status == 200
     assert json.loads(response.body) == {
         "idle_timeout": 7.0,  # seconds in uvicorn's flag, seconds in the Config field
@@ -332,10 +338,7 @@ def test_no_proxy_headers_ignores_x_forwarded_for_even_from_loopback(
     served = nessen_serve(
         "made:create", "--factory", "--app-dir", str(tmp_path), "--no-proxy-headers"
     )
-    with RawClient(served.address) as client:
-        response = client.request(
-            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
-        )
+    response = get_settings(served)
     assert json.loads(response.body)["client"] == "127.0.0.1"
 
 
@@ -352,10 +355,7 @@ def test_a_bare_proxy_headers_and_access_log_keep_the_defaults(
         "--access-log",
         env=base_env(LOG_FORMAT="console"),
     )
-    with RawClient(served.address) as client:
-        response = client.request(
-            b"GET /settings HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
-        )
+    response = get_settings(served)
     assert json.loads(response.body)["client"] == "203.0.113.9"  # a loopback peer: trusted
     served.wait_for("nessen.access")
 
