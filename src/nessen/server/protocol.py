@@ -36,7 +36,6 @@ from nessen.server.h1 import policy
 from nessen.server.h1.connection import (
     BODY_PIECE,
     CLOSE,
-    CONTINUE,
     END,
     FAIL,
     HEAD_DONE,
@@ -252,8 +251,6 @@ class HttpProtocol(asyncio.Protocol):
                     channel.finish()
             elif kind == PAUSE:
                 self._pause_reading()
-            elif kind == CONTINUE:
-                self._write(CONTINUE_RESPONSE)
             elif kind == FAIL:
                 self._fail(value)
             elif kind == UPGRADE:
@@ -358,8 +355,6 @@ class HttpProtocol(asyncio.Protocol):
             if self.core.kept is None:  # nothing read and left unparsed
                 break
             actions = self.core.resume(self._loop.time(), time.monotonic())
-            if actions is None:  # pragma: no cover - kept was just checked
-                break
             if actions:
                 self._carry_out(actions)
         if self._busy or self._closed:
@@ -381,9 +376,6 @@ class HttpProtocol(asyncio.Protocol):
             self._stop_parsing()
             self._linger()
             return
-        if self.core.continue_pending:
-            self.core.continue_pending = False
-            self._write(CONTINUE_RESPONSE)
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -529,7 +521,6 @@ class HttpProtocol(asyncio.Protocol):
         self.core.close_after = True
         self._queue.clear()
         self._pending_error = None
-        self.core.continue_pending = False
         self._stop_parsing()
 
     def _head(self, request: Request, response: Response, keep: bool, framing: str) -> bytes:

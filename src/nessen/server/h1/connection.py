@@ -20,8 +20,6 @@ kind           value, and what the glue does
 ``UPGRADE``    ``(request, tail)``: the request asked to switch protocols (RFC 9110
                §7.8); ``tail`` is a list of memoryviews of what was read after it, kept
                for the next protocol. Parsing has stopped.
-``CONTINUE``   ``None``: send ``100 Continue`` now (RFC 9110 §10.1.1; buffered mode;
-               with requests ahead, :attr:`H1Connection.continue_pending` is set instead).
 ``PAUSE``      ``None``: stop reading from the socket (requests wait their turn).
 ``HEAD``       ``(request, has_content, expects_continue)``: streaming mode, a header
                section is complete; give the request its content channel.
@@ -66,7 +64,6 @@ INF = float("inf")
 
 FAIL: Final = 1
 UPGRADE: Final = 2
-CONTINUE: Final = 3
 PAUSE: Final = 4
 HEAD_DONE: Final = 5
 BODY_PIECE: Final = 6
@@ -152,10 +149,10 @@ class H1Connection:
         make_request: The request class (:class:`~nessen.http.Request` or a subclass
             with the same constructor).
         make_deferred: Buffered mode: the class of a request with content whose client
-            sent ``Expect: 100-continue``. Such a request is handled as in streaming
-            mode (``HEAD``, ``BODY``, ``END`` actions), so the glue can send the ``100``
-            only when its content is read (RFC 9110 §10.1.1). Without it, a ``CONTINUE``
-            action comes at the end of the header section.
+            sent ``Expect: 100-continue`` (``make_request`` when not given). Such a
+            request is handled as in streaming mode (``HEAD``, ``BODY``, ``END``
+            actions), so the glue sends the ``100`` only when its content is read (RFC
+            9110 §10.1.1).
 
     Attributes:
         queue: Parsed requests not yet taken by the glue, oldest first.
@@ -168,9 +165,6 @@ class H1Connection:
         served: Requests taken off the queue and done with (counted by :meth:`done`).
         drain_grace: Idle when the drain began: its next request is served (with
             ``Connection: close``) rather than refused.
-        continue_pending: A ``100 Continue`` waits for the requests ahead of its request
-            to be answered; the glue sends it (and clears this) when the queue empties,
-            or clears it when the connection is to close.
         kept: Bytes read and not parsed yet, because the queue was full (``None``: none);
             :meth:`resume` parses them.
         stopped: Parsing has stopped (an error, an Upgrade, or a close announced); what
@@ -230,7 +224,6 @@ class H1Connection:
         "busy",
         "client",
         "close_after",
-        "continue_pending",
         "drain_grace",
         "head_request",
         "held",
@@ -260,7 +253,7 @@ class H1Connection:
         self._shared = shared
         self._streaming = streaming
         self._make_request = make_request
-        self._make_deferred = make_deferred
+        self._make_deferred = make_deferred or make_request
         self._stream_message = False  # the message's content comes out as BODY actions
         self._parser = httptools.HttpRequestParser(self)
         self._actions: list[tuple[int, Any]] = []
@@ -272,7 +265,6 @@ class H1Connection:
         self.close_after = False
         self.served = 0
         self.drain_grace = False
-        self.continue_pending = False
         self.stopped = False
         self.over_limit = False
         # The message being parsed.
@@ -901,7 +893,7 @@ class H1Connection:
         expect_continue = has_content and policy.expects_continue(self._expect, version)
         make = self._make_request
         stream = self._stream_message = self._streaming
-        if expect_continue and not stream and self._make_deferred is not None:
+        if expect_continue and not stream:
             make = self._make_deferred
             stream = self._stream_message = True
         request = self._parsing = make(
@@ -925,11 +917,6 @@ class H1Connection:
             return
         if has_content:
             self._start_body()
-            if expect_continue:
-                if self.busy or self.queue:  # its turn comes after theirs
-                    self.continue_pending = True
-                else:
-                    self._actions.append((CONTINUE, None))
         else:
             if HANDLING not in ALLOWED[self.phase]:  # the table, without a call
                 check_transition(self.phase, HANDLING)
