@@ -38,8 +38,8 @@ from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
 from nessen.observability.logs import current_request_id
 from nessen.runtime import Runtime
 from nessen.server import DrainResult, Server
-from nessen.server.body import ClientDisconnected, PreparedResponse, RequestChannel
-from nessen.server.h1.framing import FIELD_NAME_BYTES, SERVER_FIELD_NAMES
+from nessen.server.body import ClientDisconnected, RequestChannel
+from nessen.server.h1.framing import FIELD_NAME_BYTES, SERVER_FIELD_NAMES, PreparedResponse
 from nessen.server.supervisor import WorkerLink
 
 logger = logging.getLogger("nessen.asgi")

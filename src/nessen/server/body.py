@@ -250,31 +250,3 @@ class DeferredRequest(StreamedRequest):
             self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self.content_pending = False
         return self._body
-
-
-class PreparedResponse(Response):
-    r"""A :class:`~nessen.http.Response` whose header fields are already serialised.
-
-    For handlers that hold their fields as bytes already (the ASGI adapter): the server
-    writes :attr:`fields` as they are, after the status line, ``Date``/``Server`` and
-    ``Content-Type`` (if set), and before its own framing and connection fields, skipping
-    the parse into :class:`~nessen.http.Headers` and back.
-
-    Attributes:
-        fields: ``"Name: value\r\n"`` lines, latin-1 text. Whoever builds them must have
-            refused names that are not tokens and values holding CR, LF or NUL (RFC 9110
-            §5), and left out the fields the server owns (Content-Length,
-            Transfer-Encoding, Connection, Keep-Alive, Date, Server).
-        content_length: For a streamed response, its length (the stream must produce
-            exactly that many bytes, as with a handler-set Content-Length); ``None`` for
-            chunked coding. Ignored for a buffered one, whose length is ``len(body)``.
-    """
-
-    __slots__ = ("content_length", "fields")
-
-    def __init__(
-        self, status: int, body: bytes = b"", *, fields: str, content_length: int | None = None
-    ) -> None:
-        super().__init__(status, body)
-        self.fields = fields
-        self.content_length = content_length

@@ -1,6 +1,7 @@
 """Serialising responses (RFC 9112): status line, header fields, chunked transfer coding.
 
-Also the one body of a server-made error answer, which every serving path sends.
+Also the server-made error answer (:func:`error_answer`), and its body, which every serving
+path sends.
 """
 
 from __future__ import annotations
@@ -40,6 +41,110 @@ class ResponseError(NessenError):
 
     The server answers 500 instead and the runtime logs this message under the request id.
     """
+
+
+class PreparedResponse(Response):
+    r"""A :class:`~nessen.http.Response` whose header fields are already serialised.
+
+    For handlers that hold their fields as bytes already (the ASGI adapter): the server
+    writes :attr:`fields` as they are, after the status line, ``Date``/``Server`` and
+    ``Content-Type`` (if set), and before its own framing and connection fields, skipping
+    the parse into :class:`~nessen.http.Headers` and back.
+
+    Attributes:
+        fields: ``"Name: value\r\n"`` lines, latin-1 text. Whoever builds them must have
+            refused names that are not tokens and values holding CR, LF or NUL (RFC 9110
+            §5), and left out the fields the server owns (Content-Length,
+            Transfer-Encoding, Connection, Keep-Alive, Date, Server).
+        content_length: For a streamed response, its length (the stream must produce
+            exactly that many bytes, as with a handler-set Content-Length); ``None`` for
+            chunked coding. Ignored for a buffered one, whose length is ``len(body)``.
+    """
+
+    __slots__ = ("content_length", "fields")
+
+    def __init__(
+        self, status: int, body: bytes = b"", *, fields: str, content_length: int | None = None
+    ) -> None:
+        super().__init__(status, body)
+        self.fields = fields
+        self.content_length = content_length
+
+
+def check_status(status: int) -> None:
+    """Check a handler's final status: 200..599 (1xx are the server's to send).
+
+    Raises:
+        ResponseError: It is out of that range.
+    """
+    if not 200 <= status <= 599:
+        raise ResponseError(f"handler returned status {status}; must be 200..599")
+
+
+def response_head(response: Response, fixed_fields: str, framing: str, connection: str) -> bytes:
+    r"""Serialise a final response's status line and header section (RFC 9112 §4, §5).
+
+    Args:
+        response: What the handler answered; its fields are written after ``Date`` and
+            ``Server`` and ``Content-Type``, then the server's own framing and connection
+            fields, then the empty line.
+        fixed_fields: The cached ``Date``/``Server`` lines.
+        framing: The framing field line: ``"Content-Length: N\r\n"``,
+            ``"Transfer-Encoding: chunked\r\n"``, or ``""`` (see :func:`no_content_framing`).
+        connection: ``"Connection: close\r\n"``, or the keep-alive lines.
+
+    Raises:
+        ResponseError: A status outside 200..599, or a field the handler set that cannot
+            be sent: CR, LF or NUL in it, a name that is not a token, or text past U+00FF
+            (field values are octets, RFC 9110 §5.5; latin-1 maps each to one).
+    """
+    status = response.status
+    if not 200 <= status <= 599:  # check_status's rule, tested here without a call
+        check_status(status)
+    parts = [status_line(status), fixed_fields]
+    if response.content_type is not None:
+        parts.append(content_type_field(response.content_type))
+    if response._headers is not None:
+        parts.append(encode_fields(response._headers.multi_items()))
+    elif type(response) is PreparedResponse:
+        parts.append(response.fields)
+    if response._encoded:
+        parts.append(response._encoded)
+    parts.append(framing)
+    parts.append(connection)
+    parts.append("\r\n")
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise ResponseError(
+            f"response header section holds {bad!r}, which is not latin-1 (RFC 9110 §5.5)"
+        ) from exc
+
+
+def switching_head(status_fields: str, response: Response, protocol: str) -> bytes:
+    r"""Serialise a ``101 Switching Protocols`` head (RFC 9110 §15.2.2, §7.8).
+
+    Args:
+        status_fields: The cached ``Date``/``Server`` lines.
+        response: The handler's 101; its fields are written as for any response.
+        protocol: The ``Upgrade`` value: the protocol the connection switches to.
+
+    Raises:
+        ResponseError: A field that cannot be sent, or ``protocol`` holding CR or LF.
+    """
+    if "\n" in protocol or "\r" in protocol:
+        raise ResponseError(f"Upgrade value {protocol[:64]!r} holds CR or LF")
+    parts = [status_line(101), status_fields]
+    if response._headers is not None:
+        parts.append(encode_fields(response._headers.multi_items()))
+    if response._encoded:
+        parts.append(response._encoded)
+    parts.append(f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n")
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ResponseError(f"101 header section is not latin-1: {exc}") from exc
 
 
 def status_line(status: int, http_version: str = "1.1") -> str:
@@ -127,33 +232,49 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def simple_response(
+def error_answer(
     status: int,
-    body: bytes,
+    reason: str,
     *,
     fixed_fields: str,
-    extra: str = "",
+    cors: str = "",
+    request_id: str | None = None,
+    retry_after: bool = False,
     close: bool = True,
-    content_type: str = "text/plain; charset=utf-8",
     head: bool = False,
-) -> bytes:
-    r"""Build a complete short response the server sends on its own (errors, 503s).
+) -> tuple[bytes, int]:
+    r"""Build the server's own answer (a 4xx or 5xx it sends on its own, not a handler's).
+
+    The one answer every refusal of the native server gets: :func:`error_body` as JSON,
+    ``Content-Length``, then ``Retry-After: 1`` (a 503 the client may retry),
+    ``X-Request-ID`` (when the request got an id, so the client's report matches the log),
+    the CORS fields, and ``Connection: close``.
 
     Args:
         status: Status code.
-        body: Content, sent unless ``head``.
+        reason: The machine-readable tag (``ProtocolError.reason``).
         fixed_fields: The cached ``Date``/``Server`` lines.
-        extra: Further pre-formatted field lines, e.g. ``"Retry-After: 1\r\n"``.
-        close: Whether to add ``Connection: close``.
-        content_type: The Content-Type value.
+        cors: Pre-formatted CORS field lines (``Events.error_fields``), or ``""``.
+        request_id: Visible ASCII (``valid_request_id`` admits no other), or ``None``.
+        retry_after: Add ``Retry-After: 1``.
+        close: Add ``Connection: close``.
         head: Answering a HEAD request: send the fields, not the content.
+
+    Returns:
+        The bytes to write, and the content bytes among them (0 for HEAD).
     """
+    body = error_body(status, reason, request_id)
+    extra = "Retry-After: 1\r\n" if retry_after else ""
+    if request_id is not None:
+        extra += f"X-Request-ID: {request_id}\r\n"
     connection = "Connection: close\r\n" if close else ""
     text = (
-        f"{status_line(status)}{fixed_fields}Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}{connection}\r\n"
+        f"{status_line(status)}{fixed_fields}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}{cors}{connection}\r\n"
     )
-    return text.encode("latin-1") + (b"" if head else body)
+    if head:
+        return text.encode("latin-1"), 0
+    return text.encode("latin-1") + body, len(body)
 
 
 KEPT_ON_REPLACEMENT = frozenset(

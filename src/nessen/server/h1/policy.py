@@ -15,7 +15,7 @@ import re
 
 from nessen.errors import ProtocolError
 from nessen.http import Request
-from nessen.server.h1.framing import ResponseError
+from nessen.server.h1.framing import ResponseError, check_status
 
 logger = logging.getLogger("nessen.server")
 
@@ -354,16 +354,6 @@ def body_late(
 
 
 # --- the response -------------------------------------------------------------------------
-
-
-def check_status(status: int) -> None:
-    """Check a handler's final status: 200..599 (1xx are the server's to send).
-
-    Raises:
-        ResponseError: It is out of that range.
-    """
-    if not 200 <= status <= 599:
-        raise ResponseError(f"handler returned status {status}; must be 200..599")
 
 
 def check_response(status: int, size: int, limit: int) -> None:
