@@ -37,6 +37,7 @@ from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import Supervisor, WorkerLink
+from nessen.server.tls import server_context
 
 EXIT_USAGE = 2
 DEMO_APP = "nessen.demo:runtime"
@@ -506,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lifespan=args.lifespan,
         )
         config = resolve_config(args, os.environ, runtime.config if runtime.has_config else None)
+        server_context(config)  # the TLS files load, or exit 2 now (not in each worker)
     except AppLoadError as exc:
         print(f"nessen: {exc}", file=sys.stderr)
         if exc.traceback:

@@ -25,6 +25,8 @@ DEVELOPMENT_ENVS = frozenset({"development", "test"})
 LOG_FORMATS = ("json", "console")
 RATE_LIMIT_STORES = ("memory", "redis")
 """Values of ``RATE_LIMIT_STORE`` and ``CACHE_STORE``."""
+CERT_REQS = ("none", "optional", "required")
+"""Values of ``SSL_CERT_REQS``: whether a client certificate is asked for, and required."""
 FAIL_MODES = ("open", "closed")
 """Values of ``RATE_LIMIT_FAIL``."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -219,6 +221,23 @@ class Config:
     """Length of the listen queue (``BACKLOG``; the kernel caps it at
     ``net.core.somaxconn``)."""
 
+    ssl_certfile: str | None = None
+    """PEM file of the server's certificate chain, and of its private key unless
+    ``ssl_keyfile`` is set: the main port then speaks HTTPS (``SSL_CERTFILE``). TLS 1.2 at
+    least, ALPN ``http/1.1``; a handshake must end within ``headers_timeout``. The admin
+    listener stays plain HTTP. Read again by each new worker (so SIGHUP takes up a renewed
+    certificate) and, with one process, on SIGHUP."""
+    ssl_keyfile: str | None = None
+    """PEM file of the private key, when not in ``ssl_certfile`` (``SSL_KEYFILE``)."""
+    ssl_keyfile_password: str | None = dataclasses.field(default=None, repr=False)
+    """Password of an encrypted private key (``SSL_KEYFILE_PASSWORD``); never logged."""
+    ssl_ca_certs: str | None = None
+    """PEM file of the CAs a client certificate must chain to (``SSL_CA_CERTS``)."""
+    ssl_cert_reqs: str = "none"
+    """Client certificates (mutual TLS): ``none`` (not asked for), ``optional`` (checked
+    when sent) or ``required`` (no handshake without a valid one) (``SSL_CERT_REQS``;
+    uvicorn's 0, 1 and 2 mean the same)."""
+
     def __post_init__(self) -> None:
         problems: list[str] = []
         for name, rule in _RULES.items():
@@ -249,6 +268,25 @@ class Config:
         ]
         if users and not self.redis_url:
             problems.append(f"redis_url=None: required when {' and '.join(users)}")
+        tls_only = [
+            f"{name}={getattr(self, name)!r}"
+            for name in ("ssl_keyfile", "ssl_ca_certs")
+            if getattr(self, name) is not None
+        ]
+        if self.ssl_keyfile_password is not None:
+            tls_only.append("ssl_keyfile_password")
+        if self.ssl_cert_reqs != "none":
+            tls_only.append(f"ssl_cert_reqs={self.ssl_cert_reqs!r}")
+        if tls_only and self.ssl_certfile is None:
+            problems.append(
+                f"ssl_certfile=None: required with {', '.join(tls_only)} (TLS is on only "
+                "with a certificate)"
+            )
+        if self.ssl_cert_reqs != "none" and self.ssl_ca_certs is None:
+            problems.append(
+                f"ssl_ca_certs=None: required with ssl_cert_reqs={self.ssl_cert_reqs!r} (the "
+                "CAs client certificates are checked against)"
+            )
         if self.admin_port and self.admin_port == self.port:
             problems.append(
                 f"admin_port={self.admin_port}: must differ from port={self.port} (each "
@@ -516,6 +554,17 @@ def _key_prefix(value: Any) -> str | None:
     return "must be at most 64 printable ASCII characters without spaces, e.g. nessen:"
 
 
+def _path(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return "must be a file path"
+    return None
+
+
+def _parse_cert_reqs(raw: str) -> str:
+    text = raw.strip().lower()
+    return {"0": "none", "1": "optional", "2": "required"}.get(text, text)
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -577,6 +626,11 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "server_header": _header_value,
     "extra_headers": _extra_headers,
     "backlog": _int_range(1, 65535),
+    "ssl_certfile": _optional(_path),
+    "ssl_keyfile": _optional(_path),
+    "ssl_keyfile_password": lambda v: None if v is None or isinstance(v, str) else "must be text",
+    "ssl_ca_certs": _optional(_path),
+    "ssl_cert_reqs": _choice(CERT_REQS),
 }
 
 
@@ -688,6 +742,11 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
     _EnvSpec("backlog", ("BACKLOG",), _parse_int),
+    _EnvSpec("ssl_certfile", ("SSL_CERTFILE",)),
+    _EnvSpec("ssl_keyfile", ("SSL_KEYFILE",)),
+    _EnvSpec("ssl_keyfile_password", ("SSL_KEYFILE_PASSWORD",), lambda raw: raw),
+    _EnvSpec("ssl_ca_certs", ("SSL_CA_CERTS",)),
+    _EnvSpec("ssl_cert_reqs", ("SSL_CERT_REQS",), _parse_cert_reqs),
 )
 
 
@@ -703,6 +762,8 @@ _HELP_NOTES = {
     "RATE_LIMIT_STORE": "memory or redis",
     "RATE_LIMIT_FAIL": "open or closed",
     "CACHE_STORE": "memory or redis",
+    "SSL_CERTFILE": "none: plain HTTP; a PEM file turns TLS on",
+    "SSL_CERT_REQS": "none, optional or required (0, 1, 2)",
 }
 """What a default or a value means, where the default alone does not say."""
 _HELP_UNITS = {"COMPRESSION_THRESHOLD": "bytes"}

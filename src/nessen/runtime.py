@@ -54,6 +54,7 @@ from nessen.server import DrainResult, Server, ServerEvents
 from nessen.server.server import bind_listeners, raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import WorkerLink
+from nessen.server.tls import server_context
 
 if TYPE_CHECKING:
     from nessen.observability.metrics import PrometheusMetrics
@@ -646,8 +647,10 @@ class Runtime:
         Raises:
             StartupError: A startup hook raised, or the address could not be bound or
                 listened on.
+            ConfigError: The TLS certificate, key or CA file cannot be loaded.
         """
         config = self.config
+        tls = server_context(config)  # before anything is bound or run: a bad file exits 2
         builtins = self._claim(config)
         owned = sock is None
         if owned:
@@ -687,6 +690,7 @@ class Runtime:
                 on_tick=on_tick,
                 stream_bodies=prepared.stream_bodies,
                 service_stopping=link.service_stopping if link is not None else None,
+                tls=tls,
             )
             try:
                 await server.start(sock, owned=owned)
@@ -720,11 +724,13 @@ class Runtime:
             raise
         host, port = server.address
         shown = f"[{host}]" if ":" in host else host
+        scheme = "https" if tls is not None else "http"
         logger.info(
-            "nessen %s listening on http://%s:%d (pid %d, env %s, workers %d; limits: target "
+            "nessen %s listening on %s://%s:%d (pid %d, env %s, workers %d; limits: target "
             "%d B, header section %d B / %d fields, body %d B; timeouts: headers %gs, "
             "body %gs, request %gs, idle %gs, send %gs)",
             self.version,
+            scheme,
             shown,
             port,
             os.getpid(),
@@ -739,7 +745,7 @@ class Runtime:
             config.request_timeout,
             config.idle_timeout,
             config.send_timeout,
-            extra={"address": f"http://{shown}:{port}"},
+            extra={"address": f"{scheme}://{shown}:{port}"},
         )
         if link is None:  # a supervisor warns once for all its workers
             warn_if_trusting_every_peer(config)
@@ -1089,6 +1095,14 @@ class Runtime:
                     installed.append(int(sig))
                 except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
                     pass
+            if link is None and self.config.ssl_certfile is not None:
+                # One process: SIGHUP takes up a renewed certificate (under a supervisor,
+                # SIGHUP replaces the workers, and each new one reads the files).
+                try:
+                    loop.add_signal_handler(signal.SIGHUP, self._reload_tls)
+                    installed.append(int(signal.SIGHUP))
+                except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
+                    pass
             if installed:  # a forked worker starts with them blocked (see supervisor.py)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, installed)
         try:
@@ -1112,6 +1126,27 @@ class Runtime:
                 signal.pthread_sigmask(signal.SIG_BLOCK, installed)  # must not kill it
             for signum in installed:
                 loop.remove_signal_handler(signum)
+
+    def _reload_tls(self) -> None:
+        """SIGHUP with TLS on: read the certificate files again for new connections.
+
+        Connections already open keep theirs. A file that cannot be loaded is logged and
+        the certificate in use stays.
+        """
+        server = self._server
+        if server is None or server.tls is None:
+            return
+        try:
+            context = server_context(server.config)
+        except ConfigError as exc:
+            logger.error(
+                "SIGHUP: TLS certificate not reloaded, the one in use stays: %s",
+                "; ".join(exc.problems),
+            )
+            return
+        assert context is not None
+        server.reload_tls(context)
+        logger.info("SIGHUP: TLS certificate reloaded from %s", server.config.ssl_certfile)
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
 EXIT_TIMEOUT = 20.0
 CLOSE_GRACE = 5.0
-LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
+LISTENING = re.compile(r"listening on (https?)://([0-9.]+):(\d+)")
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -63,6 +63,7 @@ class ServeProcess:
         """Start ``nessen serve ARGS`` (or ``command``, a whole argv, e.g. a script that
         calls ``Runtime.listen``) and wait for its "listening" line."""
         self.lines: list[str] = []
+        self.scheme = "http"
         self._changed = threading.Condition()
         self._eof = False
         self.process = subprocess.Popen(
@@ -79,7 +80,7 @@ class ServeProcess:
         self._reader = threading.Thread(target=self._read, name="nessen-stderr", daemon=True)
         self._reader.start()
         try:
-            self.host, self.port = self._wait_listening()
+            self.scheme, self.host, self.port = self._wait_listening()
         except BaseException:
             self.close()
             raise
@@ -97,7 +98,7 @@ class ServeProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -134,11 +135,11 @@ class ServeProcess:
         """Block until a stderr line contains ``text``."""
         return self.wait_for_line(lambda line: text in line, timeout)
 
-    def _wait_listening(self) -> tuple[str, int]:
+    def _wait_listening(self) -> tuple[str, str, int]:
         line = self.wait_for_line(lambda line: LISTENING.search(line) is not None, START_TIMEOUT)
         found = LISTENING.search(line)
         assert found is not None
-        return found.group(1), int(found.group(2))
+        return found.group(1), found.group(2), int(found.group(3))
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)

@@ -83,6 +83,7 @@ class HttpProtocol(asyncio.Protocol):
             streaming=state.stream_bodies,
             make_request=StreamedRequest if state.stream_bodies else Request,
             make_deferred=None if state.stream_bodies else DeferredRequest,
+            scheme=state.scheme,
         )
         """The connection's sans-I/O core: parsing, limits, phases, the request queue."""
         self._queue = self.core.queue
@@ -168,7 +169,9 @@ class HttpProtocol(asyncio.Protocol):
                 return None
         if self.core.phase is not LINGER and (ex.busy or self._queue):
             self.core.close_after = True
-            return True  # keep the transport open to write the pending responses
+            # Keep the transport open to write the pending responses; TLS closes anyway
+            # (its close_notify ends both directions, and asyncio cannot keep it half-open).
+            return True if self._state.tls is None else None
         return None
 
     def pause_writing(self) -> None:
@@ -271,7 +274,7 @@ class HttpProtocol(asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
             self.core.linger(self._loop.time())
-        else:  # pragma: no cover - TCP transports can always half-close
+        else:  # TLS: close_notify, then close (asyncio's TLS cannot half-close)
             transport.close()
 
     # --- the queue -------------------------------------------------------------------------

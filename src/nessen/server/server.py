@@ -27,6 +27,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,9 @@ class Server:
             (after accepting what is queued); False: the drain closes only this process's
             copy and the others keep accepting (a rolling restart). ``None``: the socket is
             this server's own, or the caller's (see :meth:`start`).
+        tls: Serve HTTPS: each accepted connection is wrapped in this context (see
+            :func:`nessen.server.tls.server_context`), its handshake bounded by
+            ``headers_timeout``; requests get the scheme ``https``. ``None``: plain HTTP.
     """
 
     def __init__(
@@ -258,8 +262,10 @@ class Server:
         on_tick: Callable[[], None] | None = None,
         stream_bodies: bool = False,
         service_stopping: Callable[[], bool] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.handler = handler
+        self.tls = tls
         self.service_stopping = service_stopping
         self.stream_bodies = stream_bodies
         self.on_tick = on_tick
@@ -354,7 +360,7 @@ class Server:
         self._sockets = sockets
         self._owned = owned
         self._state = ServerState(
-            self.config, self.handler, self.events, stream_bodies=self.stream_bodies
+            self.config, self.handler, self.events, stream_bodies=self.stream_bodies, tls=self.tls
         )
         name = sockets[0].getsockname()
         self.address = (str(name[0]), int(name[1]))
@@ -402,18 +408,58 @@ class Server:
 
     async def _connect(self, conn: socket.socket) -> None:
         state = self.state
+        tls = state.tls
+        peer: tuple[str, int] | None = None
         try:
-            transport, _ = await state.loop.connect_accepted_socket(
-                lambda: HttpProtocol(state), conn
-            )
+            if tls is None:
+                transport, _ = await state.loop.connect_accepted_socket(
+                    lambda: HttpProtocol(state), conn
+                )
+            else:
+                with contextlib.suppress(OSError):
+                    address = conn.getpeername()
+                    peer = (str(address[0]), int(address[1]))
+                transport, _ = await state.loop.connect_accepted_socket(
+                    lambda: HttpProtocol(state),
+                    conn,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.config.headers_timeout,
+                )
         except Exception as exc:  # the client was gone before the transport existed
-            logger.debug("accepted connection lost before it was set up: %r", exc)
+            if tls is not None:
+                self._handshake_failed(peer, exc)
+            else:
+                logger.debug("accepted connection lost before it was set up: %r", exc)
             conn.close()
             return
         finally:
             self._adopting -= 1
         if self._closed:  # set up after close() aborted every connection
             transport.abort()
+
+    def _handshake_failed(self, client: tuple[str, int] | None, exc: Exception) -> None:
+        """A TLS handshake timed out or failed: count it as a rejection, with its reason.
+
+        A client that connects and never completes the handshake is cut after
+        ``headers_timeout``, as one that never sends a header section is.
+        """
+        # asyncio raises TimeoutError, uvloop ConnectionAbortedError("... taking longer ...")
+        if isinstance(exc, TimeoutError) or "taking longer" in str(exc):
+            reason = "tls_handshake_timeout"
+            detail = f"no TLS handshake within {self.config.headers_timeout:g} s (headers_timeout)"
+        else:
+            reason = "tls_handshake_failed"
+            detail = f"TLS handshake failed: {getattr(exc, 'reason', None) or exc!r}"
+        self.state.events.request_rejected(reason, 0, detail, client, None)
+
+    def reload_tls(self, context: ssl.SSLContext) -> None:
+        """Wrap connections accepted from now on in ``context`` (a renewed certificate).
+
+        Connections already open keep the context they were made with: none is dropped.
+        """
+        self.tls = context
+        if self._state is not None:
+            self._state.tls = context
 
     def _accept_failed(self, exc: OSError) -> None:
         """``accept()`` failed (out of a resource, or unexpectedly): count, pause, log once."""

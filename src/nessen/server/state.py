@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,7 @@ class ServerState:
         drain_started: ``time.monotonic()`` when the drain began (requests whose first byte
             came later are refused with 503).
         fixed_fields: The cached ``Date`` and ``Server`` lines, refreshed every second.
+        tls: The TLS context new connections are wrapped in (``None``: plain HTTP).
     """
 
     def __init__(
@@ -121,8 +123,13 @@ class ServerState:
         events: ServerEvents,
         *,
         stream_bodies: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
+        self.tls = tls
+        """The TLS context new connections are wrapped in (``None``: plain HTTP)."""
+        self.scheme = "https" if tls is not None else "http"
+        """The connections' own scheme, given to each request."""
         self.handler = handler
         self.events = events
         self.stream_bodies = stream_bodies

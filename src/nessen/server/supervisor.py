@@ -292,14 +292,16 @@ class Supervisor:
         metrics_dir = self._prepare_metrics_dir()
         host, port = self.address
         shown = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.config.ssl_certfile is not None else "http"
         logger.info(
-            "supervisor %d starting %d workers on http://%s:%d (connections are taken once "
+            "supervisor %d starting %d workers on %s://%s:%d (connections are taken once "
             "one is ready)",
             os.getpid(),
             self.config.workers,
+            scheme,
             shown,
             port,
-            extra={"address": f"http://{shown}:{port}"},
+            extra={"address": f"{scheme}://{shown}:{port}"},
         )
         if self.admin_sockets:
             admin_host, admin_port = self.admin_sockets[0].getsockname()[:2]

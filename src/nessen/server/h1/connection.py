@@ -153,6 +153,8 @@ class H1Connection:
             request is handled as in streaming mode (``HEAD``, ``BODY``, ``END``
             actions), so the glue sends the ``100`` only when its content is read (RFC
             9110 §10.1.1).
+        scheme: The connection's own scheme, ``"http"`` or ``"https"`` (over TLS), given
+            to each request (what a trusted proxy's forwarded fields may override).
 
     Attributes:
         queue: Parsed requests not yet taken by the glue, oldest first.
@@ -209,6 +211,7 @@ class H1Connection:
         "_parsing",
         "_raw_head_bytes",
         "_read_time_left",
+        "_scheme",
         "_shared",
         "_slicing",
         "_stream_message",
@@ -248,8 +251,10 @@ class H1Connection:
         streaming: bool = False,
         make_request: Callable[..., Request] = Request,
         make_deferred: Callable[..., Request] | None = None,
+        scheme: str = "http",
     ) -> None:
         self._config = config
+        self._scheme = scheme
         self._shared = shared
         self._streaming = streaming
         self._make_request = make_request
@@ -904,6 +909,7 @@ class H1Connection:
             self.raw_headers,
             client=self.client,
             http_version=version,
+            scheme=self._scheme,
             proxy=shared.proxy,
         )
         keep_alive = self._keep_alive = parser.should_keep_alive()
