@@ -28,11 +28,11 @@ class SupervisorProcess(ServeProcess):
     """``nessen serve`` with workers, followed from the supervisor's own first line (which
     comes before any worker is ready, or when none ever is)."""
 
-    def _wait_listening(self) -> tuple[str, int]:
+    def _wait_listening(self) -> tuple[str, str, int]:
         line = self.wait_for_line(lambda line: STARTING.search(line) is not None, START_TIMEOUT)
         found = STARTING.search(line)
         assert found is not None
-        return found.group(1), int(found.group(2))
+        return "http", found.group(1), int(found.group(2))
 
 
 def connect(address: tuple[str, int]) -> socket.socket:

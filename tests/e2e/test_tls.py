@@ -7,6 +7,7 @@ Real handshakes against a ``nessen serve`` subprocess, with certificates made in
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -268,3 +269,23 @@ def test_a_renewed_certificate_that_cannot_load_keeps_the_one_in_use(
     served.wait_for("TLS certificate not reloaded")
     with https(served, files.client_context()) as client:
         assert client.get("/health").status_code == 200
+
+
+def test_with_workers_sighup_replaces_them_and_they_read_the_renewed_certificate(
+    nessen_serve: ServeFactory, files: Files
+) -> None:
+    served = nessen_serve(NATIVE, *files.flags(), "--workers", "2")
+    with https(served, files.client_context()) as client:
+        assert client.get("/health").status_code == 200
+    old = set(re.findall(r"worker \d+ started \(pid (\d+)\)", served.stderr))
+    assert len(old) == 2
+    renewed = Files(files.folder, trustme.CA())
+    served.signal(signal.SIGHUP)
+    for pid in old:  # the rolling restart is over when both old workers have left
+        served.wait_for(f"(pid {pid}) exited with status 0", timeout=60)
+    for _ in range(10):  # whichever worker takes a new connection, it shows the new one
+        with https(served, renewed.client_context()) as client:
+            assert client.get("/health").status_code == 200
+    with pytest.raises(httpx.ConnectError), https(served, files.client_context()) as client:
+        client.get("/health")
+    assert served.stop() == 0

@@ -118,6 +118,11 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "COMPRESSION_LEVEL": ("9", 9),
     "COMPRESSION_THRESHOLD": ("0", 0),
     "BACKLOG": ("512", 512),
+    "SSL_CERTFILE": ("/etc/tls/tls.crt", "/etc/tls/tls.crt"),
+    "SSL_KEYFILE": ("/etc/tls/tls.key", "/etc/tls/tls.key"),
+    "SSL_KEYFILE_PASSWORD": (" spaces kept ", " spaces kept "),
+    "SSL_CA_CERTS": ("/etc/tls/ca.crt", "/etc/tls/ca.crt"),
+    "SSL_CERT_REQS": ("2", "required"),  # uvicorn's number
 }
 
 
@@ -131,6 +136,9 @@ def test_from_env_reads_each_variable(name: str) -> None:
     environ = {name: raw}
     if name in ("RATE_LIMIT_STORE", "CACHE_STORE"):  # the redis store needs its URL
         environ["REDIS_URL"] = "redis://localhost:6379/0"
+    if name.startswith("SSL_") and name != "SSL_CERTFILE":  # TLS settings need TLS on
+        environ.setdefault("SSL_CERTFILE", "/etc/tls/tls.crt")
+        environ.setdefault("SSL_CA_CERTS", "/etc/tls/ca.crt")
     config = Config.from_env(environ)
     assert getattr(config, ENV_VARS[name]) == expected
 
@@ -139,6 +147,31 @@ def test_from_env_reads_every_variable_together() -> None:
     config = Config.from_env({name: raw for name, (raw, _) in ENV_CASES.items()})
     for name, (_, expected) in ENV_CASES.items():
         assert getattr(config, ENV_VARS[name]) == expected, name
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"SSL_KEYFILE": "k.pem"}, "SSL_CERTFILE=None: required with SSL_KEYFILE='k.pem'"),
+        ({"SSL_KEYFILE_PASSWORD": "pw"}, "SSL_CERTFILE=None: required with SSL_KEYFILE_PASSWORD"),
+        (
+            {"SSL_CERTFILE": "c.pem", "SSL_CERT_REQS": "optional"},
+            "SSL_CA_CERTS=None: required with SSL_CERT_REQS='optional'",
+        ),
+        ({"SSL_CERTFILE": "c.pem", "SSL_CERT_REQS": "3"}, "must be one of none, optional"),
+    ],
+)
+def test_tls_settings_without_what_they_need_are_refused(
+    environ: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(environ)
+    assert any(problem in line for line in caught.value.problems), caught.value.problems
+
+
+def test_the_key_password_is_not_in_the_configs_repr() -> None:
+    config = Config(ssl_certfile="c.pem", ssl_keyfile_password="hunter2")
+    assert "hunter2" not in repr(config)
 
 
 def test_milliseconds_are_converted_to_float_seconds() -> None:
