@@ -289,3 +289,19 @@ def test_with_workers_sighup_replaces_them_and_they_read_the_renewed_certificate
     with pytest.raises(httpx.ConnectError), https(served, files.client_context()) as client:
         client.get("/health")
     assert served.stop() == 0
+
+
+def test_a_streamed_response_keeps_flowing_over_tls(
+    nessen_serve: ServeFactory, files: Files
+) -> None:
+    # A TLS transport pauses at ``size >= high``: write limits of (0, 0), right for plain
+    # TCP, paused it after the first piece for good. /stream sends 4 KiB every 10 ms.
+    served = nessen_serve(NATIVE, *files.flags())
+    received = 0
+    with handshake(served, files.client_context()) as tls:
+        tls.settimeout(30.0)
+        tls.sendall(b"GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        while received < 64 * 4096:  # 64 pieces: far past any buffer's first fill
+            piece = tls.recv(65536)
+            assert piece, "closed early"
+            received += len(piece)

@@ -81,10 +81,20 @@ class Output:
         self._behind_queued = 0  # bytes queued for it (ours and the kernel's) at last look
         self._kernel_discarded = False  # reset with SO_LINGER 0: the kernel's queue is lost
 
-    def attach(self, transport: Any) -> None:
-        """Write to ``transport``: paused as soon as anything stays queued in it."""
+    def attach(self, transport: Any, *, tls: bool = False) -> None:
+        """Write to ``transport``: paused as soon as anything stays queued in it.
+
+        Over TLS the limits are ``(1, 0)``: a TLS transport compares its buffered size with
+        ``>=`` the high-water mark, so a mark of 0 would pause it at every write with
+        nothing to resume it. The socket transport under it keeps its own buffer, which
+        this side does not see: over TLS, pausing, the send deadline and the count of what
+        a cut loses start once that one is full too.
+        """
         self._transport = transport
-        transport.set_write_buffer_limits(0, 0)
+        if tls:
+            transport.set_write_buffer_limits(1, 0)
+        else:
+            transport.set_write_buffer_limits(0, 0)
 
     # --- flow control (the transport's pause_writing and resume_writing) ----------------
 

@@ -126,7 +126,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection, start its header deadline, or refuse it when full."""
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self._out.attach(transport)
+        self._out.attach(transport, tls=self._state.tls is not None)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = self.core.client = (str(peer[0]), int(peer[1]))
