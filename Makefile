@@ -2,20 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# `make serve` installs what serving needs (the package and its five dependencies);
+# `make test` adds the test extras (FastAPI, uvicorn, granian, linters, ...).
+SERVE_STAMP := $(VENV)/.serve-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 
 .PHONY: setup serve check test format clean bench
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-setup: $(STAMP)
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP) $(SERVE_STAMP)
+
+setup: $(TEST_STAMP)
 
 # Development mode on loopback unless told otherwise (`nessen serve` alone is production).
-serve: setup
+serve: $(SERVE_STAMP)
 	NESSEN_ENV=$${NESSEN_ENV:-development} HOST=$${HOST:-127.0.0.1} $(BIN)/nessen serve
 
 check: setup

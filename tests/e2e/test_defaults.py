@@ -66,6 +66,24 @@ def test_make_serve_runs_development_on_loopback() -> None:
         served.close()
 
 
+def test_make_serve_installs_only_what_serving_needs() -> None:
+    """``make serve`` on a fresh clone installs the package, not the test extras."""
+    printed = subprocess.run(
+        ["make", "-s", "-n", "-B", "serve"],  # -B: as on a fresh clone, every step runs
+        cwd=ROOT,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [
+        line.split("pip install", 1)[1].split()
+        for line in printed.splitlines()
+        if "pip install" in line and "--upgrade pip" not in line
+    ]
+    assert installs == [["--quiet", "-e", "."]]
+
+
 def test_trusting_every_proxy_in_production_is_warned_once(nessen_serve: ServeFactory) -> None:
     served = nessen_serve(SAMPLE, "--workers", "2", env=base_env(TRUST_PROXY="true"))
     served.wait_for("TRUST_PROXY=true")
