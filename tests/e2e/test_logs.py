@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.e2e.serving import ServeFactory, base_env
 from tests.rawhttp import RawClient, get
@@ -80,3 +81,23 @@ def test_the_startup_line_lists_the_limits_in_force(nessen_serve: ServeFactory) 
     assert f"listening on http://127.0.0.1:{served.port} " in line
     assert "limits: target 4096 B, header section 12345 B / 42 fields, body 54321 B;" in line
     assert "timeouts: headers 7s, body 30s, request 2.5s, idle 61s, send 30s)" in line
+
+
+def test_an_apps_own_logging_set_up_is_kept_and_gets_the_request_id(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    app_log = tmp_path / "app.log"
+    served = nessen_serve("tests.e2e.apps.own_logging:app", env=base_env(APP_LOG_FILE=str(app_log)))
+    with served.client() as client:
+        answer = client.get("/order/42")
+    assert answer.status_code == 200
+    request_id = answer.headers["x-request-id"]
+    access = served.wait_for("GET /order/42")  # Nessen's lines still on stderr, as before
+    assert request_id in access
+    assert served.stop() == 0
+    lines = app_log.read_text().splitlines()
+    # the app's handler, format and level are its own: Nessen replaced none of them, the
+    # line has the file and line number, and the request id the response carried
+    assert f"APP {request_id} shop.orders own_logging.py:" in "\n".join(lines)
+    assert any(line.endswith("order 42 looked up") for line in lines)
+    assert not any("nessen." in line for line in lines)  # Nessen's own lines stay out

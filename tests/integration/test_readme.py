@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import logging.config
 import re
 import socket
 from pathlib import Path
@@ -9,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from nessen import Request, Response, Runtime
 from tests.conftest import ServeFactory
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -47,7 +51,8 @@ def test_service_sample_behaves_as_described(serve: ServeFactory) -> None:
 
 def test_testing_sample_runs() -> None:
     namespace: dict[str, Any] = {}
-    exec(compile(python_blocks()[1], "README.md", "exec"), namespace)
+    (block,) = [b for b in python_blocks() if "with LiveServer(" in b]
+    exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["server"].result is not None  # the with-block stopped it cleanly
     assert namespace["server"].result.clean
 
@@ -56,7 +61,7 @@ def test_statsd_sample_sends_the_handlers_and_the_runtimes_counts(serve: ServeFa
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(5.0)
-    source = python_blocks()[2]
+    (source,) = [b for b in python_blocks() if "8125" in b]
     assert '"127.0.0.1", 8125' in source
     port = str(receiver.getsockname()[1])
     namespace: dict[str, Any] = {}
@@ -96,3 +101,31 @@ def test_middleware_sample_behaves_as_described(serve: ServeFactory) -> None:
     assert second.headers["ratelimit-remaining"] == "999"  # keyed by API key: a new bucket
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-methods"].endswith("DELETE")
+
+
+def test_logging_sample_gives_the_apps_own_lines_the_request_id(serve: ServeFactory) -> None:
+    (block,) = [b for b in python_blocks() if "LOGGING = {" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    config = namespace["LOGGING"]
+    stream = io.StringIO()
+    config["handlers"]["console"]["stream"] = stream  # the sample's handler, into a buffer
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    logging.config.dictConfig({**config, "disable_existing_loggers": False})
+    try:
+        runtime = Runtime()
+
+        @runtime.route.get("/pay")
+        async def pay(ctx: Request) -> Response:
+            logging.getLogger("shop").info("paid")
+            return Response.text("ok")
+
+        server = serve(runtime)
+        with httpx.Client(base_url=server.url) as client:
+            answer = client.get("/pay", headers={"X-Request-ID": "readme-log-1"})
+        assert answer.status_code == 200
+    finally:
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+    assert "readme-log-1 shop paid" in stream.getvalue().splitlines()

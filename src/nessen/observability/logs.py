@@ -135,15 +135,54 @@ def _timestamp(created: float) -> str:
     return text
 
 
+_RECORD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+"""What every ``LogRecord`` has: anything else on a record came from ``extra=``."""
+
+
 def _record_fields(record: logging.LogRecord) -> Fields:
-    """The ``FIELDS`` a record carries, plus the current request id when it has none."""
+    """A record's ``extra=`` fields: ``FIELDS`` first, in their order, then the rest as given.
+
+    The current request id is added when the record has none. An extra field of a type
+    other than text, number, boolean or ``None`` is given as its ``str()``.
+    """
     attrs = record.__dict__
     fields = [(name, value) for name in FIELDS if (value := attrs.get(name)) is not None]
+    if len(attrs) > _STANDARD_COUNT:  # extra fields beyond the standard ones (and ours)
+        known = _KNOWN_FIELDS
+        for name, value in attrs.items():
+            if name not in known and name[0] != "_":
+                if not isinstance(value, str | int | float | bool) and value is not None:
+                    value = str(value)
+                fields.append((name, value))
     if attrs.get("request_id") is None:
         request_id = current_request_id.get()
         if request_id is not None:
             fields.insert(0, ("request_id", request_id))
     return fields
+
+
+_KNOWN_FIELDS = _RECORD_ATTRIBUTES | set(FIELDS)
+_STANDARD_COUNT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+
+class RequestIdFilter(logging.Filter):
+    """Give each record the id of the request being served as ``record.request_id``.
+
+    For an app's own handlers (Nessen's add it themselves): with this filter on a handler,
+    a format such as ``"%(request_id)s %(message)s"`` shows the id the access line and the
+    ``X-Request-ID`` response field carry, or ``-`` outside a request. In a
+    ``logging.config.dictConfig``: ``"filters": {"request_id": {"()":
+    "nessen.observability.logs.RequestIdFilter"}}``. It never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Set ``record.request_id`` unless the record has one; keep the record."""
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id.get() or "-"
+        return True
 
 
 class LineFormatter(logging.Formatter):
@@ -1007,7 +1046,12 @@ def configure_logging(
     *,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
 ) -> Callable[[], None]:
-    """Send the root logger's records to ``stream`` (stderr) in ``fmt`` at ``level``.
+    """Send Nessen's log records (and the app's, if it set up no logging) to ``stream``.
+
+    The ``nessen`` loggers get a handler of their own, at ``level``, and do not propagate:
+    an app's handlers, filters and levels are left alone. The root logger gets the same
+    handler and ``level`` only when it has no handler yet. Record attributes (file, line,
+    thread, process) are left as the ``logging`` module makes them.
 
     Lines are written in batches from a thread of their own (see
     :class:`BufferedStreamHandler`): errors at once, the rest within 0.1 s; logging never
@@ -1022,24 +1066,31 @@ def configure_logging(
 
     Returns:
         A function that undoes this (writes what is left within a bounded time, restores
-        the root logger's handlers and level).
+        the loggers' handlers, levels and propagation).
     """
     root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    # The records carry what they need as fields: skip the stack walk for the caller's file
-    # and line, and the thread/process lookups (the logging HOWTO's "Optimization" advice).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    ours = logging.getLogger("nessen")
+    saved_root = (list(root.handlers), root.level)
+    saved_ours = (list(ours.handlers), ours.level, ours.propagate)
     handler = BufferedStreamHandler(stream or sys.stderr, buffer_bytes=buffer_bytes)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
-    root.handlers = [handler]
-    root.setLevel(level.upper())
+    # Nessen's own loggers write through this handler, and only through it (as uvicorn's
+    # do), whatever the app set up; the app's logging is left as it is, unless it set up
+    # none: then its records go the same way as ours.
+    ours.handlers = [handler]
+    ours.setLevel(level.upper())
+    ours.propagate = False
+    took_root = not root.handlers
+    if took_root:
+        root.handlers = [handler]
+        root.setLevel(level.upper())
 
     def undo() -> None:
         handler.close()  # first: a record logged meanwhile is counted, not sent elsewhere
-        root.handlers = saved_handlers
-        root.setLevel(saved_level)
+        ours.handlers, ours.propagate = saved_ours[0], saved_ours[2]
+        ours.setLevel(saved_ours[1])
+        if took_root:
+            root.handlers = saved_root[0]
+            root.setLevel(saved_root[1])
 
     return undo

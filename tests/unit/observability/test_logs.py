@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -13,7 +14,9 @@ from nessen.observability.logs import (
     MAX_FIELD_CHARS,
     ConsoleFormatter,
     JsonFormatter,
+    RequestIdFilter,
     configure_logging,
+    current_request_id,
     escape,
 )
 
@@ -55,11 +58,12 @@ def test_json_line_has_the_standard_keys_and_the_extra_fields() -> None:
     }
 
 
-def test_json_skips_absent_fields_and_keeps_unknown_extras_out() -> None:
+def test_json_skips_absent_fields_and_keeps_the_callers_extra_fields() -> None:
     entry = json.loads(JsonFormatter().format(make_record(reason="x", color="blue")))
     assert entry["reason"] == "x"
-    assert "color" not in entry
+    assert entry["color"] == "blue"  # an app's extra= field is part of its line
     assert "status" not in entry
+    assert "lineno" not in entry  # the record's own attributes are not fields
 
 
 def test_json_level_names_are_lower_case() -> None:
@@ -132,26 +136,105 @@ def test_escape() -> None:
     assert escape(long) == "x" * MAX_FIELD_CHARS + "..."
 
 
-@pytest.fixture
-def root_logger() -> Iterator[logging.Logger]:
+@contextlib.contextmanager
+def root_set_up(
+    *handlers: logging.Handler, level: int = logging.WARNING
+) -> Iterator[logging.Logger]:
+    """The root logger with only ``handlers`` (none: an app that set up no logging).
+
+    Entered in the test's body: pytest adds its capture handlers to the root logger for the
+    call phase, after fixtures ran.
+    """
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield root
-    root.handlers = handlers
+    saved, saved_level = list(root.handlers), root.level
+    root.handlers = list(handlers)
     root.setLevel(level)
+    try:
+        yield root
+    finally:
+        root.handlers = saved
+        root.setLevel(saved_level)
 
 
-def test_configure_logging_writes_json_and_undo_restores(root_logger: logging.Logger) -> None:
-    before_handlers, before_level = list(root_logger.handlers), root_logger.level
+class ListHandler(logging.Handler):
+    """An app's own handler: keeps what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_apps_logging_set_up_is_left_alone() -> None:
+    app_handler = ListHandler()
+    app_handler.addFilter(RequestIdFilter())
+    with root_set_up(app_handler) as root_logger:
+        stream = io.StringIO()
+        undo = configure_logging("info", "json", stream)
+        try:
+            assert root_logger.handlers == [app_handler]  # not replaced
+            assert root_logger.level == logging.WARNING  # nor its level
+            logging.getLogger("nessen.server").info("ours")
+            logging.getLogger("app.orders").warning("theirs", extra={"order": 7})
+            token = current_request_id.set("req-1")
+            try:
+                logging.getLogger("app.orders").error("in a request")
+            finally:
+                current_request_id.reset(token)
+        finally:
+            undo()
+    ours = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry["message"] for entry in ours] == ["ours"]  # only Nessen's lines here
+    theirs = app_handler.records
+    assert [record.getMessage() for record in theirs] == ["theirs", "in a request"]
+    assert theirs[0].order == 7  # type: ignore[attr-defined]
+    assert [record.request_id for record in theirs] == ["-", "req-1"]  # type: ignore[attr-defined]
+    # the record attributes the logging module fills in are there for the app's formats
+    assert theirs[0].lineno > 0
+    assert theirs[0].pathname == __file__
+    assert theirs[0].process is not None
+    assert theirs[0].thread is not None
+    assert logging.getLogger("nessen").propagate  # undo restored it
+
+
+def test_an_apps_records_reach_our_handler_with_their_extra_fields_and_request_id() -> None:
     stream = io.StringIO()
-    undo = configure_logging("warning", "json", stream)
-    assert len(root_logger.handlers) == 1
-    assert root_logger.level == logging.WARNING
-    logging.getLogger("nessen.test").info("dropped")
-    logging.getLogger("nessen.test").warning("kept %d", 1, extra={"reason": "r"})
-    undo()
-    assert root_logger.handlers == before_handlers
-    assert root_logger.level == before_level
+    with root_set_up():
+        undo = configure_logging("info", "json", stream)
+        token = current_request_id.set("req-9")
+        try:
+            logging.getLogger("app").info(
+                "paid", extra={"order": 7, "amount": 12.5, "tags": ["a"], "user": "u1"}
+            )
+        finally:
+            current_request_id.reset(token)
+            undo()
+    (entry,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert entry["logger"] == "app"
+    assert entry["request_id"] == "req-9"
+    assert (entry["order"], entry["amount"], entry["user"]) == (7, 12.5, "u1")
+    assert entry["tags"] == "['a']"  # not a plain value: its str()
+
+
+def test_console_lines_carry_extra_fields_escaped() -> None:
+    line = ConsoleFormatter().format(make_record(order=7, note="two\nlines"))
+    assert line.endswith(' order=7 note="two\\x0alines"') or "order=7" in line
+    assert len(line.splitlines()) == 1
+
+
+def test_configure_logging_writes_json_and_undo_restores() -> None:
+    stream = io.StringIO()
+    with root_set_up(level=logging.ERROR) as root_logger:
+        undo = configure_logging("warning", "json", stream)
+        assert len(root_logger.handlers) == 1  # the app set up none: ours
+        assert root_logger.level == logging.WARNING
+        logging.getLogger("nessen.test").info("dropped")
+        logging.getLogger("nessen.test").warning("kept %d", 1, extra={"reason": "r"})
+        undo()
+        assert root_logger.handlers == []
+        assert root_logger.level == logging.ERROR
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])
@@ -163,14 +246,15 @@ def test_configure_logging_writes_json_and_undo_restores(root_logger: logging.Lo
     )
 
 
-def test_configure_logging_console(root_logger: logging.Logger) -> None:
+def test_configure_logging_console() -> None:
     stream = io.StringIO()
-    undo = configure_logging("debug", "console", stream)
-    try:
-        assert root_logger.level == logging.DEBUG
-        logging.getLogger("nessen.test").debug("line\nbreak")
-    finally:
-        undo()
+    with root_set_up() as root_logger:
+        undo = configure_logging("debug", "console", stream)
+        try:
+            assert root_logger.level == logging.DEBUG
+            logging.getLogger("nessen.test").debug("line\nbreak")
+        finally:
+            undo()
     (line,) = stream.getvalue().splitlines()
     assert line.endswith(" DEBUG   nessen.test line\\x0abreak")
 
