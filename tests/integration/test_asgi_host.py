@@ -795,7 +795,7 @@ def test_request_id_is_echoed_and_set_while_the_app_runs(host: Any) -> None:
 
     @http_only
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await start(send, headers=[(b"x-request-id", b"the-app-may-not-choose")])
+        await start(send)
         await body(send, str(current_request_id.get()).encode())
 
     server = host(app)
@@ -809,7 +809,45 @@ def test_request_id_is_echoed_and_set_while_the_app_runs(host: Any) -> None:
     assert repeated.header("x-request-id") not in {"one", "two", "one, two"}
     assert repeated.header("x-request-id") == repeated.body.decode()
     assert generated.header("x-request-id") == generated.body.decode()
-    assert generated.body != b"the-app-may-not-choose"
+
+
+def test_an_apps_own_request_id_server_and_date_are_sent_instead_of_ours(host: Any) -> None:
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        fields = [
+            (b"x-request-id", b"upstream-7"),  # e.g. propagated from the service it called
+            (b"server", b"shop/2.1"),
+            (b"date", b"Tue, 01 Dec 2026 10:00:00 GMT"),
+        ]
+        await start(send, headers=fields)
+        await body(send, b"ok")
+
+    server = host(app)
+    with RawClient(server.address) as client:
+        answer = client.request(get("/"))
+
+    def values(name: str) -> list[str]:
+        return [value for key, value in answer.headers if key.lower() == name]
+
+    assert values("x-request-id") == ["upstream-7"]  # one field: the app's
+    assert values("server") == ["shop/2.1"]
+    assert values("date") == ["Tue, 01 Dec 2026 10:00:00 GMT"]
+
+
+def test_an_apps_connection_close_closes_the_connection_after_its_response(host: Any) -> None:
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await start(send, headers=[(b"connection", b"close")])
+        await body(send, b"bye")
+
+    server = host(app)
+    with RawClient(server.address) as client:
+        client.send(get("/") + get("/"))  # a second request pipelined behind: not served
+        answer = client.response()
+        assert answer.header("connection") == "close"
+        assert answer.body == b"bye"
+        assert client.closed_by_peer()  # closed after it (RFC 9112 §9.6)
+        assert client.buffer == b""  # the pipelined request was not answered
 
 
 def test_root_path_is_in_the_scope_and_in_front_of_the_path(host: Any) -> None:

@@ -538,7 +538,7 @@ def test_framing_fields_set_by_a_handler_are_not_sent(serve: ServeFactory) -> No
             headers={
                 "Content-Length": "999",
                 "Transfer-Encoding": "chunked",
-                "Connection": "close",
+                "Connection": "Upgrade",
                 "Keep-Alive": "timeout=1",
                 "X-Kept": "yes",
             },
@@ -556,6 +556,46 @@ def test_framing_fields_set_by_a_handler_are_not_sent(serve: ServeFactory) -> No
     assert response.header("keep-alive") == "timeout=65"
     assert response.header("x-kept") == "yes"
     assert (follow_up.status, follow_up.body) == (200, b"hello")
+
+
+def test_a_handlers_connection_close_closes_the_connection_after_its_response(
+    serve: ServeFactory,
+) -> None:
+    runtime = echo_runtime()
+
+    @runtime.route.get("/last")
+    async def last(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("last one", headers={"Connection": "close"})
+
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        client.send(get("/last") + get("/"))
+        response = client.response()
+        assert response.header("connection") == "close"  # once, written by the server
+        assert [k for k, _ in response.headers if k.lower() == "connection"] == ["Connection"]
+        assert client.closed_by_peer()
+        assert client.buffer == b""  # the request pipelined behind it was not answered
+
+
+def test_a_handlers_server_and_date_replace_the_servers(serve: ServeFactory) -> None:
+    runtime = echo_runtime()
+
+    @runtime.route.get("/own")
+    async def own(ctx):  # type: ignore[no-untyped-def]
+        return Response.text(
+            "mine", headers={"Server": "shop/2.1", "Date": "Tue, 01 Dec 2026 10:00:00 GMT"}
+        )
+
+    server = serve(runtime)
+    with RawClient(server.address) as client:
+        response = client.request(get("/own"))
+        ours = client.request(get("/"))
+    assert [v for k, v in response.headers if k.lower() == "server"] == ["shop/2.1"]
+    assert [v for k, v in response.headers if k.lower() == "date"] == [
+        "Tue, 01 Dec 2026 10:00:00 GMT"
+    ]
+    assert ours.header("server") == "nessen"  # other responses keep the server's
+    assert ours.header("date") is not None
 
 
 # --- Upgrade and CONNECT -------------------------------------------------------------------

@@ -39,7 +39,14 @@ from nessen.observability.logs import current_request_id
 from nessen.runtime import Runtime
 from nessen.server import DrainResult, Server
 from nessen.server.body import ClientDisconnected, RequestChannel
-from nessen.server.h1.framing import FIELD_NAME_BYTES, SERVER_FIELD_NAMES, PreparedResponse
+from nessen.server.h1.framing import (
+    ASKS_CLOSE,
+    FIELD_NAME_BYTES,
+    OWN_DATE,
+    OWN_SERVER,
+    SERVER_FIELD_NAMES,
+    PreparedResponse,
+)
 from nessen.server.supervisor import WorkerLink
 
 logger = logging.getLogger("nessen.asgi")
@@ -55,8 +62,11 @@ rate limiting and compression would change what the app answers: they are the ap
 
 
 _SERVER_OWNED = SERVER_FIELD_NAMES | {b"x-request-id"}
-"""Response fields an ASGI app may not set: the server's framing and connection fields,
-``Date`` and ``Server``, and ``X-Request-ID`` (the one logged is echoed)."""
+"""Response fields the server looks at before sending an ASGI app's: its framing and
+connection fields (Content-Length is checked and kept aside; ``Connection: close`` closes
+the connection after the response; the rest are dropped), ``Date`` and ``Server`` (the
+app's replace the server's), and ``X-Request-ID`` (the app's is sent instead of the
+request's id, e.g. an upstream one it propagates)."""
 _valid_names: set[bytes] = set()
 
 
@@ -195,6 +205,7 @@ class _Exchange:
     __slots__ = (
         "_body_read",
         "_channel",
+        "_claims",
         "_client_gone",
         "_complete",
         "_declared",
@@ -222,6 +233,7 @@ class _Exchange:
         self._complete = False
         self._status = 0
         self._fields = ""
+        self._claims = 0
         self._declared: int | None = None
         self._stream: _ResponseStream | None = None
 
@@ -291,8 +303,11 @@ class _Exchange:
     def _convert(self, raw: Any) -> str:
         """Serialise the app's header pairs as the response's field lines.
 
-        Content-Length is kept aside (the server frames the message), the fields the
-        server owns are dropped (as for any handler), and ``X-Request-ID`` is ours.
+        Content-Length is kept aside (the server frames the message); ``Server`` and
+        ``Date`` are sent instead of the server's and ``Connection: close`` closes the
+        connection after the response (:attr:`_claims`); the other framing and connection
+        fields are dropped (as for any handler); ``X-Request-ID`` is the request's id unless
+        the app set its own.
 
         Raises:
             RuntimeError: Not a list of byte pairs, a name that is not a token, a value
@@ -300,7 +315,9 @@ class _Exchange:
                 decimal number.
         """
         parts: list[bytes] = []
-        count = 1
+        count = 0
+        claims = 0
+        own_id = False
         try:
             for name, value in raw:
                 lower = name.lower()
@@ -310,7 +327,17 @@ class _Exchange:
                         if not text.isdigit():
                             raise RuntimeError(f"ASGI app sent Content-Length {text[:32]!r}")
                         self._declared = int(text)
-                    continue
+                        continue
+                    if lower == b"server":
+                        claims |= OWN_SERVER
+                    elif lower == b"date":
+                        claims |= OWN_DATE
+                    elif lower == b"x-request-id":
+                        own_id = True
+                    else:
+                        if lower == b"connection" and b"close" in bytes(value).lower():
+                            claims |= ASKS_CLOSE
+                        continue
                 if lower not in _valid_names:
                     if not FIELD_NAME_BYTES.fullmatch(name):
                         raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
@@ -320,7 +347,10 @@ class _Exchange:
                 count += 1
         except (AttributeError, TypeError, ValueError) as exc:
             raise RuntimeError(f"ASGI app sent malformed headers: {exc}") from exc
-        parts += (b"X-Request-ID: ", self._request.id.encode("latin-1"), b"\r\n")
+        if not own_id:
+            parts += (b"X-Request-ID: ", self._request.id.encode("latin-1"), b"\r\n")
+            count += 1
+        self._claims = claims
         block = b"".join(parts)
         if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
             raise RuntimeError("ASGI app sent a header value holding CR, LF or NUL")
@@ -340,7 +370,7 @@ class _Exchange:
         request = self._request
         declared = self._declared
         head = request.method == "HEAD"
-        response = PreparedResponse(self._status, body, fields=self._fields)
+        response = PreparedResponse(self._status, body, fields=self._fields, claims=self._claims)
         if (head and declared is not None and declared != len(body)) or (
             len(body) > self._handler.max_response_bytes
         ):
@@ -353,7 +383,7 @@ class _Exchange:
     async def _start_stream(self, first: bytes) -> None:
         stream = self._stream = _ResponseStream()
         response = PreparedResponse(
-            self._status, fields=self._fields, content_length=self._declared
+            self._status, fields=self._fields, content_length=self._declared, claims=self._claims
         )
         response.stream = stream
         if not self._hand_over(response):

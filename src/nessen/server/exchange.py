@@ -30,13 +30,17 @@ from nessen.server.body import HIGH_WATER_BYTES, ClientDisconnected, RequestChan
 from nessen.server.h1 import policy
 from nessen.server.h1.connection import H1Connection
 from nessen.server.h1.framing import (
+    ASKS_CLOSE,
     CONTINUE_RESPONSE,
     LAST_CHUNK,
     NO_CONTENT_STATUSES,
+    OWN_DATE,
+    OWN_SERVER,
     PreparedResponse,
     ResponseError,
     carry_fields,
     chunk,
+    claims_of,
     error_answer,
     no_content_framing,
     response_head,
@@ -352,8 +356,20 @@ class Exchange:
             framing = f"Content-Length: {size}\r\n"
         if request.method == "HEAD":
             body = b""
+        fixed = state.fixed_fields
+        claims = (
+            response.claims
+            if type(response) is PreparedResponse
+            else 0
+            if response._headers is None
+            else claims_of(response)
+        )
+        if claims:  # the handler set Server, Date or Connection: close itself
+            fixed = state.fixed_variants[claims & 3]
+            keep_alive = keep_alive and not claims & ASKS_CLOSE
+            _note_claims(claims)
         connection = self._connection_fields(request, keep_alive)
-        head = response_head(response, state.fixed_fields, framing, connection)
+        head = response_head(response, fixed, framing, connection)
         if len(body) < 65536:
             return head + body, len(body)
         return (head, body), len(body)  # no copy of a large body
@@ -375,6 +391,12 @@ class Exchange:
         chunked = False
         try:
             try:
+                fixed = state.fixed_fields
+                claims = claims_of(response)
+                if claims:  # the handler set Server, Date or Connection: close itself
+                    fixed = state.fixed_variants[claims & 3]
+                    keep_alive = keep_alive and not claims & ASKS_CLOSE
+                    _note_claims(claims)
                 if response.status not in NO_CONTENT_STATUSES:
                     declared = (
                         response.content_length
@@ -392,7 +414,7 @@ class Exchange:
                     framing = f"Content-Length: {declared}\r\n"
                 else:
                     framing = no_content_framing(response.status)
-                head = response_head(response, state.fixed_fields, framing, connection)
+                head = response_head(response, fixed, framing, connection)
             except ResponseError as exc:
                 error = state.events.handler_error(request, exc)
                 carry_fields(response, error)
@@ -712,6 +734,29 @@ class Exchange:
             self.task.cancel()
         self.out.abort(SHUTDOWN_CUT, lost=conn.closed)
         return cut is not None
+
+
+_claims_noted = 0
+"""The claims bits already logged (once each, at debug)."""
+
+
+def _note_claims(claims: int) -> None:
+    """Log once, at debug, the first response whose handler set each server field."""
+    global _claims_noted
+    new = claims & ~_claims_noted
+    if not new:
+        return
+    _claims_noted |= new
+    for bit, what in (
+        (OWN_SERVER, "a handler's Server field replaces the server's (logged once)"),
+        (OWN_DATE, "a handler's Date field replaces the server's (logged once)"),
+        (
+            ASKS_CLOSE,
+            "a handler's Connection: close closes the connection after its response (logged once)",
+        ),
+    ):
+        if new & bit:
+            logger.debug(what)
 
 
 def _declared_length(response: Response) -> int | None:

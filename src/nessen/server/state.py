@@ -156,9 +156,12 @@ class ServerState:
         self.proxy = proxy_trust(config, self.allowed_hosts)
         """Who the client is behind trusted proxies; given to every Request (``None``: no
         proxy is trusted, the peer is always the client)."""
-        self._server_line = (
-            f"Server: {config.server_header}\r\n" if config.server_header else ""
-        ) + "".join(f"{name}: {value}\r\n" for name, value in config.extra_headers)
+        self._server_field = f"Server: {config.server_header}\r\n" if config.server_header else ""
+        self._extra_fields = "".join(f"{name}: {value}\r\n" for name, value in config.extra_headers)
+        self.fixed_variants = ("", "", "", "")
+        """:attr:`fixed_fields` without the server's ``Server`` (index ``OWN_SERVER``),
+        without its ``Date`` (``OWN_DATE``), or without both: for a response that sets
+        its own (see ``framing.claims_of``)."""
         self.keep_alive_field = f"Keep-Alive: timeout={max(1, int(config.idle_timeout))}\r\n"
         self._date_second = 0
         self.fixed_fields = ""
@@ -170,7 +173,10 @@ class ServerState:
         second = int(now)
         if second != self._date_second:
             self._date_second = second
-            self.fixed_fields = f"Date: {http_date(second)}\r\n{self._server_line}"
+            date = f"Date: {http_date(second)}\r\n"
+            server, extra = self._server_field, self._extra_fields
+            self.fixed_fields = date + server + extra
+            self.fixed_variants = (self.fixed_fields, date + extra, server + extra, extra)
 
     def adopt_upgraded(self, transport: asyncio.Transport) -> None:
         """Keep ``transport``, handed to another protocol, to close it when the server stops.

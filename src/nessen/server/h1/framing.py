@@ -28,6 +28,18 @@ FIELD_NAME_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 SERVER_FIELD_NAMES = frozenset(name.encode() for name in SERVER_FIELDS)
 """:data:`~nessen.http.headers.SERVER_FIELDS` as lower-case bytes, for ASGI header pairs."""
 
+FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+"""The fields a response's sender may not set: the message framing and the connection's
+(RFC 9112 §6, §9); the server writes them. ``Server`` and ``Date`` a handler may set: its
+value replaces the server's (see :data:`OWN_SERVER`)."""
+
+OWN_SERVER = 1
+"""A response bit: its handler set ``Server``, which is sent instead of the server's."""
+OWN_DATE = 2
+"""A response bit: its handler set ``Date``, which is sent instead of the server's."""
+ASKS_CLOSE = 4
+"""A response bit: its handler set ``Connection: close``; the connection closes after it."""
+
 NO_CONTENT_STATUSES = frozenset({204, 205, 304})
 """Final statuses whose response never carries content (RFC 9110 §15.3.5, §15.3.6, §15.4.5;
 1xx are never built from a handler's response). See :func:`no_content_framing`."""
@@ -59,16 +71,25 @@ class PreparedResponse(Response):
         content_length: For a streamed response, its length (the stream must produce
             exactly that many bytes, as with a handler-set Content-Length); ``None`` for
             chunked coding. Ignored for a buffered one, whose length is ``len(body)``.
+        claims: :data:`OWN_SERVER`, :data:`OWN_DATE` (``fields`` holds that field) and
+            :data:`ASKS_CLOSE` bits, as :func:`claims_of` gives for other responses.
     """
 
-    __slots__ = ("content_length", "fields")
+    __slots__ = ("claims", "content_length", "fields")
 
     def __init__(
-        self, status: int, body: bytes = b"", *, fields: str, content_length: int | None = None
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        fields: str,
+        content_length: int | None = None,
+        claims: int = 0,
     ) -> None:
         super().__init__(status, body)
         self.fields = fields
         self.content_length = content_length
+        self.claims = claims
 
 
 def check_status(status: int) -> None:
@@ -81,6 +102,29 @@ def check_status(status: int) -> None:
         raise ResponseError(f"handler returned status {status}; must be 200..599")
 
 
+def claims_of(response: Response) -> int:
+    """The :data:`OWN_SERVER`, :data:`OWN_DATE` and :data:`ASKS_CLOSE` bits of a response.
+
+    What its handler set among the fields the server otherwise writes itself: its
+    ``Server`` and ``Date`` replace the server's, and ``Connection: close`` closes the
+    connection after it (RFC 9112 §9.6). 0 for a response without such fields.
+    """
+    if type(response) is PreparedResponse:
+        return response.claims
+    headers = response._headers
+    if headers is None:
+        return 0
+    keys = headers._keys
+    claims = 0
+    if "server" in keys:
+        claims = OWN_SERVER
+    if "date" in keys:
+        claims |= OWN_DATE
+    if "connection" in keys and "close" in headers["connection"].lower():
+        claims |= ASKS_CLOSE
+    return claims
+
+
 def response_head(response: Response, fixed_fields: str, framing: str, connection: str) -> bytes:
     r"""Serialise a final response's status line and header section (RFC 9112 §4, §5).
 
@@ -88,7 +132,8 @@ def response_head(response: Response, fixed_fields: str, framing: str, connectio
         response: What the handler answered; its fields are written after ``Date`` and
             ``Server`` and ``Content-Type``, then the server's own framing and connection
             fields, then the empty line.
-        fixed_fields: The cached ``Date``/``Server`` lines.
+        fixed_fields: The cached ``Date``/``Server`` lines (without the ones the response
+            sets itself, see :func:`claims_of`).
         framing: The framing field line: ``"Content-Length: N\r\n"``,
             ``"Transfer-Encoding: chunked\r\n"``, or ``""`` (see :func:`no_content_framing`).
         connection: ``"Connection: close\r\n"``, or the keep-alive lines.
@@ -105,7 +150,7 @@ def response_head(response: Response, fixed_fields: str, framing: str, connectio
     if response.content_type is not None:
         parts.append(content_type_field(response.content_type))
     if response._headers is not None:
-        parts.append(encode_fields(response._headers.multi_items()))
+        parts.append(encode_fields(response._headers.multi_items(), FRAMING_FIELDS))
     elif type(response) is PreparedResponse:
         parts.append(response.fields)
     if response._encoded:
@@ -164,11 +209,13 @@ def http_date(timestamp: float) -> str:
     return formatdate(timestamp, usegmt=True)
 
 
-def encode_fields(fields: list[tuple[str, str]]) -> str:
+def encode_fields(fields: list[tuple[str, str]], skip: frozenset[str] = SERVER_FIELDS) -> str:
     r"""Serialise handler-set header fields as ``Name: value\r\n`` lines.
 
-    Fields the server owns (Content-Length, Transfer-Encoding, Connection, Keep-Alive,
-    Date, Server) are skipped, so a handler cannot break the message framing.
+    Fields in ``skip`` (lower case) are left out: by default those the server owns
+    (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Date, Server), so a handler
+    cannot break the message framing; :func:`response_head` lets ``Server`` and ``Date``
+    through (:data:`FRAMING_FIELDS`).
 
     Raises:
         ResponseError: A field name is not a token (RFC 9110 §5.1) or a value holds CR,
@@ -179,10 +226,11 @@ def encode_fields(fields: list[tuple[str, str]]) -> str:
         if name not in _valid_names:
             if not FIELD_NAME.fullmatch(name):
                 raise ResponseError(f"response header name {name[:64]!r} is not a token")
-            if name.lower() in SERVER_FIELDS:
+            lower = name.lower()
+            if lower in skip:
                 continue
-            if len(_valid_names) < _MAX_CACHED_NAMES:
-                _valid_names.add(name)
+            if lower not in SERVER_FIELDS and len(_valid_names) < _MAX_CACHED_NAMES:
+                _valid_names.add(name)  # (a name in no skip set: always sent)
         lines.append(f"{name}: {value}\r\n")
     block = "".join(lines)
     if block.count("\n") != len(lines) or block.count("\r") != len(lines) or "\x00" in block:

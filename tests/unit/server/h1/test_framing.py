@@ -8,8 +8,13 @@ import pytest
 
 from nessen.http import Response
 from nessen.server.h1.framing import (
+    ASKS_CLOSE,
+    OWN_DATE,
+    OWN_SERVER,
     PreparedResponse,
     ResponseError,
+    claims_of,
+    encode_fields,
     error_answer,
     response_head,
     switching_head,
@@ -59,12 +64,32 @@ def test_a_field_value_past_latin_1_is_refused_rfc_9110_5_5() -> None:
         response_head(response, FIXED, "Content-Length: 0\r\n", "")
 
 
-def test_the_server_owned_fields_a_handler_sets_are_skipped() -> None:
+def test_the_framing_fields_a_handler_sets_are_skipped() -> None:
     response = Response(200)
     response.headers["Content-Length"] = "999"
     response.headers["Connection"] = "keep-alive"
     head = response_head(response, "", "Content-Length: 0\r\n", "Connection: close\r\n")
     assert head == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def test_a_handlers_server_and_date_are_claimed_and_sent() -> None:
+    response = Response(200)
+    response.headers["Server"] = "shop"
+    response.headers["Date"] = "Tue, 01 Dec 2026 10:00:00 GMT"
+    response.headers["Connection"] = "Close"
+    assert claims_of(response) == OWN_SERVER | OWN_DATE | ASKS_CLOSE
+    head = response_head(response, "", "Content-Length: 0\r\n", "")
+    assert b"Server: shop\r\n" in head
+    assert b"Date: Tue, 01 Dec 2026 10:00:00 GMT\r\n" in head
+    assert b"Connection" not in head  # the server writes its own
+    assert claims_of(Response(200)) == 0
+    assert claims_of(PreparedResponse(200, fields="", claims=OWN_SERVER)) == OWN_SERVER
+
+
+def test_encode_fields_still_skips_server_and_date_by_default() -> None:
+    # (the 101's head and other callers: the cache of valid names must not let them through)
+    response_head(Response(200, headers={"Server": "a"}), "", "", "")
+    assert encode_fields([("Server", "a"), ("Date", "b"), ("X-A", "1")]) == "X-A: 1\r\n"
 
 
 def test_a_101_says_connection_upgrade_and_the_protocol() -> None:
