@@ -7,15 +7,15 @@ error, 3 startup failed (a startup hook raised, or the address could not be boun
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import inspect
 import logging
 import os
+import pickle
 import socket
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nessen._version import __version__
@@ -497,38 +497,156 @@ def main(argv: Sequence[str] | None = None) -> int:
     root_path = args.root_path
     if root_path is None:
         root_path = os.environ.get("ROOT_PATH", "")
-    try:
-        runtime = load_app(
-            args.app or DEMO_APP,
-            health_endpoints=health,
-            root_path=root_path,
-            app_dir=args.app_dir,
-            factory=args.factory,
-            lifespan=args.lifespan,
-        )
-        config = resolve_config(args, os.environ, runtime.config if runtime.has_config else None)
-        server_context(config)  # the TLS files load, or exit 2 now (not in each worker)
-    except AppLoadError as exc:
-        print(f"nessen: {exc}", file=sys.stderr)
-        if exc.traceback:
-            print(exc.traceback, end="", file=sys.stderr)
-        return EXIT_USAGE
-    except ConfigError as exc:
-        print("nessen: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    runtime.configure(config)
-    if args.access_log is not None:  # the Runtime an ASGI app is served through, or the app
-        served = runtime.runtime if isinstance(runtime, ASGIHost) else runtime
-        served.access_log = args.access_log  # type: ignore[attr-defined]
+    app = _AppSpec(
+        args.app or DEMO_APP,
+        {
+            "health_endpoints": health,
+            "root_path": root_path,
+            "app_dir": args.app_dir,
+            "factory": args.factory,
+            "lifespan": args.lifespan,
+        },
+        args,
+    )
+    if os.environ.get(SUPERVISOR_ENV) == "1":
+        # Re-executed to supervise: this process never imports the app (see _reexec).
+        del os.environ[SUPERVISOR_ENV]  # not inherited by the workers' own children
+        config_or_status = _probe(app)
+        if isinstance(config_or_status, int):
+            return config_or_status
+        return supervise(app.fresh_worker, config_or_status)
+    loaded = app.load()
+    if isinstance(loaded, int):
+        return loaded
+    runtime, config = loaded
     if config.workers > 1 or config.max_requests_per_worker:
-        return supervise(runtime, config)
+        return _reexec(argv)
     return runtime.listen()
 
 
-def supervise(runtime: Servable, config: Config) -> int:
-    """Serve ``runtime`` in ``config.workers`` forked worker processes under a supervisor.
+SUPERVISOR_ENV = "NESSEN_SUPERVISOR"
+"""Set (to ``1``) in the environment of ``nessen serve`` re-executed to supervise workers."""
+
+
+class _AppSpec:
+    """What ``nessen serve`` was asked to serve, loadable again in each worker."""
+
+    def __init__(self, spec: str, options: dict[str, Any], args: argparse.Namespace) -> None:
+        self.spec = spec
+        self.options = options
+        self.args = args
+
+    def load(self) -> tuple[Servable, Config] | int:
+        """Import the app and resolve the settings; an exit status (2) on failure.
+
+        The problem is printed to stderr: one line, and the traceback of an app whose
+        import raised.
+        """
+        try:
+            runtime = load_app(self.spec, **self.options)
+            config = resolve_config(
+                self.args, os.environ, runtime.config if runtime.has_config else None
+            )
+            server_context(config)  # the TLS files load, or exit 2 now (not in each worker)
+        except AppLoadError as exc:
+            print(f"nessen: {exc}", file=sys.stderr)
+            if exc.traceback:
+                print(exc.traceback, end="", file=sys.stderr)
+            return EXIT_USAGE
+        except ConfigError as exc:
+            print("nessen: invalid configuration:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        runtime.configure(config)
+        access_log = self.args.access_log
+        if access_log is not None:  # the Runtime an ASGI app is served through, or the app
+            served = runtime.runtime if isinstance(runtime, ASGIHost) else runtime
+            served.access_log = access_log  # type: ignore[attr-defined]
+        return runtime, config
+
+    def fresh_worker(
+        self,
+        sockets: Sequence[socket.socket],
+        link: WorkerLink,
+        slot: int,
+        admin_sockets: Sequence[socket.socket] = (),
+    ) -> int:
+        """A forked worker: import the app now (its code as it is on disk), then serve.
+
+        The supervisor never imported it, so a worker started after a deploy (SIGHUP's
+        rolling restart) runs the new code. An import that fails now is reported to the
+        supervisor as a failed start: the old workers keep serving.
+        """
+        loaded = self.load()
+        if isinstance(loaded, int):
+            link.failed(f"the app {self.spec} could not be loaded (see the lines above)")
+            return EXIT_STARTUP_FAILED
+        runtime, _ = loaded
+        return run(runtime.serve(sock=sockets, link=link, admin_sock=admin_sockets or None))
+
+
+def _reexec(argv: Sequence[str] | None) -> int:
+    """Run ``nessen serve`` again in this process, to supervise, with a fresh interpreter.
+
+    This process imported the app to read its settings; workers forked from it would share
+    those modules, so SIGHUP could not load new code. The new image imports nessen only;
+    each worker imports the app after it is forked.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    os.environ[SUPERVISOR_ENV] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "nessen", *arguments])
+    except OSError as exc:  # pragma: no cover - the running interpreter is executable
+        print(f"nessen: cannot start the supervisor: {exc}", file=sys.stderr)
+    return EXIT_STARTUP_FAILED
+
+
+def _probe(app: _AppSpec) -> Config | int:
+    """The settings ``app`` resolves to, found in a short-lived child that imports it.
+
+    Returns:
+        The settings, or the exit status the child gave (2: the app or the settings are
+        invalid; its stderr said why).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: import, resolve, send the settings back, leave
+        os.close(read_end)
+        status = 1
+        try:
+            loaded = app.load()
+            if isinstance(loaded, int):
+                status = loaded
+            else:
+                with os.fdopen(write_end, "wb") as out:
+                    pickle.dump(loaded[1], out)
+                status = 0
+        except BaseException:  # pragma: no cover - load() reports what it expects
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as source:
+        data = source.read()
+    _, wait_status = os.waitpid(pid, 0)
+    status = os.waitstatus_to_exitcode(wait_status)
+    if status != 0 or not data:
+        return status or EXIT_STARTUP_FAILED
+    config = pickle.loads(data)
+    assert isinstance(config, Config)
+    return config
+
+
+def supervise(worker_main: Callable[..., int], config: Config) -> int:
+    """Serve in ``config.workers`` forked worker processes under a supervisor.
+
+    ``worker_main(sockets, link, slot, admin_sockets)`` runs in each forked worker and
+    returns its exit status (see :meth:`_AppSpec.fresh_worker`).
 
     Returns:
         0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
@@ -540,7 +658,7 @@ def supervise(runtime: Servable, config: Config) -> int:
     try:
         warn_if_trusting_every_peer(config)
         raise_open_file_limit(config)  # the workers inherit it
-        supervisor = Supervisor(config, functools.partial(_worker_main, runtime))
+        supervisor = Supervisor(config, worker_main)
         try:
             supervisor.bind()
         except OSError as exc:
@@ -553,17 +671,6 @@ def supervise(runtime: Servable, config: Config) -> int:
         return supervisor.run()
     finally:
         undo()
-
-
-def _worker_main(
-    runtime: Servable,
-    sockets: Sequence[socket.socket],
-    link: WorkerLink,
-    slot: int,
-    admin_sockets: Sequence[socket.socket] = (),
-) -> int:
-    """A forked worker: serve on the inherited sockets until told to drain."""
-    return run(runtime.serve(sock=sockets, link=link, admin_sock=admin_sockets or None))
 
 
 if __name__ == "__main__":  # pragma: no cover
