@@ -32,7 +32,7 @@ from nessen.config import (
 )
 from nessen.errors import ConfigError
 from nessen.http.forwarded import PROXY_HEADER_KINDS, X_FORWARDED
-from nessen.observability.logs import configure_logging
+from nessen.observability.logs import configure_logging, read_log_config
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
@@ -548,6 +548,8 @@ class _AppSpec:
                 self.args, os.environ, runtime.config if runtime.has_config else None
             )
             server_context(config)  # the TLS files load, or exit 2 now (not in each worker)
+            if config.log_config is not None:
+                read_log_config(config.log_config)  # likewise the logging file
         except AppLoadError as exc:
             print(f"nessen: {exc}", file=sys.stderr)
             if exc.traceback:
@@ -652,9 +654,18 @@ def supervise(worker_main: Callable[..., int], config: Config) -> int:
         0 when every worker drained cleanly at shutdown, 1 otherwise, 3 when the address
         cannot be bound or a worker cannot start (see ``BOOT_ATTEMPTS``).
     """
-    undo = configure_logging(
-        config.log_level, config.effective_log_format, buffer_bytes=config.log_buffer_bytes
-    )
+    try:
+        undo = configure_logging(
+            config.log_level,
+            config.effective_log_format,
+            buffer_bytes=config.log_buffer_bytes,
+            log_config=config.log_config,
+        )
+    except ConfigError as exc:
+        print("nessen: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         warn_if_trusting_every_peer(config)
         raise_open_file_limit(config)  # the workers inherit it

@@ -73,6 +73,12 @@ class Config:
     them; when the destination stops reading and the buffer is full, further lines are
     dropped and counted (``nessen_log_lines_dropped_total``). The default, Docker's for
     its non-blocking log mode, holds about 4,000 access lines."""
+    log_config: str | None = None
+    """A ``logging`` configuration file applied after Nessen's own set-up (``LOG_CONFIG``;
+    uvicorn's ``--log-config``): ``.json``, ``.yaml``/``.yml`` (with PyYAML installed) for
+    ``logging.config.dictConfig``, anything else an INI file for ``fileConfig``. Loggers
+    it does not name stay enabled (``disable_existing_loggers`` is false unless the file
+    says otherwise)."""
 
     max_target_bytes: int = 8192
     """Longest request target; longer gets 414 (``MAX_URL_LENGTH``)."""
@@ -580,6 +586,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "log_level": _choice(LOG_LEVELS),
     "log_format": lambda v: None if v is None else _choice(LOG_FORMATS)(v),
     "log_buffer_bytes": _int_range(16 * 1024, GiB, "bytes"),
+    "log_config": _optional(_path),
     "max_target_bytes": _int_range(16, 1024 * 1024, "bytes"),
     "max_header_bytes": _int_range(256, 1024 * 1024, "bytes"),
     "max_header_count": _int_range(1, 10_000),
@@ -701,6 +708,7 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("log_level", ("LOG_LEVEL",), _parse_level),
     _EnvSpec("log_format", ("LOG_FORMAT",), lambda raw: raw.strip().lower()),
     _EnvSpec("log_buffer_bytes", ("LOG_BUFFER_SIZE",), _parse_int),
+    _EnvSpec("log_config", ("LOG_CONFIG",)),
     _EnvSpec("max_target_bytes", ("MAX_URL_LENGTH",), _parse_int),
     _EnvSpec("max_header_bytes", ("MAX_HEADER_SIZE",), _parse_int),
     _EnvSpec("max_header_count", ("MAX_HEADER_COUNT",), _parse_int),
@@ -763,6 +771,7 @@ _HELP_NOTES = {
     "RATE_LIMIT_FAIL": "open or closed",
     "CACHE_STORE": "memory or redis",
     "SSL_CERTFILE": "none: plain HTTP; a PEM file turns TLS on",
+    "LOG_CONFIG": "a dictConfig .json/.yaml file, or an INI fileConfig file",
     "SSL_CERT_REQS": "none, optional or required (0, 1, 2)",
 }
 """What a default or a value means, where the default alone does not say."""

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1176,9 +1177,18 @@ class Runtime:
         if changes:
             self._config = self.config.replace(**changes)
         config = self.config
-        undo = configure_logging(
-            config.log_level, config.effective_log_format, buffer_bytes=config.log_buffer_bytes
-        )
+        try:
+            undo = configure_logging(
+                config.log_level,
+                config.effective_log_format,
+                buffer_bytes=config.log_buffer_bytes,
+                log_config=config.log_config,
+            )
+        except ConfigError as exc:
+            print("nessen: invalid configuration:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
         try:
             raise_open_file_limit(config)
             return run(self.serve())

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.serving import ServeFactory, base_env
+import pytest
+import yaml
+
+from tests.e2e.serving import ServeFactory, base_env, run_nessen
 from tests.rawhttp import RawClient, get
 
 
@@ -101,3 +104,70 @@ def test_an_apps_own_logging_set_up_is_kept_and_gets_the_request_id(
     assert f"APP {request_id} shop.orders own_logging.py:" in "\n".join(lines)
     assert any(line.endswith("order 42 looked up") for line in lines)
     assert not any("nessen." in line for line in lines)  # Nessen's own lines stay out
+
+
+LOG_CONFIG = {
+    "version": 1,
+    "formatters": {"plain": {"format": "ACCESS %(levelname)s %(message)s"}},
+    "handlers": {"file": {"class": "logging.FileHandler", "formatter": "plain"}},
+    "loggers": {"nessen.access": {"handlers": ["file"], "level": "INFO"}},
+}
+
+
+@pytest.mark.parametrize("kind", ["json", "yaml"])
+def test_log_config_file_is_applied_over_nessens_set_up(
+    nessen_serve: ServeFactory, tmp_path: Path, kind: str
+) -> None:
+    access_log = tmp_path / "access.log"
+    config = json.loads(json.dumps(LOG_CONFIG))
+    config["handlers"]["file"]["filename"] = str(access_log)
+    path = tmp_path / f"logging.{kind}"
+    path.write_text(json.dumps(config) if kind == "json" else yaml.safe_dump(config))
+    served = nessen_serve("tests.e2e.apps.sample:runtime", "--log-config", str(path))
+    with served.client() as client:
+        assert client.get("/current-task").status_code == 200
+    served.wait_for("GET /current-task 200")  # also still on stderr: propagation is on
+    assert served.stop() == 0
+    assert "ACCESS INFO GET /current-task 200" in access_log.read_text().splitlines()
+    # loggers the file does not name stay enabled (disable_existing_loggers defaults off)
+    assert "STARTING -> READY" in served.stderr
+
+
+def test_an_ini_log_config_is_read_with_file_config(
+    nessen_serve: ServeFactory, tmp_path: Path
+) -> None:
+    access_log = tmp_path / "access.log"
+    path = tmp_path / "logging.ini"
+    path.write_text(
+        "[loggers]\nkeys=root,access\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
+        "[logger_root]\nhandlers=\n\n"
+        "[logger_access]\nqualname=nessen.access\nhandlers=file\nlevel=INFO\n\n"
+        f"[handler_file]\nclass=FileHandler\nformatter=plain\nargs=({str(access_log)!r},)\n\n"
+        "[formatter_plain]\nformat=INI %(message)s\n"
+    )
+    served = nessen_serve("tests.e2e.apps.sample:runtime", "--log-config", str(path))
+    with served.client() as client:
+        assert client.get("/current-task").status_code == 200
+    assert served.stop() == 0
+    assert "INI GET /current-task 200" in access_log.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "LOG_CONFIG='{path}': not valid JSON"),
+        ('{"handlers": {}}', "must be a mapping with version: 1"),
+        (
+            '{"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}',
+            "refused by logging.config",
+        ),
+    ],
+)
+def test_a_log_config_that_cannot_work_exits_2_naming_it(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    path = tmp_path / "logging.json"
+    path.write_text(content)
+    result = run_nessen("serve", "tests.e2e.apps.sample:runtime", "--log-config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert expected.format(path=path) in result.stderr

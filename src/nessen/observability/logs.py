@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import fcntl
+import json
 import logging
+import logging.config
 import os
 import re
 import select
@@ -26,6 +28,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
 
 import orjson
+
+from nessen.errors import ConfigError
 
 FIELDS = (
     "request_id",
@@ -1039,12 +1043,71 @@ def direct_handler(
     return found, formatter
 
 
+def read_log_config(path: str) -> dict[str, Any] | None:
+    """Read a ``LOG_CONFIG`` file: the dict for ``dictConfig``, or ``None`` for an INI file.
+
+    ``.json`` is JSON, ``.yaml``/``.yml`` YAML (PyYAML must be installed); any other name
+    is left to ``logging.config.fileConfig``, and only checked to be readable here.
+    ``disable_existing_loggers`` is set to false unless the file sets it.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or is not a mapping with
+            ``version: 1``; the problem names ``LOG_CONFIG``.
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, encoding="utf-8") as source:
+            text = source.read()
+    except OSError as exc:
+        raise ConfigError([f"LOG_CONFIG={path!r}: cannot be read: {exc.strerror}"]) from None
+    if suffix not in (".json", ".yaml", ".yml"):
+        return None
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError([f"LOG_CONFIG={path!r}: not valid JSON: {exc}"]) from None
+    else:
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(
+                [f"LOG_CONFIG={path!r}: a YAML file needs PyYAML (pip install pyyaml)"]
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"LOG_CONFIG={path!r}: not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise ConfigError([f"LOG_CONFIG={path!r}: must be a mapping with version: 1"])
+    data.setdefault("disable_existing_loggers", False)
+    return data
+
+
+def apply_log_config(path: str) -> None:
+    """Apply a ``LOG_CONFIG`` file (see :func:`read_log_config`) over the current set-up.
+
+    Raises:
+        ConfigError: It cannot be read, or ``logging.config`` refuses it (an unknown
+            handler class, a missing formatter...).
+    """
+    data = read_log_config(path)
+    try:
+        if data is None:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+        else:
+            logging.config.dictConfig(data)
+    except Exception as exc:
+        raise ConfigError([f"LOG_CONFIG={path!r}: refused by logging.config: {exc}"]) from None
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "console",
     stream: TextIO | None = None,
     *,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    log_config: str | None = None,
 ) -> Callable[[], None]:
     """Send Nessen's log records (and the app's, if it set up no logging) to ``stream``.
 
@@ -1063,11 +1126,20 @@ def configure_logging(
         fmt: ``json`` or ``console``.
         stream: Where to write; ``sys.stderr`` when ``None``.
         buffer_bytes: Most log output held unwritten (``LOG_BUFFER_SIZE``).
+        log_config: A ``LOG_CONFIG`` file (see :func:`apply_log_config`), applied first
+            (``logging.config`` closes the handlers that exist when it runs); what it
+            configures wins: a ``nessen`` logger it gives handlers keeps only those.
 
     Returns:
         A function that undoes this (writes what is left within a bounded time, restores
-        the loggers' handlers, levels and propagation).
+        the loggers' handlers, levels and propagation; not what ``log_config`` set).
+
+    Raises:
+        ConfigError: ``log_config`` cannot be applied.
     """
+    if log_config is not None:
+        # First: dictConfig and fileConfig close every handler that exists when they run.
+        apply_log_config(log_config)
     root = logging.getLogger()
     ours = logging.getLogger("nessen")
     saved_root = (list(root.handlers), root.level)
@@ -1076,10 +1148,13 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     # Nessen's own loggers write through this handler, and only through it (as uvicorn's
     # do), whatever the app set up; the app's logging is left as it is, unless it set up
-    # none: then its records go the same way as ours.
-    ours.handlers = [handler]
-    ours.setLevel(level.upper())
-    ours.propagate = False
+    # none: then its records go the same way as ours. A LOG_CONFIG that gives the nessen
+    # logger handlers of its own is obeyed instead.
+    took_ours = log_config is None or not ours.handlers
+    if took_ours:
+        ours.handlers = [handler]
+        ours.setLevel(level.upper())
+        ours.propagate = False
     took_root = not root.handlers
     if took_root:
         root.handlers = [handler]
@@ -1087,8 +1162,9 @@ def configure_logging(
 
     def undo() -> None:
         handler.close()  # first: a record logged meanwhile is counted, not sent elsewhere
-        ours.handlers, ours.propagate = saved_ours[0], saved_ours[2]
-        ours.setLevel(saved_ours[1])
+        if took_ours:
+            ours.handlers, ours.propagate = saved_ours[0], saved_ours[2]
+            ours.setLevel(saved_ours[1])
         if took_root:
             root.handlers = saved_root[0]
             root.setLevel(saved_root[1])
