@@ -123,6 +123,7 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "SSL_KEYFILE_PASSWORD": (" spaces kept ", " spaces kept "),
     "SSL_CA_CERTS": ("/etc/tls/ca.crt", "/etc/tls/ca.crt"),
     "SSL_CERT_REQS": ("2", "required"),  # uvicorn's number
+    "LOG_CONFIG": ("/etc/nessen/logging.yaml", "/etc/nessen/logging.yaml"),
 }
 
 
