@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import socket
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -188,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--factory",
         action="store_true",
         help="MODULE:ATTR is a function that returns the app: call it",
+    )
+    uvicorn.add_argument(
+        "--uds",
+        dest="env_UNIX_SOCKET",
+        metavar="PATH",
+        help="UNIX_SOCKET: listen on this Unix socket instead of HOST:PORT",
+    )
+    uvicorn.add_argument(
+        "--fd",
+        dest="env_LISTEN_FD",
+        metavar="N",
+        help="LISTEN_FD: serve on this inherited socket (systemd socket activation: 3)",
     )
     return parser
 
@@ -524,6 +537,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return runtime.listen()
 
 
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 SUPERVISOR_ENV = "NESSEN_SUPERVISOR"
 """Set (to ``1``) in the environment of ``nessen serve`` re-executed to supervise workers."""
 
@@ -550,6 +570,8 @@ class _AppSpec:
             server_context(config)  # the TLS files load, or exit 2 now (not in each worker)
             if config.log_config is not None:
                 read_log_config(config.log_config)  # likewise the logging file
+            if config.listen_fd is not None and not _is_socket(config.listen_fd):
+                raise ConfigError([f"LISTEN_FD={config.listen_fd}: not an open socket"])
         except AppLoadError as exc:
             print(f"nessen: {exc}", file=sys.stderr)
             if exc.traceback:

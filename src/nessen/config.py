@@ -226,6 +226,18 @@ class Config:
     backlog: int = 2048
     """Length of the listen queue (``BACKLOG``; the kernel caps it at
     ``net.core.somaxconn``)."""
+    unix_socket: str | None = None
+    """Listen on this Unix socket path instead of ``host:port`` (``UNIX_SOCKET``; uvicorn's
+    ``--uds``): for a proxy on the same machine (nginx ``proxy_pass http://unix:PATH``). A
+    stale socket file is replaced; one another process listens on is refused; the file is
+    removed at exit. Its peers count as loopback for ``TRUST_PROXY``."""
+    unix_socket_mode: int = 0o666
+    """Permissions of the ``unix_socket`` file, octal in the variable (``UNIX_SOCKET_MODE``,
+    default 666 as uvicorn's: any local user, nginx's included, may connect)."""
+    listen_fd: int | None = None
+    """Serve on this inherited socket (a file descriptor number) instead of binding
+    ``host:port`` (``LISTEN_FD``; uvicorn's ``--fd``): systemd socket activation (fd 3), or
+    a socket a parent process bound."""
 
     ssl_certfile: str | None = None
     """PEM file of the server's certificate chain, and of its private key unless
@@ -292,6 +304,11 @@ class Config:
             problems.append(
                 f"ssl_ca_certs=None: required with ssl_cert_reqs={self.ssl_cert_reqs!r} (the "
                 "CAs client certificates are checked against)"
+            )
+        if self.unix_socket is not None and self.listen_fd is not None:
+            problems.append(
+                f"unix_socket={self.unix_socket!r}: at most one of unix_socket and listen_fd "
+                f"(listen_fd={self.listen_fd})"
             )
         if self.admin_port and self.admin_port == self.port:
             problems.append(
@@ -566,6 +583,21 @@ def _path(value: Any) -> str | None:
     return None
 
 
+def _parse_mode(raw: str) -> int:
+    text = raw.strip()
+    if not re.fullmatch(r"0?o?[0-7]{1,4}", text):
+        raise ValueError("not an octal file mode such as 660")
+    return int(text.replace("o", ""), 8)
+
+
+def _socket_path(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return "must be a file path"
+    if len(value.encode()) > 107:
+        return "must be at most 107 bytes (the limit of a Unix socket address)"
+    return None
+
+
 def _parse_cert_reqs(raw: str) -> str:
     text = raw.strip().lower()
     return {"0": "none", "1": "optional", "2": "required"}.get(text, text)
@@ -633,6 +665,11 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "server_header": _header_value,
     "extra_headers": _extra_headers,
     "backlog": _int_range(1, 65535),
+    "unix_socket": _optional(_socket_path),
+    "unix_socket_mode": lambda v: (
+        None if isinstance(v, int) and 0 <= v <= 0o777 else "must be an octal mode, 000..777"
+    ),
+    "listen_fd": _optional(_int_range(0, 1 << 20)),
     "ssl_certfile": _optional(_path),
     "ssl_keyfile": _optional(_path),
     "ssl_keyfile_password": lambda v: None if v is None or isinstance(v, str) else "must be text",
@@ -750,6 +787,9 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
     _EnvSpec("backlog", ("BACKLOG",), _parse_int),
+    _EnvSpec("unix_socket", ("UNIX_SOCKET",)),
+    _EnvSpec("unix_socket_mode", ("UNIX_SOCKET_MODE",), _parse_mode),
+    _EnvSpec("listen_fd", ("LISTEN_FD",), _parse_int),
     _EnvSpec("ssl_certfile", ("SSL_CERTFILE",)),
     _EnvSpec("ssl_keyfile", ("SSL_KEYFILE",)),
     _EnvSpec("ssl_keyfile_password", ("SSL_KEYFILE_PASSWORD",), lambda raw: raw),
@@ -772,6 +812,9 @@ _HELP_NOTES = {
     "CACHE_STORE": "memory or redis",
     "SSL_CERTFILE": "none: plain HTTP; a PEM file turns TLS on",
     "LOG_CONFIG": "a dictConfig .json/.yaml file, or an INI fileConfig file",
+    "UNIX_SOCKET": "none: HOST:PORT; a path: listen on that Unix socket instead",
+    "UNIX_SOCKET_MODE": "octal",
+    "LISTEN_FD": "none: bind HOST:PORT; a number: serve on that inherited socket",
     "SSL_CERT_REQS": "none, optional or required (0, 1, 2)",
 }
 """What a default or a value means, where the default alone does not say."""
@@ -794,6 +837,8 @@ def settings_help() -> list[tuple[str, str, str, str]]:
         if spec.parse is _parse_ms:
             unit = "ms"
             shown = "none" if value is None else f"{value * 1000:g}"
+        elif spec.parse is _parse_mode:
+            unit, shown = "", f"{value:o}"
         else:
             unit = _HELP_UNITS.get(spec.names[0]) or (
                 "bytes"

@@ -52,7 +52,7 @@ from nessen.observability import (
 )
 from nessen.observability.admin import OpsGuard, allowlist_guard, not_served
 from nessen.server import DrainResult, Server, ServerEvents
-from nessen.server.server import bind_listeners, raise_open_file_limit
+from nessen.server.server import bind_listeners, listeners, raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import WorkerLink
 from nessen.server.tls import server_context
@@ -656,7 +656,7 @@ class Runtime:
         owned = sock is None
         if owned:
             try:
-                sock = bind_listeners(config.host, config.port)
+                sock = listeners(config)
             except OSError as exc:
                 await self._abort_start("bind failed", None)
                 raise self._startup_error(
@@ -723,17 +723,12 @@ class Runtime:
                 for listener in admin_sock:
                     listener.close()
             raise
-        host, port = server.address
-        shown = f"[{host}]" if ":" in host else host
-        scheme = "https" if tls is not None else "http"
         logger.info(
-            "nessen %s listening on %s://%s:%d (pid %d, env %s, workers %d; limits: target "
+            "nessen %s listening on %s (pid %d, env %s, workers %d; limits: target "
             "%d B, header section %d B / %d fields, body %d B; timeouts: headers %gs, "
             "body %gs, request %gs, idle %gs, send %gs)",
             self.version,
-            scheme,
-            shown,
-            port,
+            server.shown,
             os.getpid(),
             config.env,
             config.workers,
@@ -746,7 +741,7 @@ class Runtime:
             config.request_timeout,
             config.idle_timeout,
             config.send_timeout,
-            extra={"address": f"{scheme}://{shown}:{port}"},
+            extra={"address": server.shown},
         )
         if link is None:  # a supervisor warns once for all its workers
             warn_if_trusting_every_peer(config)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
 EXIT_TIMEOUT = 20.0
 CLOSE_GRACE = 5.0
-LISTENING = re.compile(r"listening on (https?)://([0-9.]+):(\d+)")
+LISTENING = re.compile(r"listening on (?:(https?)://([0-9.]+):(\d+)|unix:(\S+))")
+"""The ready line: ``scheme://address:port``, or ``unix:PATH`` on a Unix socket."""
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -58,7 +59,11 @@ class ServeProcess:
     """``nessen serve`` in a subprocess; a thread collects its stderr line by line."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str], command: Sequence[str] | None = None
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        command: Sequence[str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         """Start ``nessen serve ARGS`` (or ``command``, a whole argv, e.g. a script that
         calls ``Runtime.listen``) and wait for its "listening" line."""
@@ -76,6 +81,7 @@ class ServeProcess:
             text=True,
             encoding="utf-8",
             errors="replace",
+            pass_fds=tuple(pass_fds),
         )
         self._reader = threading.Thread(target=self._read, name="nessen-stderr", daemon=True)
         self._reader.start()
@@ -139,6 +145,8 @@ class ServeProcess:
         line = self.wait_for_line(lambda line: LISTENING.search(line) is not None, START_TIMEOUT)
         found = LISTENING.search(line)
         assert found is not None
+        if found.group(4) is not None:  # a Unix socket: its path, port 0
+            return "http", found.group(4), 0
         return found.group(1), found.group(2), int(found.group(3))
 
     def client(self) -> httpx.Client:
@@ -182,8 +190,10 @@ def serve_processes() -> Iterator[ServeFactory]:
     """Give a function that starts ``nessen serve ARGS``; every process started is closed."""
     started: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        process = ServeProcess(args, env if env is not None else base_env())
+    def start(
+        *args: str, env: dict[str, str] | None = None, pass_fds: Sequence[int] = ()
+    ) -> ServeProcess:
+        process = ServeProcess(args, env if env is not None else base_env(), pass_fds=pass_fds)
         started.append(process)
         return process
 

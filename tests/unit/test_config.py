@@ -124,7 +124,12 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "SSL_CA_CERTS": ("/etc/tls/ca.crt", "/etc/tls/ca.crt"),
     "SSL_CERT_REQS": ("2", "required"),  # uvicorn's number
     "LOG_CONFIG": ("/etc/nessen/logging.yaml", "/etc/nessen/logging.yaml"),
+    "UNIX_SOCKET": ("/run/nessen/app.sock", "/run/nessen/app.sock"),
+    "UNIX_SOCKET_MODE": ("660", 0o660),  # octal, as chmod takes it
+    "LISTEN_FD": ("3", 3),
 }
+EXCLUSIVE = {"LISTEN_FD"}
+"""Left out of the all-together case: it excludes UNIX_SOCKET."""
 
 
 def test_every_env_var_has_a_case() -> None:
@@ -145,9 +150,16 @@ def test_from_env_reads_each_variable(name: str) -> None:
 
 
 def test_from_env_reads_every_variable_together() -> None:
-    config = Config.from_env({name: raw for name, (raw, _) in ENV_CASES.items()})
-    for name, (_, expected) in ENV_CASES.items():
+    cases = {name: case for name, case in ENV_CASES.items() if name not in EXCLUSIVE}
+    config = Config.from_env({name: raw for name, (raw, _) in cases.items()})
+    for name, (_, expected) in cases.items():
         assert getattr(config, ENV_VARS[name]) == expected, name
+
+
+def test_a_unix_socket_and_an_inherited_one_exclude_each_other() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"UNIX_SOCKET": "/run/a.sock", "LISTEN_FD": "3"})
+    assert "at most one of UNIX_SOCKET and LISTEN_FD" in caught.value.problems[0]
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,11 @@ def parse_forwarded(value: str) -> list[dict[str, str]] | None:
     return elements
 
 
+UNIX_PEER = "unix"
+"""The peer address of a connection on a Unix socket, which has none: a local process, so
+trusted as a proxy exactly when loopback (127.0.0.1) is."""
+
+
 class ProxyTrust:
     """The trusted proxies and the rule above; built once per server, shared by its requests.
 
@@ -143,7 +148,7 @@ class ProxyTrust:
         ValueError: ``headers`` is not one of :data:`PROXY_HEADER_KINDS`.
     """
 
-    __slots__ = ("_allows_host", "_forwarded", "_hops", "_networks", "_peers")
+    __slots__ = ("_allows_host", "_forwarded", "_hops", "_networks", "_peers", "_trusts_local")
 
     def __init__(
         self,
@@ -155,6 +160,10 @@ class ProxyTrust:
         if headers not in PROXY_HEADER_KINDS:
             raise ValueError(f"headers={headers!r}: must be one of {', '.join(PROXY_HEADER_KINDS)}")
         self._networks = tuple(networks)
+        loopback = ipaddress.ip_address("127.0.0.1")
+        self._trusts_local = any(
+            net.version == 4 and loopback in net for net in self._networks
+        )  # a peer on a Unix socket (UNIX_PEER) is a local process, as a loopback one
         self._forwarded = headers == FORWARDED
         self._allows_host = allows_host
         self._peers: dict[str, bool] = {}
@@ -164,6 +173,8 @@ class ProxyTrust:
         """Whether the socket peer ``peer`` (an address as text) is a trusted proxy."""
         verdict = self._peers.get(peer)
         if verdict is None:
+            if peer == UNIX_PEER:
+                return self._trusts_local
             verdict = self._classify(peer)[0] is True
             peers = self._peers
             if len(peers) >= _CACHE_SIZE:

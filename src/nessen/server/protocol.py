@@ -17,6 +17,7 @@ from typing import Any
 
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
+from nessen.http.forwarded import UNIX_PEER
 from nessen.http.request import CLIENT_DISCONNECTED
 from nessen.http.response import SwitchingProtocols
 from nessen.server.body import DeferredRequest, StreamedRequest
@@ -130,6 +131,8 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = self.core.client = (str(peer[0]), int(peer[1]))
+        elif isinstance(peer, str | bytes):  # a Unix socket's peer: a local process
+            self.client = self.core.client = (UNIX_PEER, 0)
         state = self._state
         state.connections.add(self)
         over = len(state.connections) - state.config.max_connections

@@ -25,9 +25,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import resource
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +137,106 @@ def raise_open_file_limit(config: Config) -> tuple[int, int]:
             "from the first one",
         )
     return soft, hard
+
+
+def listeners(config: Config) -> list[socket.socket]:
+    """Bind, without listening, where ``config`` says to serve.
+
+    ``config.unix_socket`` (:func:`bind_unix`), else the inherited ``config.listen_fd``
+    (:func:`inherited_socket`), else :func:`bind_listeners` on ``host:port``.
+
+    Raises:
+        OSError: The address cannot be bound, the path is another process's socket or
+            not a socket, or the descriptor is not a stream socket.
+    """
+    if config.unix_socket is not None:
+        return [bind_unix(config.unix_socket, config.unix_socket_mode)]
+    if config.listen_fd is not None:
+        return [inherited_socket(config.listen_fd)]
+    return bind_listeners(config.host, config.port)
+
+
+def bind_unix(path: str, mode: int) -> socket.socket:
+    """Bind a Unix stream socket at ``path`` with permissions ``mode`` (e.g. ``0o666``).
+
+    A socket file left by a process that is gone (connecting to it is refused) is removed
+    first; :func:`release_unix` removes ours at exit.
+
+    Raises:
+        OSError: ``path`` exists and is not a socket, or a process listens on it
+            (``EADDRINUSE``), or it cannot be bound.
+    """
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # stale: nobody listens on it
+        except OSError:
+            pass  # let bind() say what is wrong
+        else:
+            raise OSError(errno.EADDRINUSE, f"{path}: another process is listening on it")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot bind the Unix socket {path}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def release_unix(sock: socket.socket) -> None:
+    """Remove the file of a Unix socket :func:`bind_unix` made, if it is still that one."""
+    if sock.family != socket.AF_UNIX:
+        return
+    with contextlib.suppress(OSError):
+        path = sock.getsockname()
+        if isinstance(path, str) and path and stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The stream socket open at descriptor ``fd`` (systemd's fd 3, a parent's), adopted.
+
+    Raises:
+        OSError: ``fd`` is not open, not a socket, or not a stream socket.
+    """
+    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        raise OSError(errno.ENOTSOCK, f"descriptor {fd} is not a socket")
+    sock = socket.socket(fileno=fd)
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise OSError(errno.EPROTOTYPE, f"descriptor {fd} is not a stream socket")
+    sock.setblocking(False)
+    return sock
+
+
+def socket_address(sock: socket.socket) -> tuple[str, int]:
+    """``(host, port)`` of a bound socket; ``(path, 0)`` for a Unix socket."""
+    name = sock.getsockname()
+    if isinstance(name, str):
+        return name, 0
+    return str(name[0]), int(name[1])
+
+
+def shown_address(sock: socket.socket, scheme: str) -> str:
+    """The address for a log line: ``http://127.0.0.1:3000``, ``http://[::1]:80``, ``unix:PATH``."""
+    host, port = socket_address(sock)
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{host}"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
 
 
 def bind_listeners(host: str, port: int) -> list[socket.socket]:
@@ -295,7 +397,9 @@ class Server:
             ),
         )
         self.address: tuple[str, int] = (config.host, config.port)
-        """The bound ``(host, port)``; the real port once started with ``port=0``."""
+        """The bound ``(host, port)``; the real port once started with ``port=0``;
+        ``(path, 0)`` on a Unix socket."""
+        self.shown = ""
 
     @property
     def state(self) -> ServerState:
@@ -342,7 +446,7 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         if sock is None:
-            sockets = bind_listeners(self.config.host, self.config.port)
+            sockets = listeners(self.config)
             owned = True
         else:
             sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
@@ -362,8 +466,9 @@ class Server:
         self._state = ServerState(
             self.config, self.handler, self.events, stream_bodies=self.stream_bodies, tls=self.tls
         )
-        name = sockets[0].getsockname()
-        self.address = (str(name[0]), int(name[1]))
+        self.address = socket_address(sockets[0])
+        self.shown = shown_address(sockets[0], "https" if self.tls is not None else "http")
+        """The address for log lines: ``http://HOST:PORT``, ``https://...``, ``unix:PATH``."""
         if listen:
             for listener in sockets:
                 listener.setblocking(False)
@@ -569,6 +674,8 @@ class Server:
                     listener.shutdown(socket.SHUT_RDWR)
         self._reading.clear()
         for listener in self._sockets:
+            if for_good and self._owned:
+                release_unix(listener)
             listener.close()
         self._sockets = []
 

@@ -47,7 +47,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nessen.config import Config
-from nessen.server.server import bind_listeners
+from nessen.server.server import (
+    bind_listeners,
+    listeners,
+    release_unix,
+    shown_address,
+    socket_address,
+)
 
 logger = logging.getLogger("nessen.supervisor")
 
@@ -254,7 +260,7 @@ class Supervisor:
                 sockets are then closed again).
         """
         if not self.sockets:
-            self.sockets = bind_listeners(self.config.host, self.config.port)
+            self.sockets = listeners(self.config)
         admin = self.config.admin_address
         if admin is not None and not self.admin_sockets:
             try:
@@ -276,8 +282,7 @@ class Supervisor:
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)`` (of the first socket)."""
         assert self.sockets
-        name = self.sockets[0].getsockname()
-        return str(name[0]), int(name[1])
+        return socket_address(self.sockets[0])
 
     # --- the supervisor loop --------------------------------------------------------------
 
@@ -290,18 +295,14 @@ class Supervisor:
         """
         sockets = self.bind()
         metrics_dir = self._prepare_metrics_dir()
-        host, port = self.address
-        shown = f"[{host}]" if ":" in host else host
         scheme = "https" if self.config.ssl_certfile is not None else "http"
+        address = shown_address(sockets[0], scheme)
         logger.info(
-            "supervisor %d starting %d workers on %s://%s:%d (connections are taken once "
-            "one is ready)",
+            "supervisor %d starting %d workers on %s (connections are taken once one is ready)",
             os.getpid(),
             self.config.workers,
-            scheme,
-            shown,
-            port,
-            extra={"address": f"{scheme}://{shown}:{port}"},
+            address,
+            extra={"address": address},
         )
         if self.admin_sockets:
             admin_host, admin_port = self.admin_sockets[0].getsockname()[:2]
@@ -337,6 +338,7 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             for sock in (*sockets, *self.admin_sockets):
+                release_unix(sock)
                 sock.close()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)

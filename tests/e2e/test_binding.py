@@ -1,0 +1,129 @@
+"""Where ``nessen serve`` listens besides HOST:PORT: a Unix socket, an inherited socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.serving import ServeFactory, ServeProcess, base_env, run_nessen
+
+SAMPLE = "tests.e2e.apps.sample:runtime"
+WHO = "tests.e2e.apps.asgi_runtime:runtime"
+
+
+def over_unix(path: Path) -> httpx.Client:
+    transport = httpx.HTTPTransport(uds=str(path))
+    return httpx.Client(transport=transport, base_url="http://nessen", timeout=10.0)
+
+
+@pytest.fixture
+def sock_path(tmp_path: Path) -> Path:
+    # AF_UNIX paths are limited to about 107 bytes: pytest's tmp_path can be longer
+    short = Path("/tmp") / f"nessen-{os.getpid()}-{tmp_path.name[-20:]}.sock"
+    yield short
+    short.unlink(missing_ok=True)
+
+
+def test_uds_serves_on_a_unix_socket_and_removes_it_at_exit(
+    nessen_serve: ServeFactory, sock_path: Path
+) -> None:
+    served = nessen_serve(SAMPLE, "--uds", str(sock_path))
+    assert served.host == str(sock_path)  # "listening on unix:PATH"
+    assert stat.S_ISSOCK(sock_path.stat().st_mode)
+    assert stat.S_IMODE(sock_path.stat().st_mode) == 0o666  # uvicorn's default: nginx can connect
+    with over_unix(sock_path) as client:
+        assert client.get("/health").status_code == 200
+    assert served.stop() == 0
+    assert not sock_path.exists()
+
+
+def test_the_socket_mode_is_settable(nessen_serve: ServeFactory, sock_path: Path) -> None:
+    nessen_serve(SAMPLE, "--uds", str(sock_path), "--unix-socket-mode", "600")
+    assert stat.S_IMODE(sock_path.stat().st_mode) == 0o600
+
+
+def test_a_stale_socket_file_is_replaced_and_a_live_one_is_refused(
+    nessen_serve: ServeFactory, sock_path: Path
+) -> None:
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock_path))
+    stale.close()  # the file stays, nobody listens: left by a process that was killed
+    served = nessen_serve(SAMPLE, "--uds", str(sock_path))
+    with over_unix(sock_path) as client:
+        assert client.get("/health").status_code == 200
+    second = run_nessen("serve", SAMPLE, "--uds", str(sock_path))
+    assert second.returncode == 3
+    assert "another process is listening on it" in second.stderr
+    with over_unix(sock_path) as client:  # the first one was not disturbed
+        assert client.get("/health").status_code == 200
+    assert served.stop() == 0
+
+
+def test_a_proxy_on_the_unix_socket_is_trusted_like_one_on_loopback(
+    nessen_serve: ServeFactory, sock_path: Path
+) -> None:
+    nessen_serve(WHO, "--uds", str(sock_path))  # TRUST_PROXY default: loopback
+    with over_unix(sock_path) as client:
+        who = client.get("/who", headers={"X-Forwarded-For": "203.0.113.9"}).json()
+    assert who["client_ip"] == "203.0.113.9"
+    assert who["peer_ip"] == "unix"
+    distrustful = nessen_serve(
+        WHO, "--uds", str(sock_path) + ".2", env=base_env(TRUST_PROXY="false")
+    )
+    try:
+        with over_unix(Path(str(sock_path) + ".2")) as client:
+            who = client.get("/who", headers={"X-Forwarded-For": "203.0.113.9"}).json()
+        assert who["client_ip"] == "unix"
+    finally:
+        distrustful.close()
+
+
+def test_uds_with_workers(nessen_serve: ServeFactory, sock_path: Path) -> None:
+    served = nessen_serve(SAMPLE, "--uds", str(sock_path), env=base_env(WORKERS="2"))
+    with over_unix(sock_path) as client:
+        for _ in range(5):
+            assert client.get("/health").status_code == 200
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    assert not sock_path.exists()
+
+
+def test_fd_serves_on_an_inherited_listening_socket(nessen_serve: ServeFactory) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        served = nessen_serve(SAMPLE, "--fd", str(listener.fileno()), pass_fds=[listener.fileno()])
+        assert served.port == port  # the inherited socket's address, not PORT
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            assert client.get("/health").status_code == 200
+        assert served.stop() == 0
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--fd", "97"], "LISTEN_FD=97: not an open socket"),
+        (["--uds", "/tmp/a.sock", "--fd", "3"], "at most one of"),
+        (["--unix-socket-mode", "999"], "--unix-socket-mode='999': not an octal file mode"),
+    ],
+)
+def test_binding_settings_that_cannot_work_exit_2(args: list[str], expected: str) -> None:
+    result = run_nessen("serve", SAMPLE, *args)
+    assert result.returncode in (2, 3), result.stderr
+    assert expected in result.stderr
+
+
+def test_the_ready_line_names_the_unix_socket(nessen_serve: ServeFactory, sock_path: Path) -> None:
+    served = nessen_serve(SAMPLE, "--uds", str(sock_path), env=base_env(LOG_FORMAT="json"))
+    line = served.wait_for("listening on unix:")
+    assert json.loads(line)["address"] == f"unix:{sock_path}"
+    assert isinstance(served, ServeProcess)
