@@ -34,6 +34,7 @@ from nessen.config import (
 from nessen.errors import ConfigError
 from nessen.http.forwarded import PROXY_HEADER_KINDS, X_FORWARDED
 from nessen.observability.logs import configure_logging, read_log_config
+from nessen.reload import REFUSED_IN_PRODUCTION, run_reloader
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
@@ -189,6 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--factory",
         action="store_true",
         help="MODULE:ATTR is a function that returns the app: call it",
+    )
+    uvicorn.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the server when a watched file changes (needs "
+        "watchfiles; refused unless NESSEN_ENV is development or test)",
+    )
+    uvicorn.add_argument(
+        "--reload-dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="watch DIR (repeatable; default: --app-dir, else the current directory)",
+    )
+    uvicorn.add_argument(
+        "--reload-include",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="file names whose changes restart it (repeatable; default *.py)",
+    )
+    uvicorn.add_argument(
+        "--reload-exclude",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="file names whose changes are ignored (repeatable)",
     )
     uvicorn.add_argument(
         "--uds",
@@ -496,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"nessen: {problem}", file=sys.stderr)
             return EXIT_USAGE
+    if args.reload:
+        return _reload(args, sys.argv[1:] if argv is None else argv)
     health = args.health_endpoints
     if health is None:
         raw = os.environ.get("HEALTH_ENDPOINTS", "")
@@ -535,6 +565,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.workers > 1 or config.max_requests_per_worker:
         return _reexec(argv)
     return runtime.listen()
+
+
+def _reload(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--reload``: refused in production, else the reloader (see :mod:`nessen.reload`)."""
+    try:
+        config = resolve_config(args, os.environ, None)
+    except ConfigError as exc:
+        print("nessen: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.production:
+        print(REFUSED_IN_PRODUCTION, file=sys.stderr)
+        return EXIT_USAGE
+    dirs = args.reload_dir or [args.app_dir or os.getcwd()]
+    return run_reloader(
+        argv, dirs, includes=args.reload_include or ("*.py",), excludes=args.reload_exclude or ()
+    )
 
 
 def _is_socket(fd: int) -> bool:
