@@ -266,7 +266,7 @@ def load_env_file(path: str) -> str | None:
     try:
         from dotenv import load_dotenv
     except ImportError:
-        return "--env-file needs python-dotenv: pip install 'nessen-runtime[dotenv]'"
+        return "--env-file needs python-dotenv: pip install python-dotenv (nessen's dotenv extra)"
     try:
         with open(path, encoding="utf-8") as stream:  # ${VAR} sees the environment first
             load_dotenv(stream=stream, override=False)
@@ -652,7 +652,7 @@ class _AppSpec:
         """
         loaded = self.load()
         if isinstance(loaded, int):
-            link.failed(f"the app {self.spec} could not be loaded (see the lines above)")
+            link.failed(f"the app {self.spec} or its settings failed to load (see above)")
             return EXIT_STARTUP_FAILED
         runtime, _ = loaded
         return run(runtime.serve(sock=sockets, link=link, admin_sock=admin_sockets or None))

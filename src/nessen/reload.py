@@ -94,7 +94,7 @@ def run_reloader(
         from watchfiles import watch
     except ImportError:
         print(
-            "nessen: --reload needs watchfiles (pip install 'nessen-runtime[reload]')",
+            "nessen: --reload needs watchfiles (pip install watchfiles: nessen's reload extra)",
             file=sys.stderr,
         )
         return 2

@@ -305,3 +305,64 @@ def test_a_streamed_response_keeps_flowing_over_tls(
             piece = tls.recv(65536)
             assert piece, "closed early"
             received += len(piece)
+
+
+BIG = "tests.e2e.apps.tls_apps:runtime"
+
+
+def test_a_large_buffered_body_arrives_whole_over_tls(
+    nessen_serve: ServeFactory, files: Files
+) -> None:
+    served = nessen_serve(BIG, *files.flags())
+    with https(served, files.client_context()) as client:
+        answer = client.get("/big")
+    assert answer.status_code == 200
+    assert int(answer.headers["content-length"]) == len(answer.content) == 8 * 1024 * 1024
+    assert answer.content[:512] == bytes(range(256)) * 2  # in order, written in slices
+    assert answer.content[-256:] == bytes(range(256))
+
+
+def test_a_tls_client_that_never_reads_a_large_body_is_cut_at_send_timeout(
+    nessen_serve: ServeFactory, files: Files
+) -> None:
+    # Written whole, the 8 MiB went under the TLS layer at once: reported as sent at
+    # once, never cut, held in memory for as long as the client stayed.
+    served = nessen_serve(BIG, *files.flags(), "--send-timeout", "1000")
+    raw = socket.create_connection(served.address, timeout=30.0)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with files.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        line = served.wait_for("outcome", timeout=30.0)  # and never reads
+    assert "send_timeout" in line
+    entry = json.loads(line)
+    assert entry["bytes"] < 8 * 1024 * 1024  # what went out, not all of it
+
+
+def test_a_closed_tls_connection_frees_its_slot_within_the_linger_time(
+    nessen_serve: ServeFactory, files: Files
+) -> None:
+    # asyncio's TLS close waits 30 s for the client's close_notify by default: after a 408
+    # the connection held its MAX_CONNECTIONS slot that long.
+    served = nessen_serve(
+        ASGI, *files.flags(), "--max-connections", "2", "--headers-timeout", "500"
+    )
+    context = files.client_context()
+    stalled = [handshake(served, context) for _ in range(2)]
+    try:
+        for tls in stalled:
+            tls.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # never finished
+        # both get their 408 (which these clients never read: they are gone quiet)
+        served.wait_for_line(lambda _: served.stderr.count("rejected headers_timeout") >= 2)
+        took = time.monotonic()
+        deadline = took + 15.0  # 2 s of linger, the ticker, a busy machine; not 30 s
+        while True:
+            with https(served, context) as client:
+                status = client.get("/").status_code  # not a probe: those pass a full server
+            if status == 200:
+                break
+            assert status == 503, status  # max_connections, until the slots are free
+            assert time.monotonic() < deadline, "the slots stayed taken"
+            time.sleep(0.2)  # between attempts: the slot's release has no other sign
+    finally:
+        for tls in stalled:
+            tls.close()

@@ -68,6 +68,15 @@ the connection after the response; the rest are dropped), ``Date`` and ``Server`
 app's replace the server's), and ``X-Request-ID`` (the app's is sent instead of the
 request's id, e.g. an upstream one it propagates)."""
 _valid_names: set[bytes] = set()
+_own_id_noted = False
+
+
+def _note_own_request_id() -> None:
+    """Log once, at debug, that an app's X-Request-ID is sent instead of the request's."""
+    global _own_id_noted
+    if not _own_id_noted:
+        _own_id_noted = True
+        logger.debug("an ASGI app's X-Request-ID replaces the request's id (logged once)")
 
 
 class ASGIHandler:
@@ -350,6 +359,8 @@ class _Exchange:
         if not own_id:
             parts += (b"X-Request-ID: ", self._request.id.encode("latin-1"), b"\r\n")
             count += 1
+        else:
+            _note_own_request_id()
         self._claims = claims
         block = b"".join(parts)
         if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:

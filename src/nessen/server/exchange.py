@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 INF = float("inf")
 CLOSE_FIELD = "Connection: close\r\n"
+TLS_SLICE = 64 * 1024
+"""Bytes per write of a large buffered body over TLS (see ``Exchange._write_sliced``)."""
 logger = logging.getLogger("nessen.server")
 
 
@@ -295,6 +297,9 @@ class Exchange:
             carry_fields(refused, response)
             data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)
         self.answered = True
+        if type(data) is tuple and state.tls is not None:  # a large body over TLS: in slices
+            self.task = self.loop.create_task(self._write_sliced(request, response, data, started))
+            return
         conn.write(data)
         out = self.out
         if out.paused:  # part of it is still queued: reported once it went out
@@ -469,6 +474,45 @@ class Exchange:
                 unsent = out.unsent_content(sent)
                 self.report(request, response, status, sent - unsent, outcome, started)
             elif out.paused:  # all written, part still queued
+                out.hold_report((request, response, status, sent, started))
+            else:
+                self.report(request, response, status, sent, None, started)
+            self.finish()
+
+    async def _write_sliced(
+        self, request: Request, response: Response, data: tuple[bytes, bytes], started: float
+    ) -> None:
+        """Write a large body over TLS in ``TLS_SLICE`` pieces, waiting whenever the client lags.
+
+        A TLS transport encrypts a write at once and hands all of it to the socket
+        transport under it, whose buffer this side cannot see: written whole, a 50 MB body
+        would sit there unreported, and ``SEND_TIMEOUT`` would never start. Written in
+        slices, at most about two of them wait in user space, and a client that stops
+        reading pauses the writing (see :meth:`Output.attach`).
+        """
+        conn, out = self.conn, self.out
+        head, body = data
+        sent = 0
+        conn.write(head)
+        out.tail_content = out.tail_after = 0
+        view = memoryview(body)
+        try:
+            for start in range(0, len(body), TLS_SLICE):
+                if conn.closed:
+                    break
+                piece = view[start : start + TLS_SLICE]
+                conn.write(piece)  # type: ignore[arg-type]
+                out.tail_content = len(piece)
+                sent += len(piece)
+                if out.paused and not conn.closed:
+                    await out.drained()
+        finally:
+            status = response.status
+            if out.cut_reason is not None or conn.closed:
+                unsent = out.unsent_content(sent)
+                outcome = out.cut_reason or CLIENT_DISCONNECTED
+                self.report(request, response, status, sent - unsent, outcome, started)
+            elif out.paused:
                 out.hold_report((request, response, status, sent, started))
             else:
                 self.report(request, response, status, sent, None, started)

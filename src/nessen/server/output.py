@@ -86,9 +86,11 @@ class Output:
 
         Over TLS the limits are ``(1, 0)``: a TLS transport compares its buffered size with
         ``>=`` the high-water mark, so a mark of 0 would pause it at every write with
-        nothing to resume it. The socket transport under it keeps its own buffer, which
-        this side does not see: over TLS, pausing, the send deadline and the count of what
-        a cut loses start once that one is full too.
+        nothing to resume it. The socket transport under it keeps its own buffer (about
+        64 KiB before it stops the TLS layer), which this side does not see: it pauses
+        only once that one is full and the next write waits above it. Large bodies are
+        therefore written in slices over TLS (``Exchange._write_sliced``), and what a cut
+        loses is counted to within about two slices.
         """
         self._transport = transport
         if tls:

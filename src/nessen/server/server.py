@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from nessen.config import Config
 from nessen.http import Handler
+from nessen.server.h1.connection import LINGER_SECONDS
 from nessen.server.protocol import INF, PROBE_RESERVE, HttpProtocol
 from nessen.server.state import ServerEvents, ServerState
 
@@ -529,6 +530,9 @@ class Server:
                     conn,
                     ssl=tls,
                     ssl_handshake_timeout=self.config.headers_timeout,
+                    # A close waits this long for the client's close_notify (asyncio's
+                    # default, 30 s, held the connection's slot that long after a 408).
+                    ssl_shutdown_timeout=LINGER_SECONDS,
                 )
         except Exception as exc:  # the client was gone before the transport existed
             if tls is not None:
