@@ -33,7 +33,7 @@ from nessen.config import (
 )
 from nessen.errors import ConfigError
 from nessen.http.forwarded import PROXY_HEADER_KINDS, X_FORWARDED
-from nessen.observability.logs import configure_logging, read_log_config
+from nessen.observability.logs import configure_logging_for, read_log_config
 from nessen.reload import REFUSED_IN_PRODUCTION, run_reloader
 from nessen.runtime import EXIT_STARTUP_FAILED, Runtime, Servable, run
 from nessen.server.server import raise_open_file_limit
@@ -532,11 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             health = bool(raw.strip()) and parse_bool(raw)
         except ValueError:
-            print("nessen: invalid configuration:", file=sys.stderr)
-            print(
-                f"  HEALTH_ENDPOINTS={raw!r}: not a boolean; must be true or false", file=sys.stderr
-            )
-            return EXIT_USAGE
+            problem = f"HEALTH_ENDPOINTS={raw!r}: not a boolean; must be true or false"
+            return ConfigError([problem]).report()
     root_path = args.root_path
     if root_path is None:
         root_path = os.environ.get("ROOT_PATH", "")
@@ -572,10 +569,7 @@ def _reload(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         config = resolve_config(args, os.environ, None)
     except ConfigError as exc:
-        print("nessen: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.report()
     if config.production:
         print(REFUSED_IN_PRODUCTION, file=sys.stderr)
         return EXIT_USAGE
@@ -626,10 +620,7 @@ class _AppSpec:
                 print(exc.traceback, end="", file=sys.stderr)
             return EXIT_USAGE
         except ConfigError as exc:
-            print("nessen: invalid configuration:", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
-            return EXIT_USAGE
+            return exc.report()
         runtime.configure(config)
         access_log = self.args.access_log
         if access_log is not None:  # the Runtime an ASGI app is served through, or the app
@@ -725,17 +716,9 @@ def supervise(worker_main: Callable[..., int], config: Config) -> int:
         cannot be bound or a worker cannot start (see ``BOOT_ATTEMPTS``).
     """
     try:
-        undo = configure_logging(
-            config.log_level,
-            config.effective_log_format,
-            buffer_bytes=config.log_buffer_bytes,
-            log_config=config.log_config,
-        )
+        undo = configure_logging_for(config)
     except ConfigError as exc:
-        print("nessen: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.report()
     try:
         warn_if_trusting_every_peer(config)
         raise_open_file_limit(config)  # the workers inherit it

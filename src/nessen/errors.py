@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 
@@ -23,6 +24,13 @@ class ConfigError(NessenError, ValueError):
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems: list[str] = list(problems)
         super().__init__("invalid configuration: " + "; ".join(self.problems))
+
+    def report(self) -> int:
+        """Print the problems to stderr as ``nessen serve`` does; return its exit status, 2."""
+        print("nessen: invalid configuration:", file=sys.stderr)
+        for problem in self.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
 
 
 class ProtocolError(NessenError):

@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from nessen.observability import (
     RequestStats,
     Telemetry,
     TelemetrySink,
-    configure_logging,
+    configure_logging_for,
     install_health_routes,
     install_metrics_route,
     install_status_routes,
@@ -1173,17 +1172,9 @@ class Runtime:
             self._config = self.config.replace(**changes)
         config = self.config
         try:
-            undo = configure_logging(
-                config.log_level,
-                config.effective_log_format,
-                buffer_bytes=config.log_buffer_bytes,
-                log_config=config.log_config,
-            )
+            undo = configure_logging_for(config)
         except ConfigError as exc:
-            print("nessen: invalid configuration:", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
-            return EXIT_USAGE
+            return exc.report()
         try:
             raise_open_file_limit(config)
             return run(self.serve())

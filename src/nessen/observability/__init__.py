@@ -11,7 +11,7 @@ from nessen.observability.health import (
     install_health_routes,
     install_metrics_route,
 )
-from nessen.observability.logs import configure_logging
+from nessen.observability.logs import configure_logging, configure_logging_for
 from nessen.observability.process import ProcessSampler
 from nessen.observability.sinks import (
     OTHER_METHOD,
@@ -38,6 +38,7 @@ __all__ = [
     "Telemetry",
     "TelemetrySink",
     "configure_logging",
+    "configure_logging_for",
     "install_health_routes",
     "install_metrics_route",
     "install_status_routes",

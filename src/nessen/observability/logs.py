@@ -25,11 +25,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 import orjson
 
 from nessen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nessen.config import Config
 
 FIELDS = (
     "request_id",
@@ -1099,6 +1102,22 @@ def apply_log_config(path: str) -> None:
             logging.config.dictConfig(data)
     except Exception as exc:
         raise ConfigError([f"LOG_CONFIG={path!r}: refused by logging.config: {exc}"]) from None
+
+
+def configure_logging_for(config: Config) -> Callable[[], None]:
+    """:func:`configure_logging` as ``config`` says.
+
+    That is ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_BUFFER_SIZE`` and ``LOG_CONFIG``.
+
+    Raises:
+        ConfigError: ``LOG_CONFIG`` cannot be applied.
+    """
+    return configure_logging(
+        config.log_level,
+        config.effective_log_format,
+        buffer_bytes=config.log_buffer_bytes,
+        log_config=config.log_config,
+    )
 
 
 def configure_logging(
