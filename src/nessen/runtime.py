@@ -242,7 +242,9 @@ class Runtime:
         self._delegate: DelegateHandler | None = None  # see delegate()
         self._native_paths: frozenset[str] = frozenset()
         if health_endpoints:
-            install_health_routes(self.app.router, self, guard=self._main_ops_guard)
+            install_health_routes(
+                self.app.router, self, guard=self._main_ops_guard, counts_itself=True
+            )
             self._probe_paths |= {"/api/health"}
         if metrics:
             install_metrics_route(self.app.router, self._render_metrics, guard=self._main_ops_guard)

@@ -863,3 +863,30 @@ def test_root_path_is_in_the_scope_and_in_front_of_the_path(host: Any) -> None:
     with RawClient(server.address) as client:
         client.request(get("/items/1"))
     assert seen.wait_for(1) == [("/api", "/api/items/1", b"/items/1")]
+
+
+def test_the_status_page_is_served_for_an_asgi_app_with_the_probes_outside_production(
+    host: Any,
+) -> None:
+    seen = Recorder()
+
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.add(scope["path"])
+        await start(send, 404)
+        await body(send, b"the app's")
+
+    developing = host(app, health_endpoints=True, env="development")
+    producing = host(app, health_endpoints=True)  # production: no status page
+    without = host(app, env="development")  # no probes asked for: the app has every path
+    with RawClient(developing.address) as client:
+        page = client.request(get("/_nessen/status"))
+        script = client.request(get("/_nessen/status.js"))
+    assert page.status == 200
+    assert b"<html" in page.body.lower()
+    assert script.status == 200
+    with RawClient(producing.address) as client:
+        assert client.request(get("/_nessen/status")).status == 404
+    with RawClient(without.address) as client:
+        assert client.request(get("/_nessen/status")).body == b"the app's"
+    assert seen.wait_for(1) == ["/_nessen/status"]  # only the host without probes passed it on

@@ -36,6 +36,7 @@ from nessen.middleware.access_log import access_recorder
 from nessen.middleware.request_id import valid_request_id
 from nessen.observability.health import HEALTH_PATHS, METRICS_PATH
 from nessen.observability.logs import current_request_id
+from nessen.observability.status import STATUS_PATH, status_paths
 from nessen.runtime import Runtime
 from nessen.server import DrainResult, Server
 from nessen.server.body import ClientDisconnected, RequestChannel
@@ -608,7 +609,7 @@ class ASGIHost:
             middleware=ASGI_MIDDLEWARE,
             access_log=access_log,
             metrics=health_endpoints,
-            status_page=False,
+            status_page=None if health_endpoints else False,  # None: not in production
             stream_bodies=True,
         )
         """The Runtime that serves: its server, lifecycle, probes, metrics and statistics."""
@@ -620,7 +621,11 @@ class ASGIHost:
         # Probes go through the Runtime's router and built-in middleware, everything else
         # straight to the app (no router, no middleware chain: the app runs inline in the
         # request's task and answers through its channel).
-        native = (HEALTH_PATHS | {METRICS_PATH}) if health_endpoints else frozenset()
+        native = (
+            HEALTH_PATHS | {METRICS_PATH} | set(status_paths(STATUS_PATH))
+            if health_endpoints
+            else frozenset()
+        )
         runtime.delegate(self.handler, native_paths=native)
         runtime.on_startup(self._startup)
         runtime.on_shutdown(self._shutdown)

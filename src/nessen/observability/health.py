@@ -23,7 +23,7 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
                                are registered and the state accepts traffic)
     uptime_ms           int    since the runtime was created
     requests.total      int    responses sent, refusals with a status included
-    requests.active     int    requests in handlers now
+    requests.active     int    requests in handlers now, this one not counted
     requests.p50_ms     float  latency percentiles over the last 60-70 s (see stats.py),
     requests.p95_ms            nearest rank within 2 %; null when no request finished then
     requests.p99_ms
@@ -165,12 +165,19 @@ def rss_bytes() -> int:
 
 
 def install_health_routes(
-    router: Router, source: HealthSource, *, guard: OpsGuard | None = None
+    router: Router,
+    source: HealthSource,
+    *,
+    guard: OpsGuard | None = None,
+    counts_itself: bool = False,
 ) -> None:
     """Register ``GET /health``, ``GET /ready`` and ``GET /api/health`` on ``router``.
 
     ``guard`` (see :mod:`nessen.observability.admin`) decides who gets ``/api/health``;
-    ``/health`` and ``/ready`` answer every client, as probes must.
+    ``/health`` and ``/ready`` answer every client, as probes must. ``counts_itself``:
+    ``router`` serves on the server whose ``active_requests`` the answer reports, so the
+    ``/api/health`` request itself is left out of ``requests.active`` (a status page
+    polling it would otherwise always see one request in flight).
 
     A failing readiness check shows its error text only when ``source.error_details``; in
     production only its kind (``"timeout"``, ``"ConnectionError"``): the probes answer any
@@ -233,7 +240,7 @@ def install_health_routes(
             uptime_ms=int(lifecycle.uptime * 1000),
             requests={
                 "total": stats.total,
-                "active": source.active_requests,
+                "active": max(0, source.active_requests - counts_itself),
                 "p50_ms": p50,
                 "p95_ms": p95,
                 "p99_ms": p99,

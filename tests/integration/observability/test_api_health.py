@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import httpx
 
@@ -51,7 +52,7 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
         "rejected",
     ]  # fmt: skip
     assert requests["total"] == 5  # four answers and the 414
-    assert requests["active"] == 1  # this request
+    assert requests["active"] == 0  # this request is not counted
     assert requests["p50_ms"] >= 20.0  # rank 2 of 4: a 20 ms sleep, plus scheduling
     assert requests["p99_ms"] >= 60.0  # rank 4 of 4: the 60 ms sleep
     assert requests["p50_ms"] < requests["p99_ms"]
@@ -193,3 +194,25 @@ def test_with_no_sample_the_percentiles_max_and_average_are_null(serve: ServeFac
     assert {k: first[k] for k in averages} == dict.fromkeys(averages)
     assert after["max_ms"] >= 30.0
     assert after["p50_ms"] is not None
+
+
+def test_active_counts_requests_in_flight_but_not_the_poll_itself(serve: ServeFactory) -> None:
+    runtime = Runtime(access_log=False)
+    entered = threading.Event()  # set by the handler, waited for by the test's thread
+    release = asyncio.Event()  # bound to the server's loop by the handler's wait
+
+    @runtime.route.get("/held")
+    async def held(ctx: Request) -> Response:
+        entered.set()
+        await release.wait()
+        return Response.text("done")
+
+    server = serve(runtime)
+    with RawClient(server.address) as slow:
+        slow.send(get("/held"))
+        assert entered.wait(10.0)  # the handler is running
+        with httpx.Client(base_url=server.url, trust_env=False) as client:
+            active = client.get("/api/health").json()["requests"]["active"]
+        server.call(release.set)
+        assert slow.response().status == 200
+    assert active == 1  # the held request, and not the /api/health that asked
