@@ -1242,7 +1242,7 @@ class _RuntimeEvents(ServerEvents):
     def request_finished(
         self, request: Request, status: int, content_bytes: int, duration: float
     ) -> None:
-        self._stats.record(duration, content_bytes)
+        self._stats.record(duration, content_bytes, status)
         prometheus = self._prometheus
         if prometheus is not None:
             prometheus.request_finished(
@@ -1261,7 +1261,7 @@ class _RuntimeEvents(ServerEvents):
         client: tuple[str, int] | None,
         request: Request | None,
     ) -> None:
-        self._stats.reject(reason, answered=status != 0)
+        self._stats.reject(reason, answered=status != 0, status=status)
         if self._prometheus is not None:
             self._prometheus.request_rejected(
                 reason,

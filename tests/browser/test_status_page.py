@@ -194,6 +194,13 @@ def test_status_page_charts_fill_with_live_data(
     assert page.by_id["chart-active"]["data-points"] == str(polls)
     assert page.text["active"] == "0"  # the poll does not count itself
     assert page.by_id["chart-rejected"]["data-points"] == str(polls - 1)
+    # the 404s and the 414s (a server refusal is an answer with a status too), and perhaps
+    # the browser's own /favicon.ico (a 404 as well)
+    assert page.text["errors-4xx"] in ("5", "6")
+    assert page.text["errors-5xx"] == "0"
+    assert page.by_id["chart-errors"]["data-points"] == str(polls - 1)
+    series = page.inside("chart-errors", "polyline")
+    assert [line["data-series"] for line in series] == ["errors4xx", "errors5xx"]
     states = page.inside("chart-state", "rect")
     assert [state["data-state"] for state in states] == ["READY"] * polls
     assert re.fullmatch(r"[0-9.]+ MiB", page.text["rss"])

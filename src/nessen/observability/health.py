@@ -31,6 +31,8 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
                                none finished then
     requests.avg_response_bytes  float  mean content bytes per response (null before any)
     requests.rejected   {reason: count}  the server's refusals since start
+    requests.errors     {"4xx": int, "5xx": int}  answers with those statuses since start,
+                               the server's refusals included
     memory.rss_bytes    int    resident set size
     cpu_percent         float  process CPU over the last 1 s, percent of one core
     event_loop_lag_ms   float  how late the last 1 s tick ran
@@ -247,6 +249,7 @@ def install_health_routes(
                 "max_ms": longest,
                 "avg_response_bytes": round(stats.average_bytes, 1) if stats.total else None,
                 "rejected": dict(stats.rejected),
+                "errors": {"4xx": stats.client_errors, "5xx": stats.server_errors},
             },
             memory={"rss_bytes": recent_rss_bytes()},
             cpu_percent=process.cpu_percent,

@@ -218,6 +218,8 @@ class RequestStats:
             that sent a status counts; one that only closed the connection does not).
         content_bytes: Content bytes sent in handler responses, summed.
         rejected: Refusals by reason, e.g. ``{"header_too_large": 3}``.
+        client_errors: Answers with a 4xx status, the server's refusals included.
+        server_errors: Answers with a 5xx status, the server's refusals included.
         latency: Durations of handler responses over the last minute (refusals carry no
             duration and are not in it).
 
@@ -235,9 +237,11 @@ class RequestStats:
         "_memo",
         "_refresh",
         "_summary_memo",
+        "client_errors",
         "content_bytes",
         "latency",
         "rejected",
+        "server_errors",
         "total",
     )
 
@@ -249,6 +253,8 @@ class RequestStats:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = 0
+        self.client_errors = 0
+        self.server_errors = 0
         self.content_bytes = 0
         self.rejected: Counter[str] = Counter()
         self.latency = latency if latency is not None else LatencyWindow()
@@ -261,27 +267,39 @@ class RequestStats:
             ([], None),
         )
 
-    def record(self, duration: float, content_bytes: int) -> None:
+    def record(self, duration: float, content_bytes: int, status: int = 200) -> None:
         """Count one answered request.
 
         Args:
             duration: Seconds from its first byte to the response written.
             content_bytes: Content bytes sent.
+            status: The status sent (4xx and 5xx are counted apart too).
         """
+        if status >= 400:
+            if status >= 500:
+                self.server_errors += 1
+            else:
+                self.client_errors += 1
         self.total += 1
         self.content_bytes += content_bytes
         self.latency.record(duration)
 
-    def reject(self, reason: str, *, answered: bool = False) -> None:
+    def reject(self, reason: str, *, answered: bool = False, status: int = 0) -> None:
         """Count one refusal by ``reason``.
 
         Args:
             reason: The server's tag, e.g. ``"header_too_large"``.
             answered: A status was sent (the refusal also counts in :attr:`total`).
+            status: That status (0: none), counted in :attr:`client_errors` or
+                :attr:`server_errors`.
         """
         self.rejected[reason] += 1
         if answered:
             self.total += 1
+        if status >= 500:
+            self.server_errors += 1
+        elif status >= 400:
+            self.client_errors += 1
 
     def percentiles_ms(self, *quantiles: float) -> list[float]:
         """Return latency percentiles in milliseconds over the last minute.

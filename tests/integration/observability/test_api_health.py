@@ -49,8 +49,9 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
     requests = body["requests"]
     assert list(requests) == [
         "total", "active", "p50_ms", "p95_ms", "p99_ms", "max_ms", "avg_response_bytes",
-        "rejected",
+        "rejected", "errors",
     ]  # fmt: skip
+    assert requests["errors"] == {"4xx": 1, "5xx": 0}  # the 414
     assert requests["total"] == 5  # four answers and the 414
     assert requests["active"] == 0  # this request is not counted
     assert requests["p50_ms"] >= 20.0  # rank 2 of 4: a 20 ms sleep, plus scheduling

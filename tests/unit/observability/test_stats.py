@@ -266,3 +266,14 @@ def test_the_summary_is_reused_for_the_refresh_interval() -> None:
     assert stats.latency_summary_ms(0.5)[1] == 10.0  # within 0.25 s: the same answer
     clock.now += 0.3
     assert stats.latency_summary_ms(0.5)[1] == 50.0
+
+
+def test_errors_are_counted_by_class_handler_answers_and_refusals_alike() -> None:
+    stats = RequestStats()
+    for status in (200, 201, 304, 404, 429, 500, 503):
+        stats.record(0.001, 0, status)
+    stats.reject("uri_too_long", answered=True, status=414)
+    stats.reject("request_timeout", answered=True, status=503)
+    stats.reject("headers_timeout")  # closed without a status: not an answer
+    assert (stats.client_errors, stats.server_errors) == (3, 3)
+    assert stats.total == 9

@@ -125,18 +125,22 @@
     // milliseconds could make two quick polls look simultaneous.
     const t = performance.now() / 1000;
     const rejected = Object.values(data.requests.rejected || {}).reduce((a, b) => a + b, 0);
+    const errors = data.requests.errors || {};
+    const e4 = errors["4xx"] || 0, e5 = errors["5xx"] || 0;
     const last = samples[samples.length - 1];
     if (last && (last.pid !== data.pid || data.uptime_ms < last.uptime)) samples.length = 0; // restarted
     const previous = samples[samples.length - 1];
     const sample = {
       t, uptime: data.uptime_ms, pid: data.pid, total: data.requests.total, rejected,
-      rate: null, rejectedRate: null,
+      rate: null, rejectedRate: null, e4, e5, errors4xx: null, errors5xx: null,
       p50: data.requests.p50_ms, p95: data.requests.p95_ms, p99: data.requests.p99_ms,
       active: data.requests.active, state: STATES.includes(data.state) ? data.state : "UNREACHABLE",
     };
     if (previous && t > previous.t) {
       sample.rate = Math.max(0, (sample.total - previous.total) / (t - previous.t));
       sample.rejectedRate = Math.max(0, (rejected - previous.rejected) / (t - previous.t));
+      sample.errors4xx = Math.max(0, (e4 - previous.e4) / (t - previous.t));
+      sample.errors5xx = Math.max(0, (e5 - previous.e5) / (t - previous.t));
     }
     samples.push(sample);
     if (samples.length > HISTORY) samples.shift();
@@ -162,6 +166,8 @@
     text("p99", number(data.requests.p99_ms, 2));
     text("active", number(data.requests.active, 0));
     text("rejected", number(sample.rejected, 0));
+    text("errors-4xx", number(sample.e4, 0));
+    text("errors-5xx", number(sample.e5, 0));
     text("cpu", number(data.cpu_percent, 1));
     text("rss", bytes(data.memory.rss_bytes));
     text("lag", number(data.event_loop_lag_ms, 2));
@@ -189,6 +195,9 @@
     ], "ms");
     drawChart("chart-active", [{ key: "active", cls: "s-active", area: true }], "");
     drawChart("chart-rejected", [{ key: "rejectedRate", cls: "s-rejected", area: true }], "/s");
+    drawChart("chart-errors", [
+      { key: "errors4xx", cls: "s-4xx" }, { key: "errors5xx", cls: "s-5xx" },
+    ], "/s");
     drawStates();
     const now = new Date();
     const updated = $("updated");
