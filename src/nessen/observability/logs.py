@@ -291,14 +291,55 @@ def _json_line(entry: dict[str, Any]) -> str:
     return line
 
 
+_LEVEL_COLOURS = {
+    "DEBUG": "\x1b[2m",
+    "INFO": "\x1b[32m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[1;31m",
+}
+"""ANSI colours of the level names on a terminal (dim, green, yellow, red, bold red)."""
+
+
+def wants_colour(stream: Any) -> bool:
+    """Whether console lines to ``stream`` are coloured: a terminal, and no ``NO_COLOR``.
+
+    ``NO_COLOR`` set to anything non-empty turns colour off (https://no-color.org).
+    """
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # a closed stream
+        return False
+
+
 class ConsoleFormatter(LineFormatter):
-    """Formats a record as one readable line, control characters escaped."""
+    """Formats a record as one readable line, control characters escaped.
+
+    Args:
+        colour: Colour the level name with ANSI codes (see :func:`wants_colour`); the
+            rest of the line, the escaped data included, is the same either way.
+    """
+
+    def __init__(self, *, colour: bool = False) -> None:
+        super().__init__()
+        self._levels = (
+            {name: f"{code}{name:<7}\x1b[0m" for name, code in _LEVEL_COLOURS.items()}
+            if colour
+            else {name: f"{name:<7}" for name in _LEVEL_COLOURS}
+        )
+
+    def _level(self, levelname: str) -> str:
+        shown = self._levels.get(levelname)
+        return shown if shown is not None else f"{levelname:<7}"
 
     def format_fields(
         self, created: float, levelname: str, name: str, message: str, fields: Fields
     ) -> str:
         """Return ``time level logger message key=value ...`` on one line."""
-        line = f"{_timestamp(created)} {levelname:<7} {name} {escape(message)}"
+        line = f"{_timestamp(created)} {self._level(levelname)} {name} {escape(message)}"
         if not fields:
             return line
         parts = [
@@ -318,7 +359,7 @@ class ConsoleFormatter(LineFormatter):
         route_field = "" if route is None else f" route={quote_field(route)}"
         outcome_field = "" if outcome is None else f" outcome={quote_field(outcome)}"
         return (
-            f"{_timestamp(created)} {levelname:<7} {name} "
+            f"{_timestamp(created)} {self._level(levelname)} {name} "
             f"{method} {quote_field(path)} {status} request_id={quote_field(request_id)} "
             f"method={quote_field(method)} path={quote_field(path)}{route_field} "
             f"status={status} duration_ms={duration_ms} bytes={sent} "
@@ -1164,7 +1205,11 @@ def configure_logging(
     saved_root = (list(root.handlers), root.level)
     saved_ours = (list(ours.handlers), ours.level, ours.propagate)
     handler = BufferedStreamHandler(stream or sys.stderr, buffer_bytes=buffer_bytes)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else ConsoleFormatter(colour=wants_colour(stream or sys.stderr))
+    )
     # Nessen's own loggers write through this handler, and only through it (as uvicorn's
     # do), whatever the app set up; the app's logging is left as it is, unless it set up
     # none: then its records go the same way as ours. A LOG_CONFIG that gives the nessen

@@ -14,10 +14,12 @@ from nessen.observability.logs import (
     MAX_FIELD_CHARS,
     ConsoleFormatter,
     JsonFormatter,
+    LineFormatter,
     RequestIdFilter,
     configure_logging,
     current_request_id,
     escape,
+    wants_colour,
 )
 
 
@@ -263,3 +265,33 @@ def test_json_carries_the_drain_summary_fields() -> None:
     summary = {"served": 12, "cut": 1, "connections_closed": 1, "upgraded_closed": 0}
     entry = json.loads(JsonFormatter().format(make_record(**summary)))
     assert {key: entry[key] for key in summary} == summary
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_level_names_are_coloured_on_a_terminal_unless_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert wants_colour(Terminal())
+    assert not wants_colour(io.StringIO())  # a pipe or a file: never
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not wants_colour(Terminal())
+
+
+def test_colour_changes_only_the_level_name() -> None:
+    record = make_record(level=logging.WARNING, reason="x\ny")
+    plain = ConsoleFormatter().format(record)
+    coloured = ConsoleFormatter(colour=True).format(record)
+    assert "\x1b[33mWARNING\x1b[0m" in coloured  # yellow
+    assert coloured.replace("\x1b[33m", "").replace("\x1b[0m", "") == plain
+    assert "\\x0a" in coloured  # the data is escaped as before: no raw control character
+    access = ("id-1", "GET", "/a", "/a", 200, 1.5, 10, "192.0.2.1", None)
+    formatter = ConsoleFormatter(colour=True)
+    direct = formatter.format_access(1_700_000_000.25, "INFO", "n", access)
+    assert direct.startswith("2023-11-14T22:13:20.250Z \x1b[32mINFO   \x1b[0m n GET")
+    # the access fast path prints what the generic path prints for the same fields
+    assert direct == LineFormatter.format_access(formatter, 1_700_000_000.25, "INFO", "n", access)
