@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="PATTERN",
-        help="file names whose changes restart it (repeatable; default *.py)",
+        help="file names whose changes restart it too, besides *.py (repeatable)",
     )
     uvicorn.add_argument(
         "--reload-exclude",
@@ -574,9 +574,8 @@ def _reload(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(REFUSED_IN_PRODUCTION, file=sys.stderr)
         return EXIT_USAGE
     dirs = args.reload_dir or [args.app_dir or os.getcwd()]
-    return run_reloader(
-        argv, dirs, includes=args.reload_include or ("*.py",), excludes=args.reload_exclude or ()
-    )
+    includes = ["*.py", *(p for p in args.reload_include or () if p != "*.py")]
+    return run_reloader(argv, dirs, includes=includes, excludes=args.reload_exclude or ())
 
 
 def _is_socket(fd: int) -> bool:

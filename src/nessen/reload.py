@@ -131,7 +131,9 @@ def run_reloader(
 
 
 def _start(command: list[str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command)
+    # Its own session: Ctrl-C reaches the reloader alone, which stops the server with one
+    # SIGTERM (two signals would cut the server's drain short).
+    process = subprocess.Popen(command, start_new_session=True)
     watcher = threading.Thread(target=_report_exit, args=(process,), daemon=True)
     watcher.start()
     return process

@@ -661,7 +661,7 @@ class Runtime:
             except OSError as exc:
                 await self._abort_start("bind failed", None)
                 raise self._startup_error(
-                    f"cannot listen on {config.host}:{config.port}: {exc}", None
+                    f"cannot listen on {_where(config)}: {exc}", None
                 ) from exc
         admin_address = config.admin_address
         admin_owned = admin_sock is None and admin_address is not None
@@ -699,7 +699,7 @@ class Runtime:
             except OSError as exc:
                 await self._abort_start("bind failed", time.monotonic() + config.shutdown_timeout)
                 raise self._startup_error(
-                    f"cannot listen on {config.host}:{config.port}: {exc}", None
+                    f"cannot listen on {_where(config)}: {exc}", None
                 ) from exc
             self._server = server
             if admin_address is not None:
@@ -785,7 +785,7 @@ class Runtime:
         host, port = address
         admin = Server(
             compose(router.dispatch, self._admin_middleware(config)),
-            config.replace(host=host, port=port, admin_port=None),
+            config.replace(host=host, port=port, admin_port=None, unix_socket=None, listen_fd=None),
             _RuntimeEvents(self),
             stream_bodies=False,
             service_stopping=link.service_stopping if link is not None else None,
@@ -1205,6 +1205,15 @@ def run(main: Awaitable[int]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         return asyncio.run(main)  # type: ignore[arg-type]
     return int(uvloop.run(main))  # type: ignore[arg-type]
+
+
+def _where(config: Config) -> str:
+    """Where ``config`` says to listen, for an error: ``HOST:PORT``, ``unix:PATH``, ``fd N``."""
+    if config.unix_socket is not None:
+        return f"unix:{config.unix_socket}"
+    if config.listen_fd is not None:
+        return f"the inherited socket (LISTEN_FD={config.listen_fd})"
+    return f"{config.host}:{config.port}"
 
 
 def _client_ip(request: Request) -> str:

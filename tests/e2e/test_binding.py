@@ -29,6 +29,7 @@ def sock_path(tmp_path: Path) -> Path:
     short = Path("/tmp") / f"nessen-{os.getpid()}-{tmp_path.name[-20:]}.sock"
     yield short
     short.unlink(missing_ok=True)
+    Path(str(short) + ".lock").unlink(missing_ok=True)
 
 
 def test_uds_serves_on_a_unix_socket_and_removes_it_at_exit(
@@ -60,7 +61,7 @@ def test_a_stale_socket_file_is_replaced_and_a_live_one_is_refused(
         assert client.get("/health").status_code == 200
     second = run_nessen("serve", SAMPLE, "--uds", str(sock_path))
     assert second.returncode == 3
-    assert "another process is listening on it" in second.stderr
+    assert "another server holds it" in second.stderr
     with over_unix(sock_path) as client:  # the first one was not disturbed
         assert client.get("/health").status_code == 200
     assert served.stop() == 0
@@ -104,8 +105,38 @@ def test_fd_serves_on_an_inherited_listening_socket(nessen_serve: ServeFactory) 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
             assert client.get("/health").status_code == 200
         assert served.stop() == 0
+        # the socket is its parent's too: still listening, queueing for the next start
+        socket.create_connection(("127.0.0.1", port), timeout=5.0).close()
     finally:
         listener.close()
+
+
+def test_an_inherited_unix_socket_is_left_to_its_parent(
+    nessen_serve: ServeFactory, sock_path: Path
+) -> None:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen()
+    try:
+        served = nessen_serve(SAMPLE, "--fd", str(listener.fileno()), pass_fds=[listener.fileno()])
+        with over_unix(sock_path) as client:
+            assert client.get("/health").status_code == 200
+        assert served.stop() == 0
+        assert sock_path.exists()  # not removed: nessen did not make it
+    finally:
+        listener.close()
+
+
+def test_a_second_server_is_kept_off_the_path_by_its_lock(
+    nessen_serve: ServeFactory, sock_path: Path
+) -> None:
+    first = nessen_serve(SAMPLE, "--uds", str(sock_path))
+    inode = sock_path.stat().st_ino
+    second = run_nessen("serve", SAMPLE, "--uds", str(sock_path))
+    assert second.returncode == 3
+    assert "another server holds it" in second.stderr
+    assert sock_path.stat().st_ino == inode  # the first one's file, untouched
+    assert first.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -1092,7 +1092,9 @@ def read_log_config(path: str) -> dict[str, Any] | None:
 
     ``.json`` is JSON, ``.yaml``/``.yml`` YAML (PyYAML must be installed); any other name
     is left to ``logging.config.fileConfig``, and only checked to be readable here.
-    ``disable_existing_loggers`` is set to false unless the file sets it.
+    ``disable_existing_loggers`` is set to false unless the file sets it, and ``propagate``
+    to false on a ``nessen`` logger the file gives handlers (an INI file must say
+    ``propagate=0`` itself).
 
     Raises:
         ConfigError: The file cannot be read or parsed, or is not a mapping with
@@ -1125,6 +1127,17 @@ def read_log_config(path: str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("version") != 1:
         raise ConfigError([f"LOG_CONFIG={path!r}: must be a mapping with version: 1"])
     data.setdefault("disable_existing_loggers", False)
+    loggers = data.get("loggers")
+    if isinstance(loggers, dict):
+        for name, logger_config in loggers.items():
+            # A nessen logger given handlers of its own keeps its records to them: without
+            # this they would also reach Nessen's handler on the nessen logger above it.
+            if (
+                (name == "nessen" or str(name).startswith("nessen."))
+                and isinstance(logger_config, dict)
+                and logger_config.get("handlers")
+            ):
+                logger_config.setdefault("propagate", False)
     return data
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import resource
@@ -160,13 +161,21 @@ def listeners(config: Config) -> list[socket.socket]:
 def bind_unix(path: str, mode: int) -> socket.socket:
     """Bind a Unix stream socket at ``path`` with permissions ``mode`` (e.g. ``0o666``).
 
-    A socket file left by a process that is gone (connecting to it is refused) is removed
-    first; :func:`release_unix` removes ours at exit.
+    A lock on ``PATH.lock`` (``flock``, held while this process or its workers live) keeps
+    a second server off the path, even while the first is bound but not yet listening
+    (its startup hooks run). A socket file then left by a process that is gone is removed
+    first; :func:`release_unix` removes ours at exit, and only ours (same inode).
 
     Raises:
-        OSError: ``path`` exists and is not a socket, or a process listens on it
-            (``EADDRINUSE``), or it cannot be bound.
+        OSError: ``path`` exists and is not a socket, another server holds its lock or
+            listens on it (``EADDRINUSE``), or it cannot be bound.
     """
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise OSError(errno.EADDRINUSE, f"{path}: another server holds it") from None
     try:
         existing = os.stat(path)
     except FileNotFoundError:
@@ -192,18 +201,29 @@ def bind_unix(path: str, mode: int) -> socket.socket:
         os.chmod(path, mode)
     except OSError as exc:
         sock.close()
+        os.close(lock)
         raise OSError(exc.errno, f"cannot bind the Unix socket {path}: {exc.strerror}") from None
     sock.setblocking(False)
+    _BOUND_UNIX[path] = (os.stat(path).st_ino, lock)
     return sock
 
 
+_BOUND_UNIX: dict[str, tuple[int, int]] = {}
+"""Unix socket paths :func:`bind_unix` bound: ``path -> (inode, lock descriptor)``."""
+
+
 def release_unix(sock: socket.socket) -> None:
-    """Remove the file of a Unix socket :func:`bind_unix` made, if it is still that one."""
+    """Remove the file of a Unix socket :func:`bind_unix` made here, if it is still that one.
+
+    An inherited socket (``LISTEN_FD``), or a file another server has since put at the
+    path, is left alone.
+    """
     if sock.family != socket.AF_UNIX:
         return
     with contextlib.suppress(OSError):
         path = sock.getsockname()
-        if isinstance(path, str) and path and stat.S_ISSOCK(os.stat(path).st_mode):
+        bound = _BOUND_UNIX.pop(path, None) if isinstance(path, str) else None
+        if bound is not None and os.stat(path).st_ino == bound[0]:
             os.unlink(path)
 
 
@@ -219,6 +239,10 @@ def inherited_socket(fd: int) -> socket.socket:
     if sock.type != socket.SOCK_STREAM:
         sock.detach()
         raise OSError(errno.EPROTOTYPE, f"descriptor {fd} is not a stream socket")
+    name = sock.getsockname()
+    if (isinstance(name, tuple) and name[1] == 0) or name in ("", b""):
+        sock.detach()
+        raise OSError(errno.EINVAL, f"descriptor {fd} is a socket bound to no address")
     sock.setblocking(False)
     return sock
 
@@ -448,7 +472,9 @@ class Server:
         loop = asyncio.get_running_loop()
         if sock is None:
             sockets = listeners(self.config)
-            owned = True
+            # An inherited socket is its parent's too (systemd keeps queueing on it for
+            # the next start): the drain closes this copy, never shuts it down.
+            owned = self.config.listen_fd is None
         else:
             sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
         stopping = self.service_stopping
@@ -658,7 +684,10 @@ class Server:
             return
         loop = self.state.loop
         stopping = self.service_stopping
-        for_good = self._owned or (stopping is not None and stopping())
+        # An inherited socket (LISTEN_FD) is never shut down: its parent keeps it.
+        for_good = (self._owned or (stopping is not None and stopping())) and (
+            self.config.listen_fd is None
+        )
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None

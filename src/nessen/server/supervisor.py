@@ -450,8 +450,13 @@ class Supervisor:
             self._shut_listener()
 
     def _shut_listener(self) -> None:
-        """Stop the shared sockets listening, in every process (connections are refused)."""
-        for sock in (*self.sockets, *self.admin_sockets):
+        """Stop the shared sockets listening, in every process (connections are refused).
+
+        An inherited main socket (``LISTEN_FD``) is left listening: it is its parent's too,
+        which keeps queueing connections on it for the next start.
+        """
+        inherited = self.config.listen_fd is not None
+        for sock in (*([] if inherited else self.sockets), *self.admin_sockets):
             with contextlib.suppress(OSError):  # never listened, or a worker did it already
                 sock.shutdown(socket.SHUT_RDWR)
 
