@@ -6,14 +6,13 @@ a short-lived child reads the settings), so each worker imports it after it is f
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.serving import ServeFactory, ServeProcess, base_env
+from tests.e2e.test_reload import write
 from tests.e2e.test_workers import Load, get, started_pids, worker_pids
 
 pytestmark = pytest.mark.slow
@@ -37,12 +36,15 @@ async def version(ctx):
 """
 
 
+def serve_release(nessen_serve: ServeFactory, folder: Path, version: str) -> ServeProcess:
+    """``hot_app.py`` answering ``version`` in ``folder``, served by two workers."""
+    deploy(folder, SOURCE.format(version=version))
+    return nessen_serve("hot_app:runtime", "--app-dir", str(folder), env=base_env(WORKERS="2"))
+
+
 def deploy(folder: Path, source: str) -> None:
     """Write the app's module as a deploy would: new content, a newer modification time."""
-    path = folder / "hot_app.py"
-    stamp = path.stat().st_mtime + 10 if path.exists() else time.time()
-    path.write_text(source)
-    os.utime(path, (stamp, stamp))  # a rewrite within the same second must not look unchanged
+    write(folder, "hot_app.py", source)
 
 
 def versions(served: ServeProcess, count: int = 10) -> set[str]:
@@ -58,8 +60,7 @@ def versions(served: ServeProcess, count: int = 10) -> set[str]:
 def test_sighup_after_a_deploy_serves_the_new_code_without_a_failed_request(
     nessen_serve: ServeFactory, tmp_path: Path
 ) -> None:
-    deploy(tmp_path, SOURCE.format(version="release 1"))
-    served = nessen_serve("hot_app:runtime", "--app-dir", str(tmp_path), env=base_env(WORKERS="2"))
+    served = serve_release(nessen_serve, tmp_path, "release 1")
     old = worker_pids(served, 2)
     assert versions(served) == {"release 1"}
     with Load(served.address) as load:
@@ -78,8 +79,7 @@ def test_sighup_after_a_deploy_serves_the_new_code_without_a_failed_request(
 def test_a_deploy_that_does_not_import_keeps_the_old_workers_serving(
     nessen_serve: ServeFactory, tmp_path: Path
 ) -> None:
-    deploy(tmp_path, SOURCE.format(version="good"))
-    served = nessen_serve("hot_app:runtime", "--app-dir", str(tmp_path), env=base_env(WORKERS="2"))
+    served = serve_release(nessen_serve, tmp_path, "good")
     old = worker_pids(served, 2)
     deploy(tmp_path, "def broken(:\n")
     served.signal(signal.SIGHUP)

@@ -51,17 +51,23 @@ def version(served: ServeProcess) -> str:
     return body.decode()
 
 
+def serve_reloading(nessen_serve: ServeFactory, folder: Path, *flags: str) -> ServeProcess:
+    """``hot_app.py`` (version "one") in ``folder``, served with ``--reload`` and ``flags``."""
+    write(folder, "hot_app.py", SOURCE.format(version="one"))
+    return nessen_serve(
+        "hot_app:runtime",
+        "--app-dir",
+        str(folder),
+        "--reload",
+        *flags,
+        env=base_env(NESSEN_ENV="development"),
+    )
+
+
 def test_a_code_change_restarts_the_server_and_a_broken_import_waits_for_a_fix(
     nessen_serve: ServeFactory, tmp_path: Path
 ) -> None:
-    write(tmp_path, "hot_app.py", SOURCE.format(version="one"))
-    served = nessen_serve(
-        "hot_app:runtime",
-        "--app-dir",
-        str(tmp_path),
-        "--reload",
-        env=base_env(NESSEN_ENV="development"),
-    )
+    served = serve_reloading(nessen_serve, tmp_path)
     assert version(served) == "one"
     before = listening_lines(served)
     write(tmp_path, "hot_app.py", SOURCE.format(version="two"))
@@ -83,19 +89,13 @@ def test_a_code_change_restarts_the_server_and_a_broken_import_waits_for_a_fix(
 def test_excluded_and_not_included_files_do_not_restart(
     nessen_serve: ServeFactory, tmp_path: Path
 ) -> None:
-    write(tmp_path, "hot_app.py", SOURCE.format(version="one"))
-    served = nessen_serve(
-        "hot_app:runtime",
-        "--app-dir",
-        str(tmp_path),
-        "--reload",
-        "--reload-include",
-        "*.py",
+    served = serve_reloading(
+        nessen_serve,
+        tmp_path,
         "--reload-include",
         "*.html",
         "--reload-exclude",
         "scratch_*.py",
-        env=base_env(NESSEN_ENV="development"),
     )
     before = listening_lines(served)
     write(tmp_path, "notes.txt", "not watched\n")
