@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "milliseconds, as the variables).",
     )
     for name, unit, default, note in settings_help():
-        if name in _DEDICATED_FLAGS:
+        if name in _DEDICATED_FLAGS or name in _UVICORN_UNITS:
             continue
         settings.add_argument(
             flag_of(name),
@@ -133,6 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help=f"SHUTDOWN_TIMEOUT, in seconds (default {defaults.shutdown_timeout:g})",
+    )
+    uvicorn.add_argument(
+        "--ws-ping-interval",
+        type=float,
+        metavar="S",
+        help=f"WS_PING_INTERVAL, in seconds as uvicorn's (default {defaults.ws_ping_interval:g}"
+        "; 0 sends no pings)",
+    )
+    uvicorn.add_argument(
+        "--ws-ping-timeout",
+        type=float,
+        metavar="S",
+        help=f"WS_PING_TIMEOUT, in seconds as uvicorn's (default {defaults.ws_ping_timeout:g})",
+    )
+    uvicorn.add_argument(
+        "--ws-max-size",
+        type=int,
+        metavar="BYTES",
+        help=f"WS_MAX_MESSAGE_SIZE (default {defaults.ws_max_message_bytes}; uvicorn's is "
+        "16777216)",
+    )
+    uvicorn.add_argument(
+        "--ws-max-queue", type=int, metavar="N", help="WS_RECEIVE_QUEUE (default 16; uvicorn's 32)"
+    )
+    uvicorn.add_argument(
+        "--ws-per-message-deflate",
+        metavar="BOOL",
+        help="WS_COMPRESSION: accept permessage-deflate (default true)",
     )
     uvicorn.add_argument(
         "--forwarded-allow-ips",
@@ -288,6 +316,17 @@ def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
 
     seconds(args.timeout_keep_alive, "IDLE_TIMEOUT", "--timeout-keep-alive")
     seconds(args.timeout_graceful_shutdown, "SHUTDOWN_TIMEOUT", "--timeout-graceful-shutdown")
+    if args.ws_ping_interval == 0:
+        given["WS_PING_INTERVAL"] = ("0", "--ws-ping-interval")
+    else:
+        seconds(args.ws_ping_interval, "WS_PING_INTERVAL", "--ws-ping-interval")
+    seconds(args.ws_ping_timeout, "WS_PING_TIMEOUT", "--ws-ping-timeout")
+    if args.ws_max_size is not None:
+        given["WS_MAX_MESSAGE_SIZE"] = (str(args.ws_max_size), "--ws-max-size")
+    if args.ws_max_queue is not None:
+        given["WS_RECEIVE_QUEUE"] = (str(args.ws_max_queue), "--ws-max-queue")
+    if args.ws_per_message_deflate is not None:
+        given["WS_COMPRESSION"] = (args.ws_per_message_deflate, "--ws-per-message-deflate")
     if args.limit_concurrency is not None:
         given["MAX_CONCURRENT_REQUESTS"] = (str(args.limit_concurrency), "--limit-concurrency")
     if args.forwarded_allow_ips is not None:
@@ -298,6 +337,9 @@ def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     return given
 
 
+_UVICORN_UNITS = frozenset({"WS_PING_INTERVAL", "WS_PING_TIMEOUT"})
+"""Variables whose flag is uvicorn's, in uvicorn's unit (seconds): a generated flag of the
+same name in milliseconds would turn ``--ws-ping-interval 20`` into 20 ms pings."""
 _DEDICATED_FLAGS = frozenset({"HOST", "PORT", "LOG_LEVEL", "WORKERS"})
 """Variables whose flags are declared above, with their own types and choices."""
 

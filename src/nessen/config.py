@@ -217,6 +217,40 @@ class Config:
     compression_threshold: int = 1024
     """Smallest content in bytes worth compressing (``COMPRESSION_THRESHOLD``)."""
 
+    ws_max_message_bytes: int = 1024 * 1024
+    """Largest WebSocket message received, in bytes, after permessage-deflate
+    decompression; a larger one closes the connection with 1009 (``WS_MAX_MESSAGE_SIZE``)."""
+    ws_max_frame_bytes: int = 1024 * 1024
+    """Largest WebSocket frame received, in bytes; a larger one closes with 1009
+    (``WS_MAX_FRAME_SIZE``). Below ``ws_max_message_bytes`` it bounds each fragment."""
+    ws_send_buffer_bytes: int = 64 * 1024
+    """WebSocket output queued for one client, in bytes, above which the app's ``send``
+    waits for the client to read (``WS_SEND_BUFFER_SIZE``); a client that takes none of it
+    for ``send_timeout`` is cut."""
+    ws_receive_queue: int = 16
+    """WebSocket messages received and not yet read by the app, 1..10000; at this many the
+    server stops reading the socket until the app catches up (``WS_RECEIVE_QUEUE``)."""
+    ws_ping_interval: float = 20.0
+    """Seconds between the server's pings on an idle WebSocket; 0 sends none
+    (``WS_PING_INTERVAL``, ms)."""
+    ws_ping_timeout: float = 20.0
+    """Seconds to wait for the pong; a peer that sends none is cut as dead, close code
+    1006 in the logs (``WS_PING_TIMEOUT``, ms)."""
+    ws_idle_timeout: float = 0.0
+    """Seconds a WebSocket may go without a message either way before the server closes it
+    with 1001; 0 never (``WS_IDLE_TIMEOUT``, ms). Pings do not count as messages."""
+    ws_close_timeout: float = 5.0
+    """Seconds the closing handshake may take once the server sent its close frame
+    (drain, idle, limit): then the connection is cut (``WS_CLOSE_TIMEOUT``, ms)."""
+    ws_allowed_origins: frozenset[str] = frozenset()
+    """``Origin`` values (``scheme://host[:port]``) a WebSocket handshake may carry besides
+    the server's own origin; empty allows same-origin only, ``*`` any. A handshake without
+    ``Origin`` (not a browser) is allowed; one from another origin gets 403 (cross-site
+    WebSocket hijacking) (``WS_ALLOWED_ORIGINS``, comma-separated)."""
+    ws_compression: bool = True
+    """Accept permessage-deflate (RFC 7692) when a WebSocket client offers it
+    (``WS_COMPRESSION``)."""
+
     server_header: str = "nessen"
     """Value of the ``Server`` field on every response; empty sends none
     (``--no-server-header``)."""
@@ -484,6 +518,15 @@ def _hosts(value: Any) -> str | None:
     return None
 
 
+_ORIGIN = re.compile(r"^(\*|[a-z][a-z0-9+.\-]*://[A-Za-z0-9.\-_\[\]:]+)$")
+
+
+def _origins(value: Any) -> str | None:
+    if not all(isinstance(o, str) and _ORIGIN.match(o) for o in value):
+        return "must be origins (scheme://host[:port]) or *, comma-separated"
+    return None
+
+
 def _trust(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -662,6 +705,16 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "redis_key_prefix": _key_prefix,
     "compression_level": _int_range(1, 11),
     "compression_threshold": _int_range(0, 64 * GiB, "bytes"),
+    "ws_max_message_bytes": _int_range(1, GiB, "bytes"),
+    "ws_max_frame_bytes": _int_range(1, GiB, "bytes"),
+    "ws_send_buffer_bytes": _int_range(1024, GiB, "bytes"),
+    "ws_receive_queue": _int_range(1, 10_000),
+    "ws_ping_interval": _seconds(0.001, DAY_SECONDS, allow_zero=True),
+    "ws_ping_timeout": _seconds(0.001, DAY_SECONDS),
+    "ws_idle_timeout": _seconds(0.001, DAY_SECONDS, allow_zero=True),
+    "ws_close_timeout": _seconds(0.001, 600.0),
+    "ws_allowed_origins": _origins,
+    "ws_compression": _bool,
     "server_header": _header_value,
     "extra_headers": _extra_headers,
     "backlog": _int_range(1, 65535),
@@ -786,6 +839,20 @@ _ENV_SPECS: tuple[_EnvSpec, ...] = (
     _EnvSpec("redis_key_prefix", ("REDIS_KEY_PREFIX",), lambda raw: raw.strip()),
     _EnvSpec("compression_level", ("COMPRESSION_LEVEL",), _parse_int),
     _EnvSpec("compression_threshold", ("COMPRESSION_THRESHOLD",), _parse_int),
+    _EnvSpec("ws_max_message_bytes", ("WS_MAX_MESSAGE_SIZE",), _parse_int),
+    _EnvSpec("ws_max_frame_bytes", ("WS_MAX_FRAME_SIZE",), _parse_int),
+    _EnvSpec("ws_send_buffer_bytes", ("WS_SEND_BUFFER_SIZE",), _parse_int),
+    _EnvSpec("ws_receive_queue", ("WS_RECEIVE_QUEUE",), _parse_int),
+    _EnvSpec("ws_ping_interval", ("WS_PING_INTERVAL",), _parse_ms),
+    _EnvSpec("ws_ping_timeout", ("WS_PING_TIMEOUT",), _parse_ms),
+    _EnvSpec("ws_idle_timeout", ("WS_IDLE_TIMEOUT",), _parse_ms),
+    _EnvSpec("ws_close_timeout", ("WS_CLOSE_TIMEOUT",), _parse_ms),
+    _EnvSpec(
+        "ws_allowed_origins",
+        ("WS_ALLOWED_ORIGINS",),
+        lambda raw: frozenset(o.lower().rstrip("/") for o in _parse_list(raw)),
+    ),
+    _EnvSpec("ws_compression", ("WS_COMPRESSION",), parse_bool),
     _EnvSpec("backlog", ("BACKLOG",), _parse_int),
     _EnvSpec("unix_socket", ("UNIX_SOCKET",)),
     _EnvSpec("unix_socket_mode", ("UNIX_SOCKET_MODE",), _parse_mode),

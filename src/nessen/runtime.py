@@ -55,6 +55,7 @@ from nessen.server.server import bind_listeners, listeners, raise_open_file_limi
 from nessen.server.state import warn_if_trusting_every_peer
 from nessen.server.supervisor import WorkerLink
 from nessen.server.tls import server_context
+from nessen.websocket import WebSocketSettings
 
 if TYPE_CHECKING:
     from nessen.observability.metrics import PrometheusMetrics
@@ -493,7 +494,7 @@ class Runtime:
         lag = self.process.event_loop_lag
         prometheus = self._prometheus
         if prometheus is not None:
-            prometheus.set_active(active, connections)
+            prometheus.set_active(active, connections, server.websocket_count if server else 0)
             prometheus.set_event_loop_lag(lag)
             prometheus.sample_process()
             prometheus.flush()
@@ -517,7 +518,9 @@ class Runtime:
             return
         server = self._server
         if server is not None:
-            prometheus.set_active(server.active_requests, server.connection_count)
+            prometheus.set_active(
+                server.active_requests, server.connection_count, server.websocket_count
+            )
         prometheus.set_event_loop_lag(self.process.event_loop_lag)
 
     def _main_ops_guard(self, request: Request) -> Response | None:
@@ -583,6 +586,9 @@ class Runtime:
             raise RuntimeError("this runtime is already serving")
         self._serving = True
         self.app.expose_errors = not config.production
+        settings = WebSocketSettings.from_config(config)
+        for endpoint in self.app.router.websocket_endpoints():
+            endpoint.settings = settings
         return self._builtin_middleware(config)  # a ConfigError here, before any hook
 
     async def _prepare_claimed(
@@ -1225,6 +1231,42 @@ def _name(hook: Callable[..., Any]) -> str:
     return getattr(hook, "__name__", repr(hook))
 
 
+_websocket_access = logging.getLogger("nessen.access")
+
+
+def log_websocket(websocket: Any, code: int, closed_by: str) -> None:
+    """Write the ``nessen.access`` line of a WebSocket that ended.
+
+    Fields: request id, path, route, client address, duration, messages and payload bytes
+    each way, close code and reason, who closed, and ``outcome`` when the server cut it.
+    Info, or warning for 1011 (the app failed) and a cut.
+    """
+    request = websocket.request
+    level = logging.WARNING if code == 1011 or websocket.cut_reason else logging.INFO
+    if not _websocket_access.isEnabledFor(level):
+        return
+    extra = {
+        "request_id": request.id,
+        "method": "WEBSOCKET",
+        "path": request.path,
+        "route": request.route,
+        "client_ip": request.client_ip,
+        "duration_ms": round(websocket.duration * 1000.0, 3),
+        "messages_in": websocket.messages_in,
+        "messages_out": websocket.messages_out,
+        "bytes_in": websocket.bytes_in,
+        "bytes_out": websocket.bytes_out,
+        "close_code": code,
+        "close_reason": websocket.close_reason or None,
+        "closed_by": closed_by,
+    }
+    if websocket.cut_reason:
+        extra["outcome"] = websocket.cut_reason
+    _websocket_access.log(
+        level, "WEBSOCKET %s closed %d by %s", request.path, code, closed_by, extra=extra
+    )
+
+
 class _RuntimeEvents(ServerEvents):
     """Feeds the statistics, metrics, sinks and logs from the server's reports."""
 
@@ -1296,6 +1338,29 @@ class _RuntimeEvents(ServerEvents):
             extra.update(request_id=request.id, method=request.method, path=request.path)
         level = logging.INFO if status == 0 else logging.WARNING
         reject_logger.log(level, "rejected %s: %s", reason, detail, extra=extra)
+
+    def websocket_opened(self, websocket: Any) -> None:
+        self._stats.websockets_open += 1
+
+    def websocket_traffic(
+        self, messages_in: int, bytes_in: int, messages_out: int, bytes_out: int
+    ) -> None:
+        stats = self._stats
+        stats.websocket_messages_in += messages_in
+        stats.websocket_messages_out += messages_out
+        if self._prometheus is not None:
+            self._prometheus.websocket_traffic(messages_in, bytes_in, messages_out, bytes_out)
+
+    def websocket_closed(self, websocket: Any) -> None:
+        stats = self._stats
+        stats.websockets_open -= 1
+        stats.websockets_closed += 1
+        code = websocket.close_code or 1005
+        closed_by = websocket.closed_by or "server"
+        if self._prometheus is not None:
+            self._prometheus.websocket_closed(code, closed_by)
+        if self._runtime.access_log:
+            log_websocket(websocket, code, closed_by)
 
     def error_fields(self, raw_headers: list[tuple[bytes, bytes]]) -> str:
         cors = self._cors

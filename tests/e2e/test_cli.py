@@ -264,6 +264,8 @@ def create():
             "idle_timeout": config.idle_timeout,
             "max_concurrent_requests": config.max_concurrent_requests,
             "shutdown_timeout": config.shutdown_timeout,
+            "ws": [config.ws_ping_interval, config.ws_ping_timeout, config.ws_max_message_bytes,
+                   config.ws_receive_queue, config.ws_compression],
             "client": ctx.client_ip,
         })
 
@@ -295,6 +297,16 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
         "--forwarded-allow-ips",
         "*",
         "--no-access-log",
+        "--ws-ping-interval",
+        "15",
+        "--ws-ping-timeout",
+        "2.5",
+        "--ws-max-size",
+        "16777216",
+        "--ws-max-queue",
+        "32",
+        "--ws-per-message-deflate",
+        "false",
         env=base_env(LOG_FORMAT="console"),
     )
     response = get_settings(served)
@@ -303,6 +315,7 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
         "idle_timeout": 7.0,  # seconds in uvicorn's flag, seconds in the Config field
         "max_concurrent_requests": 40,
         "shutdown_timeout": 12.5,
+        "ws": [15.0, 2.5, 16777216, 32, False],  # uvicorn's seconds, not milliseconds
         "client": "203.0.113.9",  # every peer trusted, as --forwarded-allow-ips '*' says
     }
     assert served.stop() == 0
@@ -322,6 +335,8 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
         (["--header", "Content-Length: 3"], r"--header=.*Content-Length is written by the server"),
         (["--header", "Bad Name: x"], r"--header=.*'Bad Name' is not a token"),
         (["--backlog", "0"], r"--backlog='0': must be an integer 1\.\.65535"),
+        (["--ws-ping-timeout", "0"], r"--ws-ping-timeout=0: .* seconds"),
+        (["--ws-max-queue", "0"], r"--ws-max-queue='0': must be an integer 1\.\.10000"),
     ],
 )
 def test_a_bad_uvicorn_flag_exits_2_naming_it(args: list[str], expected: str) -> None:

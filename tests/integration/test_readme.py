@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from nessen import Request, Response, Runtime
 from tests.conftest import ServeFactory
@@ -129,3 +132,20 @@ def test_logging_sample_gives_the_apps_own_lines_the_request_id(serve: ServeFact
         root.handlers = saved_handlers
         root.setLevel(saved_level)
     assert "readme-log-1 shop paid" in stream.getvalue().splitlines()
+
+
+def test_websocket_sample_behaves_as_described(serve: ServeFactory) -> None:
+    (block,) = [b for b in python_blocks() if "route.websocket" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    server = serve(namespace["runtime"])
+    url = f"ws://{server.host}:{server.port}/ws/lobby"
+    with connect(url + "?token=let-me-in", subprotocols=["chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v1"
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "lobby: hi"
+        ws.send(b"\x01")
+        assert ws.recv(timeout=10) == "lobby: b'\\x01'"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url)
+    assert refused.value.response.status_code == 403

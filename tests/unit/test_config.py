@@ -127,6 +127,19 @@ ENV_CASES: dict[str, tuple[str, Any]] = {
     "UNIX_SOCKET": ("/run/nessen/app.sock", "/run/nessen/app.sock"),
     "UNIX_SOCKET_MODE": ("660", 0o660),  # octal, as chmod takes it
     "LISTEN_FD": ("3", 3),
+    "WS_MAX_MESSAGE_SIZE": ("65536", 65536),
+    "WS_MAX_FRAME_SIZE": ("16384", 16384),
+    "WS_SEND_BUFFER_SIZE": ("131072", 131072),
+    "WS_RECEIVE_QUEUE": ("32", 32),
+    "WS_PING_INTERVAL": ("0", 0.0),  # off
+    "WS_PING_TIMEOUT": ("5000", 5.0),
+    "WS_IDLE_TIMEOUT": ("300000", 300.0),
+    "WS_CLOSE_TIMEOUT": ("2500", 2.5),
+    "WS_ALLOWED_ORIGINS": (
+        "https://App.example.com/, http://localhost:5173",
+        frozenset({"https://app.example.com", "http://localhost:5173"}),
+    ),
+    "WS_COMPRESSION": ("off", False),
 }
 EXCLUSIVE = {"LISTEN_FD"}
 """Left out of the all-together case: it excludes UNIX_SOCKET."""

@@ -25,6 +25,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "nessen.demo",
     ),
     "nessen.app": ("nessen.server",),
+    # WebSockets sit beside the HTTP core: the server hands a connection over, duck-typed
+    "nessen.websocket": (
+        "nessen.server",
+        "nessen.app",
+        "nessen.middleware",
+        "nessen.observability",
+        "nessen.runtime",
+        "nessen.asgi",
+        "nessen.cli",
+        "nessen.demo",
+    ),
     "nessen.observability": ("nessen.server",),
     "nessen.middleware": (
         "nessen.server",

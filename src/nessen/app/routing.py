@@ -17,6 +17,7 @@ from typing import Any, TypeVar, overload
 
 from nessen.errors import HTTPError
 from nessen.http import Request, Response
+from nessen.websocket.api import WebSocketEndpoint
 
 RouteHandler = Callable[[Request], Awaitable[Any]]
 """A handler: ``async (ctx) -> Response`` (or the seed's ``{"status", "headers", "body"}``)."""
@@ -243,6 +244,27 @@ class Router:
     def route(self, methods: Iterable[str], template: str, handler: H | None = None) -> Any:
         """Route several methods on ``template``: ``route(["GET", "POST"], "/x")``."""
         return self._decorator(list(methods), template, handler)
+
+    def websocket(self, template: str, handler: Any = None) -> Any:
+        """Route WebSocket upgrades on ``template`` to ``handler(ws)``; decorator or call form.
+
+        ``handler`` is ``async (ws: WebSocket) -> None`` (see :class:`nessen.websocket.WebSocket`).
+        The route is a GET route: a plain GET to it gets 426 Upgrade Required, and the
+        same template cannot have another GET handler.
+
+        Raises:
+            ValueError: As :meth:`add`.
+        """
+
+        def register(func: Any) -> Any:
+            self.add("GET", template, WebSocketEndpoint(func))
+            return func
+
+        return register(handler) if handler is not None else register
+
+    def websocket_endpoints(self) -> list[Any]:
+        """The :class:`~nessen.websocket.WebSocketEndpoint` of every websocket route."""
+        return [r.handler for r in self.routes if isinstance(r.handler, WebSocketEndpoint)]
 
     # --- lookup ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from nessen.asgi.types import Message, Receive, Scope, Send
+from nessen.asgi.websocket import HostedWebSocket
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
 from nessen.http.forwarded import ProxyTrust
@@ -45,6 +46,7 @@ from nessen.server.h1.framing import (
     field_value,
 )
 from nessen.server.state import proxy_trust, warn_if_trusting_every_peer
+from nessen.websocket.api import HOSTED_WEBSOCKET
 
 logger = logging.getLogger("nessen.asgi")
 
@@ -57,8 +59,8 @@ async def runtime_asgi_app(runtime: Runtime, scope: Scope, receive: Receive, sen
 
     Args:
         runtime: The runtime.
-        scope: ``type`` ``"http"`` or ``"lifespan"``; a ``"websocket"`` one is refused
-            (closed before accept, which the host answers with 403).
+        scope: ``type`` ``"http"``, ``"websocket"`` (the websocket routes, see
+            :meth:`RuntimeASGI.websocket`) or ``"lifespan"``.
         receive: The host's ``receive``.
         send: The host's ``send``.
 
@@ -74,8 +76,7 @@ async def runtime_asgi_app(runtime: Runtime, scope: Scope, receive: Receive, sen
     elif kind == "lifespan":
         await adapter.lifespan(receive, send)
     elif kind == "websocket":
-        await receive()  # websocket.connect
-        await send({"type": "websocket.close", "code": 1000})
+        await adapter.websocket(scope, receive, send)
     else:
         raise RuntimeError(f"nessen Runtime cannot serve ASGI scope type {kind!r}")
 
@@ -219,6 +220,55 @@ class RuntimeASGI:
         except Exception as exc:
             response = events.handler_error(request, exc)
         await self._respond(request, response, send, receive, events, started)
+
+    # --- websocket -------------------------------------------------------------------------
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ``websocket`` scope with the runtime's websocket routes.
+
+        The upgrade request goes through the middleware and the router as on Nessen's own
+        server, within ``request_timeout`` until the handler accepts or refuses; then the
+        handler runs on the host's ``receive``/``send`` (see
+        :class:`~nessen.asgi.websocket.HostedWebSocket`) until it returns. A refusal is
+        sent as the denial response where the host supports it, else as a close.
+        """
+        prepared = self.prepared
+        if prepared is None:
+            prepared = await self._setup_lazily()
+        events = prepared.events
+        started = time.monotonic()
+        http_scope = dict(scope)
+        http_scope["method"] = "GET"
+        http_scope["scheme"] = "https" if scope.get("scheme") == "wss" else "http"
+        try:
+            request = _request(http_scope, self.proxy)
+        except ProtocolError as exc:
+            events.request_rejected(exc.reason, exc.status, str(exc), _client(scope), None)
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        hosted = HostedWebSocket(request, scope, receive, send)
+        token = HOSTED_WEBSOCKET.set(hosted)
+        try:
+            async with asyncio.timeout(self.runtime.config.request_timeout):
+                response = await prepared.handler(request)
+        except Exception as exc:
+            response = events.handler_error(request, exc)
+        finally:
+            HOSTED_WEBSOCKET.reset(token)
+        task = hosted.handler_task
+        if response.status == 101 and task is not None:
+            events.request_finished(request, 101, 0, time.monotonic() - started)
+            _finished(request, response, 101, 0, None, started)
+            await asyncio.wait([task])
+            return
+        if task is not None and not task.done():
+            task.cancel()
+        await hosted.answer(response)
+        events.request_finished(
+            request, response.status, len(response.body), time.monotonic() - started
+        )
+        _finished(request, response, response.status, len(response.body), None, started)
 
     async def _setup_lazily(self) -> Prepared:
         if self.runtime.app.startup_hooks:

@@ -29,6 +29,7 @@ from nessen.app.application import Hook
 from nessen.app.lifecycle import Lifecycle
 from nessen.asgi.lifespan import Lifespan
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
+from nessen.asgi.websocket import serve_websocket
 from nessen.config import Config
 from nessen.http import Request, Response
 from nessen.http.request import FinishedHook
@@ -49,6 +50,8 @@ from nessen.server.h1.framing import (
     PreparedResponse,
 )
 from nessen.server.supervisor import WorkerLink
+from nessen.websocket import WebSocketSettings
+from nessen.websocket.handshake import is_websocket_request
 
 logger = logging.getLogger("nessen.asgi")
 
@@ -125,6 +128,8 @@ class ASGIHandler:
         self.server_address: tuple[str, int] | None = None
         """``scope["server"]``: the listening address, set by the host once bound."""
         self.max_response_bytes = 10 * 1024 * 1024
+        self.websocket_settings = WebSocketSettings()
+        """The WebSocket limits (``WS_*``), set from the host's settings."""
         self.error_response: Callable[[Request, BaseException], Response] = _plain_500
         """Builds (and logs) the 500 for an app that failed before its response."""
         self._log_access: FinishedHook | None = None
@@ -140,6 +145,7 @@ class ASGIHandler:
     ) -> None:
         """Take the settings the host knows once it starts serving."""
         self.max_response_bytes = config.max_response_bytes
+        self.websocket_settings = WebSocketSettings.from_config(config)
         self.error_response = error_response
         self._log_access = access_recorder() if access_log else None
 
@@ -191,9 +197,11 @@ class ASGIHandler:
             "headers": headers,
             "state": self.state.copy(),
         }
-        exchange = _Exchange(self, request, channel, scope)
         if self._log_access is not None:
             request.on_finished = self._log_access
+        if request.method == "GET" and is_websocket_request(request):
+            return await self._websocket(request, scope)
+        exchange = _Exchange(self, request, channel, scope)
         token = current_request_id.set(request.id)
         try:
             await self.app(scope, exchange.receive, exchange.send)
@@ -202,6 +210,16 @@ class ASGIHandler:
         finally:
             current_request_id.reset(token)
         return exchange.returned()
+
+    async def _websocket(self, request: Request, scope: dict[str, Any]) -> Response:
+        """Serve a WebSocket upgrade (see :mod:`nessen.asgi.websocket`)."""
+        token = current_request_id.set(request.id)
+        try:
+            return await serve_websocket(self.app, request, scope, self.websocket_settings)
+        except Exception as exc:
+            return self.error_response(request, exc)
+        finally:
+            current_request_id.reset(token)
 
 
 def _plain_500(request: Request, exc: BaseException) -> Response:

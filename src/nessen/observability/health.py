@@ -33,6 +33,10 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
     requests.rejected   {reason: count}  the server's refusals since start
     requests.errors     {"4xx": int, "5xx": int}  answers with those statuses since start,
                                the server's refusals included
+    websockets.open     int    WebSockets open now
+    websockets.closed   int    WebSockets ended since start
+    websockets.messages_in   int  WebSocket messages received / sent since start (counted
+    websockets.messages_out       at each ping and when a WebSocket ends)
     memory.rss_bytes    int    resident set size
     cpu_percent         float  process CPU over the last 1 s, percent of one core
     event_loop_lag_ms   float  how late the last 1 s tick ran
@@ -250,6 +254,12 @@ def install_health_routes(
                 "avg_response_bytes": round(stats.average_bytes, 1) if stats.total else None,
                 "rejected": dict(stats.rejected),
                 "errors": {"4xx": stats.client_errors, "5xx": stats.server_errors},
+            },
+            websockets={
+                "open": stats.websockets_open,
+                "closed": stats.websockets_closed,
+                "messages_in": stats.websocket_messages_in,
+                "messages_out": stats.websocket_messages_out,
             },
             memory={"rss_bytes": recent_rss_bytes()},
             cpu_percent=process.cpu_percent,

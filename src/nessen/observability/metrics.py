@@ -289,6 +289,30 @@ class PrometheusMetrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.websockets = Gauge(
+            "nessen_websockets_active",
+            "Open WebSockets (also counted in nessen_connections_active).",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.websocket_messages = Counter(
+            "nessen_websocket_messages_total",
+            "WebSocket messages, by direction (in: from clients, out: to clients).",
+            ("direction",),
+            registry=own,
+        )
+        self.websocket_bytes = Counter(
+            "nessen_websocket_bytes_total",
+            "WebSocket message payload bytes (after decompression), by direction.",
+            ("direction",),
+            registry=own,
+        )
+        self._websocket_closes: Counter | None = None  # created by the first close
+        self._ws_messages = (
+            self.websocket_messages.labels("in"),
+            self.websocket_messages.labels("out"),
+        )
+        self._ws_bytes = (self.websocket_bytes.labels("in"), self.websocket_bytes.labels("out"))
         self.rejected = Counter(
             "nessen_rejected_requests_total",
             "Requests or connections the server refused on its own, by reason.",
@@ -336,6 +360,10 @@ class PrometheusMetrics:
                 "nessen_event_loop_lag_seconds",
                 "nessen_store_errors_total",
                 "nessen_accept_errors_total",
+                "nessen_websockets_active",
+                "nessen_websocket_messages_total",
+                "nessen_websocket_bytes_total",
+                "nessen_websocket_closes_total",
                 LOG_DROPS_NAME,
             }
         )
@@ -471,10 +499,48 @@ class PrometheusMetrics:
             )
         counter.labels(error).inc()
 
-    def set_active(self, requests: int, connections: int) -> None:
-        """Set ``http_requests_active`` and ``nessen_connections_active``."""
+    def set_active(self, requests: int, connections: int, websockets: int = 0) -> None:
+        """Set the gauges of requests, connections (WebSockets included) and WebSockets."""
         self.active.set(requests)
         self.connections.set(connections)
+        self.websockets.set(websockets)
+
+    def websocket_traffic(
+        self, messages_in: int, bytes_in: int, messages_out: int, bytes_out: int
+    ) -> None:
+        """Add to ``nessen_websocket_messages_total`` and ``nessen_websocket_bytes_total``."""
+        messages, payload = self._ws_messages, self._ws_bytes
+        if messages_in:
+            messages[0].inc(messages_in)
+            payload[0].inc(bytes_in)
+        if messages_out:
+            messages[1].inc(messages_out)
+            payload[1].inc(bytes_out)
+
+    def websocket_closed(self, code: int, closed_by: str) -> None:
+        """Count one ended WebSocket in ``nessen_websocket_closes_total``.
+
+        Args:
+            code: Its close code; codes outside 1000..1015 are labelled by range
+                (``3xxx``, ``4xxx``, ``other``), so a client cannot make series at will.
+            closed_by: ``client`` or ``server``.
+        """
+        if 1000 <= code <= 1015:
+            label = str(code)
+        elif 3000 <= code <= 4999:
+            label = f"{code // 1000}xxx"
+        else:
+            label = "other"
+        counter = self._websocket_closes
+        if counter is None:
+            counter = self._websocket_closes = Counter(
+                "nessen_websocket_closes_total",
+                "WebSockets ended, by close code (1006: no closing handshake) and the side "
+                "that closed.",
+                ("code", "closed_by"),
+                registry=None if self.multiprocess else self.registry,
+            )
+        counter.labels(label, closed_by).inc()
 
     def set_state(self, state: str) -> None:
         """Make ``state`` the one ``nessen_state`` series at 1."""

@@ -243,6 +243,10 @@ class RequestStats:
         "rejected",
         "server_errors",
         "total",
+        "websocket_messages_in",
+        "websocket_messages_out",
+        "websockets_closed",
+        "websockets_open",
     )
 
     def __init__(
@@ -256,6 +260,13 @@ class RequestStats:
         self.client_errors = 0
         self.server_errors = 0
         self.content_bytes = 0
+        self.websockets_open = 0
+        """WebSockets open now (accepted, not yet ended)."""
+        self.websockets_closed = 0
+        """WebSockets that ended since start."""
+        self.websocket_messages_in = 0
+        self.websocket_messages_out = 0
+        """WebSocket messages received and sent since start (counted at each ping and end)."""
         self.rejected: Counter[str] = Counter()
         self.latency = latency if latency is not None else LatencyWindow()
         self._refresh = refresh

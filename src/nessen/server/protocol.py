@@ -135,7 +135,7 @@ class HttpProtocol(asyncio.Protocol):
             self.client = self.core.client = (UNIX_PEER, 0)
         state = self._state
         state.connections.add(self)
-        over = len(state.connections) - state.config.max_connections
+        over = len(state.connections) + len(state.websockets) - state.config.max_connections
         # Past the limit, kept only if it turns out to be a probe.
         self.core.open(self._loop.time(), draining=state.draining, over_limit=over > 0)
         if over > PROBE_RESERVE:
@@ -447,6 +447,9 @@ class HttpProtocol(asyncio.Protocol):
         state = self._state
         state.connections.discard(self)
         state.adopt_upgraded(transport)
+        adopted = getattr(protocol, "adopted", None)
+        if adopted is not None:  # a protocol that reports to the server (a WebSocket)
+            adopted(state)
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()

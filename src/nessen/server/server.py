@@ -440,8 +440,14 @@ class Server:
 
     @property
     def connection_count(self) -> int:
-        """Open connections now."""
-        return len(self._state.connections) if self._state else 0
+        """Open connections now, WebSockets included."""
+        state = self._state
+        return len(state.connections) + len(state.websockets) if state else 0
+
+    @property
+    def websocket_count(self) -> int:
+        """Open WebSockets now."""
+        return len(self._state.websockets) if self._state else 0
 
     @property
     def draining(self) -> bool:
@@ -753,8 +759,10 @@ class Server:
             await asyncio.sleep(0)
         for conn in list(state.connections):
             conn.on_drain()
+        for websocket in list(state.websockets):
+            websocket.going_away()
         end = state.loop.time() + grace_period
-        while state.connections or state.active_requests:
+        while state.connections or state.active_requests or state.websockets:
             remaining = end - state.loop.time()
             if remaining <= 0:
                 break
@@ -774,6 +782,11 @@ class Server:
                 cut += 1
         if state.active_requests > cut:
             cut = state.active_requests
+        for websocket in list(state.websockets):
+            aborted += 1
+            websocket.cut("drain_timeout", "still open when SHUTDOWN_TIMEOUT passed")
+            if websocket.handler_task is not None:
+                websocket.handler_task.cancel()
         upgraded = state.close_upgraded()  # another protocol's: nothing HTTP can finish
         return DrainResult(
             cut=cut, connections=aborted, served=state.answered - answered, upgraded=upgraded
@@ -801,6 +814,10 @@ class Server:
         if state is not None:
             for conn in list(state.connections):
                 conn.cut()
+            for websocket in list(state.websockets):
+                websocket.cut("server_closed", "the server closed")
+                if websocket.handler_task is not None:
+                    websocket.handler_task.cancel()
             state.close_upgraded()
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nessen.config import Config
 from nessen.http import Handler, Request, Response
@@ -56,6 +56,27 @@ class ServerEvents:
             detail: Human-readable cause; may quote attacker bytes, already repr-escaped.
             client: The peer's ``(address, port)``.
             request: The request, when its header section had been parsed.
+        """
+
+    def websocket_opened(self, websocket: Any) -> None:
+        """A WebSocket was accepted and its ``101`` written.
+
+        Args:
+            websocket: The :class:`~nessen.websocket.connection.WebSocketConnection`.
+        """
+
+    def websocket_traffic(
+        self, messages_in: int, bytes_in: int, messages_out: int, bytes_out: int
+    ) -> None:
+        """WebSocket messages and payload bytes moved since the last call.
+
+        Called per connection, at each ping and at its end.
+        """
+
+    def websocket_closed(self, websocket: Any) -> None:
+        """A WebSocket ended and its app's task is done.
+
+        Its close code, who closed, its totals and duration are on ``websocket``.
         """
 
     def error_fields(self, raw_headers: list[tuple[bytes, bytes]]) -> str:
@@ -146,6 +167,9 @@ class ServerState:
         self.upgraded: set[asyncio.Transport] = set()
         """Connections handed to another protocol by a 101 (closed when the server stops)."""
         self._prune_upgraded_at = 64
+        self.websockets: set[Any] = set()
+        """Open WebSockets (:class:`~nessen.websocket.connection.WebSocketConnection`): they
+        count against ``max_connections``, get 1001 at the drain, and are waited for."""
         self.answered = 0
         """Responses to the handlers' answers that went out (each counted once, when
         reported; the server's own refusals are not), since start."""
@@ -201,7 +225,12 @@ class ServerState:
 
     def check_idle(self) -> None:
         """Set :attr:`idle` when draining and no connection or handler is left."""
-        if self.draining and not self.connections and self.active_requests == 0:
+        if (
+            self.draining
+            and not self.connections
+            and self.active_requests == 0
+            and not self.websockets
+        ):
             self.idle.set()
 
 

@@ -39,9 +39,10 @@ def test_api_health_has_every_field(serve: ServeFactory) -> None:
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert list(body) == [
-        "ok", "state", "uptime_ms", "requests", "memory", "cpu_percent",
+        "ok", "state", "uptime_ms", "requests", "websockets", "memory", "cpu_percent",
         "event_loop_lag_ms", "logs", "pid", "version",
     ]  # fmt: skip
+    assert body["websockets"] == {"open": 0, "closed": 0, "messages_in": 0, "messages_out": 0}
     assert body["ok"] is True
     assert body["state"] == "READY"
     assert isinstance(body["uptime_ms"], int)

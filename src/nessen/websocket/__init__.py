@@ -1,0 +1,26 @@
+"""WebSockets (RFC 6455, permessage-deflate RFC 7692) on Nessen's server.
+
+- :class:`WebSocket`: what a websocket route's handler gets
+  (``@runtime.route.websocket("/ws/{room}")``, ``async def chat(ws)``).
+- :class:`WebSocketDisconnect`: raised by ``receive``/``send`` once the WebSocket closed,
+  with its close code.
+- :mod:`nessen.websocket.handshake`: the opening handshake, as pure functions.
+- :mod:`nessen.websocket.connection`: the connection after the ``101``: framing (by
+  ``websockets``' sans-I/O layer), limits, flow control, pings, the closing handshake.
+"""
+
+from nessen.websocket.api import WebSocket, WebSocketEndpoint, WebSocketHandler
+from nessen.websocket.connection import (
+    WebSocketConnection,
+    WebSocketDisconnect,
+    WebSocketSettings,
+)
+
+__all__ = [
+    "WebSocket",
+    "WebSocketConnection",
+    "WebSocketDisconnect",
+    "WebSocketEndpoint",
+    "WebSocketHandler",
+    "WebSocketSettings",
+]

@@ -1,0 +1,664 @@
+"""One WebSocket connection on the server's own socket: RFC 6455 after the ``101``.
+
+:class:`WebSocketConnection` is the ``asyncio.Protocol`` an HTTP connection is handed to
+by a ``101 Switching Protocols`` (see :meth:`Response.switching_protocols
+<nessen.http.Response.switching_protocols>`). The frames are parsed and built by the
+sans-I/O layer of ``websockets`` (``websockets.protocol.Protocol``: framing, masking,
+control frames, the closing handshake, close codes, permessage-deflate with the
+decompressed size bounded); this module owns what a server must add around it:
+
+- messages put together from fragments, text checked as UTF-8 as it arrives (close 1007);
+- flow control both ways: at ``ws_receive_queue`` unread messages the socket is no
+  longer read; above ``ws_send_buffer_bytes`` of unsent output the app's ``send`` waits,
+  and a client that takes nothing for ``send_timeout`` is cut;
+- keep-alive pings every ``ws_ping_interval`` (a peer that does not answer within
+  ``ws_ping_timeout`` is cut as dead), the idle timeout, and a bound on the closing
+  handshake (``ws_close_timeout``);
+- the drain: :meth:`going_away` sends 1001 to every open WebSocket;
+- the report of each WebSocket when it ends (messages and bytes each way, close code,
+  who closed) through the server's events, for the access log and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+import typing
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from websockets.extensions.base import Extension
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+
+from nessen.config import Config
+from nessen.http import Request, Response, SwitchingProtocols
+from nessen.websocket.handshake import Offer, accept_fields, negotiate_deflate
+
+
+class ServerSide(typing.Protocol):
+    """What a connection needs of the server that hands it over (``ServerState`` has it)."""
+
+    websockets: set[Any]
+    draining: bool
+    events: Any
+
+    def check_idle(self) -> None: ...  # noqa: D102
+
+
+logger = logging.getLogger("nessen.websocket")
+
+TEXT, BINARY, CONT, PING, PONG, CLOSE = (
+    Opcode.TEXT,
+    Opcode.BINARY,
+    Opcode.CONT,
+    Opcode.PING,
+    Opcode.PONG,
+    Opcode.CLOSE,
+)
+OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
+ABNORMAL = 1006
+"""RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class WebSocketDisconnect(Exception):
+    """The WebSocket is closed: raised by ``receive`` and ``send`` once it is.
+
+    Attributes:
+        code: The close code (RFC 6455 §7.4): the client's, the server's, or 1006 when
+            the connection ended without a closing handshake.
+        reason: The close reason, possibly empty.
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"WebSocket closed with {self.code}" + (f" ({self.reason})" if self.reason else "")
+
+
+class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' protocol logger, without its per-connection info lines."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level != logging.INFO:
+            super().log(level, msg, *args, **kwargs)
+
+
+_protocol_log = _QuietLog(logging.getLogger("nessen.websocket.protocol"), {})
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSettings:
+    """The WebSocket limits and timers, from :class:`~nessen.config.Config` (``WS_*``).
+
+    Sizes are bytes, durations seconds; 0 turns a timer off where the setting allows it.
+    """
+
+    max_message_bytes: int = 1024 * 1024
+    max_frame_bytes: int = 1024 * 1024
+    send_buffer_bytes: int = 64 * 1024
+    receive_queue: int = 16
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    idle_timeout: float = 0.0
+    close_timeout: float = 5.0
+    send_timeout: float = 30.0
+    allowed_origins: frozenset[str] = frozenset()
+    compression: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> WebSocketSettings:
+        """The settings ``config`` holds (``WS_*``, and ``SEND_TIMEOUT``)."""
+        return cls(
+            max_message_bytes=config.ws_max_message_bytes,
+            max_frame_bytes=config.ws_max_frame_bytes,
+            send_buffer_bytes=config.ws_send_buffer_bytes,
+            receive_queue=config.ws_receive_queue,
+            ping_interval=config.ws_ping_interval,
+            ping_timeout=config.ws_ping_timeout,
+            idle_timeout=config.ws_idle_timeout,
+            close_timeout=config.ws_close_timeout,
+            send_timeout=config.send_timeout,
+            allowed_origins=config.ws_allowed_origins,
+            compression=config.ws_compression,
+        )
+
+
+Message = str | bytes
+"""A WebSocket message: ``str`` for a text one, ``bytes`` for a binary one."""
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One WebSocket, from its accepted handshake to its end; the connection's protocol.
+
+    Made for a valid handshake (an :class:`~nessen.websocket.handshake.Offer`) before the
+    ``101``. The app's side accepts it (:meth:`accept`, which yields the
+    :class:`~nessen.http.SwitchingProtocols` the HTTP handler returns through
+    :attr:`decision`) or refuses it (:meth:`refuse`, an HTTP answer). Once the server wrote
+    the ``101`` it hands the transport over (:meth:`adopted`, ``connection_made``), and
+    :meth:`receive`, :meth:`send` and :meth:`close` work until the connection ends.
+
+    Attributes:
+        request: The upgrade request (its id, path, params, headers, client address).
+        offer: What the handshake asked for.
+        subprotocol: The subprotocol accepted, or ``None``.
+        close_code: The close code once the WebSocket ended (1006: no closing handshake).
+        close_reason: The close reason, possibly empty.
+        closed_by: ``"client"`` or ``"server"``: which side started the close.
+        messages_in, messages_out, bytes_in, bytes_out: Messages and their payload bytes
+            (after decompression) each way.
+    """
+
+    def __init__(
+        self, request: Request, offer: Offer, settings: WebSocketSettings | None = None
+    ) -> None:
+        self.request = request
+        self.offer = offer
+        self.settings = settings if settings is not None else WebSocketSettings()
+        self.loop = asyncio.get_running_loop()
+        self.decision: asyncio.Future[Response] = self.loop.create_future()
+        """The HTTP answer: the ``101`` once accepted, or the refusal."""
+        self.subprotocol: str | None = None
+        self.handler_task: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.proto: Protocol | None = None
+        self._extension: Extension | None = None
+        self._opened: asyncio.Future[None] = self.loop.create_future()
+        self._state: ServerSide | None = None
+        self._inbox: deque[Message] = deque()
+        self._receiver: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._kind: Opcode | None = None  # the message being put together from fragments
+        self._parts: list[Any] = []
+        self._decoder: Any = None
+        self._ping_payload: bytes | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._lost = False
+        self._finished = False
+        self._reported = (0, 0, 0, 0)
+        self.opened_at = 0.0
+        self.last_message = 0.0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed_by: str | None = None
+        self.cut_reason: str | None = None
+        """Why the server cut the connection without a closing handshake, or ``None``."""
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+
+    # --- before the 101 ---------------------------------------------------------------------
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """Accept the handshake: the server writes the ``101``; return once it did.
+
+        Args:
+            subprotocol: One of the client's ``Sec-WebSocket-Protocol`` tokens, or ``None``.
+            headers: More fields for the ``101``: a mapping or ``(name, value)`` pairs.
+
+        Raises:
+            ValueError: ``subprotocol`` was not offered.
+            RuntimeError: Already accepted or refused.
+            WebSocketDisconnect: 1006: the ``101`` could not be written (the client left,
+                the request's deadline passed).
+        """
+        if self.decision.done():
+            raise RuntimeError("this WebSocket was already accepted or refused")
+        extension_value, self._extension = negotiate_deflate(self.offer, self.settings.compression)
+        fields = accept_fields(self.offer, subprotocol, extension_value, headers)
+        self.subprotocol = subprotocol
+        self.decision.set_result(SwitchingProtocols(self._take_over, "websocket", headers=fields))
+        await self._opened
+
+    def refuse(self, response: Response) -> None:
+        """Refuse the handshake with ``response`` (an HTTP answer, e.g. 403).
+
+        Raises:
+            RuntimeError: Already accepted or refused.
+        """
+        if self.decision.done():
+            raise RuntimeError("this WebSocket was already accepted or refused")
+        self.decision.set_result(response)
+
+    def fail_handshake(self, exc: BaseException) -> None:
+        """The app failed before deciding: the HTTP side raises ``exc`` (an error answer)."""
+        if not self.decision.done():
+            self.decision.set_exception(exc)
+
+    def abandon(self) -> None:
+        """The ``101`` was not written after all: :meth:`accept` raises 1006."""
+        if not self._opened.done():
+            self._opened.set_exception(WebSocketDisconnect(ABNORMAL, "not switched"))
+            self._opened.exception()  # retrieved: nobody may be waiting
+            self.close_code = ABNORMAL
+            self._maybe_finish()
+
+    def _take_over(self) -> WebSocketConnection:
+        """The ``101``'s protocol factory: this connection."""
+        return self
+
+    # --- the transport ------------------------------------------------------------------------
+
+    def adopted(self, state: ServerSide) -> None:
+        """The server hands the connection over: count it as an open WebSocket."""
+        self._state = state
+        state.websockets.add(self)
+        state.events.websocket_opened(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        settings = self.settings
+        buffer = settings.send_buffer_bytes
+        transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
+        proto = Protocol(
+            Side.SERVER,
+            state=OPEN,
+            max_size=(settings.max_message_bytes, settings.max_frame_bytes),
+            logger=_protocol_log,
+        )
+        if self._extension is not None:
+            proto.extensions = [self._extension]
+        self.proto = proto
+        self.opened_at = self.last_message = self.loop.time()
+        if settings.ping_interval > 0:
+            self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
+        if settings.idle_timeout > 0:
+            self._idle_timer = self.loop.call_later(settings.idle_timeout, self._idle_check)
+        if not self._opened.done():
+            self._opened.set_result(None)
+        state = self._state
+        if state is not None and state.draining:  # accepted while the server drains
+            self.going_away()
+
+    def data_received(self, data: bytes | bytearray | memoryview) -> None:  # noqa: D102
+        proto = self.proto
+        if proto is None or self._lost:
+            return
+        proto.receive_data(data if type(data) is bytes else bytes(data))
+        self._take_events(proto)
+        self._flush(proto)
+
+    def eof_received(self) -> bool:  # noqa: D102
+        proto = self.proto
+        if proto is not None:
+            proto.receive_eof()
+            self._take_events(proto)
+            self._flush(proto)
+        return False
+
+    def pause_writing(self) -> None:  # noqa: D102
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:  # noqa: D102
+        self._writing_paused = False
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:  # noqa: D102
+        self._lost = True
+        for timer in (self._ping_timer, self._pong_timer, self._idle_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        proto = self.proto
+        if self.close_code is None:
+            sent = proto.close_sent if proto is not None else None
+            received = proto.close_rcvd if proto is not None else None
+            if sent is not None and not (proto is not None and proto.close_rcvd_then_sent):
+                # the server closed first (app, drain, idle) or failed it (1002, 1007, 1009)
+                self.close_code, self.close_reason = sent.code, sent.reason
+                self.closed_by = self.closed_by or "server"
+            elif received is not None:
+                self.close_code, self.close_reason = received.code, received.reason
+                self.closed_by = self.closed_by or "client"
+            else:
+                self.close_code = ABNORMAL
+                self.closed_by = self.closed_by or "client"
+        if not self._opened.done():
+            self.abandon()
+        self._wake_receiver()
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._maybe_finish()
+
+    # --- incoming -----------------------------------------------------------------------------
+
+    def _take_events(self, proto: Protocol) -> None:
+        """Turn parsed frames into messages for the app; note pongs and close frames."""
+        inbox = self._inbox
+        before = len(inbox)
+        for event in proto.events_received():
+            frame = cast(Frame, event)  # a server after its handshake gets only frames
+            opcode = frame.opcode
+            if opcode is TEXT or opcode is BINARY or opcode is CONT:
+                if not self._data_frame(proto, opcode, frame.data, frame.fin):
+                    break
+            elif opcode is PONG:
+                if frame.data == self._ping_payload:
+                    self._ping_payload = None
+            elif opcode is CLOSE and self.closed_by is None:
+                self.closed_by = "client"
+        if len(inbox) != before:
+            self.last_message = self.loop.time()
+            self._wake_receiver()
+            if len(inbox) >= self.settings.receive_queue and not self._reading_paused:
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    self._reading_paused = True
+                    transport.pause_reading()
+
+    def _data_frame(self, proto: Protocol, opcode: Opcode, data: Any, fin: bool) -> bool:
+        """Add a data frame to the message being received; False after failing (1007)."""
+        if opcode is not CONT:
+            self._kind = opcode
+            if fin:  # a whole message in one frame: the common case
+                try:
+                    message: Message = bytes(data).decode() if opcode is TEXT else bytes(data)
+                except UnicodeDecodeError:
+                    return self._invalid_utf8(proto)
+                self._deliver(message, len(data))
+                return True
+            self._parts = []
+            self._decoder = _utf8_decoder() if opcode is TEXT else None
+        decoder = self._decoder
+        try:
+            self._parts.append(decoder.decode(data, fin) if decoder is not None else bytes(data))
+        except UnicodeDecodeError:
+            return self._invalid_utf8(proto)
+        if fin:
+            parts, self._parts, self._decoder = self._parts, [], None
+            joined: Message = "".join(parts) if decoder is not None else b"".join(parts)
+            self._deliver(joined, sum(len(p) for p in parts))
+        return True
+
+    def _deliver(self, message: Message, size: int) -> None:
+        self._kind = None
+        self.messages_in += 1
+        self.bytes_in += size
+        self._inbox.append(message)
+
+    def _invalid_utf8(self, proto: Protocol) -> bool:
+        self._parts, self._decoder, self._kind = [], None, None
+        self.closed_by = self.closed_by or "server"
+        proto.fail(1007, "invalid UTF-8 in a text message")
+        return False
+
+    def _wake_receiver(self) -> None:
+        waiter, self._receiver = self._receiver, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> Message:
+        """The next message: ``str`` (text) or ``bytes`` (binary).
+
+        Raises:
+            WebSocketDisconnect: The WebSocket is closed (after the messages received
+                before its close frame were read).
+        """
+        inbox = self._inbox
+        while not inbox:
+            if self._ended():
+                raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+            waiter = self._receiver = self.loop.create_future()
+            await waiter
+        message = inbox.popleft()
+        if self._reading_paused and len(inbox) <= self.settings.receive_queue // 2:
+            self._reading_paused = False
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+        return message
+
+    def _ended(self) -> bool:
+        """No message can arrive any more: closed, or the client's close frame came."""
+        proto = self.proto
+        if self._lost or proto is None:
+            return self._lost or self._opened.done()
+        return proto.close_rcvd is not None or proto.state is not OPEN
+
+    def ending_code(self) -> int:
+        """The close code: the recorded one, the client's, the server's, or 1006."""
+        if self.close_code is not None:
+            return self.close_code
+        proto = self.proto
+        if proto is not None and proto.close_rcvd is not None:
+            return proto.close_rcvd.code
+        if proto is not None and proto.close_sent is not None:
+            return proto.close_sent.code
+        return ABNORMAL
+
+    # --- outgoing -----------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Send one message: ``str`` as a text frame, ``bytes``-like as a binary one.
+
+        Returns once the message is queued and the queued output is under
+        ``ws_send_buffer_bytes``: when a client reads slower than the app sends, the app
+        waits here; a client that takes nothing for ``send_timeout`` is cut.
+
+        Raises:
+            WebSocketDisconnect: The WebSocket is closing or closed.
+            TypeError: ``message`` is neither text nor bytes.
+        """
+        proto = self.proto
+        if proto is None or self._lost or proto.state is not OPEN:
+            raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+        if isinstance(message, str):
+            payload = message.encode()
+            proto.send_text(payload)
+        elif isinstance(message, bytes | bytearray | memoryview):
+            payload = message
+            proto.send_binary(payload)
+        else:
+            raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+        self.messages_out += 1
+        self.bytes_out += len(payload)
+        self.last_message = self.loop.time()
+        self._flush(proto)
+        if self._writing_paused:
+            await self._wait_writable()
+
+    async def _wait_writable(self) -> None:
+        """Wait for the client to take output; cut it after ``send_timeout`` without."""
+        while self._writing_paused and not self._lost:
+            waiter = self._writable
+            if waiter is None:
+                waiter = self._writable = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self.settings.send_timeout)
+            except TimeoutError:
+                self.cut("send_timeout", "the client took no output for SEND_TIMEOUT")
+        if self._lost:
+            raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason`` (RFC 6455 §7.1.2).
+
+        Returns at once; the connection is cut if the client does not answer within
+        ``ws_close_timeout``. Closing a WebSocket that is closing or closed does nothing.
+
+        Raises:
+            websockets.exceptions.ProtocolError: ``code`` may not be sent (RFC 6455 §7.4).
+        """
+        self.start_close(code, reason)
+
+    def start_close(self, code: int, reason: str = "") -> None:
+        """Send a close frame now, if the WebSocket is open, and bound the wait for the reply."""
+        proto = self.proto
+        if proto is None or self._lost or proto.state is not OPEN:
+            return
+        self.closed_by = self.closed_by or "server"
+        proto.send_close(code, reason)
+        self._flush(proto)
+
+    def going_away(self) -> None:
+        """The server is stopping: close with 1001 (Going Away)."""
+        self.start_close(1001, "server shutting down")
+
+    def cut(self, reason: str, detail: str) -> None:
+        """Abort the connection now, without a closing handshake; logged with ``detail``."""
+        if self._lost:
+            return
+        self.cut_reason = reason
+        self.closed_by = self.closed_by or "server"
+        if self.close_code is None:
+            self.close_code = ABNORMAL
+        logger.info(
+            "WebSocket cut: %s",
+            detail,
+            extra={"request_id": self.request.id, "path": self.request.path, "reason": reason},
+        )
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def _flush(self, proto: Protocol) -> None:
+        """Write what the protocol produced; close the socket when it says so."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            proto.data_to_send()  # the socket is gone or going: nothing more can be written
+            return
+        end = False
+        for data in proto.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                end = True
+        if end:
+            transport.close()
+        elif proto.close_expected() and self._close_timer is None and not self._lost:
+            self._close_timer = self.loop.call_later(
+                self.settings.close_timeout, self._close_overdue
+            )
+
+    def _close_overdue(self) -> None:
+        self.cut("close_timeout", "the client did not complete the closing handshake")
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def _ping(self) -> None:
+        """Send a keep-alive ping; cut the peer if the last one is still unanswered."""
+        proto = self.proto
+        if self._lost or proto is None or proto.state is not OPEN:
+            return
+        settings = self.settings
+        if self._ping_payload is not None and not self._reading_paused:
+            self.cut("ping_timeout", "no pong within WS_PING_TIMEOUT: the peer is gone")
+            return
+        self._report_traffic()
+        if self._ping_payload is None:
+            self._ping_payload = os.urandom(4)
+            proto.send_ping(self._ping_payload)
+            self._flush(proto)
+            self._pong_timer = self.loop.call_later(settings.ping_timeout, self._pong_check)
+        self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
+
+    def _pong_check(self) -> None:
+        if self._ping_payload is not None and not self._reading_paused and not self._lost:
+            self.cut("ping_timeout", "no pong within WS_PING_TIMEOUT: the peer is gone")
+
+    def _idle_check(self) -> None:
+        if self._lost:
+            return
+        idle = self.settings.idle_timeout
+        left = self.last_message + idle - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
+            return
+        self.start_close(1001, "idle timeout")
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def run(self, handler: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Task[None]:
+        """Run the app's ``handler(*args)`` as this WebSocket's task and watch it.
+
+        Before the ``101``: an exception fails the handshake (:meth:`fail_handshake`),
+        returning without deciding is a 500 (logged). After it: returning closes with 1000
+        if the app did not close; an exception other than :class:`WebSocketDisconnect`
+        is logged with the request id and closes with 1011.
+        """
+        task = self.loop.create_task(self._run(handler, args))
+        self.handler_task = task
+        return task
+
+    async def _run(self, handler: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await handler(*args)
+        except WebSocketDisconnect:
+            pass
+        except asyncio.CancelledError:
+            if not self.decision.done():
+                self.decision.cancel()
+            self.cut("cancelled", "the WebSocket's task was cancelled")
+            raise
+        except Exception as exc:
+            if not self.decision.done():
+                self.fail_handshake(exc)
+            else:
+                logger.exception(
+                    "WebSocket handler failed",
+                    extra={"request_id": self.request.id, "path": self.request.path},
+                )
+                self.start_close(1011, "internal error")
+        else:
+            if not self.decision.done():
+                self.fail_handshake(
+                    RuntimeError("the WebSocket handler returned without accepting or refusing")
+                )
+            else:
+                self.start_close(1000)
+        finally:
+            self.loop.call_soon(self._maybe_finish)
+
+    def _maybe_finish(self) -> None:
+        """Report the WebSocket once both the connection and the app's task are done."""
+        if self._finished:
+            return
+        task = self.handler_task
+        if task is not None and not task.done():
+            return
+        if self.transport is not None and not self._lost:
+            return
+        self._finished = True
+        state = self._state
+        if state is not None:
+            self._report_traffic()
+            state.websockets.discard(self)
+            state.events.websocket_closed(self)
+            state.check_idle()
+
+    def _report_traffic(self) -> None:
+        """Give the events what moved since the last report (for the live counters)."""
+        state = self._state
+        if state is None:
+            return
+        now = (self.messages_in, self.bytes_in, self.messages_out, self.bytes_out)
+        last, self._reported = self._reported, now
+        if now != last:
+            state.events.websocket_traffic(
+                now[0] - last[0], now[1] - last[1], now[2] - last[2], now[3] - last[3]
+            )
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the ``101`` (0 before it)."""
+        return self.loop.time() - self.opened_at if self.opened_at else 0.0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether messages can still be sent."""
+        proto = self.proto
+        return proto is not None and not self._lost and proto.state is OPEN

@@ -1,0 +1,148 @@
+"""Fuzzing the WebSocket connection: arbitrary frame sequences, split at arbitrary points.
+
+The connection is driven through its asyncio.Protocol methods with a recording transport
+(no socket): whatever the bytes, it never raises, never hands the app a message over the
+limit, never buffers more than WS_RECEIVE_QUEUE messages once it asked the transport to
+stop reading, and when it ends the connection it has sent a valid close frame first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nessen.http import Request
+from nessen.websocket.connection import WebSocketConnection, WebSocketSettings
+from nessen.websocket.handshake import Offer
+from tests.wsraw import frame
+
+MAX_MESSAGE = 300
+QUEUE = 4
+VALID_SENT_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011}
+
+
+class RecordingTransport:
+    """Just enough of an asyncio transport: records writes, closes and reading pauses."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Parse what the server wrote: ``(opcode, payload)`` per frame (unmasked, RFC 6455)."""
+    frames = []
+    at = 0
+    while at < len(data):
+        b0, b1 = data[at], data[at + 1]
+        assert not b1 & 0x80
+        length, at = b1 & 0x7F, at + 2
+        if length == 126:
+            (length,), at = struct.unpack("!H", data[at : at + 2]), at + 2
+        elif length == 127:
+            (length,), at = struct.unpack("!Q", data[at : at + 8]), at + 8
+        frames.append((b0 & 0x0F, bytes(data[at : at + length])))
+        at += length
+    return frames
+
+
+frames_strategy = st.lists(
+    st.builds(
+        lambda opcode, payload, fin, mask, rsv: frame(opcode, payload, fin=fin, mask=mask, rsv=rsv),
+        opcode=st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0xB]),
+        payload=st.one_of(
+            st.binary(max_size=400),
+            st.text(max_size=100).map(str.encode),
+            st.integers(0, 5000).map(lambda code: struct.pack("!H", code)),
+        ),
+        fin=st.booleans(),
+        mask=st.sampled_from([True, True, True, True, False]),
+        rsv=st.sampled_from([0, 0, 0, 1, 4]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=frames_strategy, cuts=st.lists(st.integers(1, 64), max_size=20), eof=st.booleans())
+def test_any_frames_split_anywhere_end_in_a_valid_close_within_limits(
+    frames: list[bytes], cuts: list[int], eof: bool
+) -> None:
+    stream = b"".join(frames)
+
+    async def scenario() -> None:
+        request = Request("GET", b"/ws", "/ws", raw_headers=[(b"host", b"t")])
+        settings = WebSocketSettings(
+            max_message_bytes=MAX_MESSAGE,
+            max_frame_bytes=MAX_MESSAGE,
+            receive_queue=QUEUE,
+            ping_interval=0,
+        )
+        conn = WebSocketConnection(request, Offer("dGhlIHNhbXBsZSBub25jZQ=="), settings)
+        transport = RecordingTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        received: list[Any] = []
+        at = 0
+        pieces = iter(cuts)
+        while at < len(stream) and not transport.closed:
+            if not transport.reading:  # as a real transport: nothing read while paused
+                assert len(conn._inbox) >= QUEUE
+                received.append(await conn.receive())
+                continue
+            size = next(pieces, 64)
+            conn.data_received(stream[at : at + size])
+            at += size
+        if eof and not transport.closed:
+            conn.eof_received()
+        while conn._inbox:
+            received.append(await conn.receive())
+        for message in received:
+            size = len(message.encode() if isinstance(message, str) else message)
+            assert size <= MAX_MESSAGE
+        written = server_frames(bytes(transport.written))
+        closes = [payload for opcode, payload in written if opcode == 0x8]
+        assert len(closes) <= 1, "one close frame at most"
+        if closes:
+            assert written[-1][0] == 0x8, "nothing after the close frame"
+            payload = closes[0]
+            if payload:
+                (code,) = struct.unpack("!H", payload[:2])
+                assert code in VALID_SENT_CODES or 3000 <= code <= 4999, code
+                payload[2:].decode()  # a valid UTF-8 reason
+        if transport.closed and not transport.aborted and not eof:
+            assert closes, "the server closed the TCP connection without a close frame"
+        conn.connection_lost(None)
+        assert conn.close_code is not None
+
+    asyncio.run(scenario())
