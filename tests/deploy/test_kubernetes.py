@@ -188,6 +188,8 @@ def test_ingress_timeouts_and_body_limit_agree_with_the_app() -> None:
     config = app_config()
     prefix = "nginx.ingress.kubernetes.io/"
     assert float(annotations[prefix + "proxy-read-timeout"]) > config.request_timeout
+    # A WebSocket's tunnel stays open while Nessen pings it more often than that.
+    assert float(annotations[prefix + "proxy-read-timeout"]) > config.ws_ping_interval > 0
     body = annotations[prefix + "proxy-body-size"].lower()
     units = {"k": 1024, "m": 1024 * 1024}
     assert int(body[:-1]) * units[body[-1]] == config.max_body_bytes
