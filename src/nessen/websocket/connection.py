@@ -157,6 +157,47 @@ class WebSocketConnection(asyncio.Protocol):
             (after decompression) each way.
     """
 
+    __slots__ = (
+        "_close_timer",
+        "_decoder",
+        "_extension",
+        "_finished",
+        "_idle_timer",
+        "_inbox",
+        "_kind",
+        "_lost",
+        "_opened",
+        "_parts",
+        "_ping_payload",
+        "_ping_timer",
+        "_pong_timer",
+        "_reading_paused",
+        "_receiver",
+        "_reported",
+        "_state",
+        "_writable",
+        "_writing_paused",
+        "bytes_in",
+        "bytes_out",
+        "close_code",
+        "close_reason",
+        "closed_by",
+        "cut_reason",
+        "decision",
+        "handler_task",
+        "last_message",
+        "loop",
+        "messages_in",
+        "messages_out",
+        "offer",
+        "opened_at",
+        "proto",
+        "request",
+        "settings",
+        "subprotocol",
+        "transport",
+    )
+
     def __init__(
         self, request: Request, offer: Offer, settings: WebSocketSettings | None = None
     ) -> None:
