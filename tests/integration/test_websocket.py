@@ -523,3 +523,36 @@ def test_metrics_and_api_health_count_websockets(serve: ServeFactory) -> None:
     assert 'nessen_websocket_messages_total{direction="in"} 3.0' in metrics
     assert 'nessen_websocket_bytes_total{direction="in"} 6.0' in metrics  # "m0" x 3
     assert 'nessen_websocket_bytes_total{direction="out"} 12.0' in metrics  # "n:m0" x 3
+
+
+def test_middleware_runs_for_the_upgrade_and_can_refuse_it(serve: ServeFactory) -> None:
+    runtime = ws_runtime()
+    seen: list[Any] = []
+
+    async def auth(ctx: Any, next: Any) -> Response:
+        if ctx.path.startswith("/ws/") and ctx.headers.get("authorization") != "Bearer ok":
+            return Response.json({"error": "unauthorized"}, 401)
+        response = await next()
+        seen.append((ctx.path, response.status))
+        return response
+
+    runtime.use(auth)
+    server = serve(runtime)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(server, "/ws/a"))
+    assert refused.value.response.status_code == 401
+    with connect(ws_url(server, "/ws/a"), additional_headers={"Authorization": "Bearer ok"}) as ws:
+        ws.send("in")
+        assert ws.recv(timeout=DEADLINE) == "a:in"
+    assert seen == [("/ws/a", 101)]
+
+
+def test_the_rate_limit_counts_handshakes(serve: ServeFactory) -> None:
+    server = serve(ws_runtime(), rate_limit_max=2, rate_limit_window=60.0)
+    for _ in range(2):
+        with connect(ws_url(server, "/ws/r")) as ws:
+            ws.send("x")
+            assert ws.recv(timeout=DEADLINE) == "r:x"
+    with pytest.raises(InvalidStatus) as limited:
+        connect(ws_url(server, "/ws/r"))
+    assert limited.value.response.status_code == 429
