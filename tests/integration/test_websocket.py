@@ -556,3 +556,103 @@ def test_the_rate_limit_counts_handshakes(serve: ServeFactory) -> None:
     with pytest.raises(InvalidStatus) as limited:
         connect(ws_url(server, "/ws/r"))
     assert limited.value.response.status_code == 429
+
+
+# --- the Autobahn TestSuite's categories, case by case where it matters ---------------------
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 127, 128, 65535, 65536, 200_000])
+def test_autobahn_1_framing_payload_lengths(serve: ServeFactory, size: int) -> None:
+    """1.1/1.2: text and binary of every length encoding (7-bit, 16-bit, 64-bit)."""
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/l") == 101
+        ws.send(frame(BINARY, b"\xab" * size))
+        got = ws.read_frame()
+        assert (got.opcode, got.fin, got.payload) == (BINARY, True, b"\xab" * size)
+        ws.send(frame(TEXT, b"t" * size))
+        got = ws.read_frame()
+        assert (got.opcode, got.payload) == (TEXT, b"l:" + b"t" * size)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00\xff" * 62 + b"x", "h\u00e9".encode() * 41])
+def test_autobahn_2_pings_are_answered_with_their_payload(
+    serve: ServeFactory, payload: bytes
+) -> None:
+    """2.1-2.3: a ping's pong carries its payload (up to 125 bytes, binary or text)."""
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/p") == 101
+        ws.send(frame(PING, payload))
+        got = ws.read_frame()
+        assert (got.opcode, got.payload) == (PONG, payload)
+
+
+@pytest.mark.parametrize("opcode", [0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF])
+def test_autobahn_4_reserved_opcodes_close_with_1002(serve: ServeFactory, opcode: int) -> None:
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/o") == 101
+        ws.send(frame(opcode, b"x"))
+        _, close = ws.read_until_close()
+        assert close.close_code == 1002
+
+
+def test_autobahn_5_many_fragments_are_one_message(serve: ServeFactory) -> None:
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/m") == 101
+        parts = [bytes([i]) * 10 for i in range(50)]
+        ws.send(frame(BINARY, parts[0], fin=False))
+        for part in parts[1:-1]:
+            ws.send(frame(CONT, part, fin=False))
+        ws.send(frame(CONT, parts[-1]))
+        got = ws.read_frame()
+        assert (got.opcode, got.payload) == (BINARY, b"".join(parts))
+
+
+def test_autobahn_6_valid_utf8_split_byte_by_byte_is_accepted(serve: ServeFactory) -> None:
+    """6.x: a valid text message cut inside multi-byte sequences (2, 3 and 4 bytes)."""
+    text = "\u03ba\u1f79\u03c3\u03bc\u03b5 \u20ac \U0001f600"
+    encoded = text.encode()
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/u") == 101
+        ws.send(frame(TEXT, encoded[:1], fin=False))
+        for index in range(1, len(encoded) - 1):
+            ws.send(frame(CONT, encoded[index : index + 1], fin=False))
+        ws.send(frame(CONT, encoded[-1:]))
+        got = ws.read_frame()
+        assert got.payload.decode() == "u:" + text
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999])
+def test_autobahn_7_valid_close_codes_are_echoed(serve: ServeFactory, code: int) -> None:
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/c") == 101
+        ws.send(frame(CLOSE, close_payload(code, "reason \u00e9")))
+        _, close = ws.read_until_close()
+        assert close.close_code == code
+        assert ws.at_eof()
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_autobahn_7_invalid_close_codes_close_with_1002(serve: ServeFactory, code: int) -> None:
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/c") == 101
+        ws.send(frame(CLOSE, close_payload(code)))
+        _, close = ws.read_until_close()
+        assert close.close_code == 1002
+
+
+def test_autobahn_7_nothing_is_read_after_the_close(serve: ServeFactory) -> None:
+    """7.1.x: frames after a close frame are ignored; the TCP connection is closed."""
+    server = serve(ws_runtime())
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/a") == 101
+        ws.send(frame(CLOSE, close_payload(1000)) + frame(TEXT, b"after") + frame(PING, b"p"))
+        others, close = ws.read_until_close()
+        assert (others, close.close_code) == ([], 1000)
+        assert ws.at_eof()
