@@ -8,12 +8,14 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.e2e.serving import ServeFactory, base_env
+from tests.e2e.test_tls import Files
 from tests.e2e.test_workers import started_pids, worker_pids
 
 pytestmark = pytest.mark.slow
@@ -134,3 +136,22 @@ def test_sighup_moves_websocket_clients_to_new_workers_without_losing_a_message(
         assert set(client.closes) == {1001}, client.closes
     assert served.stop() == 0
     assert not re.search(r"ERROR|Traceback", served.stderr), served.stderr[-3000:]
+
+
+def test_websockets_over_tls_native_and_fastapi(nessen_serve: ServeFactory, tmp_path: Path) -> None:
+    """wss:// on the server's own TLS socket: a large message both ways, then a clean close."""
+    files = Files(tmp_path)
+    context = files.client_context()
+    for app, path in ((NATIVE, "/ack"), (FASTAPI, "/chat/tls")):
+        served = nessen_serve(app, *files.flags(), env=base_env(LOG_FORMAT="console"))
+        url = f"wss://localhost:{served.address[1]}{path}"
+        with connect(url, ssl=context) as ws:
+            if path == "/ack":
+                ws.send("x" * 300_000)
+                pid, _, echoed = ws.recv(timeout=DEADLINE).partition(":")
+                assert (int(pid) > 0, echoed) == (True, "x" * 300_000)
+            else:
+                ws.send(json.dumps({"big": "y" * 300_000}))
+                assert json.loads(ws.recv(timeout=DEADLINE))["got"] == {"big": "y" * 300_000}
+        served.wait_for(f"WEBSOCKET {path} closed 1000 by client")
+        assert served.stop() == 0
