@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -187,6 +188,17 @@ def fastapi_app(events: list[Any]) -> FastAPI:
         except FastAPIDisconnect as exc:
             events.append(("left", exc.code))
 
+    @app.websocket("/late")
+    async def late(websocket: FastAPIWebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()  # the client's message, then it closes
+        try:
+            while True:  # sending into a closed WebSocket: Starlette's own disconnect
+                await websocket.send_text("anyone?")
+                await asyncio.sleep(0.01)
+        except FastAPIDisconnect as exc:
+            events.append(("late send", exc.code))
+
     @app.get("/")
     def index() -> dict[str, bool]:
         return {"ok": True}
@@ -273,3 +285,14 @@ def test_a_runtimes_websocket_routes_work_under_uvicorn(
     with pytest.raises(InvalidStatus) as unknown:
         connect(f"ws://127.0.0.1:{port}/unknown")
     assert unknown.value.response.status_code == 404  # the router's own 404, as denial
+
+
+def test_a_fastapi_endpoint_sending_after_the_client_left_gets_its_disconnect(
+    host: Callable[..., LiveServer],
+) -> None:
+    events: list[Any] = []
+    server = host(fastapi_app(events))
+    with connect(url(server, "/late")) as ws:
+        ws.send("bye")
+    wait_for(lambda: events, "the endpoint to see the client gone")
+    assert events == [("late send", 1006)]

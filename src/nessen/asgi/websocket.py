@@ -10,10 +10,9 @@ backed by a :class:`~nessen.websocket.connection.WebSocketConnection`:
   ``reason``) once the WebSocket is closed.
 - ``send``: ``websocket.accept`` (``subprotocol``, ``headers``) writes the ``101``;
   ``websocket.close`` before it refuses with 403, after it starts the closing handshake;
-  ``websocket.send`` sends a message (once closed it raises
-  :class:`~nessen.server.body.ClientDisconnected`, an ``OSError``-like error as the spec
-  asks); ``websocket.http.response.start``/``.body`` (the denial-response extension)
-  refuse the handshake with the app's own HTTP response.
+  ``websocket.send`` sends a message (once closed it raises :class:`WebSocketClosed`, an
+  ``OSError`` as the spec asks); ``websocket.http.response.start``/``.body`` (the
+  denial-response extension) refuse the handshake with the app's own HTTP response.
 
 Every limit of :mod:`nessen.websocket.connection` applies, as for a native route.
 """
@@ -36,6 +35,15 @@ from nessen.websocket.connection import (
 from nessen.websocket.handshake import HandshakeError, Offer, origin_allowed, read_offer
 
 logger = logging.getLogger("nessen.websocket")
+
+
+class WebSocketClosed(ClientDisconnected, OSError):
+    """Raised by ``send`` on a WebSocket that is closed.
+
+    An ``OSError``, as the ASGI spec (2.4) asks, so Starlette turns it into its own
+    ``WebSocketDisconnect``.
+    """
+
 
 WEBSOCKET_EXTENSIONS: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
 """``scope["extensions"]``: the denial response is supported."""
@@ -125,7 +133,7 @@ class _Session:
             try:
                 await conn.send(data)
             except WebSocketDisconnect as exc:
-                raise ClientDisconnected(f"the WebSocket is closed ({exc.code})") from None
+                raise WebSocketClosed(f"the WebSocket is closed ({exc.code})") from None
         elif kind == "websocket.accept":
             fields = [
                 (name.decode("latin-1"), value.decode("latin-1"))
