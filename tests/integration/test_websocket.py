@@ -656,3 +656,19 @@ def test_autobahn_7_nothing_is_read_after_the_close(serve: ServeFactory) -> None
         others, close = ws.read_until_close()
         assert (others, close.close_code) == ([], 1000)
         assert ws.at_eof()
+
+
+def test_autobahn_7_1_5_a_close_between_fragments_is_answered_normally(
+    serve: ServeFactory,
+) -> None:
+    """RFC 6455 §5.4: a close may come between fragments; the message is dropped."""
+    events: list[Any] = []
+    server = serve(ws_runtime(events))
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/ws/f") == 101
+        ws.send(frame(TEXT, b"frag", fin=False) + frame(CLOSE, close_payload(1000)))
+        ws.send(frame(CONT, b"ment"))  # after the close: ignored
+        others, close = ws.read_until_close()
+        assert (others, close.close_code) == ([], 1000)
+    wait_for(lambda: events, "the handler's end")
+    assert events == [("closed", 1000)]

@@ -95,6 +95,20 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 _protocol_log = _QuietLog(logging.getLogger("nessen.websocket.protocol"), {})
 
 
+class _ServerProtocol(Protocol):
+    """websockets' sans-I/O protocol, except for a close frame between two fragments.
+
+    RFC 6455 §5.4 lets control frames come between the fragments of a message, the close
+    frame included: the message is then abandoned and the close answered as any other
+    (Autobahn case 7.1.5). websockets answers it with 1002 instead.
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is CLOSE:
+            self.current_size = None  # the unfinished message is dropped, not an error
+        super().recv_frame(frame)
+
+
 @dataclass(frozen=True, slots=True)
 class WebSocketSettings:
     """The WebSocket limits and timers, from :class:`~nessen.config.Config` (``WS_*``).
@@ -303,7 +317,7 @@ class WebSocketConnection(asyncio.Protocol):
         settings = self.settings
         buffer = settings.send_buffer_bytes
         transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
-        proto = Protocol(
+        proto = _ServerProtocol(
             Side.SERVER,
             state=OPEN,
             max_size=(settings.max_message_bytes, settings.max_frame_bytes),
