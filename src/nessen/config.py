@@ -241,7 +241,8 @@ class Config:
     with 1001; 0 never (``WS_IDLE_TIMEOUT``, ms). Pings do not count as messages."""
     ws_close_timeout: float = 5.0
     """Seconds the closing handshake may take once the server sent its close frame
-    (drain, idle, limit): then the connection is cut (``WS_CLOSE_TIMEOUT``, ms)."""
+    (drain, idle, limit): then the connection is cut; and how long a handler may still run
+    after its connection closed: then it is cancelled (``WS_CLOSE_TIMEOUT``, ms)."""
     ws_allowed_origins: frozenset[str] = frozenset()
     """``Origin`` values (``scheme://host[:port]``) a WebSocket handshake may carry besides
     the server's own origin; empty allows same-origin only, ``*`` any. A handshake without

@@ -97,6 +97,15 @@ def ws_runtime(events: list[Any] | None = None) -> Runtime:
         except Exception as exc:
             seen.append(("json", type(exc).__name__, getattr(exc, "code", None)))
 
+    @runtime.route.websocket("/stuck")
+    async def stuck(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await asyncio.Event().wait()  # never reads, never sends: an app bug
+        except asyncio.CancelledError:
+            seen.append("stuck handler cancelled")
+            raise
+
     @runtime.route.get("/plain")
     async def plain(ctx: Any) -> Response:
         return Response.text("plain")
@@ -672,3 +681,18 @@ def test_autobahn_7_1_5_a_close_between_fragments_is_answered_normally(
         assert (others, close.close_code) == ([], 1000)
     wait_for(lambda: events, "the handler's end")
     assert events == [("closed", 1000)]
+
+
+def test_a_handler_still_running_after_its_connection_closed_is_cancelled(
+    serve: ServeFactory,
+) -> None:
+    """It would otherwise hold its MAX_CONNECTIONS slot for as long as it waits."""
+    events: list[Any] = []
+    server = serve(ws_runtime(events), ws_close_timeout=0.3, max_connections=1)
+    with connect(ws_url(server, "/stuck")) as ws:
+        ws.send("anyone?")
+    wait_for(lambda: events, "the handler to be cancelled")
+    assert events == ["stuck handler cancelled"]
+    wait_for(lambda: httpx.get(server.url + "/plain").status_code == 200, "the slot back")
+    health = httpx.get(server.url + "/api/health").json()["websockets"]
+    assert (health["open"], health["closed"]) == (0, 1)

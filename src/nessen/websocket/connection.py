@@ -176,6 +176,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_decoder",
         "_extension",
         "_finished",
+        "_handler_timer",
         "_idle_timer",
         "_inbox",
         "_kind",
@@ -241,6 +242,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._handler_timer: asyncio.TimerHandle | None = None
         self._lost = False
         self._finished = False
         self._reported = (0, 0, 0, 0)
@@ -383,6 +385,11 @@ class WebSocketConnection(asyncio.Protocol):
                 self.closed_by = self.closed_by or "client"
         if not self._opened.done():
             self.abandon()
+        task = self.handler_task
+        if task is not None and not task.done():  # bounded: it holds a MAX_CONNECTIONS slot
+            self._handler_timer = self.loop.call_later(
+                self.settings.close_timeout, self._cancel_handler
+            )
         self._wake_receiver()
         waiter, self._writable = self._writable, None
         if waiter is not None and not waiter.done():
@@ -599,6 +606,17 @@ class WebSocketConnection(asyncio.Protocol):
                 self.settings.close_timeout, self._close_overdue
             )
 
+    def _cancel_handler(self) -> None:
+        """The connection closed ``ws_close_timeout`` ago and the handler still runs."""
+        task = self.handler_task
+        if task is not None and not task.done():
+            logger.info(
+                "WebSocket handler still running WS_CLOSE_TIMEOUT after its connection "
+                "closed: cancelled",
+                extra={"request_id": self.request.id, "path": self.request.path},
+            )
+            task.cancel()
+
     def _close_overdue(self) -> None:
         self.cut("close_timeout", "the client did not complete the closing handshake")
 
@@ -688,6 +706,8 @@ class WebSocketConnection(asyncio.Protocol):
         if self.transport is not None and not self._lost:
             return
         self._finished = True
+        if self._handler_timer is not None:
+            self._handler_timer.cancel()
         state = self._state
         if state is not None:
             self._report_traffic()
