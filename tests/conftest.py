@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,3 +50,16 @@ def echo_runtime() -> Runtime:
         return Response.json({"path": ctx.path, "query": ctx.query_string.decode()})
 
     return runtime
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds.
+
+    For state another thread or process changes (a server's log, a handler's list), where
+    no event can be awaited from the test's thread. The deadline is generous: CI is busy.
+    """
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)

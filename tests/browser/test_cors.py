@@ -8,12 +8,10 @@ over ``max_body_bytes``) reaches the script with its real status instead of a CO
 
 from __future__ import annotations
 
-import html
-import re
 from pathlib import Path
 
 from nessen import Request, Response, Runtime
-from tests.browser.test_status_page import browse, chromium  # noqa: F401 (fixture)
+from tests.browser.test_status_page import browse, chromium, out_text  # noqa: F401 (fixture)
 from tests.conftest import ServeFactory
 
 PAGE = """<!doctype html><html><body><pre id="out">pending</pre><script>
@@ -49,12 +47,6 @@ def _page(api_url: str, text: str) -> Runtime:
     return runtime
 
 
-def _result(dom: str) -> str:
-    found = re.search(r'<pre id="out">(.*?)</pre>', dom, re.S)
-    assert found is not None, dom[-2000:]
-    return html.unescape(found.group(1))
-
-
 def test_a_cross_origin_json_post_passes_its_preflight(
     serve: ServeFactory,
     chromium: str,  # noqa: F811
@@ -63,7 +55,7 @@ def test_a_cross_origin_json_post_passes_its_preflight(
     api = serve(_api())
     page = serve(_page(api.url, "hello"))  # another port: another origin
     dom = browse(chromium, tmp_path, page.url + "/", "--dump-dom", budget_ms=3000)
-    assert _result(dom) == 'status 200 {"got":"hello"}'
+    assert out_text(dom) == 'status 200 {"got":"hello"}'
 
 
 def test_a_server_made_413_reaches_the_script_with_its_status(
@@ -74,6 +66,6 @@ def test_a_server_made_413_reaches_the_script_with_its_status(
     api = serve(_api(), max_body_bytes=64)
     page = serve(_page(api.url, "x" * 200))
     dom = browse(chromium, tmp_path, page.url + "/", "--dump-dom", budget_ms=3000)
-    result = _result(dom)
+    result = out_text(dom)
     assert result.startswith("status 413 "), result
     assert '"reason":"body_too_large"' in result

@@ -11,6 +11,7 @@ installs chromium.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -75,6 +76,13 @@ def browse(chromium: str, tmp_path: Path, url: str, *args: str, budget_ms: int =
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def out_text(dom: str) -> str:
+    """The text of a page's ``<pre id="out">``, where the test pages write their result."""
+    found = re.search(r'<pre id="out">(.*?)</pre>', dom, re.S)
+    assert found is not None, dom[-2000:]
+    return html.unescape(found.group(1))
 
 
 class Elements(HTMLParser):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from nessen.asgi import ASGIHost
 from nessen.server.body import ClientDisconnected
 from nessen.testing import LiveServer
 from nessen.websocket import WebSocket
+from tests.conftest import wait_for
 
 DEADLINE = 20.0
 
@@ -47,14 +47,6 @@ def host() -> Iterator[Callable[..., LiveServer]]:
 
 def url(server: LiveServer, path: str) -> str:
     return f"ws://{server.host}:{server.port}{path}"
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def raw_app(events: list[Any]) -> Any:

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from nessen import Response, Runtime
 from nessen.errors import HTTPError
 from nessen.websocket import WebSocket
-from tests.conftest import ServeFactory
+from tests.conftest import ServeFactory, wait_for
 from tests.rawhttp import RawClient
 from tests.wsraw import BINARY, CLOSE, CONT, PING, PONG, TEXT, RawWebSocket, close_payload, frame
 
@@ -115,14 +115,6 @@ def ws_runtime(events: list[Any] | None = None) -> Runtime:
 
 def ws_url(server: Any, path: str) -> str:
     return f"ws://{server.host}:{server.port}{path}"
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 # --- the handshake ------------------------------------------------------------------------
