@@ -106,6 +106,17 @@ def ws_runtime(events: list[Any] | None = None) -> Runtime:
             seen.append("stuck handler cancelled")
             raise
 
+    @runtime.route.websocket("/two-readers")
+    async def two_readers(ws: WebSocket) -> None:
+        await ws.accept()
+        first = asyncio.ensure_future(ws.receive())
+        await asyncio.sleep(0)  # let the first reader wait
+        try:
+            await ws.receive()
+        except RuntimeError as exc:
+            seen.append(str(exc))
+        await ws.send(f"first got {await first}")
+
     @runtime.route.get("/plain")
     async def plain(ctx: Any) -> Response:
         return Response.text("plain")
@@ -688,3 +699,15 @@ def test_a_handler_still_running_after_its_connection_closed_is_cancelled(
     wait_for(lambda: httpx.get(server.url + "/plain").status_code == 200, "the slot back")
     health = httpx.get(server.url + "/api/health").json()["websockets"]
     assert (health["open"], health["closed"]) == (0, 1)
+
+
+def test_a_second_concurrent_reader_is_refused_and_the_first_keeps_its_message(
+    serve: ServeFactory,
+) -> None:
+    events: list[Any] = []
+    server = serve(ws_runtime(events))
+    with connect(ws_url(server, "/two-readers")) as ws:
+        wait_for(lambda: events, "the second reader's error")
+        ws.send("m")
+        assert ws.recv(timeout=DEADLINE) == "first got m"
+    assert events == ["another task is already waiting in receive() on this WebSocket"]

@@ -469,13 +469,21 @@ class WebSocketConnection(asyncio.Protocol):
         Raises:
             WebSocketDisconnect: The WebSocket is closed (after the messages received
                 before its close frame were read).
+            RuntimeError: Another task is waiting in ``receive`` already (one reader at a
+                time: which of two would get a message is not defined).
         """
         inbox = self._inbox
         while not inbox:
             if self._ended():
                 raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+            if self._receiver is not None:
+                raise RuntimeError("another task is already waiting in receive() on this WebSocket")
             waiter = self._receiver = self.loop.create_future()
-            await waiter
+            try:
+                await waiter
+            finally:
+                if self._receiver is waiter:
+                    self._receiver = None
         message = inbox.popleft()
         if self._reading_paused and len(inbox) <= self.settings.receive_queue // 2:
             self._reading_paused = False
