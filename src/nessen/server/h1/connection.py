@@ -817,6 +817,10 @@ class H1Connection:
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target (llhttp may split it across reads)."""
+        if not url:
+            # llhttp reports an empty piece at the start of the read after the one that
+            # ended inside the target: the target ended before this read, not in it.
+            return
         if not self._url:  # the method is parsed: an error answer to HEAD has no content
             self.head_request = self._parser.get_method() == b"HEAD"
         self._url.append(url)

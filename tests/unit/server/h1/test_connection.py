@@ -536,6 +536,15 @@ def test_the_core_gives_the_same_requests_and_errors_however_the_bytes_are_split
     assert len(whole) - 1 <= len(requests) + 1  # never more requests than were sent
 
 
+def test_a_header_section_whose_last_newlines_come_alone_after_a_split_target() -> None:
+    """Found by the split test: the read after ``GET /a`` begins with an empty target
+    piece from llhttp, which once made the lone ``\r\n`` of a later read look like the
+    end of an HTTP/0.9 line (400)."""
+    pieces = [b"GET /a", b" HTTP/1.1\r\nHost: x", b"\r\n", b"\r\n"]
+    for streaming in (False, True):
+        assert _run(pieces, streaming) == [("GET", b"/a", b""), {END: 0}]
+
+
 def test_the_split_comparison_can_see_a_difference() -> None:
     assert _run([GET], False) != _run([GET[:-1]], False)
     assert _run([post(5) + b"hello"], True)[0] == ("POST", b"/up", b"hello")
