@@ -9,14 +9,18 @@ stop reading, and when it ends the connection it has sent a valid close frame fi
 from __future__ import annotations
 
 import asyncio
+import codecs
 import struct
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Side, State
 
 from nessen.http import Request
-from nessen.websocket.connection import WebSocketConnection, WebSocketSettings
+from nessen.websocket.connection import WebSocketConnection, WebSocketSettings, _ServerProtocol
 from nessen.websocket.handshake import Offer
 from tests.transport import RecordingTransport
 from tests.wsraw import frame
@@ -60,44 +64,50 @@ frames_strategy = st.lists(
 )
 
 
+async def drive(
+    stream: bytes, cuts: list[int], eof: bool
+) -> tuple[list[Any], list[tuple[int, bytes]], RecordingTransport, WebSocketConnection]:
+    """Feed ``stream`` in pieces of ``cuts`` bytes (then 64), reading messages whenever the
+    connection stops reading, as a real transport and app would; what came out."""
+    request = Request("GET", b"/ws", "/ws", raw_headers=[(b"host", b"t")])
+    settings = WebSocketSettings(
+        max_message_bytes=MAX_MESSAGE,
+        max_frame_bytes=MAX_MESSAGE,
+        receive_queue=QUEUE,
+        ping_interval=0,
+    )
+    conn = WebSocketConnection(request, Offer("dGhlIHNhbXBsZSBub25jZQ=="), settings)
+    transport = RecordingTransport()
+    conn.connection_made(transport)
+    received: list[Any] = []
+    at = 0
+    pieces = iter(cuts)
+    while at < len(stream) and not transport.closed:
+        if not transport.reading:  # as a real transport: nothing read while paused
+            assert len(conn._inbox) >= QUEUE
+            received.append(await conn.receive())
+            continue
+        size = next(pieces, 64)
+        conn.data_received(stream[at : at + size])
+        at += size
+    if eof and not transport.closed:
+        conn.eof_received()
+    while conn._inbox:
+        received.append(await conn.receive())
+    return received, server_frames(bytes(transport.out)), transport, conn
+
+
 @settings(max_examples=300, deadline=None)
 @given(frames=frames_strategy, cuts=st.lists(st.integers(1, 64), max_size=20), eof=st.booleans())
 def test_any_frames_split_anywhere_end_in_a_valid_close_within_limits(
     frames: list[bytes], cuts: list[int], eof: bool
 ) -> None:
-    stream = b"".join(frames)
-
     async def scenario() -> None:
-        request = Request("GET", b"/ws", "/ws", raw_headers=[(b"host", b"t")])
-        settings = WebSocketSettings(
-            max_message_bytes=MAX_MESSAGE,
-            max_frame_bytes=MAX_MESSAGE,
-            receive_queue=QUEUE,
-            ping_interval=0,
-        )
-        conn = WebSocketConnection(request, Offer("dGhlIHNhbXBsZSBub25jZQ=="), settings)
-        transport = RecordingTransport()
-        conn.connection_made(transport)
-        received: list[Any] = []
-        at = 0
-        pieces = iter(cuts)
-        while at < len(stream) and not transport.closed:
-            if not transport.reading:  # as a real transport: nothing read while paused
-                assert len(conn._inbox) >= QUEUE
-                received.append(await conn.receive())
-                continue
-            size = next(pieces, 64)
-            conn.data_received(stream[at : at + size])
-            at += size
-        if eof and not transport.closed:
-            conn.eof_received()
-        while conn._inbox:
-            received.append(await conn.receive())
+        received, written, transport, conn = await drive(b"".join(frames), cuts, eof)
         for message in received:
             size = len(message.encode() if isinstance(message, str) else message)
             assert size <= MAX_MESSAGE
         assert not transport.written_after_close
-        written = server_frames(bytes(transport.out))
         closes = [payload for opcode, payload in written if opcode == 0x8]
         assert len(closes) <= 1, "one close frame at most"
         if closes:
@@ -111,5 +121,53 @@ def test_any_frames_split_anywhere_end_in_a_valid_close_within_limits(
             assert closes, "the server closed the TCP connection without a close frame"
         conn.connection_lost(None)
         assert conn.close_code is not None
+
+    asyncio.run(scenario())
+
+
+def reference(stream: bytes) -> tuple[list[Any], list[tuple[int, bytes]]]:
+    """What websockets' own parser makes of ``stream`` fed whole, with the messages put
+    together as RFC 6455 says (fragments joined, text decoded): the oracle for the fast
+    path that takes common frames without it."""
+    proto = _ServerProtocol(Side.SERVER, state=State.OPEN, max_size=(MAX_MESSAGE, MAX_MESSAGE))
+    messages: list[Any] = []
+    parts: list[Any] = []
+    decoder: Any = None
+    for frame_ in _frames_as_parsed(proto, stream):
+        if frame_.opcode in (Opcode.TEXT, Opcode.BINARY):
+            parts = []
+            text = frame_.opcode is Opcode.TEXT
+            decoder = codecs.getincrementaldecoder("utf-8")() if text else None
+        if frame_.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            try:
+                data = frame_.data
+                parts.append(decoder.decode(data, frame_.fin) if decoder else bytes(data))
+            except UnicodeDecodeError:
+                proto.fail(1007, "invalid UTF-8 in a text message")
+                break
+            if frame_.fin:
+                messages.append("".join(parts) if decoder else b"".join(parts))
+    return messages, server_frames(b"".join(proto.data_to_send()))
+
+
+def _frames_as_parsed(proto: Any, stream: bytes) -> Iterator[Frame]:
+    """Each frame as the parser completes it, the stream fed a byte at a time: a text
+    frame's UTF-8 is then checked before later frames are parsed, in stream order."""
+    for index in range(len(stream)):
+        proto.receive_data(stream[index : index + 1])
+        for event in proto.events_received():
+            yield cast(Frame, event)
+
+
+@settings(max_examples=500, deadline=None)
+@given(frames=frames_strategy, cuts=st.lists(st.integers(1, 64), max_size=20))
+def test_the_fast_path_agrees_with_websockets_parser(frames: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(frames)
+    expected_messages, expected_frames = reference(stream)
+
+    async def scenario() -> None:
+        received, written, _, _ = await drive(stream, cuts, eof=False)
+        assert received == expected_messages
+        assert written == expected_frames  # pongs and the close frame, byte for byte
 
     asyncio.run(scenario())

@@ -25,6 +25,7 @@ import asyncio
 import codecs
 import logging
 import os
+import struct
 import typing
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from typing import Any, cast
 from websockets.extensions.base import Extension
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
+from websockets.speedups import apply_mask
 
 from nessen.config import Config
 from nessen.http import Request, Response, SwitchingProtocols
@@ -64,6 +66,8 @@ OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 ABNORMAL = 1006
 """RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
 
 
 class WebSocketDisconnect(Exception):
@@ -176,6 +180,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_decoder",
         "_extension",
         "_finished",
+        "_frame_limit",
         "_handler_timer",
         "_idle_timer",
         "_inbox",
@@ -183,6 +188,8 @@ class WebSocketConnection(asyncio.Protocol):
         "_lost",
         "_opened",
         "_parts",
+        "_pending",
+        "_pending_need",
         "_ping_payload",
         "_ping_timer",
         "_pong_timer",
@@ -243,6 +250,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._handler_timer: asyncio.TimerHandle | None = None
+        self._pending = bytearray()  # the start of a frame not yet whole
+        self._pending_need = 0
+        self._frame_limit = min(self.settings.max_message_bytes, self.settings.max_frame_bytes)
         self._lost = False
         self._finished = False
         self._reported = (0, 0, 0, 0)
@@ -343,9 +353,97 @@ class WebSocketConnection(asyncio.Protocol):
         proto = self.proto
         if proto is None or self._lost:
             return
-        proto.receive_data(data if type(data) is bytes else bytes(data))
-        self._take_events(proto)
+        if self._extension is None and proto.state is OPEN:
+            self._receive_frames(proto, data)
+        else:
+            proto.receive_data(data if type(data) is bytes else bytes(data))
+            self._take_events(proto)
         self._flush(proto)
+
+    def _receive_frames(self, proto: Protocol, data: bytes | bytearray | memoryview) -> None:
+        """Split ``data`` into whole frames: take the common one here, give the rest whole.
+
+        The common frame, a whole message in one masked text or binary frame within the
+        limits, is unmasked and delivered here (websockets' parser would copy it through
+        its buffer and a generator). Every other frame (control frames, fragments, reserved
+        bits or opcodes, an unmasked frame) goes to websockets' ``Protocol`` whole, so its
+        parser is always at a frame boundary and applies every rule; so does the header of
+        a frame over the limits (it fails the connection with 1009), and everything after
+        the connection stopped being open. A frame not yet whole waits in ``_pending``,
+        at most the limit plus its header.
+        """
+        pending = self._pending
+        if pending:
+            pending += data
+            if len(pending) < self._pending_need:
+                return
+            self._pending = bytearray()
+            data = pending
+        view = memoryview(data)
+        end = len(view)
+        limit = self._frame_limit
+        at = 0
+        while at < end:
+            if proto.state is not OPEN:
+                proto.receive_data(bytes(view[at:]))  # discarded: the connection is closing
+                break
+            if end - at < 2:
+                self._wait_for(view[at:], 2)
+                break
+            first, second = view[at], view[at + 1]
+            length = second & 0x7F
+            head = at + 2
+            if length >= 126:
+                size = 2 if length == 126 else 8
+                if end - head < size:
+                    self._wait_for(view[at:], 2 + size)
+                    break
+                length = int.from_bytes(view[head : head + size], "big")
+                head += size
+            if length > limit:  # websockets fails it with 1009 from its header
+                proto.receive_data(bytes(view[at:]))
+                self._take_events(proto)
+                break
+            masked = second & 0x80
+            stop = head + (4 if masked else 0) + length
+            if stop > end:
+                self._wait_for(view[at:], stop - at)
+                break
+            if (first == 0x81 or first == 0x82) and masked and proto.current_size is None:
+                payload = apply_mask(view[head + 4 : stop], bytes(view[head : head + 4]))
+                if first == 0x81:
+                    try:
+                        message: Message = payload.decode()
+                    except UnicodeDecodeError:
+                        self._invalid_utf8(proto)
+                        break
+                else:
+                    message = payload
+                self._kind = None
+                self.messages_in += 1
+                self.bytes_in += length
+                self._inbox.append(message)
+                self._delivered()
+            else:
+                proto.receive_data(bytes(view[at:stop]))
+                self._take_events(proto)
+            at = stop
+
+    def _wait_for(self, tail: memoryview, need: int) -> None:
+        """Keep the start of a frame until ``need`` bytes of it have come."""
+        self._pending = bytearray(tail)
+        self._pending_need = need
+
+    def _delivered(self) -> None:
+        """Messages were added to the inbox: wake the reader; pause at the queue's bound."""
+        self._wake_receiver()
+        if self.settings.idle_timeout:
+            self.last_message = self.loop.time()
+        if len(self._inbox) >= self.settings.receive_queue and not self._reading_paused:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                self._reading_paused = True
+                transport.pause_reading()
 
     def eof_received(self) -> bool:  # noqa: D102
         proto = self.proto
@@ -414,13 +512,7 @@ class WebSocketConnection(asyncio.Protocol):
             elif opcode is CLOSE and self.closed_by is None:
                 self.closed_by = "client"
         if len(inbox) != before:
-            self.last_message = self.loop.time()
-            self._wake_receiver()
-            if len(inbox) >= self.settings.receive_queue and not self._reading_paused:
-                transport = self.transport
-                if transport is not None and not transport.is_closing():
-                    self._reading_paused = True
-                    transport.pause_reading()
+            self._delivered()
 
     def _data_frame(self, proto: Protocol, opcode: Opcode, data: Any, fin: bool) -> bool:
         """Add a data frame to the message being received; False after failing (1007)."""
@@ -527,17 +619,34 @@ class WebSocketConnection(asyncio.Protocol):
         if proto is None or self._lost or proto.state is not OPEN:
             raise WebSocketDisconnect(self.ending_code(), self.close_reason)
         if isinstance(message, str):
-            payload = message.encode()
-            proto.send_text(payload)
+            payload: bytes | bytearray | memoryview = message.encode()
+            first = 0x81
         elif isinstance(message, bytes | bytearray | memoryview):
             payload = message
-            proto.send_binary(payload)
+            first = 0x82
         else:
             raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+        size = len(payload)
+        transport = self.transport
+        if self._extension is None and transport is not None and not transport.is_closing():
+            # One unmasked frame (RFC 6455 §5.2), as websockets would build it, in one write.
+            if size < 126:
+                head = bytes((first, size))
+            elif size < 65536:
+                head = _HEAD_16.pack(first, 126, size)
+            else:
+                head = _HEAD_64.pack(first, 127, size)
+            transport.write(head + payload)
+        else:
+            if first == 0x81:
+                proto.send_text(payload)
+            else:
+                proto.send_binary(payload)
+            self._flush(proto)
         self.messages_out += 1
-        self.bytes_out += len(payload)
-        self.last_message = self.loop.time()
-        self._flush(proto)
+        self.bytes_out += size
+        if self.settings.idle_timeout:
+            self.last_message = self.loop.time()
         if self._writing_paused:
             await self._wait_writable()
 
@@ -609,7 +718,7 @@ class WebSocketConnection(asyncio.Protocol):
                 end = True
         if end:
             transport.close()
-        elif proto.close_expected() and self._close_timer is None and not self._lost:
+        elif proto.state is CLOSING and self._close_timer is None and not self._lost:
             self._close_timer = self.loop.call_later(
                 self.settings.close_timeout, self._close_overdue
             )
