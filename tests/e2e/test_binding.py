@@ -7,12 +7,19 @@ import os
 import signal
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.serving import ServeFactory, ServeProcess, base_env, run_nessen
+from tests.e2e.serving import (
+    ServeFactory,
+    ServeProcess,
+    base_env,
+    nessen_command,
+    run_nessen,
+)
 
 SAMPLE = "tests.e2e.apps.sample:runtime"
 WHO = "tests.e2e.apps.asgi_runtime:runtime"
@@ -158,3 +165,43 @@ def test_the_ready_line_names_the_unix_socket(nessen_serve: ServeFactory, sock_p
     line = served.wait_for("listening on unix:")
     assert json.loads(line)["address"] == f"unix:{sock_path}"
     assert isinstance(served, ServeProcess)
+
+
+def test_a_non_integer_fd_names_the_flag_the_variable_and_the_range() -> None:
+    result = run_nessen("serve", SAMPLE, "--fd", "abc")
+    assert result.returncode == 2, result.stderr
+    assert "--fd='abc' (LISTEN_FD): not a non-negative whole number" in result.stderr
+    assert "must be an integer 0..1048576" in result.stderr
+    env_result = run_nessen("serve", SAMPLE, env=base_env(LISTEN_FD="abc"))
+    assert env_result.returncode == 2, env_result.stderr
+    assert "LISTEN_FD='abc': not a non-negative whole number" in env_result.stderr
+
+
+# systemd sets LISTEN_PID to the pid of the process it executes: exec keeps the pid, so
+# this stand-in moves the socket to fd 3, sets the variables and becomes nessen.
+ACTIVATE = """
+import os, sys
+os.dup2(int(os.environ.pop("FD")), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_systemd_socket_activation_serves_on_fd_3_without_flags(workers: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    fd = listener.fileno()
+    port = listener.getsockname()[1]
+    env = base_env(FD=str(fd), WORKERS=workers, PORT="1")  # PORT=1 is not ours to bind
+    command = [sys.executable, "-c", ACTIVATE, *nessen_command("serve", SAMPLE)[1:]]
+    served = ServeProcess((), env, command=command, pass_fds=[fd])
+    try:
+        assert served.port == port
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            assert client.get("/health").status_code == 200
+            # cleared, so the app's own child processes do not take fd 3 for theirs
+            assert client.get("/environ").json() == []
+        assert served.stop() == 0
+    finally:
+        served.close()
+        listener.close()

@@ -312,7 +312,10 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--limit-concurrency", "0"], r"--limit-concurrency='0': "),
+        (
+            ["--limit-concurrency", "0"],
+            r"--limit-concurrency='0' \(MAX_CONCURRENT_REQUESTS\): must be an integer 1\.\.",
+        ),
         (["--timeout-keep-alive", "-1"], r"--timeout-keep-alive=-1: .* seconds"),
         (["--limit-concurrency", "ten"], r"--limit-concurrency: invalid int value"),
         (["--factory", "tests.e2e.apps.sample:runtime"], r"an app already, not a factory"),
