@@ -43,7 +43,7 @@ def test_uds_serves_on_a_unix_socket_and_removes_it_at_exit(
     nessen_serve: ServeFactory, sock_path: Path
 ) -> None:
     served = nessen_serve(SAMPLE, "--uds", str(sock_path))
-    assert served.host == str(sock_path)  # "listening on unix:PATH"
+    assert served.host == str(sock_path)  # "Nessen running on unix:PATH"
     assert stat.S_ISSOCK(sock_path.stat().st_mode)
     assert stat.S_IMODE(sock_path.stat().st_mode) == 0o666  # uvicorn's default: nginx can connect
     with over_unix(sock_path) as client:
@@ -109,6 +109,12 @@ def test_fd_serves_on_an_inherited_listening_socket(nessen_serve: ServeFactory) 
         port = listener.getsockname()[1]
         served = nessen_serve(SAMPLE, "--fd", str(listener.fileno()), pass_fds=[listener.fileno()])
         assert served.port == port  # the inherited socket's address, not PORT
+        ready = json.loads(served.wait_for("Nessen running on"))
+        assert ready["message"] == (
+            f"Nessen running on http://127.0.0.1:{port} from fd {listener.fileno()} "
+            "(Press CTRL+C to quit)"
+        )
+        assert ready["address"] == f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
             assert client.get("/health").status_code == 200
         assert served.stop() == 0
@@ -162,7 +168,7 @@ def test_binding_settings_that_cannot_work_exit_2(args: list[str], expected: str
 
 def test_the_ready_line_names_the_unix_socket(nessen_serve: ServeFactory, sock_path: Path) -> None:
     served = nessen_serve(SAMPLE, "--uds", str(sock_path), env=base_env(LOG_FORMAT="json"))
-    line = served.wait_for("listening on unix:")
+    line = served.wait_for("Nessen running on unix:")
     assert json.loads(line)["address"] == f"unix:{sock_path}"
     assert isinstance(served, ServeProcess)
 
