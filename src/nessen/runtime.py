@@ -50,7 +50,9 @@ from nessen.observability import (
     install_status_routes,
 )
 from nessen.observability.admin import OpsGuard, allowlist_guard, not_served
+from nessen.observability.health import worker_snapshot
 from nessen.observability.logs import SAID_IN_MESSAGE
+from nessen.observability.workers import WorkerSnapshots
 from nessen.server import DrainResult, Server, ServerEvents
 from nessen.server.server import bind_listeners, listeners, raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
@@ -230,6 +232,8 @@ class Runtime:
         self._status_path = status_path
         self._status_installed = False
         self._probe_paths: frozenset[str] = frozenset()
+        self.worker_snapshots: WorkerSnapshots | None = None
+        """As one of several workers: its status snapshot and the others' (see start())."""
         self._server: Server | None = None
         self._admin: Server | None = None  # the admin listener (ADMIN_PORT), when serving
         self._ops_gate: OpsGuard | None = None  # who gets the ops endpoints on the main port
@@ -685,6 +689,8 @@ class Runtime:
             config = prepared.config
             on_tick = None
             if link is not None:
+                if link.status_dir is not None:
+                    self.worker_snapshots = WorkerSnapshots(link.status_dir, link.slot)
                 on_tick = self._worker_tick_hook(link)
             server = Server(
                 prepared.handler,
@@ -952,17 +958,24 @@ class Runtime:
         return store
 
     def _worker_tick_hook(self, link: WorkerLink) -> Callable[[], None]:
-        """The heartbeat a worker sends each tick, and its request-quota check."""
+        """A worker's tick: heartbeat, request-quota check, status snapshot.
+
+        The snapshot (once a second) is what the other workers' ``/api/health`` shows of
+        this one.
+        """
         config = self.config
         quota = 0
         if config.max_requests_per_worker:
             quota = config.max_requests_per_worker + random.randint(0, config.max_requests_jitter)
         stats = self.stats
         asked = False
+        snapshots = self.worker_snapshots
 
         def tick() -> None:
             nonlocal asked
             link.beat()
+            if snapshots is not None and snapshots.due(time.monotonic()):
+                snapshots.write(worker_snapshot(self, link.slot))
             if link.orphaned and self.state not in (State.DRAINING, State.STOPPING):
                 logger.error("the supervisor is gone: draining")
                 self.request_stop()
@@ -1163,6 +1176,8 @@ class Runtime:
             result = await self.stop()
             return EXIT_OK if result.clean else EXIT_DRAIN_TIMEOUT
         finally:
+            if self.worker_snapshots is not None:  # its figures leave with it
+                self.worker_snapshots.remove()
             if link is not None and installed:  # a worker on its way out: a late SIGTERM
                 signal.pthread_sigmask(signal.SIG_BLOCK, installed)  # must not kill it
             for signum in installed:
