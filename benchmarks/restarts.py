@@ -65,7 +65,7 @@ def main() -> int:
     while not port:
         line = server.stderr.readline()
         lines.append(line)
-        found = re.search(r"listening on http://[^:]+:(\d+)", line)
+        found = re.search(r"Nessen running on http://[^:]+:(\d+)", line)
         if found:
             port = int(found.group(1))
     threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True).start()  # type: ignore[arg-type]

@@ -67,7 +67,7 @@ def main() -> int:
         assert server.stderr is not None
         for line in server.stderr:
             lines.append(line.rstrip("\n"))
-            found = re.search(r"listening on http://([0-9.]+):(\d+)", line)
+            found = re.search(r"Nessen running on http://([0-9.]+):(\d+)", line)
             if found:
                 address.append((found.group(1), int(found.group(2))))
                 listening.set()

@@ -60,7 +60,7 @@ def start_server(headers_timeout_ms: int) -> tuple[subprocess.Popen[str], int]:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         line = process.stderr.readline()
-        found = re.search(r"listening on http://[^:]+:(\d+)", line)
+        found = re.search(r"Nessen running on http://[^:]+:(\d+)", line)
         if found:
             threading.Thread(target=process.stderr.read, daemon=True).start()  # drain
             return process, int(found.group(1))

@@ -16,7 +16,7 @@ import socket
 import stat
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from nessen._version import __version__
@@ -248,15 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uvicorn.add_argument(
         "--uds",
-        dest="env_UNIX_SOCKET",
         metavar="PATH",
         help="UNIX_SOCKET: listen on this Unix socket instead of HOST:PORT",
     )
     uvicorn.add_argument(
         "--fd",
-        dest="env_LISTEN_FD",
         metavar="N",
-        help="LISTEN_FD: serve on this inherited socket (systemd socket activation: 3)",
+        help="LISTEN_FD: serve on this inherited socket (systemd socket activation: 3, "
+        "found by itself when systemd set LISTEN_PID and LISTEN_FDS)",
     )
     return parser
 
@@ -334,6 +333,10 @@ def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
         given["TRUST_PROXY"] = ("true" if ips == "*" else ips, "--forwarded-allow-ips")
     if args.proxy_headers is False:  # wins over --forwarded-allow-ips, as in uvicorn
         given["TRUST_PROXY"] = ("false", "--no-proxy-headers")
+    if args.uds is not None:
+        given["UNIX_SOCKET"] = (args.uds, "--uds")
+    if args.fd is not None:
+        given["LISTEN_FD"] = (args.fd, "--fd")
     return given
 
 
@@ -496,7 +499,7 @@ def resolve_config(
         else:  # the app's own settings, with the flags over them
             config = base.replace(**parse_settings(given)) if given else base
     except ConfigError as exc:
-        raise ConfigError(_name_setting_flags(exc.problems, named)) from None
+        raise ConfigError(_name_setting_flags(exc.problems, named, given)) from None
     changes: dict[str, Any] = {}
     if args.no_server_header:
         changes["server_header"] = ""
@@ -532,15 +535,27 @@ def resolve_config(
     return config
 
 
-def _name_setting_flags(problems: list[str], named: Mapping[str, str]) -> list[str]:
+def _name_setting_flags(
+    problems: list[str], named: Mapping[str, str], values: Mapping[str, str]
+) -> list[str]:
     """Rewrite ``MAX_BODY_SIZE='x': rule`` to ``--max-body-size='x': rule`` for a flag's value.
 
-    ``named`` maps each variable a flag gave to that flag.
+    ``named`` maps each variable a flag gave to that flag, ``values`` to the flag's value.
+    A flag named otherwise than its variable (uvicorn's ``--fd`` for ``LISTEN_FD``) names
+    the variable too: ``--fd='abc' (LISTEN_FD): rule``.
     """
     out = []
     for problem in problems:
         name, sep, rest = problem.partition("=")
-        out.append(f"{named[name]}={rest}" if sep and name in named else problem)
+        if not sep or name not in named:
+            out.append(problem)
+            continue
+        flag = named[name]
+        shown = f"{values[name]!r}: " if name in values else None
+        if flag != flag_of(name) and shown is not None and rest.startswith(shown):
+            out.append(f"{flag}={shown[:-2]} ({name}): {rest[len(shown) :]}")
+        else:
+            out.append(f"{flag}={rest}")
     return out
 
 
@@ -558,16 +573,60 @@ _FIELD_FLAGS = {"extra_headers": "--header", "server_header": "--no-server-heade
 """Fields set by a flag of another name."""
 
 
+SD_LISTEN_FDS_START = 3
+"""The first socket systemd passes by socket activation (``SD_LISTEN_FDS_START``)."""
+
+
+def systemd_socket(environ: MutableMapping[str, str], pid: int) -> int | None:
+    """The socket systemd's socket activation passed to process ``pid``, if any.
+
+    As ``sd_listen_fds(unset_environment=1)``: systemd sets ``LISTEN_PID`` to the process
+    the sockets are meant for and ``LISTEN_FDS`` to how many there are, from fd 3 on. The
+    three variables (``LISTEN_FDNAMES`` too) are removed from ``environ`` whatever they
+    say, so no child process takes the sockets for its own.
+
+    Args:
+        environ: The environment (``os.environ`` from :func:`main`); changed.
+        pid: This process's id.
+
+    Returns:
+        3 (the first socket; any others are left alone) when ``LISTEN_PID`` is ``pid``
+        and ``LISTEN_FDS`` is a whole number of 1 or more; ``None`` otherwise.
+    """
+    listen_pid = environ.pop("LISTEN_PID", "")
+    listen_fds = environ.pop("LISTEN_FDS", "")
+    environ.pop("LISTEN_FDNAMES", None)
+    if listen_pid.strip() != str(pid) or not listen_fds.strip().isdigit():
+        return None
+    return SD_LISTEN_FDS_START if int(listen_fds) >= 1 else None
+
+
+def _activated(args: argparse.Namespace, environ: MutableMapping[str, str]) -> bool:
+    """Whether systemd passed a socket to serve on and nothing else says where to listen."""
+    fd = systemd_socket(environ, os.getpid())
+    chosen = (args.fd, args.uds, args.env_LISTEN_FD, args.env_UNIX_SOCKET)
+    elsewhere = any(value is not None for value in chosen) or any(
+        environ.get(name) for name in ("LISTEN_FD", "UNIX_SOCKET")
+    )
+    return fd is not None and not elsewhere
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nessen`` command; returns the exit status."""
-    args = build_parser().parse_args(bare_proxy_headers(sys.argv[1:] if argv is None else argv))
+    arguments = bare_proxy_headers(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
     if args.env_file is not None:
         problem = load_env_file(args.env_file)
         if problem is not None:
             print(f"nessen: {problem}", file=sys.stderr)
             return EXIT_USAGE
+    if args.command == "serve" and _activated(args, os.environ):
+        # systemd socket activation: as --fd 3, which the supervisor's re-execution is
+        # given too (the variables that said so are gone from the environment).
+        arguments = [*arguments, "--fd", str(SD_LISTEN_FDS_START)]
+        args.fd = str(SD_LISTEN_FDS_START)
     if args.reload:
-        return _reload(args, sys.argv[1:] if argv is None else argv)
+        return _reload(args, arguments)
     health = args.health_endpoints
     if health is None:
         raw = os.environ.get("HEALTH_ENDPOINTS", "")
@@ -602,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loaded
     runtime, config = loaded
     if config.workers > 1 or config.max_requests_per_worker:
-        return _reexec(argv)
+        return _reexec(arguments)
     return runtime.listen()
 
 

@@ -50,6 +50,9 @@ from nessen.observability import (
     install_status_routes,
 )
 from nessen.observability.admin import OpsGuard, allowlist_guard, not_served
+from nessen.observability.health import worker_snapshot
+from nessen.observability.logs import SAID_IN_MESSAGE
+from nessen.observability.workers import WorkerSnapshots
 from nessen.server import DrainResult, Server, ServerEvents
 from nessen.server.server import bind_listeners, listeners, raise_open_file_limit
 from nessen.server.state import warn_if_trusting_every_peer
@@ -230,6 +233,8 @@ class Runtime:
         self._status_path = status_path
         self._status_installed = False
         self._probe_paths: frozenset[str] = frozenset()
+        self.worker_snapshots: WorkerSnapshots | None = None
+        """As one of several workers: its status snapshot and the others' (see start())."""
         self._server: Server | None = None
         self._admin: Server | None = None  # the admin listener (ADMIN_PORT), when serving
         self._ops_gate: OpsGuard | None = None  # who gets the ops endpoints on the main port
@@ -690,6 +695,8 @@ class Runtime:
             config = prepared.config
             on_tick = None
             if link is not None:
+                if link.status_dir is not None:
+                    self.worker_snapshots = WorkerSnapshots(link.status_dir, link.slot)
                 on_tick = self._worker_tick_hook(link)
             server = Server(
                 prepared.handler,
@@ -730,15 +737,48 @@ class Runtime:
                 for listener in admin_sock:
                     listener.close()
             raise
+        self._log_ready(server, config, link)
+        if link is None:  # a supervisor warns once for all its workers
+            warn_if_trusting_every_peer(config)
+        self.begin_serving()
+        if self._redis is not None:  # connect and load the script; DEGRADED if it fails
+            await self._redis.load_script()
+        if link is not None:
+            link.ready()
+        return server
+
+    def _log_ready(self, server: Server, config: Config, link: WorkerLink | None) -> None:
+        """Log that the process serves: uvicorn's short line, then one with the limits.
+
+        ``Nessen running on http://127.0.0.1:3000 (Press CTRL+C to quit)`` (``https`` with
+        TLS, ``unix:PATH`` on a Unix socket, ``from fd N`` after the address of an
+        inherited socket), with the field ``address``; then the version, pid, env, worker
+        and the limits and timeouts in force, each also a field of JSON lines (sizes in
+        bytes, times as ``*_ms``; readable lines leave the fields out, the message says
+        them).
+        """
+        where = server.shown
+        if config.listen_fd is not None:
+            where += f" from fd {config.listen_fd}"
         logger.info(
-            "nessen %s listening on %s (pid %d, env %s, workers %d; limits: target "
-            "%d B, header section %d B / %d fields, body %d B; timeouts: headers %gs, "
-            "body %gs, request %gs, idle %gs, send %gs)",
+            "Nessen running on %s (Press CTRL+C to quit)",
+            where,
+            extra={"address": server.shown, SAID_IN_MESSAGE: True},
+        )
+        pid = os.getpid()
+        process = f"pid {pid}, env {config.env}, workers {config.workers}"
+        worker: dict[str, int] = {}
+        if link is not None:
+            process += f" (this is worker {link.slot})"
+            worker["worker"] = link.slot
+        logger.info(
+            "nessen %s, %s; limits: connections %d, requests in handlers %d, target %d B, "
+            "header section %d B / %d fields, body %d B; timeouts: headers %gs, body %gs, "
+            "request %gs, idle %gs, send %gs",
             self.version,
-            server.shown,
-            os.getpid(),
-            config.env,
-            config.workers,
+            process,
+            config.max_connections,
+            config.max_concurrent_requests,
             config.max_target_bytes,
             config.max_header_bytes,
             config.max_header_count,
@@ -748,16 +788,26 @@ class Runtime:
             config.request_timeout,
             config.idle_timeout,
             config.send_timeout,
-            extra={"address": server.shown},
+            extra={
+                SAID_IN_MESSAGE: True,
+                "version": self.version,
+                "pid": pid,
+                **worker,
+                "env": config.env,
+                "workers": config.workers,
+                "max_connections": config.max_connections,
+                "max_concurrent_requests": config.max_concurrent_requests,
+                "max_target_bytes": config.max_target_bytes,
+                "max_header_bytes": config.max_header_bytes,
+                "max_header_count": config.max_header_count,
+                "max_body_bytes": config.max_body_bytes,
+                "headers_timeout_ms": round(config.headers_timeout * 1000),
+                "body_timeout_ms": round(config.body_timeout * 1000),
+                "request_timeout_ms": round(config.request_timeout * 1000),
+                "idle_timeout_ms": round(config.idle_timeout * 1000),
+                "send_timeout_ms": round(config.send_timeout * 1000),
+            },
         )
-        if link is None:  # a supervisor warns once for all its workers
-            warn_if_trusting_every_peer(config)
-        self.begin_serving()
-        if self._redis is not None:  # connect and load the script; DEGRADED if it fails
-            await self._redis.load_script()
-        if link is not None:
-            link.ready()
-        return server
 
     async def _start_admin(
         self, config: Config, sock: Any, owned: bool, link: WorkerLink | None
@@ -914,17 +964,24 @@ class Runtime:
         return store
 
     def _worker_tick_hook(self, link: WorkerLink) -> Callable[[], None]:
-        """The heartbeat a worker sends each tick, and its request-quota check."""
+        """A worker's tick: heartbeat, request-quota check, status snapshot.
+
+        The snapshot (once a second) is what the other workers' ``/api/health`` shows of
+        this one.
+        """
         config = self.config
         quota = 0
         if config.max_requests_per_worker:
             quota = config.max_requests_per_worker + random.randint(0, config.max_requests_jitter)
         stats = self.stats
         asked = False
+        snapshots = self.worker_snapshots
 
         def tick() -> None:
             nonlocal asked
             link.beat()
+            if snapshots is not None and snapshots.due(time.monotonic()):
+                snapshots.write(worker_snapshot(self, link.slot))
             if link.orphaned and self.state not in (State.DRAINING, State.STOPPING):
                 logger.error("the supervisor is gone: draining")
                 self.request_stop()
@@ -1125,6 +1182,8 @@ class Runtime:
             result = await self.stop()
             return EXIT_OK if result.clean else EXIT_DRAIN_TIMEOUT
         finally:
+            if self.worker_snapshots is not None:  # its figures leave with it
+                self.worker_snapshots.remove()
             if link is not None and installed:  # a worker on its way out: a late SIGTERM
                 signal.pthread_sigmask(signal.SIG_BLOCK, installed)  # must not kill it
             for signum in installed:

@@ -18,16 +18,20 @@ import shutil
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from nessen import Request, Response, Runtime
 from nessen.app import Next
-from tests.conftest import ServeFactory
+from nessen.websocket import WebSocket
+from tests.conftest import ServeFactory, wait_for
+from tests.e2e.serving import base_env, serve_processes
 from tests.rawhttp import RawClient, get
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -141,6 +145,12 @@ def service() -> Runtime:
     async def work(ctx: Request) -> Response:
         return Response.json({"n": ctx.params["n"]})
 
+    @runtime.route.websocket("/ws")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        async for message in ws:
+            await ws.send(message)
+
     return runtime
 
 
@@ -165,9 +175,26 @@ def test_status_page_charts_fill_with_live_data(
     for _ in range(3):
         with RawClient(server.address) as raw:
             assert raw.request(get("/" + "a" * 100)).status == 414
-    answered_before = 40 + 2 + 1 + 3  # the work, the 404s, the page fetched above, the 414s
+    # Two WebSockets, one message each way on each; one closed (its messages are counted
+    # when it ends), one left open while the page is read.
+    url = f"ws://{server.host}:{server.port}/ws"
+    with connect(url) as kept:
+        with connect(url) as closed:
+            closed.send("a")
+            assert closed.recv(timeout=20) == "a"
+        kept.send("b")
+        assert kept.recv(timeout=20) == "b"
+        health_polls = []
 
-    page = Elements(browse(chromium, tmp_path, server.url + "/_nessen/status", "--dump-dom"))
+        def counted() -> bool:
+            health_polls.append(1)
+            health = httpx.get(server.url + "/api/health").json()
+            return bool(health["websockets"]["closed"] == 1)
+
+        wait_for(counted, "the closed WebSocket to be counted")
+        # the work, the 404s, the page, the 414s, the two 101s, and those /api/health polls
+        answered_before = 40 + 2 + 1 + 3 + 2 + len(health_polls)
+        page = Elements(browse(chromium, tmp_path, server.url + "/_nessen/status", "--dump-dom"))
 
     body = next(attributes for tag, attributes in page.all if tag == "body")
     polls = int(body["data-polls"])
@@ -213,6 +240,41 @@ def test_status_page_charts_fill_with_live_data(
     assert [state["data-state"] for state in states] == ["READY"] * polls
     assert re.fullmatch(r"[0-9.]+ MiB", page.text["rss"])
     assert re.fullmatch(r"version \S+", page.text["version"])
+    assert "hidden" in page.by_id["workers-card"]  # one process: no workers table
+    assert page.text["pid"].startswith("pid ")
+    assert page.text["websockets"] == "1"
+    assert page.text["websocket-messages"] == "2"  # the closed one's, in and out
+
+
+def test_status_page_with_two_workers_shows_each_and_their_sum(
+    chromium: str, tmp_path: Path
+) -> None:
+    env = base_env(WORKERS="2", NESSEN_ENV="development")
+    with serve_processes() as start:
+        served = start("tests.e2e.apps.sample:runtime", env=env)
+        deadline = time.monotonic() + 60.0
+        with httpx.Client(base_url=served.url, trust_env=False, timeout=10.0) as client:
+            while True:  # new connections until each worker has answered some
+                for _ in range(10):
+                    assert client.get("/health", headers={"Connection": "close"}).is_success
+                body = client.get("/api/health", headers={"Connection": "close"}).json()
+                workers = body.get("workers", [])
+                if len(workers) == 2 and all(w["requests"]["total"] > 0 for w in workers):
+                    break
+                assert time.monotonic() < deadline, body
+        pids = {str(worker["pid"]) for worker in workers}
+
+        page = Elements(browse(chromium, tmp_path, served.url + "/_nessen/status", "--dump-dom"))
+
+    assert "hidden" not in page.by_id["workers-card"]
+    rows = page.inside("workers", "tr")
+    assert {row["data-pid"] for row in rows} == pids
+    assert sorted(row["data-worker"] for row in rows) == ["0", "1"]
+    shown_total = int(page.text["total"].replace(",", ""))
+    assert shown_total == sum(int(row["data-total"]) for row in rows)  # the headline: the sum
+    assert all(int(row["data-total"]) > 0 for row in rows)
+    assert page.text["pid"].startswith("2 workers (all added up), supervisor pid ")
+    assert page.text["workers-note"].startswith("2 live")
 
 
 def png_size(path: Path) -> tuple[int, int]:

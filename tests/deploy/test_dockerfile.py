@@ -41,7 +41,7 @@ VENV_BIN = Path(sys.executable).parent
 """The bin directory of the interpreter running the tests: .venv/bin under `make test`."""
 START_TIMEOUT = 20.0
 EXIT_TIMEOUT = 20.0
-LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
+LISTENING = re.compile(r"Nessen running on http://([0-9.]+):(\d+)")
 DRAIN_DELAY_MS = 3000
 """SHUTDOWN_DELAY for the drain check: the window in which liveness and readiness differ."""
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
 EXIT_TIMEOUT = 20.0
 CLOSE_GRACE = 5.0
-LISTENING = re.compile(r"listening on (?:(https?)://([0-9.]+):(\d+)|unix:(\S+))")
+LISTENING = re.compile(r"Nessen running on (?:(https?)://([0-9.]+):(\d+)|unix:(\S+))")
 """The ready line: ``scheme://address:port``, or ``unix:PATH`` on a Unix socket."""
 
 

@@ -19,10 +19,10 @@ APP = "tests.e2e.apps.fastapi_app:app"
 
 def test_fastapi_app_answers_and_its_lifespan_runs(nessen_serve: ServeFactory) -> None:
     server = nessen_serve(APP, "--health-endpoints")
-    # The lifespan ran before the socket accepted: its line precedes "listening on".
+    # The lifespan ran before the socket accepted: its line precedes "Nessen running on".
     lines = server.stderr.splitlines()
     startup = next(i for i, line in enumerate(lines) if "lifespan startup, resource opened" in line)
-    listening = next(i for i, line in enumerate(lines) if "listening on" in line)
+    listening = next(i for i, line in enumerate(lines) if "Nessen running on" in line)
     assert startup < listening
     with server.client() as client:
         item = client.get("/items/42", params={"q": "x y"})
@@ -94,7 +94,7 @@ def test_lifespan_startup_failure_exits_3() -> None:
     result = run_nessen("serve", "tests.e2e.apps.asgi_apps:failing_startup")
     assert result.returncode == 3, result.stderr
     assert "cannot reach the database" in result.stderr
-    assert "listening on" not in result.stderr
+    assert "Nessen running on" not in result.stderr
 
 
 def test_a_callable_that_is_not_asgi3_exits_2() -> None:

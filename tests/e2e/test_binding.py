@@ -7,12 +7,19 @@ import os
 import signal
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.serving import ServeFactory, ServeProcess, base_env, run_nessen
+from tests.e2e.serving import (
+    ServeFactory,
+    ServeProcess,
+    base_env,
+    nessen_command,
+    run_nessen,
+)
 
 SAMPLE = "tests.e2e.apps.sample:runtime"
 WHO = "tests.e2e.apps.asgi_runtime:runtime"
@@ -36,7 +43,7 @@ def test_uds_serves_on_a_unix_socket_and_removes_it_at_exit(
     nessen_serve: ServeFactory, sock_path: Path
 ) -> None:
     served = nessen_serve(SAMPLE, "--uds", str(sock_path))
-    assert served.host == str(sock_path)  # "listening on unix:PATH"
+    assert served.host == str(sock_path)  # "Nessen running on unix:PATH"
     assert stat.S_ISSOCK(sock_path.stat().st_mode)
     assert stat.S_IMODE(sock_path.stat().st_mode) == 0o666  # uvicorn's default: nginx can connect
     with over_unix(sock_path) as client:
@@ -102,6 +109,12 @@ def test_fd_serves_on_an_inherited_listening_socket(nessen_serve: ServeFactory) 
         port = listener.getsockname()[1]
         served = nessen_serve(SAMPLE, "--fd", str(listener.fileno()), pass_fds=[listener.fileno()])
         assert served.port == port  # the inherited socket's address, not PORT
+        ready = json.loads(served.wait_for("Nessen running on"))
+        assert ready["message"] == (
+            f"Nessen running on http://127.0.0.1:{port} from fd {listener.fileno()} "
+            "(Press CTRL+C to quit)"
+        )
+        assert ready["address"] == f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
             assert client.get("/health").status_code == 200
         assert served.stop() == 0
@@ -155,6 +168,46 @@ def test_binding_settings_that_cannot_work_exit_2(args: list[str], expected: str
 
 def test_the_ready_line_names_the_unix_socket(nessen_serve: ServeFactory, sock_path: Path) -> None:
     served = nessen_serve(SAMPLE, "--uds", str(sock_path), env=base_env(LOG_FORMAT="json"))
-    line = served.wait_for("listening on unix:")
+    line = served.wait_for("Nessen running on unix:")
     assert json.loads(line)["address"] == f"unix:{sock_path}"
     assert isinstance(served, ServeProcess)
+
+
+def test_a_non_integer_fd_names_the_flag_the_variable_and_the_range() -> None:
+    result = run_nessen("serve", SAMPLE, "--fd", "abc")
+    assert result.returncode == 2, result.stderr
+    assert "--fd='abc' (LISTEN_FD): not a non-negative whole number" in result.stderr
+    assert "must be an integer 0..1048576" in result.stderr
+    env_result = run_nessen("serve", SAMPLE, env=base_env(LISTEN_FD="abc"))
+    assert env_result.returncode == 2, env_result.stderr
+    assert "LISTEN_FD='abc': not a non-negative whole number" in env_result.stderr
+
+
+# systemd sets LISTEN_PID to the pid of the process it executes: exec keeps the pid, so
+# this stand-in moves the socket to fd 3, sets the variables and becomes nessen.
+ACTIVATE = """
+import os, sys
+os.dup2(int(os.environ.pop("FD")), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_systemd_socket_activation_serves_on_fd_3_without_flags(workers: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    fd = listener.fileno()
+    port = listener.getsockname()[1]
+    env = base_env(FD=str(fd), WORKERS=workers, PORT="1")  # PORT=1 is not ours to bind
+    command = [sys.executable, "-c", ACTIVATE, *nessen_command("serve", SAMPLE)[1:]]
+    served = ServeProcess((), env, command=command, pass_fds=[fd])
+    try:
+        assert served.port == port
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            assert client.get("/health").status_code == 200
+            # cleared, so the app's own child processes do not take fd 3 for theirs
+            assert client.get("/environ").json() == []
+        assert served.stop() == 0
+    finally:
+        served.close()
+        listener.close()

@@ -106,7 +106,7 @@ def test_a_failing_startup_hook_exits_3() -> None:
     result = run_nessen("serve", "tests.e2e.apps.sample:broken")
     assert result.returncode == 3, result.stderr
     assert "database unreachable" in result.stderr
-    assert "listening on" not in result.stderr
+    assert "Nessen running on" not in result.stderr
 
 
 def test_an_address_in_use_exits_3() -> None:
@@ -123,7 +123,7 @@ def test_a_redis_store_without_its_url_exits_2_before_listening() -> None:
     result = run_nessen("serve", env=base_env(RATE_LIMIT_STORE="redis"))
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
-    assert "listening on" not in result.stderr
+    assert "Nessen running on" not in result.stderr
 
 
 def free_port() -> int:
@@ -145,7 +145,7 @@ def test_host_and_log_level_flags_win_over_the_environment() -> None:
         text=True,
     )
     try:
-        # At warning level not even the "listening on" line is written: poll the port.
+        # At warning level not even the "Nessen running on" line is written: poll the port.
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -325,7 +325,10 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--limit-concurrency", "0"], r"--limit-concurrency='0': "),
+        (
+            ["--limit-concurrency", "0"],
+            r"--limit-concurrency='0' \(MAX_CONCURRENT_REQUESTS\): must be an integer 1\.\.",
+        ),
         (["--timeout-keep-alive", "-1"], r"--timeout-keep-alive=-1: .* seconds"),
         (["--limit-concurrency", "ten"], r"--limit-concurrency: invalid int value"),
         (["--factory", "tests.e2e.apps.sample:runtime"], r"an app already, not a factory"),

@@ -26,7 +26,7 @@ def test_without_nessen_env_the_server_is_production(nessen_serve: ServeFactory)
     assert set(failed.json()) == {"error", "request_id"}  # no detail, no traceback
     assert "hunter2" not in failed.text
     assert status_page.status_code == 404
-    line = served.wait_for("listening on")
+    line = served.wait_for("Nessen running on")
     assert json.loads(line)["level"] == "info"  # JSON lines
     assert served.stop() == 0
     assert "hunter2" in served.stderr  # the log has the detail, under the request id
@@ -60,7 +60,7 @@ def test_make_serve_runs_development_on_loopback() -> None:
         with served.client() as client:
             failed = client.get("/nowhere")
         assert failed.status_code == 404
-        assert " INFO " in served.wait_for("listening on")  # console lines: development
+        assert " INFO " in served.wait_for("Nessen running on")  # console lines: development
         assert served.stop() == 0
     finally:
         served.close()

@@ -94,7 +94,7 @@ def test_startup_hooks_run_before_the_socket_accepts(script: Path) -> None:
         served.close()
     lines = served.stderr.splitlines()
     hook = next(i for i, line in enumerate(lines) if "startup hook: connect" in line)
-    listening = next(i for i, line in enumerate(lines) if "listening on" in line)
+    listening = next(i for i, line in enumerate(lines) if "Nessen running on" in line)
     assert lines[hook] == "startup hook: connect refused"
     assert hook < listening
 

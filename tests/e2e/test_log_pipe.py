@@ -35,7 +35,7 @@ CLIENT_TIMEOUT = 10.0
 """Seconds a request may take; the old server never answered once the pipe was full."""
 EXIT_DEADLINE = 30.0
 """Seconds from SIGTERM to exit allowed (the drain is 10 s at most; the old server: never)."""
-LISTENING = re.compile(rb"listening on http://([0-9.]+):(\d+)")
+LISTENING = re.compile(rb"Nessen running on http://([0-9.]+):(\d+)")
 CONSOLE_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) ")
 DROPPED = re.compile(r"(\d+) lines dropped")
 

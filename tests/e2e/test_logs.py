@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nessen import __version__
 from tests.e2e.serving import ServeFactory, base_env, run_nessen
 from tests.rawhttp import RawClient, get
+
+SAMPLE = "tests.e2e.apps.sample:runtime"
 
 
 def test_json_logs_are_one_object_per_line_with_access_fields(
@@ -42,7 +45,7 @@ def test_json_logs_are_one_object_per_line_with_access_fields(
     entries = [json.loads(line) for line in lines]  # every line is JSON
     assert all(set(e) >= {"timestamp", "level", "logger", "message"} for e in entries)
     messages = [e["message"] for e in entries]
-    assert any("listening on http://127.0.0.1:" in m for m in messages)
+    assert any("Nessen running on http://127.0.0.1:" in m for m in messages)
     (not_found,) = [e for e in entries if e.get("status") == 404]
     assert not_found["path"] == "/no\nwhere\r\nFAKE"
     assert not any(line.startswith("FAKE") for line in lines)
@@ -68,22 +71,73 @@ def test_production_logs_json_by_default(nessen_serve: ServeFactory) -> None:
     assert all(isinstance(json.loads(line), dict) for line in lines)
 
 
-def test_the_startup_line_lists_the_limits_in_force(nessen_serve: ServeFactory) -> None:
-    env = base_env(
-        MAX_URL_LENGTH="4096",
-        MAX_HEADER_SIZE="12345",
-        MAX_HEADER_COUNT="42",
-        MAX_BODY_SIZE="54321",
-        HEADERS_TIMEOUT="7000",
-        REQUEST_TIMEOUT="2500",
-        IDLE_TIMEOUT="61000",
-    )
-    served = nessen_serve("tests.e2e.apps.sample:runtime", env=env)
-    line = served.wait_for("listening on")
+LIMITS = {
+    "MAX_URL_LENGTH": "4096",
+    "MAX_HEADER_SIZE": "12345",
+    "MAX_HEADER_COUNT": "42",
+    "MAX_BODY_SIZE": "54321",
+    "MAX_CONNECTIONS": "777",
+    "MAX_CONCURRENT_REQUESTS": "55",
+    "HEADERS_TIMEOUT": "7000",
+    "REQUEST_TIMEOUT": "2500",
+    "IDLE_TIMEOUT": "61000",
+}
+
+
+def _ready_and_limits(lines: list[str]) -> tuple[str, str]:
+    """The ready line and the line after it."""
+    (index,) = [i for i, line in enumerate(lines) if "Nessen running on" in line]
+    return lines[index], lines[index + 1]
+
+
+def test_the_ready_line_is_short_and_the_limits_follow_on_a_second_line(
+    nessen_serve: ServeFactory,
+) -> None:
+    served = nessen_serve(SAMPLE, env=base_env(LOG_FORMAT="console", **LIMITS))
+    pid = served.process.pid
     assert served.stop() == 0
-    assert f"listening on http://127.0.0.1:{served.port} " in line
-    assert "limits: target 4096 B, header section 12345 B / 42 fields, body 54321 B;" in line
-    assert "timeouts: headers 7s, body 30s, request 2.5s, idle 61s, send 30s)" in line
+    ready, limits = _ready_and_limits(served.stderr.splitlines())
+    assert ready.endswith(
+        f" INFO    nessen.runtime Nessen running on http://127.0.0.1:{served.port} "
+        "(Press CTRL+C to quit)"
+    )
+    assert f" nessen.runtime nessen {__version__}, pid {pid}, env production, workers 1; " in limits
+    assert (
+        "limits: connections 777, requests in handlers 55, target 4096 B, header section "
+        "12345 B / 42 fields, body 54321 B; "
+        "timeouts: headers 7s, body 30s, request 2.5s, idle 61s, send 30s"
+    ) in limits
+    assert limits.endswith("send 30s")  # the fields are in the message, not repeated
+
+
+def test_the_json_ready_and_limits_lines_carry_their_fields(nessen_serve: ServeFactory) -> None:
+    served = nessen_serve(SAMPLE, env=base_env(LOG_FORMAT="json", **LIMITS))
+    pid = served.process.pid
+    assert served.stop() == 0
+    ready_line, limits_line = _ready_and_limits(served.stderr.splitlines())
+    ready, limits = json.loads(ready_line), json.loads(limits_line)
+    address = f"http://127.0.0.1:{served.port}"
+    assert ready["message"] == f"Nessen running on {address} (Press CTRL+C to quit)"
+    assert ready["address"] == address
+    assert {k: limits[k] for k in limits if k not in ("timestamp", "message")} == {
+        "level": "info",
+        "logger": "nessen.runtime",
+        "version": __version__,
+        "pid": pid,
+        "env": "production",
+        "workers": 1,
+        "max_connections": 777,
+        "max_concurrent_requests": 55,
+        "max_target_bytes": 4096,
+        "max_header_bytes": 12345,
+        "max_header_count": 42,
+        "max_body_bytes": 54321,
+        "headers_timeout_ms": 7000,
+        "body_timeout_ms": 30000,
+        "request_timeout_ms": 2500,
+        "idle_timeout_ms": 61000,
+        "send_timeout_ms": 30000,
+    }
 
 
 def test_an_apps_own_logging_set_up_is_kept_and_gets_the_request_id(

@@ -34,14 +34,14 @@ def write(folder: Path, name: str, text: str) -> None:
 
 
 def listening_lines(served: ServeProcess) -> int:
-    return served.stderr.count("listening on http://")
+    return served.stderr.count("Nessen running on http://")
 
 
 def wait_for_restart(served: ServeProcess, before: int) -> None:
     """Wait for the server started after a change to be listening (its ready line)."""
     served.wait_for("changed: restarting the server", timeout=30)
     served.wait_for_line(lambda _: listening_lines(served) > before, timeout=30)
-    ready = served.stderr.rsplit("listening on http://", 1)[1]
+    ready = served.stderr.rsplit("Nessen running on http://", 1)[1]
     served.port = int(ready.split(" ", 1)[0].rsplit(":", 1)[1])  # PORT=0: a new port
 
 

@@ -65,7 +65,7 @@ def test_a_failing_lifespan_startup_is_one_message_and_exit_3(app: str, expected
     assert f'"message":"ASGI lifespan startup failed: {expected}"' in line, line
     assert "unsupported" not in result.stderr
     assert "without answering" not in result.stderr
-    assert "listening on" not in result.stderr
+    assert "Nessen running on" not in result.stderr
 
 
 def test_an_app_whose_import_raises_shows_its_traceback_and_exits_2(tmp_path: Path) -> None:

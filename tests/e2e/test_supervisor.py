@@ -115,7 +115,7 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_exit_3_and_frees_t
         r"service, exit status 3",
         line,
     ), line
-    assert "listening on" not in served.stderr
+    assert "Nessen running on" not in served.stderr
     with socket.socket() as again:  # the port is free
         again.bind(served.address)
     print(f"crash loop: exit 3 after {elapsed:.1f} s")
@@ -126,7 +126,7 @@ def test_a_replacement_that_cannot_start_leaves_the_old_workers_serving(tmp_path
     env = base_env(WORKERS="2", NESSEN_TEST_FAIL_MARKER=str(marker))
     served = SupervisorProcess([FRAGILE], env)
     try:
-        served.wait_for("listening on")
+        served.wait_for("Nessen running on")
         old = worker_pids(served, 2)
         marker.touch()
         served.signal(signal.SIGHUP)

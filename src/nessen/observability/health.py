@@ -7,7 +7,8 @@ check results (see ``Readiness``), so together they cost one round of checks per
 interval, and its ``ok`` is ``/ready``'s answer. None of them looks at the Host field, so a
 kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answer.
 
-``/api/health`` describes the process that answers it (with several workers, one of them):
+``/api/health`` describes the process that answers it (with several workers, one of them,
+and then all of them too: ``aggregate`` and ``workers`` below):
 
 .. code-block:: text
 
@@ -46,6 +47,14 @@ kubelet probe or a Prometheus scrape addressed to the pod IP gets the real answe
                                or gone)
     pid                 int
     version             str
+    aggregate           object  only with several workers (see :mod:`.workers`): every live
+                               worker's figures added up, ``supervisor_pid`` and
+                               ``workers`` (how many) first; percentiles over all their
+                               requests of the last minute (merged latency buckets)
+    workers             [object]  only with several workers: each live worker's ``pid``,
+                               ``worker`` (0..N-1), ``state``, ``uptime_ms``, ``requests``,
+                               ``memory``, ``cpu_percent``, ``event_loop_lag_ms`` and
+                               ``age_ms`` (how old its figures are; 0 for this one)
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from nessen.app.lifecycle import CheckResult, Lifecycle, Readiness
 from nessen.app.routing import Router
@@ -65,6 +74,7 @@ from nessen.observability.admin import OpsGuard, guarded
 from nessen.observability.logs import log_drops
 from nessen.observability.process import ProcessSampler
 from nessen.observability.stats import RequestStats
+from nessen.observability.workers import WorkerSnapshots, aggregate, shown
 
 HEALTH_PATHS = frozenset({"/health", "/ready", "/api/health"})
 """Paths of the probe endpoints (rate limiting and access-log sampling may skip them)."""
@@ -101,6 +111,10 @@ class HealthSource(Protocol):
     @property
     def error_details(self) -> bool:
         """Whether clients may see error text (not in production)."""
+
+    @property
+    def worker_snapshots(self) -> WorkerSnapshots | None:
+        """With several workers, this worker's snapshot and the others' (else ``None``)."""
 
 
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -170,6 +184,74 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+def process_figures(source: HealthSource, *, leave_out: int = 0) -> dict[str, Any]:
+    """What ``/api/health`` says of this process (see the module's table).
+
+    ``pid``, ``state``, ``uptime_ms``, ``requests``, ``websockets``, ``memory``,
+    ``cpu_percent`` and ``event_loop_lag_ms``.
+
+    Args:
+        source: The runtime.
+        leave_out: Requests not to count in ``requests.active`` (the poll itself).
+    """
+    lifecycle = source.lifecycle
+    stats = source.stats
+    process = source.process
+    (p50, p95, p99), longest = stats.latency_summary_ms(0.5, 0.95, 0.99)
+    return {
+        "pid": os.getpid(),
+        "state": str(lifecycle.state),
+        "uptime_ms": int(lifecycle.uptime * 1000),
+        "requests": {
+            "total": stats.total,
+            "active": max(0, source.active_requests - leave_out),
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
+            "max_ms": longest,
+            "avg_response_bytes": round(stats.average_bytes, 1) if stats.total else None,
+            "rejected": dict(stats.rejected),
+            "errors": {"4xx": stats.client_errors, "5xx": stats.server_errors},
+        },
+        "websockets": {
+            "open": stats.websockets_open,
+            "closed": stats.websockets_closed,
+            "messages_in": stats.websocket_messages_in,
+            "messages_out": stats.websocket_messages_out,
+        },
+        "memory": {"rss_bytes": recent_rss_bytes()},
+        "cpu_percent": process.cpu_percent,
+        "event_loop_lag_ms": process.event_loop_lag_ms,
+    }
+
+
+def latency_figures(source: HealthSource) -> dict[str, Any]:
+    """The private part of a worker's snapshot: its latency histogram and content bytes.
+
+    What :func:`~nessen.observability.workers.aggregate` needs to add workers up: the
+    buckets of the last minute (``[[bucket, count, seconds], ...]``) and the content bytes
+    sent since start.
+    """
+    return {
+        "latency_buckets": source.stats.latency.buckets(),
+        "content_bytes": source.stats.content_bytes,
+    }
+
+
+def worker_snapshot(source: HealthSource, slot: int) -> dict[str, Any]:
+    """This worker's figures as it writes them for the others (see :mod:`.workers`).
+
+    Args:
+        source: The runtime.
+        slot: The worker's number, 0..N-1.
+    """
+    return {**process_figures(source), "worker": slot, **latency_figures(source)}
+
+
+def _worker_order(figures: dict[str, Any]) -> tuple[int, int]:
+    return int(figures.get("worker", 0)), int(figures["pid"])
+
+
 def install_health_routes(
     router: Router,
     source: HealthSource,
@@ -229,11 +311,9 @@ def install_health_routes(
 
     async def api_health(request: Request) -> Response:
         lifecycle = source.lifecycle
-        stats = source.stats
-        process = source.process
         ok, results = await readiness()
-        (p50, p95, p99), longest = stats.latency_summary_ms(0.5, 0.95, 0.99)
         lines_dropped, dropping = log_drops()
+        figures = process_figures(source, leave_out=int(counts_itself))
         body: dict[str, object] = {
             "ok": ok,
             "state": str(lifecycle.state),
@@ -243,31 +323,23 @@ def install_health_routes(
         if results:
             body["checks"] = checks_json(results)
         body.update(
-            uptime_ms=int(lifecycle.uptime * 1000),
-            requests={
-                "total": stats.total,
-                "active": max(0, source.active_requests - counts_itself),
-                "p50_ms": p50,
-                "p95_ms": p95,
-                "p99_ms": p99,
-                "max_ms": longest,
-                "avg_response_bytes": round(stats.average_bytes, 1) if stats.total else None,
-                "rejected": dict(stats.rejected),
-                "errors": {"4xx": stats.client_errors, "5xx": stats.server_errors},
-            },
-            websockets={
-                "open": stats.websockets_open,
-                "closed": stats.websockets_closed,
-                "messages_in": stats.websocket_messages_in,
-                "messages_out": stats.websocket_messages_out,
-            },
-            memory={"rss_bytes": recent_rss_bytes()},
-            cpu_percent=process.cpu_percent,
-            event_loop_lag_ms=process.event_loop_lag_ms,
+            uptime_ms=figures["uptime_ms"],
+            requests=figures["requests"],
+            websockets=figures["websockets"],
+            memory=figures["memory"],
+            cpu_percent=figures["cpu_percent"],
+            event_loop_lag_ms=figures["event_loop_lag_ms"],
             logs={"lines_dropped": lines_dropped, "dropping": dropping},
-            pid=os.getpid(),
+            pid=figures["pid"],
             version=source.version,
         )
+        snapshots = source.worker_snapshots
+        if snapshots is not None:  # one of several workers: the others' figures too
+            own = {**figures, "worker": snapshots.slot, "age_ms": 0}
+            own.update(latency_figures(source))
+            workers = sorted([own, *snapshots.read_others()], key=_worker_order)
+            body["aggregate"] = {"supervisor_pid": os.getppid(), **aggregate(workers)}
+            body["workers"] = [shown(worker) for worker in workers]
         response = Response.json(body, 200 if ok else 503)
         response.add_encoded_fields(NO_STORE_FIELD, NO_STORE_KEYS)
         return response

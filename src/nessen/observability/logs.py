@@ -192,6 +192,11 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+SAID_IN_MESSAGE = "_said_in_message"
+"""A record attribute (``extra={SAID_IN_MESSAGE: True}``): the message already says what its
+fields hold, so readable lines leave the fields out; JSON lines keep them, for machines."""
+
+
 class LineFormatter(logging.Formatter):
     """A formatter whose output is a function of a few plain values, not of the record.
 
@@ -201,14 +206,18 @@ class LineFormatter(logging.Formatter):
     formatters, so both paths print the same line by construction.
     """
 
+    fields_when_said = True
+    """Whether a record marked :data:`SAID_IN_MESSAGE` still gets its fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         """Return ``record`` as one line (plus its traceback, when it carries one)."""
+        said = not self.fields_when_said and record.__dict__.get(SAID_IN_MESSAGE, False)
         line = self.format_fields(
             record.created,
             record.levelname,
             record.name,
             record.getMessage(),
-            _record_fields(record),
+            [] if said else _record_fields(record),
         )
         if record.exc_info:
             line = self.add_exception(line, self.formatException(record.exc_info))
@@ -322,6 +331,8 @@ class ConsoleFormatter(LineFormatter):
         colour: Colour the level name with ANSI codes (see :func:`wants_colour`); the
             rest of the line, the escaped data included, is the same either way.
     """
+
+    fields_when_said = False
 
     def __init__(self, *, colour: bool = False) -> None:
         super().__init__()

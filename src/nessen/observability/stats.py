@@ -24,7 +24,7 @@ import math
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 GROWTH = 1.02
 """Ratio between the bounds of consecutive latency buckets (2 % relative width)."""
@@ -187,23 +187,77 @@ class LatencyWindow:
             now_counts, now_sums = self._counts[current], self._sums[current]
             counts = [closed_counts[i] + now_counts[i] for i in indices]
             sums = [closed_sums[i] + now_sums[i] for i in indices]
-        total = sum(counts)
-        if total == 0:
-            return [0.0 for _ in quantiles]
-        ranks = sorted((max(1, math.ceil(q * total)), n) for n, q in enumerate(quantiles))
-        out = [0.0] * len(quantiles)
-        seen = 0
-        next_rank = 0
-        for index, count in enumerate(counts):
-            if not count:
-                continue
-            seen += count
-            while next_rank < len(ranks) and ranks[next_rank][0] <= seen:
-                out[ranks[next_rank][1]] = sums[index] / count
-                next_rank += 1
-            if next_rank == len(ranks):
-                break
-        return out
+        return _nearest_rank(counts, sums, quantiles)
+
+    def buckets(self) -> list[tuple[int, int, float]]:
+        """The window's histogram: ``(bucket, count, seconds summed)`` per non-empty bucket.
+
+        In bucket order. What :func:`merged_percentiles` takes to compute percentiles
+        over several windows (several worker processes) as if they were one.
+        """
+        merged: dict[int, list[float]] = {}
+        for slot in self._live_slots():
+            counts, sums = self._counts[slot], self._sums[slot]
+            for index in self._touched[slot]:
+                entry = merged.setdefault(index, [0, 0.0])
+                entry[0] += counts[index]
+                entry[1] += sums[index]
+        return [(i, int(merged[i][0]), merged[i][1]) for i in sorted(merged)]
+
+
+def merged_percentiles(
+    histograms: Iterable[Iterable[Sequence[float]]], *quantiles: float
+) -> list[float] | None:
+    """Latency percentiles in seconds over several :meth:`LatencyWindow.buckets` histograms.
+
+    The same nearest-rank rule as :meth:`LatencyWindow.percentiles` (within 2 %), over
+    every sample of every histogram, as if one window had recorded them all.
+
+    Args:
+        histograms: Each a list of ``(bucket, count, seconds summed)``.
+        quantiles: Fractions in (0, 1], e.g. ``0.5, 0.95, 0.99``.
+
+    Returns:
+        One value per quantile, or ``None`` when the histograms hold no sample.
+    """
+    merged: dict[int, list[float]] = {}
+    for histogram in histograms:
+        for index, count, seconds in histogram:
+            entry = merged.setdefault(int(index), [0, 0.0])
+            entry[0] += count
+            entry[1] += seconds
+    if not any(count for count, _ in merged.values()):
+        return None
+    order = sorted(merged)
+    return _nearest_rank(
+        [int(merged[i][0]) for i in order], [merged[i][1] for i in order], quantiles
+    )
+
+
+def _nearest_rank(
+    counts: Sequence[int], sums: Sequence[float], quantiles: Sequence[float]
+) -> list[float]:
+    """Per quantile, the mean of the bucket holding the sample of rank ``ceil(q * n)``.
+
+    ``counts`` and ``sums`` are the non-empty buckets' counts and seconds, in bucket order.
+    """
+    total = sum(counts)
+    if total == 0:
+        return [0.0 for _ in quantiles]
+    ranks = sorted((max(1, math.ceil(q * total)), n) for n, q in enumerate(quantiles))
+    out = [0.0] * len(quantiles)
+    seen = 0
+    next_rank = 0
+    for index, count in enumerate(counts):
+        if not count:
+            continue
+        seen += count
+        while next_rank < len(ranks) and ranks[next_rank][0] <= seen:
+            out[ranks[next_rank][1]] = sums[index] / count
+            next_rank += 1
+        if next_rank == len(ranks):
+            break
+    return out
 
 
 LatencySummary = tuple[list[float | None], float | None]

@@ -2,9 +2,10 @@
 
 A self-contained page (no CDN, no web fonts, works offline) that polls ``/api/health``
 once a second and draws the last two minutes of request rate, p50/p95/p99 latency, active
-requests, rejections and lifecycle state as inline SVG. Its script and style sheet are
-served from ``<path>.js`` and ``<path>.css`` rather than inlined, so the page works under
-``Content-Security-Policy: default-src 'self'``.
+requests, rejections and lifecycle state as inline SVG. With several workers it shows the
+service (``/api/health``'s ``aggregate``) and a table of the workers (its ``workers``). Its
+script and style sheet are served from ``<path>.js`` and ``<path>.css`` rather than
+inlined, so the page works under ``Content-Security-Policy: default-src 'self'``.
 
 The runtime serves it outside production unless told otherwise (``Runtime(status_page=...)``).
 The three files are read from the package when the routes are installed, not at import.

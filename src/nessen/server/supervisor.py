@@ -121,6 +121,9 @@ class WorkerLink:
             service stops (see :meth:`service_stopping`).
         slot: The worker's number, 0..N-1 (the ``worker`` label of its process metrics).
         beat_interval: Seconds between heartbeats.
+        status_dir: A directory the supervisor made for the workers' status snapshots
+            (removed when it exits), in which each worker's figures are shared with the
+            others (see ``nessen.observability.workers``).
     """
 
     def __init__(
@@ -129,11 +132,13 @@ class WorkerLink:
         stop_flag: mmap.mmap | None = None,
         slot: int = 0,
         beat_interval: float = HEARTBEAT_MAX,
+        status_dir: str | None = None,
     ) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
         self.slot = slot
         self.beat_interval = beat_interval
+        self.status_dir = status_dir
         self._stop_flag = stop_flag
         self._last_beat = 0.0
         self.orphaned = False
@@ -240,6 +245,8 @@ class Supervisor:
         self._exit_status: int | None = None
         self._exit_codes: list[int] = []
         self._stop_flag = mmap.mmap(-1, 1)  # shared with the workers: 1 = the service stops
+        self.status_dir: str | None = None
+        """The workers' status snapshot directory while :meth:`run` runs."""
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_w, False)
         os.set_blocking(self._wakeup_r, False)
@@ -295,6 +302,8 @@ class Supervisor:
         """
         sockets = self.bind()
         metrics_dir = self._prepare_metrics_dir()
+        # The workers' status snapshots: made here, removed with everything in it at exit.
+        self.status_dir = tempfile.mkdtemp(prefix="nessen-status-")
         scheme = "https" if self.config.ssl_certfile is not None else "http"
         address = shown_address(sockets[0], scheme)
         logger.info(
@@ -342,6 +351,8 @@ class Supervisor:
                 sock.close()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
+            shutil.rmtree(self.status_dir, ignore_errors=True)
+            self.status_dir = None
         if self._exit_status is not None:
             return self._exit_status
         clean = not self._restart_at and all(code == 0 for code in self._exit_codes)
@@ -551,6 +562,7 @@ class Supervisor:
                     self._stop_flag,
                     slot,
                     heartbeat_interval(self.config.worker_timeout),
+                    self.status_dir,
                 )
                 status = self.worker_main(sockets, link, slot, self.admin_sockets)
             except BaseException as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from nessen import Request, Response, Runtime, State
 
@@ -80,3 +81,9 @@ not_a_runtime = {"status": 200}
 async def submit(ctx: Request) -> Response:
     """POST only: a GET here is the router's 405 (the HTTP lint test checks it)."""
     return Response.json({"ok": True})
+
+
+@runtime.route.get("/environ")
+async def environ(ctx: Request) -> Response:
+    """The names of the environment variables that start with LISTEN (socket activation)."""
+    return Response.json(sorted(name for name in os.environ if name.startswith("LISTEN")))

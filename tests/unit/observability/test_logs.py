@@ -12,6 +12,7 @@ import pytest
 
 from nessen.observability.logs import (
     MAX_FIELD_CHARS,
+    SAID_IN_MESSAGE,
     ConsoleFormatter,
     JsonFormatter,
     LineFormatter,
@@ -295,3 +296,14 @@ def test_colour_changes_only_the_level_name() -> None:
     assert direct.startswith("2023-11-14T22:13:20.250Z \x1b[32mINFO   \x1b[0m n GET")
     # the access fast path prints what the generic path prints for the same fields
     assert direct == LineFormatter.format_access(formatter, 1_700_000_000.25, "INFO", "n", access)
+
+
+def test_a_record_that_says_its_fields_in_the_message_is_brief_on_the_console() -> None:
+    said = {"address": "http://127.0.0.1:3000", SAID_IN_MESSAGE: True}
+    console = ConsoleFormatter().format(make_record("running on %s", ("there",), **said))
+    assert console == "2023-11-14T22:13:20.250Z INFO    nessen.access running on there"
+    entry = json.loads(JsonFormatter().format(make_record("running on %s", ("there",), **said)))
+    assert entry["address"] == "http://127.0.0.1:3000"  # machines still get the field
+    assert SAID_IN_MESSAGE not in entry
+    plain = ConsoleFormatter().format(make_record(address="x"))
+    assert plain.endswith("hello world address=x")  # unmarked records keep their fields

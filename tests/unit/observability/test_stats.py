@@ -15,6 +15,7 @@ from nessen.observability.stats import (
     LatencyWindow,
     RequestStats,
     bucket_index,
+    merged_percentiles,
 )
 
 RELATIVE = 0.02  # a bucket's width (GROWTH - 1): the most a reported percentile is off
@@ -277,3 +278,37 @@ def test_errors_are_counted_by_class_handler_answers_and_refusals_alike() -> Non
     stats.reject("headers_timeout")  # closed without a status: not an answer
     assert (stats.client_errors, stats.server_errors) == (3, 3)
     assert stats.total == 9
+
+
+@given(
+    first=st.lists(st.floats(min_value=1e-6, max_value=100.0), max_size=200),
+    second=st.lists(st.floats(min_value=1e-6, max_value=100.0), max_size=200),
+    q=st.floats(min_value=0.001, max_value=1.0),
+)
+def test_merged_histograms_give_the_nearest_rank_of_all_samples_within_2_percent(
+    first: list[float], second: list[float], q: float
+) -> None:
+    windows = [LatencyWindow(clock=FakeClock()), LatencyWindow(clock=FakeClock())]
+    for window, samples in zip(windows, (first, second), strict=True):
+        for duration in samples:
+            window.record(duration)
+    merged = merged_percentiles([window.buckets() for window in windows], q)
+    if not first + second:
+        assert merged is None
+        return
+    assert merged is not None
+    exact = nearest_rank(first + second, q)  # as if one process had served them all
+    assert abs(merged[0] - exact) <= RELATIVE * exact * (1 + 1e-9), (merged, exact)
+
+
+def test_buckets_hold_only_the_window() -> None:
+    clock = FakeClock(5.0)
+    window = LatencyWindow(clock=clock)
+    window.record(0.010)
+    window.record(0.010)
+    [(index, count, seconds)] = window.buckets()
+    assert (index, count) == (bucket_index(0.010), 2)
+    assert seconds == pytest.approx(0.020)
+    clock.now = 70.0  # the interval has left the window
+    assert window.buckets() == []
+    assert merged_percentiles([window.buckets(), []], 0.5) is None

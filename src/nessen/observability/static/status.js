@@ -10,7 +10,8 @@
   const W = 300, H = 100;         // the charts' viewBox
   const SVG = "http://www.w3.org/2000/svg";
   const STATES = ["STARTING", "READY", "DEGRADED", "DRAINING", "STOPPING"];
-  const samples = [];             // {t, uptime, pid, total, rejected, rate, rejectedRate, p50, ...}
+  const samples = [];             // {t, uptime, source, total, rejected, rate, rejectedRate, p50, ...}
+  const perWorker = new Map();    // pid -> {t, total}: the last sample of each worker, for its rate
   let polls = 0, failures = 0;
 
   const $ = (id) => document.getElementById(id);
@@ -120,21 +121,42 @@
     svg.dataset.points = String(count);
   }
 
+  function sum(values) {
+    return Object.values(values || {}).reduce((a, b) => a + b, 0);
+  }
+
+  // With several workers the figures are the service's (data.aggregate: every worker's added
+  // up, whichever worker answered the poll); with one process they are that process's.
+  function figures(data) {
+    const all = data.aggregate;
+    return all ? {
+      requests: all.requests, cpu: all.cpu_percent, rss: all.memory.rss_bytes,
+      lag: all.event_loop_lag_ms, source: "supervisor " + all.supervisor_pid,
+      websockets: all.websockets,
+    } : {
+      requests: data.requests, cpu: data.cpu_percent, rss: data.memory.rss_bytes,
+      lag: data.event_loop_lag_ms, source: "pid " + data.pid, websockets: data.websockets,
+    };
+  }
+
   function ingest(data) {
     // Rates use this page's clock (milliseconds with a fraction), not uptime_ms, whose whole
     // milliseconds could make two quick polls look simultaneous.
     const t = performance.now() / 1000;
-    const rejected = Object.values(data.requests.rejected || {}).reduce((a, b) => a + b, 0);
-    const errors = data.requests.errors || {};
+    const seen = figures(data);
+    const requests = seen.requests;
+    const rejected = sum(requests.rejected);
+    const errors = requests.errors || {};
     const e4 = errors["4xx"] || 0, e5 = errors["5xx"] || 0;
     const last = samples[samples.length - 1];
-    if (last && (last.pid !== data.pid || data.uptime_ms < last.uptime)) samples.length = 0; // restarted
+    const restarted = last && (last.source !== seen.source || (!data.aggregate && data.uptime_ms < last.uptime));
+    if (restarted) samples.length = 0;
     const previous = samples[samples.length - 1];
     const sample = {
-      t, uptime: data.uptime_ms, pid: data.pid, total: data.requests.total, rejected,
+      t, uptime: data.uptime_ms, source: seen.source, total: requests.total, rejected,
       rate: null, rejectedRate: null, e4, e5, errors4xx: null, errors5xx: null,
-      p50: data.requests.p50_ms, p95: data.requests.p95_ms, p99: data.requests.p99_ms,
-      active: data.requests.active, state: STATES.includes(data.state) ? data.state : "UNREACHABLE",
+      p50: requests.p50_ms, p95: requests.p95_ms, p99: requests.p99_ms,
+      active: requests.active, state: STATES.includes(data.state) ? data.state : "UNREACHABLE",
     };
     if (previous && t > previous.t) {
       sample.rate = Math.max(0, (sample.total - previous.total) / (t - previous.t));
@@ -147,6 +169,38 @@
     return sample;
   }
 
+  function renderWorkers(data) {
+    const card = $("workers-card");
+    const workers = data.workers;
+    card.hidden = !workers;
+    if (!workers) return;
+    const t = performance.now() / 1000;
+    text("workers-note", workers.length + " live \u00b7 this poll answered by pid " + data.pid);
+    const rows = $("workers");
+    rows.replaceChildren();
+    const live = new Set();
+    for (const worker of workers) {
+      const requests = worker.requests;
+      const before = perWorker.get(worker.pid);
+      const rate = before && t > before.t ? Math.max(0, (requests.total - before.total) / (t - before.t)) : null;
+      perWorker.set(worker.pid, { t, total: requests.total });
+      live.add(worker.pid);
+      const row = rows.insertRow();
+      row.dataset.pid = String(worker.pid);
+      row.dataset.worker = String(worker.worker);
+      row.dataset.total = String(requests.total);
+      row.dataset.active = String(requests.active);
+      const errors = requests.errors || {};
+      for (const value of [
+        String(worker.worker), String(worker.pid), worker.state, number(rate, 1),
+        number(requests.active, 0), number(requests.p99_ms, 2), number(requests.total, 0),
+        number(errors["4xx"], 0), number(errors["5xx"], 0), number(sum(requests.rejected), 0),
+        number(worker.cpu_percent, 1), bytes(worker.memory.rss_bytes),
+      ]) row.insertCell().textContent = value;
+    }
+    for (const pid of perWorker.keys()) if (!live.has(pid)) perWorker.delete(pid);
+  }
+
   function render(data, sample) {
     const state = $("state");
     state.textContent = data.state;
@@ -156,25 +210,31 @@
     const reason = $("reason");
     reason.hidden = !data.reason;
     reason.textContent = data.reason ? "Reason: " + data.reason : "";
+    const seen = figures(data);
+    const requests = seen.requests;
     text("version", "version " + data.version);
-    text("pid", "pid " + data.pid);
+    text("pid", data.aggregate ? data.aggregate.workers + " workers (all added up), supervisor pid " + data.aggregate.supervisor_pid : "pid " + data.pid);
     text("uptime", duration(data.uptime_ms));
     text("rate", number(sample.rate, 1));
-    text("total", number(data.requests.total, 0));
-    text("p50", number(data.requests.p50_ms, 2));
-    text("p95", number(data.requests.p95_ms, 2));
-    text("p99", number(data.requests.p99_ms, 2));
-    text("active", number(data.requests.active, 0));
+    text("total", number(requests.total, 0));
+    text("p50", number(requests.p50_ms, 2));
+    text("p95", number(requests.p95_ms, 2));
+    text("p99", number(requests.p99_ms, 2));
+    text("active", number(requests.active, 0));
     text("rejected", number(sample.rejected, 0));
     text("errors-4xx", number(sample.e4, 0));
     text("errors-5xx", number(sample.e5, 0));
-    text("cpu", number(data.cpu_percent, 1));
-    text("rss", bytes(data.memory.rss_bytes));
-    text("lag", number(data.event_loop_lag_ms, 2));
-    text("avg-bytes", bytes(data.requests.avg_response_bytes));
+    text("cpu", number(seen.cpu, 1));
+    text("rss", bytes(seen.rss));
+    text("lag", number(seen.lag, 2));
+    text("avg-bytes", bytes(requests.avg_response_bytes));
+    const sockets = seen.websockets || {};
+    text("websockets", number(sockets.open, 0));
+    text("websocket-messages", number((sockets.messages_in || 0) + (sockets.messages_out || 0), 0));
+    renderWorkers(data);
 
     const reasons = $("reasons");
-    const entries = Object.entries(data.requests.rejected || {}).sort((a, b) => b[1] - a[1]);
+    const entries = Object.entries(requests.rejected || {}).sort((a, b) => b[1] - a[1]);
     reasons.replaceChildren();
     if (!entries.length) {
       const row = reasons.insertRow();
