@@ -310,7 +310,9 @@ def uvicorn_settings(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
         if value is None:
             return
         if not 0 < value <= DAY_SECONDS:  # checked in the flag's own unit
-            raise ConfigError([f"{flag}={value:g}: must be a number of seconds 0..{DAY_SECONDS:g}"])
+            raise ConfigError(
+                [f"{flag}={value:g}: must be a number of seconds above 0, at most {DAY_SECONDS:g}"]
+            )
         given[variable] = (f"{value * 1000:.0f}", flag)  # the variables are in milliseconds
 
     seconds(args.timeout_keep_alive, "IDLE_TIMEOUT", "--timeout-keep-alive")

@@ -339,7 +339,10 @@ def test_uvicorns_flags_carry_over(nessen_serve: ServeFactory, tmp_path: Path) -
         (["--header", "Bad Name: x"], r"--header=.*'Bad Name' is not a token"),
         (["--backlog", "0"], r"--backlog='0': must be an integer 1\.\.65535"),
         (["--ws-ping-timeout", "0"], r"--ws-ping-timeout=0: .* seconds"),
-        (["--ws-max-queue", "0"], r"--ws-max-queue='0': must be an integer 1\.\.10000"),
+        (
+            ["--ws-max-queue", "0"],
+            r"--ws-max-queue='0' \(WS_RECEIVE_QUEUE\): must be an integer 1\.\.10000",
+        ),
     ],
 )
 def test_a_bad_uvicorn_flag_exits_2_naming_it(args: list[str], expected: str) -> None:
