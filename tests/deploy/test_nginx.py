@@ -65,19 +65,27 @@ def test_edge_limits_match_nessens() -> None:
     assert nginx_bytes(size) >= DEFAULTS.max_header_bytes  # Nessen answers 431, not nginx 400
 
 
+def main_config(folder: Path, name: str, site: Path, *, foreground: bool = False) -> Path:
+    """A minimal main nginx config including ``site`` in http {}, as /etc/nginx/conf.d/ is,
+    with its pid file, logs and temp paths in ``folder``; ``foreground``: ``daemon off``."""
+    main = folder / f"{name}.conf"
+    temp = "\n".join(
+        f"  {kind}_temp_path {folder / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    daemon = "daemon off;\n" if foreground else ""
+    main.write_text(
+        f"pid {folder / f'{name}.pid'};\nerror_log stderr;\n{daemon}events {{}}\n"
+        f"http {{\n  access_log off;\n{temp}\n  include {site};\n}}\n"
+    )
+    return main
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (Debian: nginx)")
 def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
     # The conf is an http {} include, as in /etc/nginx/conf.d/; wrap it in a minimal main
     # config whose pid file, logs and temp paths are in tmp_path.
-    main = tmp_path / "nginx.conf"
-    temp = "\n".join(
-        f"  {kind}_temp_path {tmp_path / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main.write_text(
-        f"pid {tmp_path / 'nginx.pid'};\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n{temp}\n  include {NGINX_CONF};\n}}\n"
-    )
+    main = main_config(tmp_path, "nginx", NGINX_CONF)
     result = subprocess.run(
         ["nginx", "-t", "-p", str(tmp_path), "-c", str(main), "-e", "stderr"],
         capture_output=True,
@@ -111,15 +119,7 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Callable[[int, str], int]]:
         conf = conf.replace("proxy_read_timeout 35s;", f"proxy_read_timeout {read_timeout};")
         site = tmp_path / f"site-{port}.conf"
         site.write_text(conf)
-        main = tmp_path / f"nginx-{port}.conf"
-        temp = "\n".join(
-            f"  {kind}_temp_path {tmp_path / kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        main.write_text(
-            f"pid {tmp_path / f'nginx-{port}.pid'};\nerror_log stderr;\ndaemon off;\n"
-            f"events {{}}\nhttp {{\n  access_log off;\n{temp}\n  include {site};\n}}\n"
-        )
+        main = main_config(tmp_path, f"nginx-{port}", site, foreground=True)
         process = subprocess.Popen(
             ["nginx", "-p", str(tmp_path), "-c", str(main), "-e", "stderr"],
             stderr=subprocess.DEVNULL,
