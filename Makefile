@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# `make serve` installs what serving needs (the package and its five dependencies);
+# `make serve` installs what serving needs (the package and its six dependencies);
 # `make test` adds the test extras (FastAPI, uvicorn, granian, linters, ...).
 SERVE_STAMP := $(VENV)/.serve-stamp
 TEST_STAMP := $(VENV)/.test-stamp

@@ -220,9 +220,10 @@ class Config:
     ws_max_message_bytes: int = 1024 * 1024
     """Largest WebSocket message received, in bytes, after permessage-deflate
     decompression; a larger one closes the connection with 1009 (``WS_MAX_MESSAGE_SIZE``)."""
-    ws_max_frame_bytes: int = 1024 * 1024
+    ws_max_frame_bytes: int = 0
     """Largest WebSocket frame received, in bytes; a larger one closes with 1009
-    (``WS_MAX_FRAME_SIZE``). Below ``ws_max_message_bytes`` it bounds each fragment."""
+    (``WS_MAX_FRAME_SIZE``). 0, the default, is ``ws_max_message_bytes``; set lower, it
+    bounds each fragment of a long message sent in pieces."""
     ws_send_buffer_bytes: int = 64 * 1024
     """WebSocket output queued for one client, in bytes, above which the app's ``send``
     waits for the client to read (``WS_SEND_BUFFER_SIZE``); a client that takes none of it
@@ -707,7 +708,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "compression_level": _int_range(1, 11),
     "compression_threshold": _int_range(0, 64 * GiB, "bytes"),
     "ws_max_message_bytes": _int_range(1, GiB, "bytes"),
-    "ws_max_frame_bytes": _int_range(1, GiB, "bytes"),
+    "ws_max_frame_bytes": _int_range(0, GiB, "bytes"),
     "ws_send_buffer_bytes": _int_range(1024, GiB, "bytes"),
     "ws_receive_queue": _int_range(1, 10_000),
     "ws_ping_interval": _seconds(0.001, DAY_SECONDS, allow_zero=True),

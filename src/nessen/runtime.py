@@ -1038,17 +1038,21 @@ class Runtime:
                     main.connections + side.connections,
                     main.served + side.served,
                     main.upgraded + side.upgraded,
+                    main.websockets + side.websockets,
                 )
             if result.clean:
                 logger.info(
                     "drained: every in-flight request completed (%d response(s) during the "
-                    "drain; %d upgraded connection(s) closed)",
+                    "drain; %d WebSocket(s) closed with 1001; %d other upgraded "
+                    "connection(s) closed)",
                     result.served,
+                    result.websockets,
                     result.upgraded,
                     extra={
                         "served": result.served,
                         "cut": 0,
                         "connections_closed": 0,
+                        "websockets_closed": result.websockets,
                         "upgraded_closed": result.upgraded,
                     },
                 )
@@ -1064,6 +1068,7 @@ class Runtime:
                         "served": result.served,
                         "cut": result.cut,
                         "connections_closed": result.connections,
+                        "websockets_closed": result.websockets,
                         "upgraded_closed": result.upgraded,
                     },
                 )

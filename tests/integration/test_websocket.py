@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 
 from nessen import Response, Runtime
 from nessen.errors import HTTPError
-from nessen.websocket import WebSocket
+from nessen.websocket import WebSocket, WebSocketDisconnect
 from tests.conftest import ServeFactory, wait_for
 from tests.rawhttp import RawClient
 from tests.wsraw import BINARY, CLOSE, CONT, PING, PONG, TEXT, RawWebSocket, close_payload, frame
@@ -116,6 +116,37 @@ def ws_runtime(events: list[Any] | None = None) -> Runtime:
         except RuntimeError as exc:
             seen.append(str(exc))
         await ws.send(f"first got {await first}")
+
+    @runtime.route.websocket("/firehose")
+    async def firehose(ws: WebSocket) -> None:
+        await ws.accept()
+        chunk = b"f" * 65536
+        try:
+            while True:  # no other await: only send() can let the loop run
+                await ws.send(chunk)
+        except Exception as exc:
+            seen.append(("firehose ended", type(exc).__name__))
+
+    @runtime.route.websocket("/send-first")
+    async def send_first(ws: WebSocket) -> None:
+        await ws.send("too early")
+
+    @runtime.route.websocket("/receive-first")
+    async def receive_first(ws: WebSocket) -> None:
+        await ws.receive()
+
+    @runtime.route.websocket("/disconnect-first")
+    async def disconnect_first(ws: WebSocket) -> None:
+        raise WebSocketDisconnect(1000)
+
+    @runtime.route.websocket("/closing")
+    async def closing(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.close(4321, "done here")
+        try:
+            await ws.send("after the close")
+        except WebSocketDisconnect as exc:
+            seen.append(("send after close", exc.code, exc.reason))
 
     @runtime.route.get("/plain")
     async def plain(ctx: Any) -> Response:
@@ -509,6 +540,7 @@ def test_the_drain_closes_open_websockets_with_1001(serve: ServeFactory) -> None
     assert closed.value.rcvd.code == 1001
     assert server.result is not None
     assert server.result.cut == 0
+    assert server.result.websockets == 1
     assert events == [("closed", 1001)]
 
 
@@ -711,3 +743,75 @@ def test_a_second_concurrent_reader_is_refused_and_the_first_keeps_its_message(
         ws.send("m")
         assert ws.recv(timeout=DEADLINE) == "first got m"
     assert events == ["another task is already waiting in receive() on this WebSocket"]
+
+
+def test_a_handler_sending_to_a_fast_reader_does_not_starve_the_server(
+    serve: ServeFactory,
+) -> None:
+    """A client that reads as fast as the app sends never fills the send buffer: send()
+    must still let the loop run (other requests, the close of the socket)."""
+    events: list[Any] = []
+    server = serve(ws_runtime(events))
+    with RawWebSocket(server.address) as ws:
+        assert ws.handshake("/firehose") == 101
+        reading = threading.Event()
+        done = threading.Event()
+
+        def read_fast() -> None:
+            sink = bytearray(1 << 22)
+            try:
+                while not done.is_set() and ws.sock.recv_into(sink):  # no parsing: fast
+                    reading.set()
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=read_fast, daemon=True)
+        reader.start()
+        assert reading.wait(DEADLINE)
+        for _ in range(3):  # answered while the flood goes on
+            assert httpx.get(server.url + "/plain", timeout=DEADLINE).text == "plain"
+        done.set()
+    wait_for(lambda: events, "the flood to end once the client is gone")
+    assert events == [("firehose ended", "WebSocketDisconnect")]
+
+
+@pytest.mark.parametrize("path", ["/send-first", "/receive-first", "/disconnect-first"])
+def test_using_the_websocket_before_accept_is_a_prompt_500_not_a_hang(
+    serve: ServeFactory, path: str
+) -> None:
+    server = serve(ws_runtime(), request_timeout=20.0)
+    started = time.monotonic()
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(server, path), open_timeout=DEADLINE)
+    assert refused.value.response.status_code == 500  # not 503 at REQUEST_TIMEOUT
+    assert time.monotonic() - started < 15.0
+
+
+def test_send_after_close_names_the_close_code_and_reason(serve: ServeFactory) -> None:
+    events: list[Any] = []
+    server = serve(ws_runtime(events))
+    with connect(ws_url(server, "/closing")) as ws, pytest.raises(ConnectionClosed):
+        ws.recv(timeout=DEADLINE)
+    wait_for(lambda: events, "the handler's send")
+    assert events == [("send after close", 4321, "done here")]
+
+
+def test_the_message_limit_alone_admits_a_large_single_frame_message(
+    serve: ServeFactory,
+) -> None:
+    """WS_MAX_FRAME_SIZE follows WS_MAX_MESSAGE_SIZE unless set: clients send a message
+    in one frame, so raising the message limit (--ws-max-size) must be enough."""
+    server = serve(ws_runtime(), ws_max_message_bytes=3 * 1024 * 1024)
+    with connect(ws_url(server, "/ws/big"), max_size=None) as ws:
+        ws.send(b"b" * (2 * 1024 * 1024))
+        assert ws.recv(timeout=DEADLINE) == b"b" * (2 * 1024 * 1024)
+
+
+def test_a_sync_handler_is_refused_when_the_route_is_registered() -> None:
+    runtime = Runtime()
+
+    def blocking(ws: WebSocket) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="async def"):
+        runtime.route.websocket("/sync", blocking)

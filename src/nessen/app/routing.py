@@ -8,6 +8,7 @@ literal segment is tried before a parameter, so ``/users/me`` wins over ``/users
 
 from __future__ import annotations
 
+import inspect
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -254,9 +255,16 @@ class Router:
 
         Raises:
             ValueError: As :meth:`add`.
+            TypeError: ``handler`` is not a coroutine function.
         """
 
         def register(func: Any) -> Any:
+            call = getattr(func, "__call__", None)  # noqa: B004 (an object with async __call__)
+            if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)):
+                raise TypeError(
+                    f"websocket handler {getattr(func, '__name__', func)!r} must be an async "
+                    "def taking the WebSocket"
+                )
             self.add("GET", template, WebSocketEndpoint(func))
             return func
 

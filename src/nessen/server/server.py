@@ -332,14 +332,18 @@ class DrainResult:
             lingering close (every response written, only the client's FIN awaited) is
             closed then and not counted: nothing was lost on it.
         served: Responses that went out whole during the drain.
-        upgraded: Connections handed to another protocol by a 101 (a WebSocket...), closed
-            at the end of the drain; not a failure of the drain (HTTP cannot finish them).
+        upgraded: Connections handed to another protocol by a 101 that is not a WebSocket,
+            closed at the end of the drain; not a failure of the drain (HTTP cannot finish
+            them).
+        websockets: WebSockets open when the drain began, each sent a close frame with 1001
+            (those still open at the deadline are counted in ``connections`` too).
     """
 
     cut: int
     connections: int
     served: int = field(default=0, compare=False)
     upgraded: int = field(default=0, compare=False)
+    websockets: int = field(default=0, compare=False)
 
     @property
     def clean(self) -> bool:
@@ -759,7 +763,8 @@ class Server:
             await asyncio.sleep(0)
         for conn in list(state.connections):
             conn.on_drain()
-        for websocket in list(state.websockets):
+        going_away = list(state.websockets)
+        for websocket in going_away:
             websocket.going_away()
         end = state.loop.time() + grace_period
         while state.connections or state.active_requests or state.websockets:
@@ -789,7 +794,11 @@ class Server:
                 websocket.handler_task.cancel()
         upgraded = state.close_upgraded()  # another protocol's: nothing HTTP can finish
         return DrainResult(
-            cut=cut, connections=aborted, served=state.answered - answered, upgraded=upgraded
+            cut=cut,
+            connections=aborted,
+            served=state.answered - answered,
+            upgraded=upgraded,
+            websockets=len(going_away),
         )
 
     def announce_shutdown(self) -> None:

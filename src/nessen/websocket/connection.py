@@ -64,6 +64,8 @@ TEXT, BINARY, CONT, PING, PONG, CLOSE = (
 )
 OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 ABNORMAL = 1006
+YIELD_BYTES = 64 * 1024
+"""Bytes ``send`` may write without yielding to the event loop (see :meth:`send`)."""
 """RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _HEAD_16 = struct.Struct("!BBH")
@@ -137,7 +139,7 @@ class WebSocketSettings:
         """The settings ``config`` holds (``WS_*``, and ``SEND_TIMEOUT``)."""
         return cls(
             max_message_bytes=config.ws_max_message_bytes,
-            max_frame_bytes=config.ws_max_frame_bytes,
+            max_frame_bytes=config.ws_max_frame_bytes or config.ws_max_message_bytes,
             send_buffer_bytes=config.ws_send_buffer_bytes,
             receive_queue=config.ws_receive_queue,
             ping_interval=config.ws_ping_interval,
@@ -197,6 +199,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_receiver",
         "_reported",
         "_state",
+        "_unyielded",
         "_writable",
         "_writing_paused",
         "bytes_in",
@@ -252,6 +255,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._handler_timer: asyncio.TimerHandle | None = None
         self._pending = bytearray()  # the start of a frame not yet whole
         self._pending_need = 0
+        self._unyielded = 0  # bytes sent since this WebSocket's coroutines last yielded
         self._frame_limit = min(self.settings.max_message_bytes, self.settings.max_frame_bytes)
         self._lost = False
         self._finished = False
@@ -309,6 +313,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._opened.set_exception(WebSocketDisconnect(ABNORMAL, "not switched"))
             self._opened.exception()  # retrieved: nobody may be waiting
             self.close_code = ABNORMAL
+            self._wake_receiver()
             self._maybe_finish()
 
     def _take_over(self) -> WebSocketConnection:
@@ -562,15 +567,19 @@ class WebSocketConnection(asyncio.Protocol):
             WebSocketDisconnect: The WebSocket is closed (after the messages received
                 before its close frame were read).
             RuntimeError: Another task is waiting in ``receive`` already (one reader at a
-                time: which of two would get a message is not defined).
+                time: which of two would get a message is not defined), or called before
+                :meth:`accept`.
         """
+        if self.proto is None:
+            await self._until_open("receive")
         inbox = self._inbox
         while not inbox:
             if self._ended():
-                raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+                raise WebSocketDisconnect(self.ending_code(), self.ending_reason())
             if self._receiver is not None:
                 raise RuntimeError("another task is already waiting in receive() on this WebSocket")
             waiter = self._receiver = self.loop.create_future()
+            self._unyielded = 0
             try:
                 await waiter
             finally:
@@ -583,6 +592,28 @@ class WebSocketConnection(asyncio.Protocol):
             if transport is not None and not transport.is_closing():
                 transport.resume_reading()
         return message
+
+    async def _until_open(self, verb: str) -> None:
+        """Before the ``101``: refuse a call the app made too early, or wait for the switch.
+
+        Raises:
+            RuntimeError: The handshake is not decided yet: ``accept()`` comes first.
+            WebSocketDisconnect: 1006: it was refused, or the ``101`` could not be written.
+        """
+        if not self.decision.done():
+            raise RuntimeError(f"call accept() before {verb}() on a WebSocket")
+        await asyncio.shield(self._opened)  # accepted, being switched; or raises 1006
+
+    def ending_reason(self) -> str:
+        """The close reason: the recorded one, the client's, or the server's."""
+        if self.close_code is not None:
+            return self.close_reason
+        proto = self.proto
+        if proto is not None and proto.close_rcvd is not None:
+            return proto.close_rcvd.reason
+        if proto is not None and proto.close_sent is not None:
+            return proto.close_sent.reason
+        return ""
 
     def _ended(self) -> bool:
         """No message can arrive any more: closed, or the client's close frame came."""
@@ -614,10 +645,21 @@ class WebSocketConnection(asyncio.Protocol):
         Raises:
             WebSocketDisconnect: The WebSocket is closing or closed.
             TypeError: ``message`` is neither text nor bytes.
+            RuntimeError: Called before :meth:`accept`.
         """
         proto = self.proto
-        if proto is None or self._lost or proto.state is not OPEN:
-            raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+        if proto is None:
+            await self._until_open("send")
+            proto = self.proto
+        transport = self.transport
+        if (
+            proto is None
+            or self._lost
+            or proto.state is not OPEN
+            or transport is None
+            or transport.is_closing()  # the socket broke: its connection_lost is on its way
+        ):
+            raise WebSocketDisconnect(self.ending_code(), self.ending_reason())
         if isinstance(message, str):
             payload: bytes | bytearray | memoryview = message.encode()
             first = 0x81
@@ -627,8 +669,7 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
         size = len(payload)
-        transport = self.transport
-        if self._extension is None and transport is not None and not transport.is_closing():
+        if self._extension is None:
             # One unmasked frame (RFC 6455 §5.2), as websockets would build it, in one write.
             if size < 126:
                 head = bytes((first, size))
@@ -649,6 +690,14 @@ class WebSocketConnection(asyncio.Protocol):
             self.last_message = self.loop.time()
         if self._writing_paused:
             await self._wait_writable()
+        else:
+            # A client that reads as fast as the app sends never fills the buffer, so this
+            # coroutine would never yield: the loop (other connections, pings, signals, the
+            # close of a broken socket) would starve. Let it run every 64 KiB or so.
+            self._unyielded += size + 64
+            if self._unyielded >= YIELD_BYTES:
+                self._unyielded = 0
+                await asyncio.sleep(0)
 
     async def _wait_writable(self) -> None:
         """Wait for the client to take output; cut it after ``send_timeout`` without."""
@@ -661,7 +710,7 @@ class WebSocketConnection(asyncio.Protocol):
             except TimeoutError:
                 self.cut("send_timeout", "the client took no output for SEND_TIMEOUT")
         if self._lost:
-            raise WebSocketDisconnect(self.ending_code(), self.close_reason)
+            raise WebSocketDisconnect(self.ending_code(), self.ending_reason())
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake with ``code`` and ``reason`` (RFC 6455 §7.1.2).
@@ -689,7 +738,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def cut(self, reason: str, detail: str) -> None:
         """Abort the connection now, without a closing handshake; logged with ``detail``."""
-        if self._lost:
+        if self._lost or self.cut_reason is not None:
             return
         self.cut_reason = reason
         self.closed_by = self.closed_by or "server"
@@ -787,8 +836,11 @@ class WebSocketConnection(asyncio.Protocol):
     async def _run(self, handler: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         try:
             await handler(*args)
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as exc:
+            if not self.decision.done():
+                self.fail_handshake(
+                    RuntimeError(f"the WebSocket handler raised {exc!r} before accepting")
+                )
         except asyncio.CancelledError:
             if not self.decision.done():
                 self.decision.cancel()

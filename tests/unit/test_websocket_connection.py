@@ -1,0 +1,71 @@
+"""WebSocketConnection from values: a transport that takes every write, no socket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from nessen.http import Request
+from nessen.websocket.connection import (
+    YIELD_BYTES,
+    WebSocketConnection,
+    WebSocketDisconnect,
+    WebSocketSettings,
+)
+from nessen.websocket.handshake import Offer
+from tests.transport import RecordingTransport
+
+
+async def opened() -> tuple[WebSocketConnection, RecordingTransport]:
+    request = Request("GET", b"/ws", "/ws", raw_headers=[(b"host", b"t")])
+    conn = WebSocketConnection(
+        request, Offer("dGhlIHNhbXBsZSBub25jZQ=="), WebSocketSettings(ping_interval=0)
+    )
+    accepting = asyncio.ensure_future(conn.accept())
+    await asyncio.sleep(0)  # accept() has decided and waits for the switch
+    transport = RecordingTransport()
+    conn.connection_made(transport)
+    await accepting
+    return conn, transport
+
+
+def test_sending_to_a_reader_that_keeps_up_still_lets_the_loop_run() -> None:
+    """A transport that takes every write never pauses the sender: send() must yield now
+    and then, or the loop (other connections, signals, a broken socket's close) starves."""
+
+    async def scenario() -> int:
+        conn, _ = await opened()
+        ticks = 0
+        flooding = True
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while flooding:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        ticks = 0
+        for _ in range(128):  # 512 KiB in 4 KiB messages: 8 x YIELD_BYTES
+            await conn.send(b"x" * 4096)
+        flooding = False
+        await other
+        return ticks
+
+    assert YIELD_BYTES == 64 * 1024
+    assert asyncio.run(scenario()) >= 7  # the other task ran during the flood
+
+
+def test_sending_on_a_socket_that_broke_raises_at_once() -> None:
+    async def scenario() -> None:
+        conn, transport = await opened()
+        await conn.send("fine")
+        transport.closed = True  # the socket broke; connection_lost is still to come
+        with pytest.raises(WebSocketDisconnect) as gone:
+            await conn.send("lost")
+        assert gone.value.code == 1006
+        assert transport.out.endswith(b"fine")  # nothing written after the break
+
+    asyncio.run(scenario())
