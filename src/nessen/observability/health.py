@@ -229,11 +229,15 @@ def latency_figures(source: HealthSource) -> dict[str, Any]:
     """The private part of a worker's snapshot: its latency histogram and content bytes.
 
     What :func:`~nessen.observability.workers.aggregate` needs to add workers up: the
-    buckets of the last minute (``[[bucket, count, seconds], ...]``) and the content bytes
-    sent since start.
+    buckets of the last minute (``[[bucket, count, seconds], ...]``), the longest request
+    of the same window read at the same moment (ms), and the content bytes sent since
+    start.
     """
+    latency = source.stats.latency
+    longest = latency.max()
     return {
-        "latency_buckets": source.stats.latency.buckets(),
+        "latency_buckets": latency.buckets(),
+        "latency_max_ms": None if longest is None else round(longest * 1000.0, 3),
         "content_bytes": source.stats.content_bytes,
     }
 

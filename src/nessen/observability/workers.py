@@ -37,7 +37,7 @@ FORGET_SECONDS = 60.0
 """A snapshot older than this is removed by the worker that reads it."""
 WRITE_INTERVAL = 1.0
 """Seconds between two snapshots of one worker."""
-PRIVATE_FIELDS = ("latency_buckets", "content_bytes", "written_at")
+PRIVATE_FIELDS = ("latency_buckets", "latency_max_ms", "content_bytes", "written_at")
 """Snapshot fields for the aggregate only, not shown per worker."""
 
 Figures = dict[str, Any]
@@ -181,8 +181,12 @@ def aggregate(workers: Iterable[Figures]) -> Figures:
         content += figures.get("content_bytes", 0)
         rejected.update(requests["rejected"])
         errors.update(requests["errors"])
-        if requests["max_ms"] is not None:
-            longest = max(longest or 0.0, requests["max_ms"])
+        # The window's own maximum, read with its buckets: ``requests.max_ms`` may be up to
+        # 250 ms older than them (its answer is reused), and a percentile of the buckets
+        # must not come out above the longest request.
+        most = figures.get("latency_max_ms", requests["max_ms"])
+        if most is not None:
+            longest = max(longest or 0.0, most)
         rss += figures["memory"]["rss_bytes"]
         cpu += figures["cpu_percent"] or 0.0
         if figures["event_loop_lag_ms"] is not None:

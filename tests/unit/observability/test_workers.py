@@ -172,3 +172,17 @@ def test_the_private_fields_are_not_shown() -> None:
         "event_loop_lag_ms",
         "age_ms",
     }
+
+
+def test_the_aggregate_takes_the_maximum_read_with_the_buckets() -> None:
+    """``requests.max_ms`` may be a reused answer, older than the buckets: a percentile of
+    the buckets could then come out above it. The maximum read with them wins."""
+    window = LatencyWindow()
+    for ms in (1, 4):
+        window.record(ms / 1000)
+    one = figures(11, 2, latency_buckets=window.buckets(), latency_max_ms=4.0)
+    one["requests"]["max_ms"] = 1.0  # from before the 4 ms request
+    total = aggregate([one])
+    assert total["requests"]["max_ms"] == 4.0
+    assert total["requests"]["p99_ms"] <= total["requests"]["max_ms"]
+    assert "latency_max_ms" not in shown(one)
