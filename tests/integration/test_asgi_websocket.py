@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -263,6 +264,10 @@ def test_a_runtimes_websocket_routes_work_under_uvicorn(
         ctx.state["tagged"] = True
         return await next()
 
+    @runtime.route.websocket("/too-early")
+    async def too_early(ws: WebSocket) -> None:
+        await ws.send("before accept")  # a RuntimeError: the handshake gets 500 at once
+
     runtime.use(tag)
     port = under_uvicorn(runtime)
     with connect(f"ws://127.0.0.1:{port}/ws/red", subprotocols=["v1", "v2"]) as ws:
@@ -277,6 +282,11 @@ def test_a_runtimes_websocket_routes_work_under_uvicorn(
     with pytest.raises(InvalidStatus) as unknown:
         connect(f"ws://127.0.0.1:{port}/unknown")
     assert unknown.value.response.status_code == 404  # the router's own 404, as denial
+    started = time.monotonic()
+    with pytest.raises(InvalidStatus) as early:
+        connect(f"ws://127.0.0.1:{port}/too-early", open_timeout=DEADLINE)
+    assert early.value.response.status_code == 500  # not REQUEST_TIMEOUT's 503, 30 s later
+    assert time.monotonic() - started < 15.0
 
 
 def test_a_fastapi_endpoint_sending_after_the_client_left_gets_its_disconnect(

@@ -20,7 +20,6 @@ Every limit of :mod:`nessen.websocket.connection` applies, as for a native route
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Receive, Scope, Send
@@ -31,10 +30,9 @@ from nessen.websocket.connection import (
     WebSocketConnection,
     WebSocketDisconnect,
     WebSocketSettings,
+    run_handler,
 )
 from nessen.websocket.handshake import HandshakeError, Offer, origin_allowed, read_offer
-
-logger = logging.getLogger("nessen.websocket")
 
 
 class WebSocketClosed(ClientDisconnected, OSError):
@@ -280,8 +278,9 @@ class HostedWebSocket:
         Raises:
             WebSocketDisconnect: Closed.
         """
-        if self.close_code is not None:
-            raise WebSocketDisconnect(self.close_code, self.close_reason)
+        self._before_accept("receive")
+        if self.close_code is not None or not self._accepted:
+            raise WebSocketDisconnect(self.ending_code(), self.close_reason)
         message = await self._receive()
         if message["type"] == "websocket.receive":
             text = message.get("text")
@@ -296,6 +295,7 @@ class HostedWebSocket:
         Raises:
             WebSocketDisconnect: Closed.
         """
+        self._before_accept("send")
         if not self.is_open:
             raise WebSocketDisconnect(self.ending_code(), self.close_reason)
         event: Message = {"type": "websocket.send"}
@@ -320,23 +320,18 @@ class HostedWebSocket:
         return task
 
     async def _run(self, handler: Any, args: tuple[Any, ...]) -> None:
-        try:
-            await handler(*args)
-        except WebSocketDisconnect:
-            pass
-        except Exception as exc:
-            if not self.decision.done():
-                self.decision.set_exception(exc)
-            else:
-                logger.exception(
-                    "WebSocket handler failed",
-                    extra={"request_id": self.request.id, "path": self.request.path},
-                )
-                await self.close(1011, "internal error")
-        else:
-            if not self.decision.done():
-                self.decision.set_exception(
-                    RuntimeError("the WebSocket handler returned without accepting or refusing")
-                )
-            else:
-                await self.close(1000)
+        await run_handler(self, handler, args)
+
+    def fail_handshake(self, exc: BaseException) -> None:
+        """The app failed before deciding: the HTTP side raises ``exc`` (an error answer)."""
+        if not self.decision.done():
+            self.decision.set_exception(exc)
+
+    def _before_accept(self, verb: str) -> None:
+        """Refuse a call made before the handshake was decided.
+
+        Raises:
+            RuntimeError: ``accept()`` comes first.
+        """
+        if not self.decision.done():
+            raise RuntimeError(f"call accept() before {verb}() on a WebSocket")

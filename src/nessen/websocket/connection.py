@@ -835,33 +835,10 @@ class WebSocketConnection(asyncio.Protocol):
 
     async def _run(self, handler: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         try:
-            await handler(*args)
-        except WebSocketDisconnect as exc:
-            if not self.decision.done():
-                self.fail_handshake(
-                    RuntimeError(f"the WebSocket handler raised {exc!r} before accepting")
-                )
+            await run_handler(self, handler, args)
         except asyncio.CancelledError:
-            if not self.decision.done():
-                self.decision.cancel()
             self.cut("cancelled", "the WebSocket's task was cancelled")
             raise
-        except Exception as exc:
-            if not self.decision.done():
-                self.fail_handshake(exc)
-            else:
-                logger.exception(
-                    "WebSocket handler failed",
-                    extra={"request_id": self.request.id, "path": self.request.path},
-                )
-                self.start_close(1011, "internal error")
-        else:
-            if not self.decision.done():
-                self.fail_handshake(
-                    RuntimeError("the WebSocket handler returned without accepting or refusing")
-                )
-            else:
-                self.start_close(1000)
         finally:
             self.loop.call_soon(self._maybe_finish)
 
@@ -906,3 +883,49 @@ class WebSocketConnection(asyncio.Protocol):
         """Whether messages can still be sent."""
         proto = self.proto
         return proto is not None and not self._lost and proto.state is OPEN
+
+
+async def run_handler(
+    channel: Any, handler: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+) -> None:
+    """Run a WebSocket's handler and settle what it leaves undecided or open.
+
+    ``channel`` is a :class:`WebSocketConnection` or a hosted one (``decision``,
+    ``fail_handshake``, ``close``, ``request``). Before the ``101``: an exception (a
+    :class:`WebSocketDisconnect` included) fails the handshake, and so does returning
+    without deciding (500, logged). After it: returning closes with 1000 if the app did
+    not close; an exception other than :class:`WebSocketDisconnect` is logged with the
+    request id and closes with 1011. Cancellation cancels an undecided handshake.
+
+    Raises:
+        asyncio.CancelledError: The task was cancelled.
+    """
+    decision = channel.decision
+    try:
+        await handler(*args)
+    except WebSocketDisconnect as exc:
+        if not decision.done():
+            channel.fail_handshake(
+                RuntimeError(f"the WebSocket handler raised {exc!r} before accepting")
+            )
+    except asyncio.CancelledError:
+        if not decision.done():
+            decision.cancel()
+        raise
+    except Exception as exc:
+        if not decision.done():
+            channel.fail_handshake(exc)
+        else:
+            request = channel.request
+            logger.exception(
+                "WebSocket handler failed",
+                extra={"request_id": request.id, "path": request.path},
+            )
+            await channel.close(1011, "internal error")
+    else:
+        if not decision.done():
+            channel.fail_handshake(
+                RuntimeError("the WebSocket handler returned without accepting or refusing")
+            )
+        else:
+            await channel.close(1000)
