@@ -44,6 +44,15 @@ def frame(
     return head + key + masked
 
 
+def fragmented(opcode: int, parts: list[bytes]) -> bytes:
+    """One message in ``parts``: a first frame of ``opcode``, continuations, FIN on the last."""
+    last = len(parts) - 1
+    return b"".join(
+        frame(opcode if index == 0 else CONT, part, fin=index == last)
+        for index, part in enumerate(parts)
+    )
+
+
 def close_payload(code: int, reason: str = "") -> bytes:
     return struct.pack("!H", code) + reason.encode()
 

@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.conftest import wait_for
 from tests.e2e.serving import ServeFactory, base_env
 from tests.e2e.test_tls import Files
 from tests.e2e.test_workers import started_pids, worker_pids
@@ -114,18 +115,16 @@ def test_sighup_moves_websocket_clients_to_new_workers_without_losing_a_message(
     clients = [AckingClient(served.address, 100_000) for _ in range(4)]
     for client in clients:
         client.start()
-    deadline = time.monotonic() + DEADLINE
-    while not all(len(c.acked) >= 20 for c in clients):
-        assert time.monotonic() < deadline, "the clients did not get going"
-        time.sleep(0.05)
+    wait_for(lambda: all(len(c.acked) >= 20 for c in clients), "the clients to get going", DEADLINE)
     served.signal(signal.SIGHUP)
     for pid in old:
         served.wait_for(f"(pid {pid}) exited with status 0", timeout=DEADLINE)
     new = set(started_pids(served)) - old
-    deadline = time.monotonic() + DEADLINE
-    while not all(set(c.pids[-5:]) and set(c.pids[-5:]) <= new for c in clients):
-        assert time.monotonic() < deadline, "the clients did not reach the new workers"
-        time.sleep(0.05)
+    wait_for(
+        lambda: all(set(c.pids[-5:]) and set(c.pids[-5:]) <= new for c in clients),
+        "the clients to reach the new workers",
+        DEADLINE,
+    )
     for client in clients:
         client.total = 0  # stop after the message in flight
     for client in clients:

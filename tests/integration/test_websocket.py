@@ -20,7 +20,18 @@ from nessen.errors import HTTPError
 from nessen.websocket import WebSocket, WebSocketDisconnect
 from tests.conftest import ServeFactory, wait_for
 from tests.rawhttp import RawClient
-from tests.wsraw import BINARY, CLOSE, CONT, PING, PONG, TEXT, RawWebSocket, close_payload, frame
+from tests.wsraw import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    PONG,
+    TEXT,
+    RawWebSocket,
+    close_payload,
+    fragmented,
+    frame,
+)
 
 DEADLINE = 20.0
 
@@ -647,10 +658,7 @@ def test_autobahn_5_many_fragments_are_one_message(serve: ServeFactory) -> None:
     with RawWebSocket(server.address) as ws:
         assert ws.handshake("/ws/m") == 101
         parts = [bytes([i]) * 10 for i in range(50)]
-        ws.send(frame(BINARY, parts[0], fin=False))
-        for part in parts[1:-1]:
-            ws.send(frame(CONT, part, fin=False))
-        ws.send(frame(CONT, parts[-1]))
+        ws.send(fragmented(BINARY, parts))
         got = ws.read_frame()
         assert (got.opcode, got.payload) == (BINARY, b"".join(parts))
 
@@ -662,10 +670,7 @@ def test_autobahn_6_valid_utf8_split_byte_by_byte_is_accepted(serve: ServeFactor
     server = serve(ws_runtime())
     with RawWebSocket(server.address) as ws:
         assert ws.handshake("/ws/u") == 101
-        ws.send(frame(TEXT, encoded[:1], fin=False))
-        for index in range(1, len(encoded) - 1):
-            ws.send(frame(CONT, encoded[index : index + 1], fin=False))
-        ws.send(frame(CONT, encoded[-1:]))
+        ws.send(fragmented(TEXT, [encoded[index : index + 1] for index in range(len(encoded))]))
         got = ws.read_frame()
         assert got.payload.decode() == "u:" + text
 
