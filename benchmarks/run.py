@@ -8,7 +8,9 @@ What it does, in order:
 
 1. Installs what it needs: ``wrk`` from Debian (``apt-get``) when missing, and a separate
    virtualenv ``.venv-bench`` holding this checkout of Nessen plus uvicorn (httptools,
-   uvloop), Starlette, FastAPI and granian, so the project's own ``.venv`` stays as tested.
+   uvloop), Starlette, FastAPI, granian and the libraries of the ``starlette-stack`` row
+   (:data:`BENCH_PACKAGES`), so the project's own ``.venv`` stays as tested; packages
+   added to the list later are installed into an existing ``.venv-bench``.
 2. Starts each server in turn pinned to CPU 0 (``taskset -c 0``) and drives it with
    ``wrk -t1 -c64 -d8s --latency`` pinned to CPU 1, for each endpoint of
    :mod:`benchmarks.apps`; servers are interleaved across rounds (round 1: every server,
@@ -62,7 +64,18 @@ BENCH_PACKAGES = [
     "fastapi",
     "granian",
     "orjson",
+    # starlette-stack (benchmarks/apps/starlette_stack.py)
+    "asgi-correlation-id",
+    "python-json-logger",
+    "secure",
+    "slowapi",
+    "starlette-exporter",
 ]
+"""What ``.venv-bench`` holds besides this checkout: distribution names, unpinned
+(:func:`versions` records what was installed); a name missing from an existing
+``.venv-bench`` is installed at the next run."""
+REPORTED = ["nessen-runtime", *BENCH_PACKAGES, "prometheus-client", "limits"]
+"""Distributions whose versions the report names (limits: slowapi's storage)."""
 BASELINE = "uvicorn-raw"
 POST_BODY_BYTES = 4096
 
@@ -124,6 +137,11 @@ SERVERS = [
         (*UVICORN, "--no-access-log", "benchmarks.apps.asgi_raw:app"),
     ),
     ServerSpec("starlette", (*UVICORN, "benchmarks.apps.starlette_app:app"), quiet=True),
+    ServerSpec(
+        "starlette-stack",
+        (*UVICORN, "--no-access-log", "benchmarks.apps.starlette_stack:app"),
+        quiet=True,  # its own JSON access log replaces uvicorn's, a line per request on stderr
+    ),
     ServerSpec("fastapi", (*UVICORN, "benchmarks.apps.fastapi_app:app"), quiet=True),
     ServerSpec(
         "fastapi-nessen",
@@ -209,28 +227,56 @@ def ensure_wrk() -> str:
 
 
 def ensure_venv(install: bool) -> None:
-    """Create ``.venv-bench`` with Nessen (this checkout) and the servers compared."""
-    if (BIN / "granian").exists() and not install:
+    """Create ``.venv-bench`` with Nessen (this checkout) and :data:`BENCH_PACKAGES`.
+
+    An existing one is completed: packages added to :data:`BENCH_PACKAGES` since it was
+    made are installed. ``install`` reinstalls (and upgrades) everything.
+    """
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet"]
+    if (BIN / "python").exists() and not install:
+        installed = _installed()
+        missing = [n for n in ("nessen-runtime", *BENCH_PACKAGES) if installed[n] is None]
+        if missing:
+            print(f"installing into {VENV}: {' '.join(missing)} ...", flush=True)
+            wanted = [name for name in missing if name != "nessen-runtime"]
+            editable = ["-e", str(ROOT)] if "nessen-runtime" in missing else []
+            subprocess.run([*pip, *editable, *wanted], check=True)
         return
     print(f"preparing {VENV} ...", flush=True)
     if not (BIN / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "-e", str(ROOT), *BENCH_PACKAGES], check=True)
 
 
+def _installed() -> dict[str, str | None]:
+    """Version of each :data:`REPORTED` distribution in ``.venv-bench`` (``None``: missing)."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "found = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        found[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        found[name] = None\n"
+        "print(json.dumps(found))\n"
+    )
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code, *REPORTED], capture_output=True, text=True, check=True
+    )
+    installed: dict[str, str | None] = json.loads(out.stdout)
+    return installed
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and every package that shapes the figures."""
-    code = (
-        "import importlib.metadata as m, json, sys;"
-        "names = ['nessen-runtime', 'httptools', 'uvloop', 'orjson', 'uvicorn', 'starlette',"
-        " 'fastapi', 'granian', 'prometheus-client'];"
-        "print(json.dumps({'python': sys.version.split()[0],"
-        " **{n: m.version(n) for n in names}}))"
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
     )
-    out = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True)
-    found: dict[str, str] = json.loads(out.stdout) if out.returncode == 0 else {}
+    found = {"python": out.stdout.strip() or "?"}
+    found.update({name: version or "missing" for name, version in _installed().items()})
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     found["wrk"] = (wrk.stdout + wrk.stderr).split()[1] if wrk.stdout + wrk.stderr else "?"
     found["kernel"] = platform.release()
