@@ -136,6 +136,17 @@ SERVERS = [
         "uvicorn-raw-nolog",
         (*UVICORN, "--no-access-log", "benchmarks.apps.asgi_raw:app"),
     ),
+    ServerSpec(
+        "nessen-asgi-raw",
+        ("nessen", "serve", "benchmarks.apps.asgi_raw:app"),
+        NESSEN_ENV,
+        quiet=True,  # as shipped: its access log on
+    ),
+    ServerSpec(
+        "nessen-asgi-raw-nolog",
+        ("nessen", "serve", "--no-access-log", "benchmarks.apps.asgi_raw:app"),
+        NESSEN_ENV,
+    ),
     ServerSpec("starlette", (*UVICORN, "benchmarks.apps.starlette_app:app"), quiet=True),
     ServerSpec(
         "starlette-stack",

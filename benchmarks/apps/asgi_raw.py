@@ -1,4 +1,4 @@
-"""A raw ASGI 3 app (no framework) for uvicorn: the floor of what an ASGI server costs."""
+"""A raw ASGI 3 app (no framework) for uvicorn and ``nessen serve``: the cost of hosting ASGI."""
 
 from __future__ import annotations
 
