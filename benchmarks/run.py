@@ -22,7 +22,10 @@ What it does, in order:
    ((max - min) / median over rounds), server CPU microseconds per request (user + system
    time of the server's processes over the run / requests: steadier than req/s on a shared
    machine), RSS, and the ratio of each row to uvicorn's raw ASGI app on the same endpoint
-   in the same run. Raw figures go to ``artifacts/bench-<time>.json``.
+   in the same run. Then issue 17's goals (:data:`GOALS`), each with its measured ratio
+   and met / not met ("not run" when a row it needs was left out). The report goes to
+   ``artifacts/bench-<time>.md``, raw figures to ``artifacts/bench-<time>.json``; the exit
+   status is 1 when a row could not be measured.
 
 On a machine with fewer than 2 CPUs it says so and runs unpinned. Needs Linux (/proc,
 taskset) and root or passwordless apt-get only if wrk is missing.
@@ -47,9 +50,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-bench"
@@ -213,6 +217,149 @@ class Sample:
     requests: int
     cpu_us: float
     rss_mb: float
+
+
+# ---------------------------------------------------------------------------------------
+# the goals of issue 17, checked against each run
+
+GoalRow = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RatioGoal:
+    """``ours`` at least ``at_least`` times as fast as ``other`` on each of ``endpoints``.
+
+    "x as fast" is ``other``'s median server CPU µs per request over ``ours`` (steadier
+    than req/s on a shared machine), from the same run; the req/s ratio is shown beside it
+    and the verdict is the CPU one.
+    """
+
+    number: str
+    ours: str
+    other: str
+    at_least: float
+    endpoints: tuple[str, ...]
+
+    columns: ClassVar[tuple[str, ...]] = (
+        "goal",
+        "comparison",
+        "endpoint",
+        "x by CPU",
+        "CPU µs/req (ours vs other)",
+        "x by req/s",
+        "met?",
+    )
+
+    def rows(self, results: dict[str, Any]) -> list[GoalRow]:
+        """One row per endpoint: measured ratios and verdict, or "not run"."""
+        samples: dict[str, dict[str, list[Sample]]] = results["samples"]
+        rows: list[GoalRow] = []
+        for endpoint in self.endpoints:
+            label = (self.number, f"{self.ours} ≥ {self.at_least:g}x {self.other}", endpoint)
+            mine = samples.get(self.ours, {}).get(endpoint)
+            theirs = samples.get(self.other, {}).get(endpoint)
+            if not mine or not theirs:
+                rows.append((*label, "-", "-", "-", "not run"))
+                continue
+            cpu_mine = statistics.median(s.cpu_us for s in mine)
+            cpu_theirs = statistics.median(s.cpu_us for s in theirs)
+            by_cpu = cpu_theirs / cpu_mine
+            by_rps = statistics.median(s.rps for s in mine) / statistics.median(
+                s.rps for s in theirs
+            )
+            rows.append(
+                (
+                    *label,
+                    f"{by_cpu:.2f}",
+                    f"{cpu_mine:.1f} vs {cpu_theirs:.1f}",
+                    f"{by_rps:.2f}",
+                    "met" if by_cpu >= self.at_least else "not met",
+                )
+            )
+        return rows
+
+
+@dataclass(frozen=True)
+class MemoryGoal:
+    """A memory figure of each of ``servers`` (from the memory phase) within ``limit_mb``.
+
+    ``scale`` is (memory field, least value, what it counts): a run with fewer idle
+    connections or requests than the goal names is "not comparable" rather than met.
+    """
+
+    number: str
+    what: str
+    measure: Callable[[dict[str, float]], float]
+    limit_mb: float
+    below: bool = False  # the figure must be < limit_mb (else <=)
+    scale: tuple[str, int, str] | None = None
+    servers: tuple[str, ...] = ("nessen-bare", "nessen-full")
+
+    columns: ClassVar[tuple[str, ...]] = ("goal", "figure", "server", "MiB", "target", "met?")
+
+    def rows(self, results: dict[str, Any]) -> list[GoalRow]:
+        """One row per server: the figure and verdict, or "not run"."""
+        target = f"{'<' if self.below else '≤'} {self.limit_mb:g} MiB"
+        rows: list[GoalRow] = []
+        for server in self.servers:
+            figures = results["memory"].get(server)
+            if figures is None:
+                rows.append((self.number, self.what, server, "-", target, "not run"))
+                continue
+            value = self.measure(figures)
+            within = value < self.limit_mb if self.below else value <= self.limit_mb
+            verdict = "met" if within else "not met"
+            if self.scale is not None and figures[self.scale[0]] < self.scale[1]:
+                verdict = f"not comparable ({figures[self.scale[0]]:,.0f} {self.scale[2]})"
+            rows.append((self.number, self.what, server, f"{value:.1f}", target, verdict))
+        return rows
+
+
+_ALL = tuple(e.name for e in ENDPOINTS)
+_HEALTH_AND_DATA = ("health", "api-data")
+GOALS: tuple[RatioGoal | MemoryGoal, ...] = (
+    RatioGoal("1", "nessen-bare", "granian-rsgi", 1.0, _HEALTH_AND_DATA),
+    RatioGoal("2", "nessen-full", "nessen-bare", 0.7, _HEALTH_AND_DATA),
+    RatioGoal("3", "nessen-full", "starlette-stack", 3.0, _ALL),
+    RatioGoal("4", "nessen-asgi-raw", "uvicorn-raw-nolog", 1.2, _ALL),
+    RatioGoal("4", "fastapi-nessen", "fastapi", 1.15, _ALL),
+    MemoryGoal("5", "idle RSS", lambda m: m["idle_rss_mb"], 30.0),
+    MemoryGoal(
+        "5",
+        "RSS, 10 000 idle keep-alive connections",
+        lambda m: m["rss_with_idle_connections_mb"],
+        60.0,
+        scale=("idle_connections", 10_000, "connections"),
+    ),
+    MemoryGoal(
+        "5",
+        "RSS growth over 1 000 000 requests",
+        lambda m: m["rss_after_mb"] - m["rss_before_mb"],
+        1.0,
+        below=True,
+        scale=("requests", 1_000_000, "requests"),
+    ),
+)
+"""Issue 17's goals 1-5 (6, WebSockets, is ``benchmarks/ws_echo.py``'s), in its order."""
+
+
+def goal_tables(results: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """The goals as Markdown (one table per kind of goal) and as records for the JSON."""
+    lines = ["\n**issue 17 goals** (x = other's CPU µs/req / ours; the verdict is by CPU)"]
+    records: list[dict[str, str]] = []
+    shown: type | None = None
+    for goal in GOALS:
+        if type(goal) is not shown:
+            shown = type(goal)
+            lines += [
+                "",
+                "| " + " | ".join(goal.columns) + " |",
+                "|" + "---|" * len(goal.columns),
+            ]
+        for row in goal.rows(results):
+            lines.append("| " + " | ".join(row) + " |")
+            records.append(dict(zip(goal.columns, row, strict=True)))
+    return "\n".join(lines), records
 
 
 class BenchError(Exception):
@@ -692,7 +839,8 @@ def main() -> int:
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
-    report = table(results, args)
+    goals, goal_records = goal_tables(results)
+    report = table(results, args) + "\n" + goals
     command = "python3 benchmarks/run.py " + " ".join(sys.argv[1:])
     header = (
         f"{command.strip()}  ({started:%Y-%m-%d %H:%M} UTC, "
@@ -712,9 +860,13 @@ def main() -> int:
         },
         "versions": found,
         "command": command,
+        "goals": goal_records,
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
     print(f"\nsaved {out}.md and .json")
+    if results["failed"]:
+        print(f"benchmark failed: {', '.join(results['failed'])} not measured", file=sys.stderr)
+        return 1
     return 0
 
 
