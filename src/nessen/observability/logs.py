@@ -287,9 +287,43 @@ class JsonFormatter(LineFormatter):
         entry["exception"] = text
         return _json_line(entry)
 
+    def format_access(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        access: AccessFields,
+    ) -> str:
+        """The access line as one dict built in place (the same text as the generic path)."""
+        request_id, method, path, route, status, duration_ms, sent, client_ip, outcome = access
+        entry: dict[str, Any] = {
+            "timestamp": _timestamp(created),
+            "level": _LOWER_LEVELS.get(levelname) or levelname.lower(),
+            "logger": name,
+            "message": f"{method} {quote_field(path)} {status}",
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+        }
+        if route is not None:
+            entry["route"] = route
+        entry["status"] = status
+        entry["duration_ms"] = duration_ms
+        entry["bytes"] = sent
+        entry["client_ip"] = client_ip
+        if outcome is not None:
+            entry["outcome"] = outcome
+        return _json_line(entry)
+
+
+_LOWER_LEVELS = {name: name.lower() for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+
 
 def _json_line(entry: dict[str, Any]) -> str:
-    line = orjson.dumps(entry, default=str).decode()
+    data = orjson.dumps(entry, default=str)
+    if data.isascii():  # nearly every line: no line separator can be in it
+        return data.decode("ascii")
+    line = data.decode()
     if "\u2028" in line or "\u2029" in line or "\x85" in line:
         # Valid JSON, but line separators to some readers (str.splitlines, JavaScript).
         line = (
