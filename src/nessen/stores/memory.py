@@ -116,7 +116,16 @@ class MemoryStore:
     async def take(
         self, key: str, capacity: float, refill_per_second: float, now: float
     ) -> TakeResult:
-        """Take one token from bucket ``key`` (see :meth:`Store.take`).
+        """Take one token from bucket ``key`` (see :meth:`Store.take` and :meth:`take_now`)."""
+        return self.take_now(key, capacity, refill_per_second, now)
+
+    def take_now(
+        self, key: str, capacity: float, refill_per_second: float, now: float
+    ) -> TakeResult:
+        """Take one token from bucket ``key``, without a coroutine (it never waits).
+
+        :meth:`take` for callers that know the store is in memory: the rate-limit
+        middleware calls this directly, sparing a coroutine per request.
 
         Args:
             key: Bucket name.
