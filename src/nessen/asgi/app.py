@@ -22,7 +22,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from nessen.asgi.types import Message, Receive, Scope, Send
-from nessen.asgi.websocket import HostedWebSocket
 from nessen.errors import ProtocolError
 from nessen.http import Request, Response
 from nessen.http.forwarded import ProxyTrust
@@ -247,6 +246,10 @@ class RuntimeASGI:
             await receive()
             await send({"type": "websocket.close", "code": 1008})
             return
+        # Loaded here, not at import: a runtime with websocket routes has loaded the
+        # framing already, and one without has no use for it.
+        from nessen.asgi.websocket import HostedWebSocket
+
         hosted = HostedWebSocket(request, scope, receive, send)
         token = HOSTED_WEBSOCKET.set(hosted)
         try:

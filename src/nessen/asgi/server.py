@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +30,6 @@ from nessen.app.application import Hook
 from nessen.app.lifecycle import Lifecycle
 from nessen.asgi.lifespan import Lifespan
 from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Scope
-from nessen.asgi.websocket import serve_websocket
 from nessen.config import Config
 from nessen.http import Request, Response
 from nessen.http.request import FinishedHook
@@ -146,6 +146,10 @@ class ASGIHandler:
         """Take the settings the host knows once it starts serving."""
         self.max_response_bytes = config.max_response_bytes
         self.websocket_settings = WebSocketSettings.from_config(config)
+        # Any route of an ASGI app may take WebSockets: load their machinery (and
+        # websockets) now, not on the first upgrade. (A Runtime loads it only for its
+        # websocket routes.)
+        importlib.import_module("nessen.asgi.websocket")
         self.error_response = error_response
         self._log_access = access_recorder() if access_log else None
 
@@ -213,6 +217,8 @@ class ASGIHandler:
 
     async def _websocket(self, request: Request, scope: dict[str, Any]) -> Response:
         """Serve a WebSocket upgrade (see :mod:`nessen.asgi.websocket`)."""
+        from nessen.asgi.websocket import serve_websocket
+
         token = current_request_id.set(request.id)
         try:
             return await serve_websocket(self.app, request, scope, self.websocket_settings)

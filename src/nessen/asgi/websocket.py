@@ -26,13 +26,9 @@ from nessen.asgi.types import ASGI_VERSION, ASGIApp, Message, Receive, Scope, Se
 from nessen.http import Request, Response, SwitchingProtocols
 from nessen.server.body import ClientDisconnected
 from nessen.websocket.api import log_refusal, watch_switch
-from nessen.websocket.connection import (
-    WebSocketConnection,
-    WebSocketDisconnect,
-    WebSocketSettings,
-    run_handler,
-)
+from nessen.websocket.connection import WebSocketConnection, run_handler
 from nessen.websocket.handshake import HandshakeError, Offer, origin_allowed, read_offer
+from nessen.websocket.types import WebSocketDisconnect, WebSocketSettings
 
 
 class WebSocketClosed(ClientDisconnected, OSError):

@@ -7,14 +7,17 @@
 - :mod:`nessen.websocket.handshake`: the opening handshake, as pure functions.
 - :mod:`nessen.websocket.connection`: the connection after the ``101``: framing (by
   ``websockets``' sans-I/O layer), limits, flow control, pings, the closing handshake.
+  Loaded (with ``websockets``) by the first websocket route or hosted ASGI app, not by
+  importing this package.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from nessen.websocket.api import WebSocket, WebSocketEndpoint, WebSocketHandler
-from nessen.websocket.connection import (
-    WebSocketConnection,
-    WebSocketDisconnect,
-    WebSocketSettings,
-)
+from nessen.websocket.types import WebSocketDisconnect, WebSocketSettings
+
+if TYPE_CHECKING:
+    from nessen.websocket.connection import WebSocketConnection
 
 __all__ = [
     "WebSocket",
@@ -24,3 +27,12 @@ __all__ = [
     "WebSocketHandler",
     "WebSocketSettings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``WebSocketConnection``, imported (with ``websockets``) when first asked for."""
+    if name == "WebSocketConnection":
+        from nessen.websocket.connection import WebSocketConnection
+
+        return WebSocketConnection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,18 +18,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import orjson
 
 from nessen.http import Headers, Query, Request, Response
-from nessen.websocket.connection import (
-    Message,
-    WebSocketConnection,
-    WebSocketDisconnect,
-    WebSocketSettings,
-)
 from nessen.websocket.handshake import HandshakeError, Offer, origin_allowed, read_offer
+from nessen.websocket.types import Message, WebSocketDisconnect, WebSocketSettings
+
+if TYPE_CHECKING:
+    from nessen.websocket.connection import WebSocketConnection
 
 logger = logging.getLogger("nessen.websocket")
 
@@ -291,9 +289,14 @@ class WebSocketEndpoint:
         settings: The limits, set from the runtime's configuration when it starts.
     """
 
-    __slots__ = ("handler", "settings")
+    __slots__ = ("_connection", "handler", "settings")
 
     def __init__(self, handler: WebSocketHandler) -> None:
+        # The framing (and websockets) is loaded by the first websocket route, not by
+        # ``import nessen``: a server without WebSockets does not carry it.
+        from nessen.websocket.connection import WebSocketConnection
+
+        self._connection = WebSocketConnection
         self.handler = handler
         self.settings = WebSocketSettings()
 
@@ -316,7 +319,7 @@ class WebSocketEndpoint:
         if hosted is not None:
             conn = hosted
         else:
-            conn = WebSocketConnection(request, offer, settings)
+            conn = self._connection(request, offer, settings)
             watch_switch(request, conn)
         task = conn.run(self.handler, WebSocket(conn))
         try:

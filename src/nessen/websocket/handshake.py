@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from websockets.exceptions import InvalidHeader, NegotiationError
-from websockets.extensions.base import Extension
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.headers import build_extension, parse_extension
+from typing import TYPE_CHECKING, Any
 
 from nessen.http import Request, Response
+
+if TYPE_CHECKING:
+    from websockets.extensions.base import Extension
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 """RFC 6455 §1.3: appended to the client's key before hashing it into the accept value."""
 VERSION = "13"
 """The only protocol version served (RFC 6455 §4.1, ``Sec-WebSocket-Version``)."""
-_DEFLATE = ServerPerMessageDeflateFactory(
-    server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 5}
-)
-"""permessage-deflate as websockets' servers enable it: 4 KiB windows and ``memLevel`` 5,
-about 64 KiB of zlib state per connection instead of 256 KiB."""
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
@@ -67,6 +62,21 @@ class Offer:
     subprotocols: tuple[str, ...] = ()
     origin: str | None = None
     extensions: list[tuple[str, list[tuple[str, str | None]]]] = field(default_factory=list)
+
+
+@functools.cache
+def _deflate() -> ServerPerMessageDeflateFactory:
+    """permessage-deflate as websockets' servers enable it.
+
+    4 KiB windows and ``memLevel`` 5: about 64 KiB of zlib state per connection instead
+    of 256 KiB. Made (and ``websockets`` imported) on first use: the checks that refuse a handshake
+    need neither.
+    """
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+    return ServerPerMessageDeflateFactory(
+        server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 5}
+    )
 
 
 def tokens(values: Iterable[str]) -> list[str]:
@@ -135,6 +145,9 @@ def read_offer(request: Request) -> Offer:
     offers: list[tuple[str, list[tuple[str, str | None]]]] = []
     extensions = headers.getall("sec-websocket-extensions")
     if extensions:
+        from websockets.exceptions import InvalidHeader
+        from websockets.headers import parse_extension
+
         try:
             for value in extensions:
                 offers.extend((str(n), list(p)) for n, p in parse_extension(value))
@@ -204,11 +217,14 @@ def negotiate_deflate(offer: Offer, enabled: bool) -> tuple[str | None, Extensio
     """
     if not enabled:
         return None, None
+    from websockets.exceptions import NegotiationError
+    from websockets.headers import build_extension
+
     for name, params in offer.extensions:
         if name != "permessage-deflate":
             continue
         try:
-            response_params, extension = _DEFLATE.process_request_params(params, [])
+            response_params, extension = _deflate().process_request_params(params, [])
         except NegotiationError:
             continue
         return build_extension([(name, response_params)]), extension  # type: ignore[list-item]

@@ -1,0 +1,35 @@
+"""A server loads the libraries of optional features when a feature needs them, not at start.
+
+Each check runs ``nessen serve`` in its own process, so what other tests imported does not
+count; the app's ``GET /modules`` lists which of ``WATCHED`` the process has loaded.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.apps.modules import WATCHED
+from tests.e2e.serving import ServeFactory
+
+
+@pytest.mark.parametrize("app", ["bare", "full"])
+def test_serving_http_loads_no_optional_library(nessen_serve: ServeFactory, app: str) -> None:
+    server = nessen_serve(f"tests.e2e.apps.modules:{app}")
+    with server.client() as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/text").status_code == 200
+        assert client.get("/modules").json() == []
+    assert WATCHED  # the list the app reports on
+
+
+def test_a_websocket_route_loads_websockets_at_start(nessen_serve: ServeFactory) -> None:
+    server = nessen_serve("tests.e2e.apps.modules_ws:with_websocket")
+    with server.client() as client:
+        assert "websockets" in client.get("/modules").json()
+
+
+def test_an_asgi_app_loads_websockets_at_start(nessen_serve: ServeFactory) -> None:
+    """Any route of an ASGI app may take WebSockets: the first upgrade does not wait."""
+    server = nessen_serve("tests.e2e.apps.modules:asgi")
+    with server.client() as client:
+        assert "websockets" in client.get("/").json()
