@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.apps.modules import WATCHED
 from tests.e2e.serving import ServeFactory
 
 
@@ -17,9 +16,26 @@ def test_serving_http_loads_no_optional_library(nessen_serve: ServeFactory, app:
     server = nessen_serve(f"tests.e2e.apps.modules:{app}")
     with server.client() as client:
         assert client.get("/health").status_code == 200
-        assert client.get("/text").status_code == 200
+        # gzip (zlib) only: httpx offers br and zstd too
+        assert client.get("/text", headers={"accept-encoding": "gzip"}).status_code == 200
         assert client.get("/modules").json() == []
-    assert WATCHED  # the list the app reports on
+
+
+@pytest.mark.parametrize(("coding", "library"), [("br", "brotli"), ("zstd", "zstandard")])
+def test_the_first_response_compressed_with_a_coding_loads_its_library(
+    nessen_serve: ServeFactory, coding: str, library: str
+) -> None:
+    server = nessen_serve("tests.e2e.apps.modules:full")
+    with server.client() as client:
+        assert (
+            client.get("/text", headers={"accept-encoding": "gzip"}).headers["content-encoding"]
+            == "gzip"
+        )
+        assert client.get("/modules").json() == []
+        response = client.get("/text", headers={"accept-encoding": coding})
+        assert response.headers["content-encoding"] == coding
+        assert response.text == "compressible " * 200  # httpx decodes br and zstd
+        assert client.get("/modules").json() == [library]
 
 
 def test_a_websocket_route_loads_websockets_at_start(nessen_serve: ServeFactory) -> None:

@@ -13,11 +13,12 @@ they are produced and the whole body is never held in memory.
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
+import importlib.util
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Protocol
-
-import brotli
+from typing import Any, Protocol
 
 from nessen.app.pipeline import Middleware, Next
 from nessen.http import Request, Response
@@ -25,15 +26,13 @@ from nessen.http.response import BodyStream
 from nessen.middleware.fields import add_vary, has_token
 from nessen.middleware.streams import ChunkIterator, close_stream, next_chunk, open_stream
 
-try:  # optional: pip install 'nessen-runtime[zstd]'
-    import zstandard
-except ImportError:  # pragma: no cover - zstandard is installed in the test environment
-    zstandard = None  # type: ignore[assignment]
-
 SERVER_PREFERENCE = ("br", "zstd", "gzip")
 """Codings we produce, most preferred first; breaks ties between equal q-values."""
-AVAILABLE = tuple(c for c in SERVER_PREFERENCE if c != "zstd" or zstandard is not None)
-"""The codings this process can produce (zstd only when ``zstandard`` imports)."""
+AVAILABLE = tuple(
+    c for c in SERVER_PREFERENCE if c != "zstd" or importlib.util.find_spec("zstandard")
+)
+"""The codings this process can produce (zstd only when ``zstandard`` is installed:
+optional, ``pip install 'nessen-runtime[zstd]'``)."""
 
 COMPRESSIBLE_TYPES = frozenset(
     {
@@ -58,6 +57,12 @@ VARY_KEYS = ("vary",)
 
 _IMPLICIT_IDENTITY = 0.0001  # identity is acceptable when unlisted, but below any listed coding
 _CACHE_SIZE = 512  # distinct Accept-Encoding / Content-Type values remembered
+
+
+@functools.cache
+def _library(name: str) -> Any:
+    """``brotli`` or ``zstandard``, imported when a response is first compressed with it."""
+    return importlib.import_module(name)
 
 
 def parse_accept_encoding(value: str) -> dict[str, float]:
@@ -182,7 +187,7 @@ class _BrotliEncoder:
     __slots__ = ("_compressor",)
 
     def __init__(self, level: int) -> None:
-        self._compressor = brotli.Compressor(quality=level)
+        self._compressor = _library("brotli").Compressor(quality=level)
 
     def chunk(self, data: bytes) -> bytes:
         compressor = self._compressor
@@ -193,15 +198,16 @@ class _BrotliEncoder:
 
 
 class _ZstdEncoder:
-    __slots__ = ("_compressor",)
+    __slots__ = ("_compressor", "_flush_block")
 
     def __init__(self, level: int) -> None:
-        assert zstandard is not None
+        zstandard = _library("zstandard")
         self._compressor = zstandard.ZstdCompressor(level=level).compressobj()
+        self._flush_block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
 
     def chunk(self, data: bytes) -> bytes:
         compressor = self._compressor
-        out: bytes = compressor.compress(data) + compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        out: bytes = compressor.compress(data) + compressor.flush(self._flush_block)
         return out
 
     def finish(self) -> bytes:
@@ -290,16 +296,19 @@ def compression_middleware(
     if unknown:
         raise ValueError(f"encodings={offered!r}: can produce only {', '.join(AVAILABLE)}")
     gzip_level = min(level, 9)
-    zstd_compressor = zstandard.ZstdCompressor(level=level) if zstandard is not None else None
+    zstd_compressors: list[Any] = []  # the one reused on the event loop, once made
 
     def compress(coding: str, body: bytes, reuse: bool) -> bytes:
         if coding == "br":
-            return bytes(brotli.compress(body, quality=level))
+            return bytes(_library("brotli").compress(body, quality=level))
         if coding == "gzip":
             return zlib.compress(body, gzip_level, wbits=31)
-        assert zstandard is not None
-        assert zstd_compressor is not None
-        compressor = zstd_compressor if reuse else zstandard.ZstdCompressor(level=level)
+        if reuse and zstd_compressors:
+            compressor = zstd_compressors[0]
+        else:
+            compressor = _library("zstandard").ZstdCompressor(level=level)
+            if reuse:
+                zstd_compressors.append(compressor)
         out: bytes = compressor.compress(body)
         return out
 

@@ -14,7 +14,7 @@ import orjson
 
 from nessen import Request, Response, Runtime
 
-WATCHED = ("websockets",)
+WATCHED = ("websockets", "brotli", "zstandard")
 """Libraries a server loads only once it needs them."""
 
 
