@@ -11,7 +11,6 @@ import importlib
 import inspect
 import logging
 import os
-import pickle
 import socket
 import stat
 import sys
@@ -777,6 +776,8 @@ def _probe(app: _AppSpec) -> Config | int:
         invalid; its stderr said why).
     """
     read_end, write_end = os.pipe()
+    import pickle
+
     pid = os.fork()
     if pid == 0:  # the child: import, resolve, send the settings back, leave
         os.close(read_end)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -32,6 +31,13 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
 _COLON_PARAM = re.compile(r"^:([A-Za-z_][A-Za-z0-9_]*)$")
 
 
+def _uuid(text: str) -> Any:
+    """``uuid.UUID(text)``; ``uuid`` is imported by the first ``{name:uuid}`` matched."""
+    from uuid import UUID
+
+    return UUID(text)
+
+
 @dataclass(frozen=True, slots=True)
 class _Converter:
     pattern: str
@@ -44,7 +50,7 @@ CONVERTERS: dict[str, _Converter] = {
     "float": _Converter(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?", float),
     "uuid": _Converter(
         r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-        uuid.UUID,
+        _uuid,
     ),
     "path": _Converter(r".*", str),
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 MAX_QUERY_FIELDS = 1000
 """Most ``name=value`` pairs parsed from one query string; more is answered with 400."""
 
-_ID_PREFIX = secrets.token_hex(6)
+_ID_PREFIX = os.urandom(6).hex()  # secrets.token_hex(6), without importing secrets
 _id_counter = itertools.count(1)
 
 
@@ -31,7 +30,7 @@ def _new_id_prefix() -> None:
     Workers forked from one supervisor would otherwise hand out the same ids.
     """
     global _ID_PREFIX, _id_counter
-    _ID_PREFIX = secrets.token_hex(6)
+    _ID_PREFIX = os.urandom(6).hex()
     _id_counter = itertools.count(1)
 
 

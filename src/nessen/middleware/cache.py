@@ -26,12 +26,13 @@ every 10 s and the request is served uncached.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -40,6 +41,9 @@ from nessen.http import Request, Response
 from nessen.middleware.fields import cache_directives, seconds_directive, vary_names
 from nessen.middleware.rate_limit import PROBE_PATHS
 from nessen.stores import MemoryStore, Store, StoreError
+
+if TYPE_CHECKING:
+    import hashlib
 
 logger = logging.getLogger("nessen.middleware.cache")
 
@@ -86,7 +90,15 @@ def request_origin(request: Request) -> str:
 
 def make_etag(body: bytes) -> str:
     """Return a strong entity tag for ``body``: 128 bits of BLAKE2b, quoted (RFC 9110 §8.8.3)."""
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    return '"' + _blake2b()(body, digest_size=16).hexdigest() + '"'
+
+
+@functools.cache
+def _blake2b() -> type[hashlib.blake2b]:
+    """``hashlib.blake2b``; hashlib (which sets up OpenSSL's digests) loads on first use."""
+    import hashlib
+
+    return hashlib.blake2b
 
 
 def none_match(if_none_match: str, etag: str | None) -> bool:

@@ -13,7 +13,6 @@ import contextvars
 import fcntl
 import json
 import logging
-import logging.config
 import os
 import re
 import select
@@ -1193,6 +1192,8 @@ def apply_log_config(path: str) -> None:
         ConfigError: It cannot be read, or ``logging.config`` refuses it (an unknown
             handler class, a missing formatter...).
     """
+    import logging.config  # only for LOG_CONFIG: it imports logging.handlers, socketserver
+
     data = read_log_config(path)
     try:
         if data is None:

@@ -13,9 +13,6 @@ The three files are read from the package when the routes are installed, not at 
 
 from __future__ import annotations
 
-import html
-from importlib import resources
-
 from nessen.app.routing import Router
 from nessen.http import Request, Response
 from nessen.observability.admin import OpsGuard, guarded
@@ -53,6 +50,9 @@ def install_status_routes(
     """
     if not path.startswith("/") or path.endswith("/") or "{" in path or ":" in path:
         raise ValueError(f"status page path {path!r}: must start with / and have no parameters")
+    import html  # here, not at import: most servers (production) show no page
+    from importlib import resources
+
     page_path, script_path, style_path = status_paths(path)
     folder = resources.files("nessen.observability").joinpath("static")
     page = (

@@ -38,10 +38,8 @@ import mmap
 import os
 import re
 import select
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +298,11 @@ class Supervisor:
             0 when every worker drained and exited 0 at shutdown, 1 otherwise, 3 when a
             worker failed to start ``BOOT_ATTEMPTS`` times in a row.
         """
+        # Here, not at import: a single-process server (which imports this module for
+        # WorkerLink) has no use for them.
+        import shutil
+        import tempfile
+
         sockets = self.bind()
         metrics_dir = self._prepare_metrics_dir()
         # The workers' status snapshots: made here, removed with everything in it at exit.
@@ -372,6 +375,8 @@ class Supervisor:
         Returns:
             The directory created (removed at exit), or ``None`` when the operator set one.
         """
+        import tempfile
+
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not directory:
             directory = tempfile.mkdtemp(prefix="nessen-metrics-")

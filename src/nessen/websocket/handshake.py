@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -166,6 +165,8 @@ def read_offer(request: Request) -> Offer:
 
 def accept_value(key: str) -> str:
     """``Sec-WebSocket-Accept`` for ``key``: base64(SHA-1(key + GUID)) (RFC 6455 §4.2.2)."""
+    import hashlib  # here: it sets up OpenSSL's digests, which plain HTTP does not need
+
     digest = hashlib.sha1(
         (key + GUID).encode("ascii")
     ).digest()  # the RFC's hash, not a security use

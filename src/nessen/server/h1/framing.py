@@ -7,7 +7,6 @@ path sends.
 from __future__ import annotations
 
 import re
-from email.utils import formatdate
 from http import HTTPStatus
 
 from nessen.errors import NessenError
@@ -204,9 +203,37 @@ def status_line(status: int, http_version: str = "1.1") -> str:
     return line
 
 
+_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(timestamp: float) -> str:
-    """Format a POSIX timestamp as an IMF-fixdate (RFC 9110 §5.6.7)."""
-    return formatdate(timestamp, usegmt=True)
+    """Format a POSIX timestamp as an IMF-fixdate (RFC 9110 §5.6.7), in whole seconds.
+
+    E.g. ``"Sun, 06 Nov 1994 08:49:37 GMT"``, as ``email.utils.formatdate(timestamp,
+    usegmt=True)`` writes it; computed here (the proleptic Gregorian calendar from the day
+    number, H. Hinnant's ``civil_from_days``) so that serving imports neither ``email`` nor
+    a clock.
+    """
+    days, second = divmod(int(timestamp), 86400)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    z = days + 719468  # days since 0000-03-01
+    era = z // 146097
+    day_of_era = z - era * 146097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153  # March is 0
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = shifted_month + 3 if shifted_month < 10 else shifted_month - 9
+    year = year_of_era + era * 400 + (month <= 2)
+    return (
+        f"{_DAY_NAMES[weekday]}, {day:02d} {_MONTH_NAMES[month - 1]} {year:04d} "
+        f"{hour:02d}:{minute:02d}:{second:02d} GMT"
+    )
 
 
 def encode_fields(fields: list[tuple[str, str]], skip: frozenset[str] = SERVER_FIELDS) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from email.utils import formatdate
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nessen.http import Response
 from nessen.server.h1.framing import (
@@ -16,6 +19,7 @@ from nessen.server.h1.framing import (
     claims_of,
     encode_fields,
     error_answer,
+    http_date,
     response_head,
     switching_head,
 )
@@ -152,3 +156,22 @@ def test_an_answer_to_head_has_the_length_of_the_content_it_does_not_send() -> N
     assert sent == 0
     assert int(fields["Content-Length"]) > 0  # RFC 9110 §9.3.2: the length a GET would get
     assert "Connection" not in fields
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+        (784111777, "Sun, 06 Nov 1994 08:49:37 GMT"),  # RFC 9110 §5.6.7's example
+        (951782400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+        (4107542399.75, "Sun, 28 Feb 2100 23:59:59 GMT"),  # whole seconds
+        (4107542400, "Mon, 01 Mar 2100 00:00:00 GMT"),  # 2100 is no leap year
+    ],
+)
+def test_http_date_is_an_imf_fixdate(timestamp: float, expected: str) -> None:
+    assert http_date(timestamp) == expected
+
+
+@given(st.integers(min_value=0, max_value=253402300799))  # to 9999-12-31T23:59:59
+def test_http_date_writes_what_email_utils_formatdate_writes(timestamp: int) -> None:
+    assert http_date(timestamp) == formatdate(timestamp, usegmt=True)
