@@ -38,6 +38,22 @@ def test_the_first_response_compressed_with_a_coding_loads_its_library(
         assert client.get("/modules").json() == [library]
 
 
+def test_the_first_scrape_loads_prometheus_client_and_shows_every_earlier_request(
+    nessen_serve: ServeFactory,
+) -> None:
+    server = nessen_serve("tests.e2e.apps.modules:bare")
+    with server.client() as client:
+        for _ in range(3):
+            assert client.get("/text", headers={"accept-encoding": "gzip"}).status_code == 200
+        assert client.get("/nowhere").status_code == 404
+        assert client.get("/modules").json() == []
+        exposition = client.get("/metrics").text
+        assert "prometheus_client" in client.get("/modules").json()
+    assert 'http_requests_total{method="GET",route="/text",status="200"} 3.0' in exposition
+    assert 'http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in exposition
+    assert 'nessen_state{state="READY"} 1.0' in exposition
+
+
 def test_a_websocket_route_loads_websockets_at_start(nessen_serve: ServeFactory) -> None:
     server = nessen_serve("tests.e2e.apps.modules_ws:with_websocket")
     with server.client() as client:

@@ -42,6 +42,13 @@ buckets and sum through its private ``_buckets`` and ``_sum`` values: the first 
 created checks they exist, and a unit test checks that the result equals ``observe()``'s,
 so a prometheus-client release that changes them fails loudly rather than miscounting.
 
+**Before the first scrape.** In one process prometheus-client is not imported until
+``/metrics`` is first scraped (or a user metric first recorded): a server nobody scrapes
+does not carry it (about 3 MiB of resident memory, docs/BENCHMARKS.md). Until then the
+counts, gauges and the time each series first counted wait in :class:`PrometheusMetrics`,
+and the first scrape shows them as if the metrics had existed from the start (a unit test
+compares both orders). The import (tens of milliseconds) then happens on that scrape.
+
 **Cost per scrape.** Rendering the exposition costs about 2 ms of CPU in one process (and
 more with several workers, whose files are all read), all of it on the event loop; so a
 rendered exposition is reused for ``EXPOSITION_REUSE`` (250 ms, as ``/api/health``'s
@@ -68,28 +75,13 @@ prometheus-client's files when it starts and calls
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    Metric,
-    PlatformCollector,
-    ProcessCollector,
-    values,
-)
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
 from nessen.observability.logs import log_drops
 from nessen.observability.process import ProcessStats, read_process_stats
@@ -133,63 +125,108 @@ _DURATION_BOUNDS = (*DURATION_BUCKETS, float("inf"))
 _SIZE_BOUNDS = (*SIZE_BUCKETS, float("inf"))
 
 
-class _MultiProcessCollector(MultiProcessCollector):
-    """prometheus-client's collector, skipping files another process has not yet sized.
-
-    ``MmapedDict`` creates its file at 0 bytes and sizes it a moment later; reading it in
-    that moment raises ``struct.error`` and fails the whole merge (prometheus/client_python
-    #1199, open). Registering the collector reads every file, so a worker starting next
-    to another crashed at startup, and a scrape could fail the same way.
-    """
-
-    def collect(self) -> Iterable[Any]:
-        """The merged metrics of every worker's files that hold a header."""
-        files = [
-            name
-            for name in glob.glob(os.path.join(self._path, "*.db"))
-            if _file_size(name) >= _HEADER_BYTES
-        ]
-        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
-
-
-_HEADER_BYTES = 4
-"""An ``MmapedDict`` file starts with its used size, a 4-byte integer."""
-
-
-def _file_size(name: str) -> int:
-    try:
-        return os.path.getsize(name)
-    except OSError:  # a dead worker's file removed meanwhile
-        return 0
+REQUESTS = "http_requests_total"
+DURATION = "http_request_duration_seconds"
+SIZE = "http_response_size_bytes"
+REJECTED = "nessen_rejected_requests_total"
+WS_MESSAGES = "nessen_websocket_messages_total"
+WS_BYTES = "nessen_websocket_bytes_total"
+_LATER_COUNTERS = {
+    "nessen_store_errors_total": (
+        "Shared-store calls that failed (unreachable, timed out or refused), by store and "
+        "operation.",
+        ("store", "operation"),
+    ),
+    "nessen_accept_errors_total": (
+        "accept() calls that failed for lack of a resource (EMFILE: out of file "
+        "descriptors), by errno; accepting pauses while they fail.",
+        ("error",),
+    ),
+    "nessen_websocket_closes_total": (
+        "WebSockets ended, by close code (1006: no closing handshake) and the side that closed.",
+        ("code", "closed_by"),
+    ),
+}
+"""Counters created by their first count (absent from the exposition until then)."""
 
 
 class _Pending:
     """Histogram observations of one ``(method, route)`` not yet added to the children."""
 
-    __slots__ = ("duration", "duration_counts", "duration_sum", "size", "size_counts", "size_sum")
+    __slots__ = (
+        "created",
+        "duration",
+        "duration_counts",
+        "duration_sum",
+        "labels",
+        "size",
+        "size_counts",
+        "size_sum",
+    )
 
-    def __init__(self, duration: Any, size: Any) -> None:
-        self.duration = duration  # the prometheus-client Histogram children
-        self.size = size
+    def __init__(self, labels: tuple[str, str]) -> None:
+        self.labels = labels
+        self.created = time.time()  # first observed: the children's ``_created``
+        self.duration: Any = None  # the prometheus-client Histogram children, once made
+        self.size: Any = None
         self.duration_counts = [0] * len(_DURATION_BOUNDS)
         self.duration_sum = 0.0
         self.size_counts = [0] * len(_SIZE_BOUNDS)
         self.size_sum = 0.0
 
 
-class _Series:
-    """One ``(method, route, status)``: its counter child and its pending count."""
+class _Tally:
+    """One counter series (``name`` and label values): its pending count and its child."""
 
-    __slots__ = ("count", "counter", "histograms")
+    __slots__ = ("count", "counter", "created", "labels", "name")
 
-    def __init__(self, counter: Any, histograms: _Pending) -> None:
-        self.counter = counter
+    def __init__(self, name: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        self.labels = labels
+        self.created = time.time()  # first counted: the child's ``_created``
+        self.counter: Any = None  # the prometheus-client child, once made
         self.count = 0
+
+
+class _Series(_Tally):
+    """One ``(method, route, status)`` of ``http_requests_total``, and its histograms."""
+
+    __slots__ = ("histograms",)
+
+    def __init__(self, labels: tuple[str, str, str], histograms: _Pending) -> None:
+        super().__init__(REQUESTS, labels)
         self.histograms = histograms
+
+
+def _values_shared() -> bool:
+    """Whether prometheus-client keeps values in ``PROMETHEUS_MULTIPROC_DIR``'s files.
+
+    As it decided when it was imported, or as it will decide (from the same environment
+    variables) when it is.
+    """
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        return bool(getattr(values.ValueClass, "_multiprocess", False))
+    return "prometheus_multiproc_dir" in os.environ or "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+def _bind(metric: Any, labels: tuple[str, ...], created: float) -> Any:
+    """``metric``'s child for ``labels``, dated (``_created``) from its first count."""
+    child = metric.labels(*labels) if labels else metric
+    if created < getattr(child, "_created", created):
+        child._created = created
+    return child
 
 
 class PrometheusMetrics:
     """The runtime's Prometheus metrics and registry; also a :class:`TelemetrySink`.
+
+    In one process, prometheus-client is imported and the metrics made by the first scrape
+    (:meth:`exposition`, :attr:`registry`) or the first user metric: until then what is
+    recorded waits here, with the time each series first counted, so a server nobody
+    scrapes does not carry the library (about 3 MiB), and the first scrape shows the same
+    values and ``_created`` times as if the metrics had existed from the start. With
+    several workers (multiprocess mode) they are made at once: the others read them.
 
     Args:
         allowed_methods: Methods that keep their own ``method`` label.
@@ -203,9 +240,6 @@ class PrometheusMetrics:
             series (the supervisor's slot number).
 
     Attributes:
-        registry: What ``/metrics`` exposes: a registry of this instance's own (so several
-            runtimes in one process never collide), or in multiprocess mode one holding
-            only the ``MultiProcessCollector``.
         multiprocess: Whether values are aggregated across processes.
         reuse_seconds: As given; may be changed at any time.
         before_render: Called before each rendering (not for a reused one), e.g. to set
@@ -221,7 +255,7 @@ class PrometheusMetrics:
         reuse_seconds: float = 0.0,
         worker: str = "0",
     ) -> None:
-        value_class_is_shared = bool(getattr(values.ValueClass, "_multiprocess", False))
+        value_class_is_shared = _values_shared()
         if multiprocess is None:
             multiprocess = value_class_is_shared
         elif multiprocess != value_class_is_shared:
@@ -233,119 +267,27 @@ class PrometheusMetrics:
         self.multiprocess = multiprocess
         self.allowed_methods = frozenset(allowed_methods)
         self.max_routes = max_routes
-        self.registry = CollectorRegistry(auto_describe=True)
-        own: CollectorRegistry | None = None if multiprocess else self.registry
+        self._worker = worker
+        self._created = time.time()
+        self._registry: Any = None  # made by _materialise()
+        self._metrics: dict[str, Any] = {}  # the prometheus-client metrics, by name
+        self._choose_encoder: Any = None
         self._process_gauges: list[tuple[Any, str]] = []
         self._process_sampled = float("-inf")
-        if multiprocess:
-            self.registry.register(_MultiProcessView())
-            # Each series is created (in the worker's file, at 0) and given its first value
-            # at once, read before any is created: another worker's scrape can find a 0 only
-            # in the instant between those two writes, not for a whole sampling interval.
-            stats = read_process_stats()
-            for name, attribute, help_text in _PROCESS_GAUGES:
-                gauge = Gauge(
-                    name, help_text, ("worker",), registry=None, multiprocess_mode="liveall"
-                )
-                child = gauge.labels(worker)
-                if stats is not None:
-                    child.set(getattr(stats, attribute))
-                self._process_gauges.append((child, attribute))
-            self._process_sampled = time.monotonic()
-        else:
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
-
-        self.requests = Counter(
-            "http_requests_total",
-            "HTTP responses sent, by method, route template and status code.",
-            ("method", "route", "status"),
-            registry=own,
-        )
-        self.duration = Histogram(
-            "http_request_duration_seconds",
-            "Seconds from a request's first byte to its response written.",
-            ("method", "route"),
-            buckets=DURATION_BUCKETS,
-            registry=own,
-        )
-        self.size = Histogram(
-            "http_response_size_bytes",
-            "Content bytes of HTTP responses.",
-            ("method", "route"),
-            buckets=SIZE_BUCKETS,
-            registry=own,
-        )
-        self.active = Gauge(
-            "http_requests_active",
-            "Requests being handled now.",
-            registry=own,
-            multiprocess_mode="livesum",
-        )
-        self.connections = Gauge(
-            "nessen_connections_active",
-            "Open client connections.",
-            registry=own,
-            multiprocess_mode="livesum",
-        )
-        self.websockets = Gauge(
-            "nessen_websockets_active",
-            "Open WebSockets (also counted in nessen_connections_active).",
-            registry=own,
-            multiprocess_mode="livesum",
-        )
-        self.websocket_messages = Counter(
-            "nessen_websocket_messages_total",
-            "WebSocket messages, by direction (in: from clients, out: to clients).",
-            ("direction",),
-            registry=own,
-        )
-        self.websocket_bytes = Counter(
-            "nessen_websocket_bytes_total",
-            "WebSocket message payload bytes (after decompression), by direction.",
-            ("direction",),
-            registry=own,
-        )
-        self._websocket_closes: Counter | None = None  # created by the first close
-        self._ws_messages = (
-            self.websocket_messages.labels("in"),
-            self.websocket_messages.labels("out"),
-        )
-        self._ws_bytes = (self.websocket_bytes.labels("in"), self.websocket_bytes.labels("out"))
-        self.rejected = Counter(
-            "nessen_rejected_requests_total",
-            "Requests or connections the server refused on its own, by reason.",
-            ("reason",),
-            registry=own,
-        )
-        self.state = Gauge(
-            "nessen_state",
-            "1 for the lifecycle state the runtime is in, 0 for the others "
-            "(with several workers: how many are in each state).",
-            ("state",),
-            registry=own,
-            multiprocess_mode="livesum",
-        )
-        self.event_loop_lag = Gauge(
-            "nessen_event_loop_lag_seconds",
-            "How late the runtime's once-a-second tick ran: time the event loop was blocked.",
-            registry=own,
-            multiprocess_mode="livemax",
-        )
         self.reuse_seconds = reuse_seconds
         self.before_render: Callable[[], None] | None = None
         self._rendered: dict[str, tuple[float, bytes]] = {}  # content type -> (when, bytes)
-        self.log_lines_dropped = Counter(
-            LOG_DROPS_NAME.removesuffix("_total"), LOG_DROPS_HELP, registry=own
-        )
         self._log_drops_counted = 0
-        self._store_errors: Counter | None = None  # created by the first store_error()
-        self._accept_errors: Counter | None = None  # created by the first accept_failed()
-        self._state_children = {name: self.state.labels(name) for name in STATES}
+        self._gauges: dict[str, float] = {}  # gauge name -> value last set
+        self._state_name: str | None = None
+        self._state_children: dict[str, Any] = {}
         self._series: dict[tuple[str, str | None, int], _Series] = {}
         self._by_labels: dict[tuple[str, str, str], _Series] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._counts: dict[tuple[str, tuple[str, ...]], _Tally] = {}  # the other counters
+        for direction in ("in", "out"):  # shown from the start, at 0
+            self._count(WS_MESSAGES, (direction,), 0)
+            self._count(WS_BYTES, (direction,), 0)
         self._routes: set[str] = set()
         self._custom: dict[str, tuple[str, Any, tuple[str, ...]]] = {}
         self._reserved = frozenset(
@@ -367,6 +309,164 @@ class PrometheusMetrics:
                 LOG_DROPS_NAME,
             }
         )
+        if multiprocess:
+            self._materialise()
+
+    @property
+    def registry(self) -> Any:
+        """What ``/metrics`` exposes (a ``CollectorRegistry``), made on first use.
+
+        A registry of this instance's own (so several runtimes in one process never
+        collide), or in multiprocess mode one holding only the ``MultiProcessCollector``.
+        """
+        self._materialise()
+        return self._registry
+
+    def _materialise(self) -> None:
+        """Import prometheus-client, make the metrics and give them what was recorded."""
+        if self._registry is not None:
+            return
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            GCCollector,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+        )
+        from prometheus_client.exposition import choose_encoder
+
+        if _values_shared() != self.multiprocess:
+            raise RuntimeError(
+                f"multiprocess={self.multiprocess}, but PROMETHEUS_MULTIPROC_DIR changed "
+                "before prometheus-client was imported; set it before the process starts"
+            )
+        registry = CollectorRegistry(auto_describe=True)
+        own: CollectorRegistry | None = None if self.multiprocess else registry
+        if self.multiprocess:
+            from nessen.observability.multiprocess import MultiProcessView
+
+            registry.register(MultiProcessView())
+            # Each series is created (in the worker's file, at 0) and given its first value
+            # at once, read before any is created: another worker's scrape can find a 0 only
+            # in the instant between those two writes, not for a whole sampling interval.
+            stats = read_process_stats()
+            for name, attribute, help_text in _PROCESS_GAUGES:
+                gauge = Gauge(
+                    name, help_text, ("worker",), registry=None, multiprocess_mode="liveall"
+                )
+                child = gauge.labels(self._worker)
+                if stats is not None:
+                    child.set(getattr(stats, attribute))
+                self._process_gauges.append((child, attribute))
+            self._process_sampled = time.monotonic()
+        else:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+        metrics = self._metrics
+        metrics[REQUESTS] = Counter(
+            REQUESTS,
+            "HTTP responses sent, by method, route template and status code.",
+            ("method", "route", "status"),
+            registry=own,
+        )
+        metrics[DURATION] = Histogram(
+            DURATION,
+            "Seconds from a request's first byte to its response written.",
+            ("method", "route"),
+            buckets=DURATION_BUCKETS,
+            registry=own,
+        )
+        metrics[SIZE] = Histogram(
+            SIZE,
+            "Content bytes of HTTP responses.",
+            ("method", "route"),
+            buckets=SIZE_BUCKETS,
+            registry=own,
+        )
+        for name, help_text in (
+            ("http_requests_active", "Requests being handled now."),
+            ("nessen_connections_active", "Open client connections."),
+            (
+                "nessen_websockets_active",
+                "Open WebSockets (also counted in nessen_connections_active).",
+            ),
+        ):
+            metrics[name] = Gauge(name, help_text, registry=own, multiprocess_mode="livesum")
+        metrics[WS_MESSAGES] = Counter(
+            WS_MESSAGES,
+            "WebSocket messages, by direction (in: from clients, out: to clients).",
+            ("direction",),
+            registry=own,
+        )
+        metrics[WS_BYTES] = Counter(
+            WS_BYTES,
+            "WebSocket message payload bytes (after decompression), by direction.",
+            ("direction",),
+            registry=own,
+        )
+        metrics[REJECTED] = Counter(
+            REJECTED,
+            "Requests or connections the server refused on its own, by reason.",
+            ("reason",),
+            registry=own,
+        )
+        state = Gauge(
+            "nessen_state",
+            "1 for the lifecycle state the runtime is in, 0 for the others "
+            "(with several workers: how many are in each state).",
+            ("state",),
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        metrics["nessen_event_loop_lag_seconds"] = Gauge(
+            "nessen_event_loop_lag_seconds",
+            "How late the runtime's once-a-second tick ran: time the event loop was blocked.",
+            registry=own,
+            multiprocess_mode="livemax",
+        )
+        metrics[LOG_DROPS_NAME] = _bind(
+            Counter(LOG_DROPS_NAME.removesuffix("_total"), LOG_DROPS_HELP, registry=own),
+            (),
+            self._created,
+        )
+        self._state_children = {name: state.labels(name) for name in STATES}
+        self._choose_encoder = choose_encoder
+        self._registry = registry
+        # What was recorded before: the gauges' values now, the counts at the next flush.
+        for name, value in self._gauges.items():
+            metrics[name].set(value)
+        if self._state_name is not None:
+            self.set_state(self._state_name)
+        for pending in self._pending.values():
+            self._bind_histograms(pending)
+        for series in self._by_labels.values():
+            series.counter = _bind(metrics[REQUESTS], series.labels, series.created)
+
+    def _counter(self, name: str) -> Any:
+        """The counter ``name``, made now if it is one of ``_LATER_COUNTERS``."""
+        counter = self._metrics.get(name)
+        if counter is None:
+            from prometheus_client import Counter
+
+            help_text, label_names = _LATER_COUNTERS[name]
+            counter = self._metrics[name] = Counter(
+                name, help_text, label_names, registry=None if self.multiprocess else self._registry
+            )
+        return counter
+
+    def _bind_histograms(self, pending: _Pending) -> None:
+        duration = _bind(self._metrics[DURATION], pending.labels, pending.created)
+        if not (hasattr(duration, "_buckets") and hasattr(duration, "_sum")):
+            raise RuntimeError(  # pragma: no cover - guards a prometheus-client upgrade
+                "this prometheus-client's Histogram has no _buckets/_sum, which "
+                "nessen's batched recording needs; pin prometheus-client below it"
+            )
+        pending.duration = duration
+        pending.size = _bind(self._metrics[SIZE], pending.labels, pending.created)
 
     # --- the hot path -----------------------------------------------------------------
 
@@ -400,16 +500,12 @@ class PrometheusMetrics:
         if series is None:
             pending = self._pending.get(labels[:2])
             if pending is None:
-                duration = self.duration.labels(label_method, label_route)
-                if not (hasattr(duration, "_buckets") and hasattr(duration, "_sum")):
-                    raise RuntimeError(  # pragma: no cover - guards a prometheus-client upgrade
-                        "this prometheus-client's Histogram has no _buckets/_sum, which "
-                        "nessen's batched recording needs; pin prometheus-client below it"
-                    )
-                pending = _Pending(duration, self.size.labels(label_method, label_route))
-                self._pending[labels[:2]] = pending
-            series = _Series(self.requests.labels(*labels), pending)
-            self._by_labels[labels] = series
+                pending = self._pending[labels[:2]] = _Pending(labels[:2])
+                if self._registry is not None:
+                    self._bind_histograms(pending)
+            series = self._by_labels[labels] = _Series(labels, pending)
+            if self._registry is not None:
+                series.counter = _bind(self._metrics[REQUESTS], labels, series.created)
         if label_method == method and (label_route == route or route is None):
             # Only bounded keys are cached by raw value; others go through here each time.
             self._series[(method, route, status)] = series
@@ -431,10 +527,15 @@ class PrometheusMetrics:
         return route
 
     def flush(self) -> None:
-        """Add the counts accumulated since the last flush to the prometheus-client metrics."""
+        """Add the counts accumulated since the last flush to the prometheus-client metrics.
+
+        Before the metrics are made (one process, not scraped yet) the counts keep waiting.
+        """
+        if self._registry is None:
+            return
         dropped, _ = log_drops()
         if dropped > self._log_drops_counted:
-            self.log_lines_dropped.inc(dropped - self._log_drops_counted)
+            self._metrics[LOG_DROPS_NAME].inc(dropped - self._log_drops_counted)
             self._log_drops_counted = dropped
         for series in self._by_labels.values():
             if series.count:
@@ -445,8 +546,30 @@ class PrometheusMetrics:
             pending.duration_sum = 0.0
             _flush_histogram(pending.size, pending.size_counts, pending.size_sum)
             pending.size_sum = 0.0
+        for tally in self._counts.values():
+            counter = tally.counter
+            if counter is None:
+                counter = tally.counter = _bind(
+                    self._counter(tally.name), tally.labels, tally.created
+                )
+            if tally.count:
+                counter.inc(tally.count)
+                tally.count = 0
 
     # --- the rest, off the hot path -------------------------------------------------------
+
+    def _count(self, name: str, labels: tuple[str, ...], amount: int = 1) -> None:
+        """Add ``amount`` to the series ``labels`` of the counter ``name`` (at the next flush)."""
+        tally = self._counts.get((name, labels))
+        if tally is None:
+            tally = self._counts[(name, labels)] = _Tally(name, labels)
+        tally.count += amount
+
+    def _set(self, name: str, value: float) -> None:
+        """Set the gauge ``name`` (kept until the metrics are made)."""
+        self._gauges[name] = value
+        if self._registry is not None:
+            self._metrics[name].set(value)
 
     def request_rejected(
         self, reason: str, status: int, method: str | None, route: str | None
@@ -459,10 +582,10 @@ class PrometheusMetrics:
             method: The request's method, ``None`` if its request line was not parsed.
             route: The matched route, normally ``None`` (refused before routing).
         """
-        self.rejected.labels(reason).inc()
+        self._count(REJECTED, (reason,))
         if status:
             labels = (self.label_method(method or ""), self.label_route(route), str(status))
-            self.requests.labels(*labels).inc()
+            self._count(REQUESTS, labels)
 
     def store_error(self, store: str, operation: str) -> None:
         """Count one failed store call (``nessen_store_errors_total``).
@@ -471,16 +594,7 @@ class PrometheusMetrics:
             store: The store's kind, e.g. ``"redis"``.
             operation: The call that failed: take, get, set, delete or ping.
         """
-        counter = self._store_errors
-        if counter is None:
-            counter = self._store_errors = Counter(
-                "nessen_store_errors_total",
-                "Shared-store calls that failed (unreachable, timed out or refused), by "
-                "store and operation.",
-                ("store", "operation"),
-                registry=None if self.multiprocess else self.registry,
-            )
-        counter.labels(store, operation).inc()
+        self._count("nessen_store_errors_total", (store, operation))
 
     def accept_failed(self, error: str) -> None:
         """Count one ``accept()`` that failed for lack of a resource.
@@ -488,34 +602,24 @@ class PrometheusMetrics:
         Args:
             error: The errno name, e.g. ``"EMFILE"``.
         """
-        counter = self._accept_errors
-        if counter is None:
-            counter = self._accept_errors = Counter(
-                "nessen_accept_errors_total",
-                "accept() calls that failed for lack of a resource (EMFILE: out of file "
-                "descriptors), by errno; accepting pauses while they fail.",
-                ("error",),
-                registry=None if self.multiprocess else self.registry,
-            )
-        counter.labels(error).inc()
+        self._count("nessen_accept_errors_total", (error,))
 
     def set_active(self, requests: int, connections: int, websockets: int = 0) -> None:
         """Set the gauges of requests, connections (WebSockets included) and WebSockets."""
-        self.active.set(requests)
-        self.connections.set(connections)
-        self.websockets.set(websockets)
+        self._set("http_requests_active", requests)
+        self._set("nessen_connections_active", connections)
+        self._set("nessen_websockets_active", websockets)
 
     def websocket_traffic(
         self, messages_in: int, bytes_in: int, messages_out: int, bytes_out: int
     ) -> None:
         """Add to ``nessen_websocket_messages_total`` and ``nessen_websocket_bytes_total``."""
-        messages, payload = self._ws_messages, self._ws_bytes
         if messages_in:
-            messages[0].inc(messages_in)
-            payload[0].inc(bytes_in)
+            self._count(WS_MESSAGES, ("in",), messages_in)
+            self._count(WS_BYTES, ("in",), bytes_in)
         if messages_out:
-            messages[1].inc(messages_out)
-            payload[1].inc(bytes_out)
+            self._count(WS_MESSAGES, ("out",), messages_out)
+            self._count(WS_BYTES, ("out",), bytes_out)
 
     def websocket_closed(self, code: int, closed_by: str) -> None:
         """Count one ended WebSocket in ``nessen_websocket_closes_total``.
@@ -531,25 +635,17 @@ class PrometheusMetrics:
             label = f"{code // 1000}xxx"
         else:
             label = "other"
-        counter = self._websocket_closes
-        if counter is None:
-            counter = self._websocket_closes = Counter(
-                "nessen_websocket_closes_total",
-                "WebSockets ended, by close code (1006: no closing handshake) and the side "
-                "that closed.",
-                ("code", "closed_by"),
-                registry=None if self.multiprocess else self.registry,
-            )
-        counter.labels(label, closed_by).inc()
+        self._count("nessen_websocket_closes_total", (label, closed_by))
 
     def set_state(self, state: str) -> None:
         """Make ``state`` the one ``nessen_state`` series at 1."""
+        self._state_name = state
         for name, child in self._state_children.items():
             child.set(1 if name == state else 0)
 
     def set_event_loop_lag(self, seconds: float) -> None:
         """Set ``nessen_event_loop_lag_seconds``."""
-        self.event_loop_lag.set(seconds)
+        self._set("nessen_event_loop_lag_seconds", seconds)
 
     def sample_process(self, now: float | None = None) -> ProcessStats | None:
         """Refresh this worker's ``process_*`` series (multiprocess mode; else a no-op).
@@ -588,7 +684,8 @@ class PrometheusMetrics:
         Returns:
             ``(content, content type)``.
         """
-        encoder, content_type = choose_encoder(accept)
+        self._materialise()
+        encoder, content_type = self._choose_encoder(accept)
         now = time.monotonic()
         kept = self._rendered.get(content_type)
         if kept is not None and now - kept[0] < self.reuse_seconds:
@@ -596,7 +693,7 @@ class PrometheusMetrics:
         if self.before_render is not None:
             self.before_render()
         self.flush()
-        content: bytes = encoder(self.registry)
+        content: bytes = encoder(self._registry)
         self._rendered[content_type] = (now, content)
         return content, content_type
 
@@ -631,6 +728,7 @@ class PrometheusMetrics:
     def _child(self, kind: str, name: str, tags: Tags | None) -> Any:
         if name in self._reserved:
             raise ValueError(f"{name!r} is one of the runtime's own metrics")
+        self._materialise()
         names = tuple(sorted(tags)) if tags else ()
         known = self._custom.get(name)
         if known is None:
@@ -643,7 +741,9 @@ class PrometheusMetrics:
         return metric.labels(*(tags[n] for n in names)) if tags else metric
 
     def _create(self, kind: str, name: str, labels: tuple[str, ...]) -> Any:
-        own = None if self.multiprocess else self.registry
+        from prometheus_client import Counter, Gauge, Histogram
+
+        own = None if self.multiprocess else self._registry
         help_text = f"{name} (recorded through the telemetry sink API)"
         try:
             if kind == "counter":
@@ -653,33 +753,6 @@ class PrometheusMetrics:
             return Gauge(name, help_text, labels, registry=own, multiprocess_mode="livesum")
         except ValueError as exc:  # duplicated or invalid name
             raise ValueError(f"cannot create {kind} {name!r}: {exc}") from exc
-
-
-class _MultiProcessView(Collector):
-    """prometheus-client's ``MultiProcessCollector``, the CPU time shown as a counter.
-
-    Files another process has not sized yet are skipped (see :class:`_MultiProcessCollector`).
-
-    Each worker keeps its CPU time in a ``liveall`` gauge (the only kind that stays per
-    process and leaves with it), exposed as what it is, ``process_cpu_seconds_total``.
-    """
-
-    def __init__(self) -> None:
-        self._inner = _MultiProcessCollector(None)  # type: ignore[no-untyped-call]
-
-    def describe(self) -> Iterable[Metric]:
-        """Nothing: the names are only known by reading every worker's file, at a scrape."""
-        return []
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self._inner.collect():
-            if family.name == "process_cpu_seconds" and family.type == "gauge":
-                counter = Metric(family.name, family.documentation, "counter")
-                counter.samples = [
-                    sample._replace(name="process_cpu_seconds_total") for sample in family.samples
-                ]
-                family = counter
-            yield family
 
 
 def _flush_histogram(child: Any, counts: list[int], total: float) -> None:

@@ -14,7 +14,19 @@ import orjson
 
 from nessen import Request, Response, Runtime
 
-WATCHED = ("websockets", "brotli", "zstandard")
+WATCHED = (
+    "websockets",
+    "brotli",
+    "zstandard",
+    "prometheus_client",
+    # the standard library's, for features a plain HTTP server does not use
+    "email",
+    "hashlib",
+    "html",
+    "logging.config",
+    "pickle",
+    "tempfile",
+)
 """Libraries a server loads only once it needs them (each costs resident memory)."""
 
 

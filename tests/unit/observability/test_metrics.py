@@ -3,11 +3,16 @@ from __future__ import annotations
 import logging
 import os
 import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from nessen.observability import metrics as metrics_module
 from nessen.observability.logs import BufferedStreamHandler
 from nessen.observability.metrics import (
     DURATION_BUCKETS,
@@ -207,3 +212,103 @@ def test_dropped_log_lines_are_counted_from_the_log_handlers() -> None:
     after = samples(metrics, prefix="nessen_log")[("nessen_log_lines_dropped_total", ())]
     assert after - before == 7.0
     assert samples(metrics, prefix="nessen_log")[("nessen_log_lines_dropped_total", ())] == after
+
+
+def record_everything(metrics: PrometheusMetrics) -> None:
+    """One of each thing the runtime records."""
+    metrics.request_finished("GET", "/users/{id}", 200, 0.004, 120)
+    metrics.request_finished("POST", "/users/{id}", 201, 0.02, 3000)
+    metrics.request_finished("MKCOL", None, 501, 0.0001, 20)
+    metrics.request_rejected("uri_too_long", 414, "GET", None)
+    metrics.request_rejected("headers_timeout", 0, None, None)
+    metrics.store_error("redis", "take")
+    metrics.accept_failed("EMFILE")
+    metrics.websocket_traffic(3, 30, 2, 20)
+    metrics.websocket_closed(1000, "client")
+    metrics.set_active(4, 9, 1)
+    metrics.set_event_loop_lag(0.25)
+    metrics.set_state("DEGRADED")
+
+
+def without_created(found: Samples) -> Samples:
+    return {key: value for key, value in found.items() if not key[0].endswith("_created")}
+
+
+OWN_PREFIXES = ("http_", "nessen_")
+
+
+def own_samples(metrics: PrometheusMetrics) -> Samples:
+    return {k: v for k, v in samples(metrics).items() if k[0].startswith(OWN_PREFIXES)}
+
+
+def test_what_is_recorded_before_the_first_scrape_is_what_is_recorded_after() -> None:
+    """The metrics are made by the first scrape: counts and gauges from before it show
+    exactly as those recorded once they exist (the runtime's own series, ``_created``
+    aside: they are compared in the next test)."""
+    before, after = PrometheusMetrics(), PrometheusMetrics()
+    record_everything(before)
+    samples(after)  # the first scrape: the metrics exist from here on
+    record_everything(after)
+    expected = without_created(own_samples(after))
+    assert (
+        expected[("http_requests_total", labels(method="GET", route="/users/{id}", status="200"))]
+        == 1.0
+    )
+    assert expected[("nessen_websocket_bytes_total", labels(direction="in"))] == 30.0
+    assert expected[("nessen_state", labels(state="DEGRADED"))] == 1.0
+    assert without_created(own_samples(before)) == expected
+
+
+class FakeTime:
+    """``time`` for the metrics module: ``time()`` as set, ``monotonic()`` the real one."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.monotonic: Callable[[], float] = time.monotonic
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_a_series_counted_before_the_first_scrape_is_created_when_it_was_first_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeTime(1000.0)
+    monkeypatch.setattr(metrics_module, "time", clock)
+    metrics = PrometheusMetrics()
+    clock.now = 1005.0
+    metrics.request_finished("GET", "/a", 200, 0.001, 10)
+    metrics.request_rejected("uri_too_long", 414, "GET", None)
+    clock.now = 2000.0
+    found = samples(metrics)
+    ok = labels(method="GET", route="/a", status="200")
+    assert found[("http_requests_created", ok)] == 1005.0
+    assert (
+        found[("http_request_duration_seconds_created", labels(method="GET", route="/a"))] == 1005.0
+    )
+    assert found[("nessen_rejected_requests_created", labels(reason="uri_too_long"))] == 1005.0
+    assert found[("nessen_log_lines_dropped_created", ())] == 1000.0  # made with the metrics
+    assert found[("nessen_websocket_messages_created", labels(direction="in"))] == 1000.0
+
+
+IMPORTS = """
+import sys
+from nessen.observability.metrics import PrometheusMetrics
+metrics = PrometheusMetrics()
+metrics.request_finished("GET", "/a", 200, 0.001, 10)
+metrics.set_state("READY")
+metrics.flush()
+assert "prometheus_client" not in sys.modules, "imported before the first scrape"
+content, _ = metrics.exposition()
+assert "prometheus_client" in sys.modules
+assert b'http_requests_total{method="GET",route="/a",status="200"} 1.0' in content, content
+print("ok")
+"""
+
+
+def test_prometheus_client_is_imported_by_the_first_scrape() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
