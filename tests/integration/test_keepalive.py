@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
-from tests.conftest import ServeFactory
+from nessen.testing import LiveServer
+from tests.conftest import ServeFactory, wait_for
 from tests.integration.wire import closed_cleanly
 from tests.rawhttp import RawClient, get
 
@@ -108,3 +109,28 @@ def test_client_half_close_still_gets_its_response(serve: ServeFactory) -> None:
         assert response.status == 200
         assert response.body == b"hello"
         assert closed_cleanly(client)
+
+
+def _parsers_held(server: LiveServer) -> int:
+    """Connections holding an llhttp parser (read on the server's loop)."""
+    found: list[int] = []
+
+    def count() -> None:
+        state = server.runtime.server.state  # type: ignore[union-attr]
+        found.append(sum(hasattr(conn.core, "_parser") for conn in state.connections))
+
+    server.call(count)
+    return found[0]
+
+
+def test_an_idle_connection_lets_its_parser_go_and_serves_the_next_request(
+    serve: ServeFactory,
+) -> None:
+    """The ticker takes the parser of a connection it finds idle (memory: ~1 KiB each)."""
+    server = serve()
+    with RawClient(server.address) as client:
+        assert client.request(get("/path?n=1")).status == 200
+        wait_for(lambda: _parsers_held(server) == 0, "the idle connection's parser let go")
+        second = client.request(get("/path?n=2"))
+        assert json.loads(second.body) == {"path": "/path", "query": "n=2"}
+        assert not client.closed_by_peer(timeout=0.2)

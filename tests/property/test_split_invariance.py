@@ -71,8 +71,12 @@ CONFIG = Config(
 )
 
 
-def run(pieces: list[bytes]) -> RecordingTransport:
-    """Feed ``pieces`` as successive reads; return the transport once all is answered."""
+def run(pieces: list[bytes], *, shed: bool = False) -> RecordingTransport:
+    """Feed ``pieces`` as successive reads; return the transport once all is answered.
+
+    ``shed``: after each read is handled, do what the server's ticker does to a
+    connection it finds idle (``H1Connection.shed``: its parser goes).
+    """
 
     async def main() -> RecordingTransport:
         state = ServerState(CONFIG, handler, Events())  # type: ignore[arg-type]
@@ -85,6 +89,8 @@ def run(pieces: list[bytes]) -> RecordingTransport:
             protocol.data_received(piece)
             for _ in range(3):  # a handler that yields, and its bookkeeping
                 await asyncio.sleep(0)
+            if shed:
+                protocol.core.shed()
         for _ in range(10):
             await asyncio.sleep(0)
         state.connections.discard(protocol)
@@ -146,3 +152,24 @@ def test_splitting_the_input_anywhere_gives_the_same_answers(
         assert not transport.written_after_close
         begun = stream.count(b"HTTP/1.") + stream.count(b"\n")  # generous: every line
         assert len(STATUS.findall(bytes(transport.out))) <= begun + 1
+
+
+@settings(
+    max_examples=int(os.environ.get("NESSEN_SPLIT_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    stream=st.tuples(first, st.lists(requests, min_size=1, max_size=6)).map(
+        lambda parts: parts[0] + b"".join(parts[1])
+    ),
+    cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=8),
+)
+def test_letting_the_parser_go_whenever_idle_gives_the_same_answers(
+    stream: bytes, cuts: list[float]
+) -> None:
+    """A connection the ticker finds idle parses its next request with a new parser."""
+    points = sorted({int(c * len(stream)) for c in cuts} - {0, len(stream)})
+    bounds = [0, *points, len(stream)]
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    assert _same(run(pieces, shed=True).out) == _same(run([stream]).out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -130,7 +131,8 @@ class HttpProtocol(asyncio.Protocol):
         self._out.attach(transport, tls=self._state.tls is not None)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            self.client = self.core.client = (str(peer[0]), int(peer[1]))
+            # Interned: connections from one address (a load balancer, a proxy) share it.
+            self.client = self.core.client = (sys.intern(str(peer[0])), int(peer[1]))
         elif isinstance(peer, str | bytes):  # a Unix socket's peer: a local process
             self.client = self.core.client = (UNIX_PEER, 0)
         state = self._state
@@ -294,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
             while queue and not ex.busy and not self.closed:
                 if self._out.paused:
                     return  # resume_writing() calls back
-                request, keep_alive, started = queue.popleft()
+                request, keep_alive, started = queue.pop(0)
                 ex.dispatch(request, keep_alive, started)
             if ex.busy or self.closed:
                 return

@@ -674,6 +674,7 @@ class Server:
                 conn.on_handler_timeout()
             if conn.write_deadline <= now:
                 conn.on_write_timeout()
+            conn.core.shed()  # found idle: let its parser go (see H1Connection.shed)
         if self.on_tick is not None:
             self.on_tick()
         self._ticker = state.loop.call_later(self._tick, self._on_tick)

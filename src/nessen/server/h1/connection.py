@@ -34,7 +34,6 @@ each call.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -108,6 +107,11 @@ MAX_METHOD_START = 64
 """Bytes of a request's start kept while its method is read, to classify a bad method."""
 
 _SPECIAL_LENGTHS = frozenset({4, 6, 14, 17})  # host, expect, content-length, transfer-encoding
+_NO_FIELDS: list[tuple[bytes, bytes]] = []
+_NO_PIECES: list[bytes] = []
+"""Shared empty lists for a connection between messages: never appended to, because
+``on_message_begin`` (which llhttp calls before any other callback of a message) gives
+each message lists of its own."""
 
 
 class Shared(Protocol):
@@ -242,6 +246,8 @@ class H1Connection:
         "started",
         "stopped",
     )
+    _parser: httptools.HttpRequestParser
+    """llhttp, made by the first read; unset while idle after :meth:`shed`."""
 
     def __init__(
         self,
@@ -260,10 +266,11 @@ class H1Connection:
         self._make_request = make_request
         self._make_deferred = make_deferred or make_request
         self._stream_message = False  # the message's content comes out as BODY actions
-        self._parser = httptools.HttpRequestParser(self)
         self._actions: list[tuple[int, Any]] = []
         self.client: tuple[str, int] | None = None
-        self.queue: deque[Entry] = deque()
+        # A list, not a deque: at most PIPELINE_DEPTH entries, and an empty deque holds a
+        # 64-slot block (760 bytes) on every idle connection.
+        self.queue: list[Entry] = []
         self.phase: Phase = HEAD
         self.read_deadline = INF
         self.busy = False
@@ -277,10 +284,10 @@ class H1Connection:
         self.in_head = False
         self.head_request = False
         self.started = 0.0
-        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.raw_headers = _NO_FIELDS
         self._messages_begun = 0
         self._method_start: bytes | None = b""
-        self._url: list[bytes] = []
+        self._url = _NO_PIECES
         self._url_bytes = 0
         self._url_in_read = False  # a piece of the target came in the read being parsed
         self._target_ended = False  # the last read stopped right after the target
@@ -292,7 +299,7 @@ class H1Connection:
         self._transfer_encoding = b""
         self._expect: bytes | None = None
         self._content_length = -1
-        self._body: list[bytes] = []
+        self._body = _NO_PIECES
         self.body_bytes = 0
         self._body_raw = 0
         self._chunk_seen = False  # a chunk header was parsed in the slice being fed
@@ -344,10 +351,28 @@ class H1Connection:
             self.read_deadline = now + min(OVER_LIMIT_HEADERS_TIMEOUT, config.headers_timeout)
 
     def idle(self, now: float) -> None:
-        """Every queued response is out: wait ``idle_timeout`` for the next request."""
+        """Every queued response is out: wait ``idle_timeout`` for the next request.
+
+        The last request's target, fields and content are let go (the next message begins
+        with new ones), so an idle keep-alive connection holds none of them.
+        """
         if self.phase is HANDLING:  # HANDLING -> IDLE is in the table: no check
             self.phase = IDLE
             self.read_deadline = now + self._config.idle_timeout
+            self.raw_headers = _NO_FIELDS
+            self._url = self._body = _NO_PIECES
+            self._host = b""
+
+    def shed(self) -> None:
+        """Idle: let go of the parser (about 1 KiB with its callbacks) until the next read.
+
+        The server's ticker calls it for every connection it finds idle, so thousands of
+        idle keep-alive connections do not each hold one; a connection busy with requests
+        keeps its own. Between messages llhttp holds nothing a new parser lacks: the next
+        request is parsed as the first one on a new connection is.
+        """
+        if self.phase is IDLE and hasattr(self, "_parser"):
+            del self._parser
 
     def linger(self, now: float) -> None:
         """The write side is shut after an answer: discard input for ``LINGER_SECONDS``."""
@@ -544,7 +569,11 @@ class H1Connection:
         self._chunk_seen = False
         body_before = self.body_bytes if in_body else 0
         try:
-            self._parser.feed_data(data)
+            parser = self._parser
+        except AttributeError:  # a new connection, or one that shed it while idle (see shed)
+            parser = self._parser = httptools.HttpRequestParser(self)
+        try:
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, ProtocolError):

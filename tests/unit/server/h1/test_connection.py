@@ -132,7 +132,7 @@ def test_pipelined_requests_stop_parsing_at_the_queue_depth_and_resume_in_order(
         if len(conn.queue) > 1:
             assert PAUSE in kinds(actions)
         while conn.queue:
-            seen.append(conn.queue.popleft()[0].path)
+            seen.append(conn.queue.pop(0)[0].path)
         resumed = conn.resume(101.0, 2.0)
         if resumed is None:
             break
@@ -143,9 +143,49 @@ def test_pipelined_requests_stop_parsing_at_the_queue_depth_and_resume_in_order(
 def test_a_request_completed_while_one_is_handled_pauses_reading() -> None:
     conn = core()
     conn.receive(GET, 100.0, 1.0)
-    conn.queue.popleft()
+    conn.queue.pop(0)
     conn.busy = True
     assert kinds(conn.receive(GET, 100.0, 1.0)) == [PAUSE]
+
+
+# --- an idle connection holds no parser ------------------------------------------------
+
+
+def test_an_idle_connection_lets_its_parser_go_and_parses_the_next_request_as_before() -> None:
+    conn = core()
+    assert not hasattr(conn, "_parser")  # made by the first read
+    conn.receive(GET, 100.0, 1.0)
+    conn.shed()  # a request in hand: kept
+    assert hasattr(conn, "_parser")
+    conn.queue.pop(0)
+    conn.idle(101.0)
+    assert conn.raw_headers == []  # the last request's fields are let go too
+    conn.shed()
+    assert not hasattr(conn, "_parser")
+    conn.receive(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 102.0, 2.0)
+    ((request, keep_alive, started),) = conn.queue
+    assert (request.method, request.path, request.body) == ("POST", "/b", b"abc")
+    assert (keep_alive, started, request.headers["host"]) == (True, 2.0, "x")
+
+
+def test_a_connection_inside_a_request_keeps_its_parser() -> None:
+    conn = core()
+    conn.receive(GET, 100.0, 1.0)
+    conn.queue.pop(0)
+    conn.idle(101.0)
+    conn.receive(b"GET /c HTTP/1.1\r\nHo", 102.0, 2.0)
+    conn.shed()  # in its header section: kept, or the rest would not parse
+    assert conn.receive(b"st: x\r\n\r\n", 102.5, 2.0) == []
+    assert [entry[0].path for entry in conn.queue] == ["/c"]
+
+
+def test_an_http_0_9_line_after_the_parser_went_is_refused_as_on_a_new_connection() -> None:
+    conn = core()
+    conn.receive(GET, 100.0, 1.0)
+    conn.queue.pop(0)
+    conn.idle(101.0)
+    conn.shed()
+    assert error_of(conn.receive(b"GET /nine\r\n", 102.0, 2.0)).reason == "http_0_9"
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -230,7 +270,7 @@ def test_the_shared_body_budget_refuses_content_that_would_pass_it() -> None:
 def test_the_header_deadline_starts_at_a_requests_first_byte_on_a_reused_connection() -> None:
     conn = core()
     conn.receive(GET, 100.0, 1.0)
-    conn.queue.popleft()
+    conn.queue.pop(0)
     conn.idle(105.0)
     assert conn.phase is IDLE
     assert conn.read_deadline == 105.0 + Config().idle_timeout
@@ -247,7 +287,7 @@ def test_an_idle_or_fresh_connection_past_its_deadline_is_closed_without_an_answ
     assert conn.read_deadline_passed(110.0) is None  # not one byte: close
     conn = core()
     conn.receive(GET, 100.0, 1.0)
-    conn.queue.popleft()
+    conn.queue.pop(0)
     conn.idle(101.0)
     assert conn.read_deadline_passed(200.0) is None
     assert conn.phase is IDLE
@@ -325,7 +365,7 @@ def test_drain_gives_a_fresh_connection_and_an_idle_one_a_short_grace() -> None:
     assert fresh.read_deadline == 100.0 + DRAIN_FRESH_GRACE
     idle = core()
     idle.receive(GET, 100.0, 1.0)
-    idle.queue.popleft()
+    idle.queue.pop(0)
     idle.idle(100.0)
     assert idle.drain(101.0, served=1) == GRACE
     assert idle.read_deadline == 101.0 + DRAIN_IDLE_GRACE
@@ -349,7 +389,7 @@ def test_drain_keeps_a_connection_with_a_request_in_flight(setup: str, expected:
     conn = core()
     if setup == "busy":
         conn.receive(GET, 100.0, 1.0)
-        conn.queue.popleft()
+        conn.queue.pop(0)
         conn.busy = True
     elif setup == "queued":
         conn.receive(GET + GET, 100.0, 1.0)
@@ -361,7 +401,7 @@ def test_drain_keeps_a_connection_with_a_request_in_flight(setup: str, expected:
         conn.linger(100.0)
     else:  # answered, not yet moved to IDLE: nothing in flight
         conn.receive(GET, 100.0, 1.0)
-        conn.queue.popleft()
+        conn.queue.pop(0)
     deadline = conn.read_deadline
     assert conn.drain(101.0, served=1) == expected
     assert conn.read_deadline == deadline
@@ -493,7 +533,7 @@ def _run(pieces: list[bytes], streaming: bool) -> list[Any]:
                 elif kind in counts:
                     counts[kind] += 1
             while conn.queue:
-                requests.append(conn.queue.popleft()[0])
+                requests.append(conn.queue.pop(0)[0])
             resumed = conn.resume(100.0, 1.0)
             if resumed is None:
                 break
@@ -613,7 +653,7 @@ def _serving(
     conn = H1Connection(Config(), shared)
     conn.open(100.0, draining=False, over_limit=False)
     conn.receive(GET * (1 + queued), 100.0, 1.0)
-    conn.queue.popleft()
+    conn.queue.pop(0)
     conn.busy = True
     conn.served = served
     if begun:
@@ -657,7 +697,7 @@ def test_keep_alive_against_close_after_the_limit_and_unread_content(
     config = Config(max_requests_per_connection=3)
     conn = H1Connection(config, Shared())
     conn.receive(GET * 2, 100.0, 1.0)
-    conn.queue.popleft()
+    conn.queue.pop(0)
     allows = case != "http/1.0 without keep-alive"
     if case.startswith("close after"):
         conn.close_after = True
@@ -682,7 +722,7 @@ def test_after_the_drain_a_used_connection_gets_503_and_a_graced_or_fresh_one_is
     idle_shared = Shared()
     idle = H1Connection(Config(), idle_shared)
     idle.receive(GET, 100.0, 1.0)
-    idle.queue.popleft()
+    idle.queue.pop(0)
     idle.done()
     idle.idle(100.0)
     assert idle.drain(101.0, idle.served) == GRACE
@@ -718,7 +758,7 @@ def test_drain_keeps_a_connection_whose_deferred_content_is_awaited() -> None:
     conn = H1Connection(Config(), Shared(), make_deferred=Deferred)
     conn.open(100.0, draining=False, over_limit=False)
     conn.receive(post(5, extra=b"Expect: 100-continue\r\n"), 100.0, 1.0)
-    conn.queue.popleft()
+    conn.queue.pop(0)
     conn.busy = True  # its handler runs and has not read the content yet
     assert conn.phase is BODY
     assert conn.drain(101.0, served=0) == KEEP
@@ -728,7 +768,7 @@ def test_a_request_completed_behind_a_streamed_one_pauses_reading() -> None:
     conn = core(streaming=True)
     actions = conn.receive(post(5), 100.0, 1.0)
     assert kinds(actions) == [HEAD_DONE]
-    conn.queue.popleft()
+    conn.queue.pop(0)
     conn.busy = True  # dispatched at its header section; its content is still coming
     # Its content ends while its handler runs (reading pauses: nothing more is wanted
     # until it answers), and the GET behind it waits in the queue.
