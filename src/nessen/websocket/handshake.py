@@ -78,6 +78,25 @@ def _deflate() -> ServerPerMessageDeflateFactory:
     )
 
 
+def field_values(request: Request, name: str) -> list[str]:
+    """Every value of the field ``name`` (lower case), as ``request.headers.getall`` gives.
+
+    Read from the raw fields when :attr:`Request.headers` was not built: a WebSocket keeps
+    its upgrade request as long as it is open, and the decoded copy of its fields would
+    double what it holds of them (about 1.4 KiB each, for a few fields).
+    """
+    headers = request._headers
+    if headers is not None:
+        return headers.getall(name)
+    key = name.encode("latin-1")
+    size = len(key)
+    return [
+        value.decode("latin-1")
+        for raw_name, value in request._raw_headers
+        if len(raw_name) == size and raw_name.lower() == key
+    ]
+
+
 def tokens(values: Iterable[str]) -> list[str]:
     """The comma-separated tokens of a field's lines, stripped, lower-case, empty ones dropped."""
     return [t.strip().lower() for value in values for t in value.split(",") if t.strip()]
@@ -89,11 +108,10 @@ def is_websocket_request(request: Request) -> bool:
     That is ``Connection: upgrade`` and ``Upgrade: websocket`` (RFC 6455 §4.2.1 items 3
     and 4; tokens, any case).
     """
-    headers = request.headers
-    upgrade = headers.getall("upgrade")
+    upgrade = field_values(request, "upgrade")
     if not upgrade or "websocket" not in tokens(upgrade):
         return False
-    return "upgrade" in tokens(headers.getall("connection"))
+    return "upgrade" in tokens(field_values(request, "connection"))
 
 
 def read_offer(request: Request) -> Offer:
@@ -120,8 +138,7 @@ def read_offer(request: Request) -> Offer:
         raise HandshakeError(400, "bad_method", "a WebSocket handshake must be a GET")
     if request.http_version == "1.0":
         raise HandshakeError(400, "bad_version", "a WebSocket handshake needs HTTP/1.1")
-    headers = request.headers
-    versions = headers.getall("sec-websocket-version")
+    versions = field_values(request, "sec-websocket-version")
     if [v.strip() for v in versions] != [VERSION]:
         raise HandshakeError(
             426,
@@ -129,7 +146,7 @@ def read_offer(request: Request) -> Offer:
             "Sec-WebSocket-Version must be 13",
             Sec_WebSocket_Version=VERSION,
         )
-    keys = headers.getall("sec-websocket-key")
+    keys = field_values(request, "sec-websocket-key")
     if len(keys) != 1:
         raise HandshakeError(400, "bad_key", "send exactly one Sec-WebSocket-Key")
     key = keys[0].strip()
@@ -142,7 +159,7 @@ def read_offer(request: Request) -> Offer:
             400, "bad_key", "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.1)"
         )
     offers: list[tuple[str, list[tuple[str, str | None]]]] = []
-    extensions = headers.getall("sec-websocket-extensions")
+    extensions = field_values(request, "sec-websocket-extensions")
     if extensions:
         from websockets.exceptions import InvalidHeader
         from websockets.headers import parse_extension
@@ -156,11 +173,11 @@ def read_offer(request: Request) -> Offer:
             ) from None
     subprotocols = tuple(
         t.strip()
-        for value in headers.getall("sec-websocket-protocol")
+        for value in field_values(request, "sec-websocket-protocol")
         for t in value.split(",")
         if t.strip()
     )
-    return Offer(key, subprotocols, headers.get("origin"), offers)
+    return Offer(key, subprotocols, request.header("origin"), offers)
 
 
 def accept_value(key: str) -> str:
