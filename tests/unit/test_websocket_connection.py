@@ -15,12 +15,15 @@ from nessen.websocket.connection import (
 )
 from nessen.websocket.handshake import Offer
 from tests.transport import RecordingTransport
+from tests.wsraw import PONG, frame
 
 
-async def opened() -> tuple[WebSocketConnection, RecordingTransport]:
+async def opened(
+    settings: WebSocketSettings | None = None,
+) -> tuple[WebSocketConnection, RecordingTransport]:
     request = Request("GET", b"/ws", "/ws", raw_headers=[(b"host", b"t")])
     conn = WebSocketConnection(
-        request, Offer("dGhlIHNhbXBsZSBub25jZQ=="), WebSocketSettings(ping_interval=0)
+        request, Offer("dGhlIHNhbXBsZSBub25jZQ=="), settings or WebSocketSettings(ping_interval=0)
     )
     accepting = asyncio.ensure_future(conn.accept())
     await asyncio.sleep(0)  # accept() has decided and waits for the switch
@@ -67,5 +70,31 @@ def test_sending_on_a_socket_that_broke_raises_at_once() -> None:
             await conn.send("lost")
         assert gone.value.code == 1006
         assert transport.out.endswith(b"fine")  # nothing written after the break
+
+    asyncio.run(scenario())
+
+
+def test_the_tickers_calls_send_pings_and_cut_a_peer_whose_pong_is_late() -> None:
+    """Keep-alive deadlines are values the server's ticker checks (``tick(now)``)."""
+
+    async def scenario() -> None:
+        conn, transport = await opened(WebSocketSettings(ping_interval=10.0, ping_timeout=5.0))
+        start = conn.opened_at
+        conn.tick(start + 9.9)
+        assert transport.out == b""
+        conn.tick(start + 10.0)
+        ping = bytes(transport.out)
+        assert ping[:2] == b"\x89\x04"  # a ping with a 4-byte payload
+        conn.data_received(frame(PONG, ping[2:6]))
+        conn.tick(start + 15.1)  # answered: nothing to cut
+        assert not transport.closed
+        del transport.out[:]
+        conn.tick(start + 20.0)
+        assert bytes(transport.out[:2]) == b"\x89\x04"  # the next ping, never answered
+        conn.tick(start + 24.9)
+        assert not transport.closed
+        conn.tick(start + 25.0)
+        assert transport.closed
+        assert conn.cut_reason == "ping_timeout"
 
     asyncio.run(scenario())

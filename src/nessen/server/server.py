@@ -423,6 +423,8 @@ class Server:
                 config.request_timeout / 4,
                 config.idle_timeout / 4,
                 config.send_timeout / 4,
+                # WebSockets' keep-alive pings and pong deadlines (0: none)
+                *(t / 4 for t in (config.ws_ping_interval, config.ws_ping_timeout) if t > 0),
             ),
         )
         self.address: tuple[str, int] = (config.host, config.port)
@@ -675,6 +677,8 @@ class Server:
             if conn.write_deadline <= now:
                 conn.on_write_timeout()
             conn.core.shed()  # found idle: let its parser go (see H1Connection.shed)
+        for websocket in list(state.websockets):
+            websocket.tick(now)  # its keep-alive ping, or the pong to it, is due
         if self.on_tick is not None:
             self.on_tick()
         self._ticker = state.loop.call_later(self._tick, self._on_tick)

@@ -169,7 +169,8 @@ class ServerState:
         self._prune_upgraded_at = 64
         self.websockets: set[Any] = set()
         """Open WebSockets (:class:`~nessen.websocket.connection.WebSocketConnection`): they
-        count against ``max_connections``, get 1001 at the drain, and are waited for."""
+        count against ``max_connections``, get 1001 at the drain, and are waited for; the
+        server's ticker calls their ``tick(now)`` (keep-alive pings)."""
         self.answered = 0
         """Responses to the handlers' answers that went out (each counted once, when
         reported; the server's own refusals are not), since start."""

@@ -66,6 +66,7 @@ ABNORMAL = 1006
 YIELD_BYTES = 64 * 1024
 """Bytes ``send`` may write without yielding to the event loop (see :meth:`send`)."""
 """RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
+INF = float("inf")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
@@ -132,9 +133,9 @@ class WebSocketConnection(asyncio.Protocol):
         "_parts",
         "_pending",
         "_pending_need",
+        "_ping_at",
         "_ping_payload",
-        "_ping_timer",
-        "_pong_timer",
+        "_pong_by",
         "_reading_paused",
         "_receiver",
         "_reported",
@@ -188,8 +189,10 @@ class WebSocketConnection(asyncio.Protocol):
         self._parts: list[Any] = []
         self._decoder: Any = None
         self._ping_payload: bytes | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._pong_timer: asyncio.TimerHandle | None = None
+        # Keep-alive deadlines in loop.time() seconds, checked by the server's ticker (see
+        # tick): a timer handle each would cost about 600 bytes per WebSocket.
+        self._ping_at = INF  # the next ping
+        self._pong_by = INF  # the pong to the last ping
         self._idle_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._handler_timer: asyncio.TimerHandle | None = None
@@ -285,7 +288,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.proto = proto
         self.opened_at = self.last_message = self.loop.time()
         if settings.ping_interval > 0:
-            self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
+            self._ping_at = self.opened_at + settings.ping_interval
         if settings.idle_timeout > 0:
             self._idle_timer = self.loop.call_later(settings.idle_timeout, self._idle_check)
         if not self._opened.done():
@@ -409,7 +412,8 @@ class WebSocketConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:  # noqa: D102
         self._lost = True
-        for timer in (self._ping_timer, self._pong_timer, self._idle_timer, self._close_timer):
+        self._ping_at = self._pong_by = INF
+        for timer in (self._idle_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
         proto = self.proto
@@ -454,6 +458,7 @@ class WebSocketConnection(asyncio.Protocol):
             elif opcode is PONG:
                 if frame.data == self._ping_payload:
                     self._ping_payload = None
+                    self._pong_by = INF
             elif opcode is CLOSE and self.closed_by is None:
                 self.closed_by = "client"
         if len(inbox) != before:
@@ -728,8 +733,22 @@ class WebSocketConnection(asyncio.Protocol):
 
     # --- timers -------------------------------------------------------------------------------
 
-    def _ping(self) -> None:
+    def tick(self, now: float) -> None:
+        """The server's ticker (every ``MAX_TICK`` or sooner): a ping or a pong is due.
+
+        ``now`` is ``loop.time()``. Pings go out every ``ws_ping_interval``; a peer whose
+        pong has not come ``ws_ping_timeout`` after the ping is cut.
+        """
+        if now >= self._ping_at:
+            self._ping(now)
+        elif now >= self._pong_by:
+            self._pong_by = INF
+            if self._ping_payload is not None and not self._reading_paused and not self._lost:
+                self.cut("ping_timeout", "no pong within WS_PING_TIMEOUT: the peer is gone")
+
+    def _ping(self, now: float) -> None:
         """Send a keep-alive ping; cut the peer if the last one is still unanswered."""
+        self._ping_at = INF
         proto = self.proto
         if self._lost or proto is None or proto.state is not OPEN:
             return
@@ -742,12 +761,8 @@ class WebSocketConnection(asyncio.Protocol):
             self._ping_payload = os.urandom(4)
             proto.send_ping(self._ping_payload)
             self._flush(proto)
-            self._pong_timer = self.loop.call_later(settings.ping_timeout, self._pong_check)
-        self._ping_timer = self.loop.call_later(settings.ping_interval, self._ping)
-
-    def _pong_check(self) -> None:
-        if self._ping_payload is not None and not self._reading_paused and not self._lost:
-            self.cut("ping_timeout", "no pong within WS_PING_TIMEOUT: the peer is gone")
+            self._pong_by = now + settings.ping_timeout
+        self._ping_at = now + settings.ping_interval
 
     def _idle_check(self) -> None:
         if self._lost:
