@@ -84,7 +84,7 @@ async def drive(
     pieces = iter(cuts)
     while at < len(stream) and not transport.closed:
         if not transport.reading:  # as a real transport: nothing read while paused
-            assert len(conn._inbox) >= QUEUE
+            assert len(conn._inbox or ()) >= QUEUE
             received.append(await conn.receive())
             continue
         size = next(pieces, 64)

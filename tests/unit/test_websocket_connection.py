@@ -15,7 +15,7 @@ from nessen.websocket.connection import (
 )
 from nessen.websocket.handshake import Offer
 from tests.transport import RecordingTransport
-from tests.wsraw import PONG, frame
+from tests.wsraw import PONG, TEXT, frame
 
 
 async def opened(
@@ -96,5 +96,24 @@ def test_the_tickers_calls_send_pings_and_cut_a_peer_whose_pong_is_late() -> Non
         conn.tick(start + 25.0)
         assert transport.closed
         assert conn.cut_reason == "ping_timeout"
+
+    asyncio.run(scenario())
+
+
+def test_an_emptied_inbox_is_let_go_at_the_next_tick_and_made_again_by_a_message() -> None:
+    async def scenario() -> None:
+        conn, _ = await opened()
+        assert conn._inbox is None  # nothing received yet: no deque (760 bytes)
+        conn.data_received(frame(TEXT, b"one") + frame(TEXT, b"two"))
+        assert await conn.receive() == "one"
+        conn.tick(conn.opened_at)
+        assert conn._inbox is not None  # "two" still waits
+        assert await conn.receive() == "two"
+        conn.tick(conn.opened_at)
+        assert conn._inbox is None
+        waiting = asyncio.ensure_future(conn.receive())
+        await asyncio.sleep(0)
+        conn.data_received(frame(TEXT, b"three"))
+        assert await waiting == "three"
 
     asyncio.run(scenario())

@@ -68,6 +68,9 @@ YIELD_BYTES = 64 * 1024
 """RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
 INF = float("inf")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_NO_PARTS: list[Any] = []
+"""A WebSocket's parts between fragmented messages: shared, never appended to (a
+fragmented message starts a list of its own)."""
 _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
 
@@ -180,13 +183,15 @@ class WebSocketConnection(asyncio.Protocol):
         self._extension: Extension | None = None
         self._opened: asyncio.Future[None] = self.loop.create_future()
         self._state: ServerSide | None = None
-        self._inbox: deque[Message] = deque()
+        # Messages not yet received by the app: made by the first one, let go by the ticker
+        # once empty (an empty deque holds 760 bytes).
+        self._inbox: deque[Message] | None = None
         self._receiver: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._writing_paused = False
         self._kind: Opcode | None = None  # the message being put together from fragments
-        self._parts: list[Any] = []
+        self._parts: list[Any] = _NO_PARTS  # a fragmented message's parts so far
         self._decoder: Any = None
         self._ping_payload: bytes | None = None
         # Keep-alive deadlines in loop.time() seconds, checked by the server's ticker (see
@@ -196,7 +201,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._handler_timer: asyncio.TimerHandle | None = None
-        self._pending = bytearray()  # the start of a frame not yet whole
+        self._pending: bytes | bytearray = b""  # the start of a frame not yet whole
         self._pending_need = 0
         self._unyielded = 0  # bytes sent since this WebSocket's coroutines last yielded
         self._frame_limit = min(self.settings.max_message_bytes, self.settings.max_frame_bytes)
@@ -325,7 +330,7 @@ class WebSocketConnection(asyncio.Protocol):
             pending += data
             if len(pending) < self._pending_need:
                 return
-            self._pending = bytearray()
+            self._pending = b""
             data = pending
         view = memoryview(data)
         end = len(view)
@@ -370,8 +375,11 @@ class WebSocketConnection(asyncio.Protocol):
                 self._kind = None
                 self.messages_in += 1
                 self.bytes_in += length
-                self._inbox.append(message)
-                self._delivered()
+                inbox = self._inbox
+                if inbox is None:
+                    inbox = self._inbox = deque()
+                inbox.append(message)
+                self._delivered(inbox)
             else:
                 proto.receive_data(bytes(view[at:stop]))
                 self._take_events(proto)
@@ -382,12 +390,12 @@ class WebSocketConnection(asyncio.Protocol):
         self._pending = bytearray(tail)
         self._pending_need = need
 
-    def _delivered(self) -> None:
+    def _delivered(self, inbox: deque[Message]) -> None:
         """Messages were added to the inbox: wake the reader; pause at the queue's bound."""
         self._wake_receiver()
         if self.settings.idle_timeout:
             self.last_message = self.loop.time()
-        if len(self._inbox) >= self.settings.receive_queue and not self._reading_paused:
+        if len(inbox) >= self.settings.receive_queue and not self._reading_paused:
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 self._reading_paused = True
@@ -447,8 +455,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _take_events(self, proto: Protocol) -> None:
         """Turn parsed frames into messages for the app; note pongs and close frames."""
-        inbox = self._inbox
-        before = len(inbox)
+        before = self.messages_in
         for event in proto.events_received():
             frame = cast(Frame, event)  # a server after its handshake gets only frames
             opcode = frame.opcode
@@ -461,8 +468,9 @@ class WebSocketConnection(asyncio.Protocol):
                     self._pong_by = INF
             elif opcode is CLOSE and self.closed_by is None:
                 self.closed_by = "client"
-        if len(inbox) != before:
-            self._delivered()
+        inbox = self._inbox
+        if self.messages_in != before and inbox is not None:
+            self._delivered(inbox)
 
     def _data_frame(self, proto: Protocol, opcode: Opcode, data: Any, fin: bool) -> bool:
         """Add a data frame to the message being received; False after failing (1007)."""
@@ -475,7 +483,7 @@ class WebSocketConnection(asyncio.Protocol):
                     return self._invalid_utf8(proto)
                 self._deliver(message, len(data))
                 return True
-            self._parts = []
+            self._parts = []  # its own: _NO_PARTS is never appended to
             self._decoder = _utf8_decoder() if opcode is TEXT else None
         decoder = self._decoder
         try:
@@ -483,7 +491,7 @@ class WebSocketConnection(asyncio.Protocol):
         except UnicodeDecodeError:
             return self._invalid_utf8(proto)
         if fin:
-            parts, self._parts, self._decoder = self._parts, [], None
+            parts, self._parts, self._decoder = self._parts, _NO_PARTS, None
             joined: Message = "".join(parts) if decoder is not None else b"".join(parts)
             self._deliver(joined, sum(len(p) for p in parts))
         return True
@@ -492,10 +500,13 @@ class WebSocketConnection(asyncio.Protocol):
         self._kind = None
         self.messages_in += 1
         self.bytes_in += size
-        self._inbox.append(message)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(message)
 
     def _invalid_utf8(self, proto: Protocol) -> bool:
-        self._parts, self._decoder, self._kind = [], None, None
+        self._parts, self._decoder, self._kind = _NO_PARTS, None, None
         self.closed_by = self.closed_by or "server"
         proto.fail(1007, "invalid UTF-8 in a text message")
         return False
@@ -517,8 +528,7 @@ class WebSocketConnection(asyncio.Protocol):
         """
         if self.proto is None:
             await self._until_open("receive")
-        inbox = self._inbox
-        while not inbox:
+        while not (inbox := self._inbox):
             if self._ended():
                 raise WebSocketDisconnect(self.ending_code(), self.ending_reason())
             if self._receiver is not None:
@@ -737,8 +747,11 @@ class WebSocketConnection(asyncio.Protocol):
         """The server's ticker (every ``MAX_TICK`` or sooner): a ping or a pong is due.
 
         ``now`` is ``loop.time()``. Pings go out every ``ws_ping_interval``; a peer whose
-        pong has not come ``ws_ping_timeout`` after the ping is cut.
+        pong has not come ``ws_ping_timeout`` after the ping is cut. An inbox the app has
+        emptied is let go.
         """
+        if not self._inbox:
+            self._inbox = None  # emptied by the app: let it go (made again by a message)
         if now >= self._ping_at:
             self._ping(now)
         elif now >= self._pong_by:
