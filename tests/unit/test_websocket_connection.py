@@ -117,3 +117,16 @@ def test_an_emptied_inbox_is_let_go_at_the_next_tick_and_made_again_by_a_message
         assert await waiting == "three"
 
     asyncio.run(scenario())
+
+
+def test_once_switched_the_websocket_keeps_that_it_was_decided_not_the_101() -> None:
+    """The 101's fields (and the middleware's) would stay for as long as it is open."""
+
+    async def scenario() -> None:
+        conn, _ = await opened()
+        assert conn.decision.done()
+        answer = conn.decision.result()
+        assert answer.status == 101
+        assert "sec-websocket-accept" not in answer.headers
+
+    asyncio.run(scenario())

@@ -334,6 +334,9 @@ def watch_switch(request: Request, conn: WebSocketConnection) -> None:
     previous = request.on_finished
 
     def finished(req: Request, response: Any, status: int, *rest: Any) -> None:
+        # Called once: let go of this closure (it holds the connection), as the request
+        # lives on with the WebSocket.
+        req.on_finished = None
         if status != 101:
             conn.abandon()
         if previous is not None:

@@ -68,6 +68,8 @@ YIELD_BYTES = 64 * 1024
 """RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
 INF = float("inf")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_SWITCHED = Response(101)
+"""The decision of a WebSocket once switched (see ``connection_made``)."""
 _NO_PARTS: list[Any] = []
 """A WebSocket's parts between fragmented messages: shared, never appended to (a
 fragmented message starts a list of its own)."""
@@ -181,7 +183,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.proto: Protocol | None = None
         self._extension: Extension | None = None
-        self._opened: asyncio.Future[None] = self.loop.create_future()
+        self._opened: asyncio.Future[Any] = self.loop.create_future()
         self._state: ServerSide | None = None
         # Messages not yet received by the app: made by the first one, let go by the ticker
         # once empty (an empty deque holds 760 bytes).
@@ -298,6 +300,11 @@ class WebSocketConnection(asyncio.Protocol):
             self._idle_timer = self.loop.call_later(settings.idle_timeout, self._idle_check)
         if not self._opened.done():
             self._opened.set_result(None)
+        # The 101 went out: keep that it was decided, not the answer (its fields and the
+        # middleware's, about 1 KiB for as long as the WebSocket is open).
+        decided: asyncio.Future[Response] = self.loop.create_future()
+        decided.set_result(_SWITCHED)
+        self.decision = self._opened = decided  # done too, as _opened is from now on
         state = self._state
         if state is not None and state.draining:  # accepted while the server drains
             self.going_away()
@@ -797,18 +804,16 @@ class WebSocketConnection(asyncio.Protocol):
         if the app did not close; an exception other than :class:`WebSocketDisconnect`
         is logged with the request id and closes with 1011.
         """
-        task = self.loop.create_task(self._run(handler, args))
+        # run_handler itself, not a coroutine around it: one frame less for each WebSocket.
+        task = self.loop.create_task(run_handler(self, handler, args))
+        task.add_done_callback(self._handler_done)
         self.handler_task = task
         return task
 
-    async def _run(self, handler: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        try:
-            await run_handler(self, handler, args)
-        except asyncio.CancelledError:
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
             self.cut("cancelled", "the WebSocket's task was cancelled")
-            raise
-        finally:
-            self.loop.call_soon(self._maybe_finish)
+        self._maybe_finish()
 
     def _maybe_finish(self) -> None:
         """Report the WebSocket once both the connection and the app's task are done."""
@@ -868,20 +873,20 @@ async def run_handler(
     Raises:
         asyncio.CancelledError: The task was cancelled.
     """
-    decision = channel.decision
+    # channel.decision is read anew each time: the connection replaces it after the 101
     try:
         await handler(*args)
     except WebSocketDisconnect as exc:
-        if not decision.done():
+        if not channel.decision.done():
             channel.fail_handshake(
                 RuntimeError(f"the WebSocket handler raised {exc!r} before accepting")
             )
     except asyncio.CancelledError:
-        if not decision.done():
-            decision.cancel()
+        if not channel.decision.done():
+            channel.decision.cancel()
         raise
     except Exception as exc:
-        if not decision.done():
+        if not channel.decision.done():
             channel.fail_handshake(exc)
         else:
             request = channel.request
@@ -891,7 +896,7 @@ async def run_handler(
             )
             await channel.close(1011, "internal error")
     else:
-        if not decision.done():
+        if not channel.decision.done():
             channel.fail_handshake(
                 RuntimeError("the WebSocket handler returned without accepting or refusing")
             )
