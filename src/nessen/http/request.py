@@ -147,11 +147,11 @@ class Request:
         "_raw_headers",
         "_resolved",
         "_scheme",
+        "_state",
         "_target",
         "_version",
         "on_finished",
         "route",
-        "state",
     )
 
     def __init__(
@@ -187,8 +187,7 @@ class Request:
         self._id: str | None = None
         self.route: str | None = None
         """The matched route template (``/users/{id}``), ``None`` until routed or if none."""
-        self.state: dict[str, Any] = {}
-        """Free-form per-request data that middleware passes inward."""
+        self._state: dict[str, Any] | None = None  # made on first use (see state)
         self.on_finished: FinishedHook | None = None
         """Called once by the server when the response is over, with what went on the wire.
 
@@ -254,6 +253,18 @@ class Request:
         if query is None:
             query = self._query = Query.parse(self._query_string)
         return query
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free-form per-request data that middleware passes inward (made on first use)."""
+        state = self._state
+        if state is None:
+            state = self._state = {}
+        return state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
 
     @property
     def headers(self) -> Headers:

@@ -68,8 +68,6 @@ YIELD_BYTES = 64 * 1024
 """RFC 6455 §7.1.5: the code recorded when a connection ended without a close frame."""
 INF = float("inf")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-_SWITCHED = Response(101)
-"""The decision of a WebSocket once switched (see ``connection_made``)."""
 _NO_PARTS: list[Any] = []
 """A WebSocket's parts between fragmented messages: shared, never appended to (a
 fragmented message starts a list of its own)."""
@@ -177,7 +175,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.settings = settings if settings is not None else WebSocketSettings()
         self.loop = asyncio.get_running_loop()
         self.decision: asyncio.Future[Response] = self.loop.create_future()
-        """The HTTP answer: the ``101`` once accepted, or the refusal."""
+        """The HTTP answer: the ``101`` once accepted, or the refusal; once switched, a done
+        future whose result is ``None`` (only that it was decided is kept)."""
         self.subprotocol: str | None = None
         self.handler_task: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
@@ -301,10 +300,9 @@ class WebSocketConnection(asyncio.Protocol):
         if not self._opened.done():
             self._opened.set_result(None)
         # The 101 went out: keep that it was decided, not the answer (its fields and the
-        # middleware's, about 1 KiB for as long as the WebSocket is open).
-        decided: asyncio.Future[Response] = self.loop.create_future()
-        decided.set_result(_SWITCHED)
-        self.decision = self._opened = decided  # done too, as _opened is from now on
+        # middleware's, about 1 KiB for as long as the WebSocket is open). _opened, done,
+        # says as much.
+        self.decision = self._opened
         state = self._state
         if state is not None and state.draining:  # accepted while the server drains
             self.going_away()

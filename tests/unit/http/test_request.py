@@ -136,6 +136,14 @@ def test_id_is_stable_for_one_request() -> None:
     assert request.id == request.id
 
 
+def test_state_is_one_dict_made_on_first_use_and_can_be_replaced() -> None:
+    request = Request("GET", b"/", "/")
+    request.state["user"] = "ada"
+    assert request.state == {"user": "ada"}
+    request.state = {"tenant": 7}
+    assert request.state == {"tenant": 7}
+
+
 def test_defaults_before_routing() -> None:
     request = Request("GET", b"/", "/")
     assert request.params == {}
