@@ -6,9 +6,20 @@ count; the app's ``GET /modules`` lists which of ``WATCHED`` the process has loa
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.e2e.serving import ServeFactory
+
+
+@pytest.fixture(autouse=True)
+def _unmeasured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve without coverage's subprocess measurement: coverage itself imports hashlib,
+    pickle and html in the process it measures (``make test``)."""
+    for name in list(os.environ):
+        if name.startswith("COVERAGE_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("app", ["bare", "full"])
