@@ -72,6 +72,10 @@ the connection after the response; the rest are dropped), ``Date`` and ``Server`
 app's replace the server's), and ``X-Request-ID`` (the app's is sent instead of the
 request's id, e.g. an upstream one it propagates)."""
 _valid_names: set[bytes] = set()
+_NOTED_FIELDS = frozenset({b"host", b"upgrade", b"x-request-id"})
+"""Request fields looked at while the scope is built: Host (the forwarded one replaces it
+behind a trusted proxy), Upgrade (only a request with one is checked for a WebSocket
+handshake) and X-Request-ID (an incoming id is reused when valid)."""
 _own_id_noted = False
 
 
@@ -159,47 +163,61 @@ class ASGIHandler:
         Raises:
             TypeError: ``request`` was not built in streaming mode.
         """
-        channel: RequestChannel | None = getattr(request, "channel", None)
-        if channel is None:
-            raise TypeError("ASGIHandler needs the server's streaming mode (stream_bodies=True)")
+        try:
+            channel: RequestChannel = request.channel  # type: ignore[attr-defined]
+        except AttributeError:
+            raise TypeError(
+                "ASGIHandler needs the server's streaming mode (stream_bodies=True)"
+            ) from None
+        forwarded_host: str | None = None
+        if request._proxy is None:  # no proxy trusted: the peer, the connection's scheme
+            client = request._client
+            scheme = request._scheme
+        else:  # behind a trusted proxy: the client's address, scheme and Host, as ctx sees them
+            client = request.client
+            _, scheme, forwarded_host = request._resolve()
+        headers: list[tuple[bytes, bytes]] = []
         incoming = None
-        headers = []
-        # Behind a trusted proxy: the client's address, scheme and Host, as ctx sees them.
-        _, scheme, forwarded_host = request._resolve()
+        upgrade = host = False
         for name, value in request._raw_headers:
             name = name.lower()
-            if name == b"host" and forwarded_host is not None:
-                value = forwarded_host.encode("latin-1")
+            if name in _NOTED_FIELDS:
+                if name == b"host":
+                    host = True
+                    if forwarded_host is not None:
+                        value = forwarded_host.encode("latin-1")
+                elif name == b"upgrade":
+                    upgrade = True
+                else:  # x-request-id; repeated: joined with ", ", so never valid
+                    incoming = value if incoming is None else incoming + b", " + value
             headers.append((name, value))
-            if name == b"x-request-id":  # repeated: joined with ", ", so never valid
-                incoming = value if incoming is None else incoming + b", " + value
         if incoming is not None:
             text = incoming.decode("latin-1")
             if valid_request_id(text):
                 request._id = text
-        if forwarded_host is not None and request.header("host") is None:  # HTTP/1.0
+        if forwarded_host is not None and not host:  # HTTP/1.0
             headers.append((b"host", forwarded_host.encode("latin-1")))
-        target = request.target
-        raw_path = target.partition(b"?")[0] if target[:1] == b"/" else request.path.encode()
+        target = request._target
+        path = request._path
         root = self.root_path
         scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
-            "http_version": request.http_version,
+            "http_version": request._version,
             "server": self.server_address,
-            "client": request.client,
+            "client": client,
             "scheme": scheme,
-            "method": request.method,
+            "method": request._method,
             "root_path": root,
-            "path": root + request.path if root else request.path,
-            "raw_path": raw_path,
-            "query_string": request.query_string,
+            "path": root + path if root else path,
+            "raw_path": target.partition(b"?")[0] if target[:1] == b"/" else path.encode(),
+            "query_string": request._query_string,
             "headers": headers,
             "state": self.state.copy(),
         }
         if self._log_access is not None:
             request.on_finished = self._log_access
-        if request.method == "GET" and is_websocket_request(request):
+        if upgrade and request._method == "GET" and is_websocket_request(request):
             return await self._websocket(request, scope)
         exchange = _Exchange(self, request, channel, scope)
         token = current_request_id.set(request.id)
