@@ -87,6 +87,61 @@ def _note_own_request_id() -> None:
         logger.debug("an ASGI app's X-Request-ID replaces the request's id (logged once)")
 
 
+_Converted = tuple[str, int, int | None, bool]
+"""An app's header list, converted: ``(field lines, claims, declared Content-Length, whether
+it holds its own X-Request-ID)``; see :func:`_convert_fields`."""
+_converted: dict[tuple[Any, ...], _Converted] = {}
+_MAX_CACHED_LISTS = 256
+_MAX_CACHED_FIELDS = 2048
+"""Cached are at most this many header lists, each up to this many characters of fields."""
+
+
+def _convert_fields(raw: tuple[Any, ...]) -> _Converted:
+    """Check and serialise an app's response header pairs (see ``_Exchange._convert``).
+
+    Raises:
+        RuntimeError: As ``_Exchange._convert``.
+    """
+    parts: list[bytes] = []
+    count = 0
+    claims = 0
+    declared: int | None = None
+    own_id = False
+    try:
+        for name, value in raw:
+            lower = name.lower()
+            if lower in _SERVER_OWNED:
+                if lower == b"content-length":
+                    text = bytes(value).strip()
+                    if not text.isdigit():
+                        raise RuntimeError(f"ASGI app sent Content-Length {text[:32]!r}")
+                    declared = int(text)
+                    continue
+                if lower == b"server":
+                    claims |= OWN_SERVER
+                elif lower == b"date":
+                    claims |= OWN_DATE
+                elif lower == b"x-request-id":
+                    own_id = True
+                else:
+                    if lower == b"connection" and b"close" in bytes(value).lower():
+                        claims |= ASKS_CLOSE
+                    continue
+            if lower not in _valid_names:
+                if not FIELD_NAME_BYTES.fullmatch(name):
+                    raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
+                if len(_valid_names) < 4096:
+                    _valid_names.add(lower)
+            parts += (name, b": ", value, b"\r\n")
+            count += 1
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"ASGI app sent malformed headers: {exc}") from exc
+    block = b"".join(parts)
+    if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
+        raise RuntimeError("ASGI app sent a header value holding CR, LF or NUL")
+    return block.decode("latin-1"), claims, declared, own_id
+
+
 class ASGIHandler:
     """The handler (``async (Request) -> Response | None``) that runs an ASGI 3 app.
 
@@ -314,27 +369,7 @@ class _Exchange:
                 header list.
         """
         kind = message["type"]
-        if kind == "http.response.body":
-            if not self._started:
-                raise RuntimeError(
-                    "ASGI app sent 'http.response.body' before 'http.response.start'"
-                )
-            stream = self._stream
-            if self._complete:
-                if stream is not None and stream.closed:
-                    return  # the client is gone: a no-op (spec 2.3)
-                raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
-            body = message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if not more:
-                self._complete = True
-            if stream is not None:
-                await stream.push(body, more)
-            elif more:
-                await self._start_stream(body)
-            else:
-                self._respond_whole(bytes(body))
-        elif kind == "http.response.start":
+        if kind == "http.response.start":
             if self._started:
                 raise RuntimeError("ASGI app sent 'http.response.start' twice")
             status = message["status"]
@@ -343,8 +378,28 @@ class _Exchange:
             self._started = True
             self._status = status
             self._fields = self._convert(message.get("headers", ()))
-        else:
+            return
+        if kind != "http.response.body":
             raise RuntimeError(f"ASGI app sent an unexpected message type {kind!r}")
+        if not self._started:
+            raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
+        stream = self._stream
+        if self._complete:
+            if stream is not None and stream.closed:
+                return  # the client is gone: a no-op (spec 2.3)
+            raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
+        body = message.get("body", b"")
+        if message.get("more_body", False):
+            if stream is not None:
+                await stream.push(body, True)
+            else:
+                await self._start_stream(body)
+            return
+        self._complete = True
+        if stream is not None:
+            await stream.push(body, False)
+        else:  # the common case: the whole response in one message
+            self._respond_whole(body if type(body) is bytes else bytes(body))
 
     def _convert(self, raw: Any) -> str:
         """Serialise the app's header pairs as the response's field lines.
@@ -355,76 +410,57 @@ class _Exchange:
         fields are dropped (as for any handler); ``X-Request-ID`` is the request's id unless
         the app set its own.
 
+        A header list equal to one converted before (most responses of a route send the
+        same fields) is looked up in a small cache rather than checked and joined again.
+
         Raises:
             RuntimeError: Not a list of byte pairs, a name that is not a token, a value
                 holding CR, LF or NUL (RFC 9110 §5), or a Content-Length that is not a
                 decimal number.
         """
-        parts: list[bytes] = []
-        count = 0
-        claims = 0
-        own_id = False
         try:
-            for name, value in raw:
-                lower = name.lower()
-                if lower in _SERVER_OWNED:
-                    if lower == b"content-length":
-                        text = bytes(value).strip()
-                        if not text.isdigit():
-                            raise RuntimeError(f"ASGI app sent Content-Length {text[:32]!r}")
-                        self._declared = int(text)
-                        continue
-                    if lower == b"server":
-                        claims |= OWN_SERVER
-                    elif lower == b"date":
-                        claims |= OWN_DATE
-                    elif lower == b"x-request-id":
-                        own_id = True
-                    else:
-                        if lower == b"connection" and b"close" in bytes(value).lower():
-                            claims |= ASKS_CLOSE
-                        continue
-                if lower not in _valid_names:
-                    if not FIELD_NAME_BYTES.fullmatch(name):
-                        raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
-                    if len(_valid_names) < 4096:
-                        _valid_names.add(lower)
-                parts += (name, b": ", value, b"\r\n")
-                count += 1
+            pairs = tuple(raw)
         except (AttributeError, TypeError, ValueError) as exc:
             raise RuntimeError(f"ASGI app sent malformed headers: {exc}") from exc
-        if not own_id:
-            parts += (b"X-Request-ID: ", self._request.id.encode("latin-1"), b"\r\n")
-            count += 1
-        else:
+        try:
+            converted = _converted.get(pairs)
+            cacheable = True
+        except (TypeError, ValueError):  # unhashable pairs (lists, bytearrays): not cached
+            converted = None
+            cacheable = False
+        if converted is None:
+            converted = _convert_fields(pairs)
+            if cacheable and len(converted[0]) <= _MAX_CACHED_FIELDS:
+                if len(_converted) >= _MAX_CACHED_LISTS:
+                    _converted.clear()  # many distinct lists (cookies, etags): start over
+                _converted[pairs] = converted
+        fields, self._claims, self._declared, own_id = converted
+        if own_id:
             _note_own_request_id()
-        self._claims = claims
-        block = b"".join(parts)
-        if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
-            raise RuntimeError("ASGI app sent a header value holding CR, LF or NUL")
-        return block.decode("latin-1")
+            return fields
+        return f"{fields}X-Request-ID: {self._request.id}\r\n"
 
     def _hand_over(self, response: Response) -> bool:
         """Give the response to the server; note its route for the metrics and the log."""
-        request = self._request
         route = self._scope.get("route")
-        template = getattr(route, "path", None)
-        request.route = template if isinstance(template, str) else None
+        if route is not None:
+            template = getattr(route, "path", None)
+            self._request.route = template if isinstance(template, str) else None
         self._responded = True
         return self._channel.respond(response)
 
     def _respond_whole(self, body: bytes) -> None:
         """The whole response is known: hand it over in one piece."""
-        request = self._request
         declared = self._declared
-        head = request.method == "HEAD"
+        size = len(body)
         response = PreparedResponse(self._status, body, fields=self._fields, claims=self._claims)
-        if (head and declared is not None and declared != len(body)) or (
-            len(body) > self._handler.max_response_bytes
+        if (declared is not None and declared != size and self._request._method == "HEAD") or (
+            size > self._handler.max_response_bytes
         ):
             # A HEAD answer announcing the GET's length, or a body past max_response_bytes
             # (it is in memory already: sent with flow control rather than refused).
-            response.content_length = len(body) if declared is None else declared
+            head = self._request._method == "HEAD"
+            response.content_length = size if declared is None else declared
             response.stream = () if head else (body,)
         self._hand_over(response)
 
