@@ -349,7 +349,10 @@ class _Exchange:
         channel = self._channel
         if not self._body_read:
             try:
-                data, more = await channel.read()
+                # What has arrived, without a coroutine when there is no need to wait
+                # (the whole content of a small request arrives with its head).
+                ready = channel.read_ready()
+                data, more = ready if ready is not None else await channel.read()
             except ClientDisconnected:
                 self._body_read = self._client_gone = True
                 return {"type": "http.disconnect"}
