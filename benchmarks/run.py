@@ -27,7 +27,9 @@ What it does, in order:
    ``artifacts/bench-<time>.md``, raw figures to ``artifacts/bench-<time>.json``; the exit
    status is 1 when a row could not be measured.
 
-On a machine with fewer than 2 CPUs it says so and runs unpinned. Needs Linux (/proc,
+The servers listen on port 3301 (``BENCH_PORT`` to change; a run whose port is taken
+stops rather than measure another process). On a machine with fewer than 2 CPUs it says so
+and runs unpinned. Needs Linux (/proc,
 taskset) and root or passwordless apt-get only if wrk is missing.
 """
 
@@ -59,7 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-bench"
 BIN = VENV / "bin"
 ARTIFACTS = ROOT / "artifacts"
-PORT = 3301
+PORT = int(os.environ.get("BENCH_PORT", "3301"))
+"""The servers' port; BENCH_PORT moves it, so that two runs on one machine stay apart."""
 BENCH_PACKAGES = [
     "uvicorn",
     "httptools",
@@ -519,6 +522,8 @@ class Running:
 
     def __init__(self, spec: ServerSpec, pinned: bool, extra_env: dict[str, str]) -> None:
         self.spec = spec
+        if not _wait_port_free():  # else wrk would measure whatever holds the port
+            raise BenchError(f"port {PORT} is in use by another process (BENCH_PORT=...)")
         env = {
             **os.environ,
             "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -566,16 +571,18 @@ class Running:
         _wait_port_free()
 
 
-def _wait_port_free(timeout: float = 10.0) -> None:
+def _wait_port_free(timeout: float = 10.0) -> bool:
+    """Wait until the port can be bound; whether it could before ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", PORT))
-                return
+                return True
             except OSError:
                 time.sleep(0.05)
+    return False
 
 
 # ---------------------------------------------------------------------------------------

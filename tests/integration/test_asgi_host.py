@@ -811,6 +811,40 @@ def test_request_id_is_echoed_and_set_while_the_app_runs(host: Any) -> None:
     assert generated.header("x-request-id") == generated.body.decode()
 
 
+def test_a_header_list_sent_again_gets_each_responses_own_request_id(host: Any) -> None:
+    # Converted header lists are cached: what the cache keeps must not carry one
+    # response's request id into the next, nor consume a one-shot iterable.
+    shared = [(b"content-type", b"text/plain"), (b"x-n", b"1")]
+
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if path == "/shared":  # the same list object every time, as apps keep constants
+            headers: Any = shared
+        elif path == "/pairs-as-lists":  # unhashable pairs: converted each time
+            headers = [[b"content-type", b"text/plain"], [b"x-n", b"1"]]
+        elif path == "/generator":
+            headers = (pair for pair in shared)
+        else:
+            headers = [(b"x-request-id", b"upstream-7"), *shared]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await body(send, b"ok")
+
+    server = host(app)
+    paths = ["/shared", "/pairs-as-lists", "/generator", "/own"] * 2
+    with RawClient(server.address) as client:
+        answers = [client.request(get(path)) for path in paths]
+    for answer in answers:
+        assert (answer.status, answer.body) == (200, b"ok")
+        assert answer.header("content-type") == "text/plain"
+        assert answer.header("x-n") == "1"
+    ids = [[v for k, v in answer.headers if k.lower() == "x-request-id"] for answer in answers]
+    assert ids[3] == ids[7] == ["upstream-7"]
+    ours = [found[0] for found in ids[:3] + ids[4:7]]
+    assert all(len(found) == 1 for found in ids)
+    assert len(set(ours)) == 6  # each response its own request's id
+
+
 def test_an_apps_own_request_id_server_and_date_are_sent_instead_of_ours(host: Any) -> None:
     @http_only
     async def app(scope: Any, receive: Any, send: Any) -> None:

@@ -72,6 +72,10 @@ the connection after the response; the rest are dropped), ``Date`` and ``Server`
 app's replace the server's), and ``X-Request-ID`` (the app's is sent instead of the
 request's id, e.g. an upstream one it propagates)."""
 _valid_names: set[bytes] = set()
+_NOTED_FIELDS = frozenset({b"host", b"upgrade", b"x-request-id"})
+"""Request fields looked at while the scope is built: Host (the forwarded one replaces it
+behind a trusted proxy), Upgrade (only a request with one is checked for a WebSocket
+handshake) and X-Request-ID (an incoming id is reused when valid)."""
 _own_id_noted = False
 
 
@@ -81,6 +85,61 @@ def _note_own_request_id() -> None:
     if not _own_id_noted:
         _own_id_noted = True
         logger.debug("an ASGI app's X-Request-ID replaces the request's id (logged once)")
+
+
+_Converted = tuple[str, int, int | None, bool]
+"""An app's header list, converted: ``(field lines, claims, declared Content-Length, whether
+it holds its own X-Request-ID)``; see :func:`_convert_fields`."""
+_converted: dict[tuple[Any, ...], _Converted] = {}
+_MAX_CACHED_LISTS = 256
+_MAX_CACHED_FIELDS = 2048
+"""Cached are at most this many header lists, each up to this many characters of fields."""
+
+
+def _convert_fields(raw: tuple[Any, ...]) -> _Converted:
+    """Check and serialise an app's response header pairs (see ``_Exchange._convert``).
+
+    Raises:
+        RuntimeError: As ``_Exchange._convert``.
+    """
+    parts: list[bytes] = []
+    count = 0
+    claims = 0
+    declared: int | None = None
+    own_id = False
+    try:
+        for name, value in raw:
+            lower = name.lower()
+            if lower in _SERVER_OWNED:
+                if lower == b"content-length":
+                    text = bytes(value).strip()
+                    if not text.isdigit():
+                        raise RuntimeError(f"ASGI app sent Content-Length {text[:32]!r}")
+                    declared = int(text)
+                    continue
+                if lower == b"server":
+                    claims |= OWN_SERVER
+                elif lower == b"date":
+                    claims |= OWN_DATE
+                elif lower == b"x-request-id":
+                    own_id = True
+                else:
+                    if lower == b"connection" and b"close" in bytes(value).lower():
+                        claims |= ASKS_CLOSE
+                    continue
+            if lower not in _valid_names:
+                if not FIELD_NAME_BYTES.fullmatch(name):
+                    raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
+                if len(_valid_names) < 4096:
+                    _valid_names.add(lower)
+            parts += (name, b": ", value, b"\r\n")
+            count += 1
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"ASGI app sent malformed headers: {exc}") from exc
+    block = b"".join(parts)
+    if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
+        raise RuntimeError("ASGI app sent a header value holding CR, LF or NUL")
+    return block.decode("latin-1"), claims, declared, own_id
 
 
 class ASGIHandler:
@@ -163,47 +222,61 @@ class ASGIHandler:
         Raises:
             TypeError: ``request`` was not built in streaming mode.
         """
-        channel: RequestChannel | None = getattr(request, "channel", None)
-        if channel is None:
-            raise TypeError("ASGIHandler needs the server's streaming mode (stream_bodies=True)")
+        try:
+            channel: RequestChannel = request.channel  # type: ignore[attr-defined]
+        except AttributeError:
+            raise TypeError(
+                "ASGIHandler needs the server's streaming mode (stream_bodies=True)"
+            ) from None
+        forwarded_host: str | None = None
+        if request._proxy is None:  # no proxy trusted: the peer, the connection's scheme
+            client = request._client
+            scheme = request._scheme
+        else:  # behind a trusted proxy: the client's address, scheme and Host, as ctx sees them
+            client = request.client
+            _, scheme, forwarded_host = request._resolve()
+        headers: list[tuple[bytes, bytes]] = []
         incoming = None
-        headers = []
-        # Behind a trusted proxy: the client's address, scheme and Host, as ctx sees them.
-        _, scheme, forwarded_host = request._resolve()
+        upgrade = host = False
         for name, value in request._raw_headers:
             name = name.lower()
-            if name == b"host" and forwarded_host is not None:
-                value = forwarded_host.encode("latin-1")
+            if name in _NOTED_FIELDS:
+                if name == b"host":
+                    host = True
+                    if forwarded_host is not None:
+                        value = forwarded_host.encode("latin-1")
+                elif name == b"upgrade":
+                    upgrade = True
+                else:  # x-request-id; repeated: joined with ", ", so never valid
+                    incoming = value if incoming is None else incoming + b", " + value
             headers.append((name, value))
-            if name == b"x-request-id":  # repeated: joined with ", ", so never valid
-                incoming = value if incoming is None else incoming + b", " + value
         if incoming is not None:
             text = incoming.decode("latin-1")
             if valid_request_id(text):
                 request._id = text
-        if forwarded_host is not None and request.header("host") is None:  # HTTP/1.0
+        if forwarded_host is not None and not host:  # HTTP/1.0
             headers.append((b"host", forwarded_host.encode("latin-1")))
-        target = request.target
-        raw_path = target.partition(b"?")[0] if target[:1] == b"/" else request.path.encode()
+        target = request._target
+        path = request._path
         root = self.root_path
         scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
-            "http_version": request.http_version,
+            "http_version": request._version,
             "server": self.server_address,
-            "client": request.client,
+            "client": client,
             "scheme": scheme,
-            "method": request.method,
+            "method": request._method,
             "root_path": root,
-            "path": root + request.path if root else request.path,
-            "raw_path": raw_path,
-            "query_string": request.query_string,
+            "path": root + path if root else path,
+            "raw_path": target.partition(b"?")[0] if target[:1] == b"/" else path.encode(),
+            "query_string": request._query_string,
             "headers": headers,
             "state": self.state.copy(),
         }
         if self._log_access is not None:
             request.on_finished = self._log_access
-        if request.method == "GET" and is_websocket_request(request):
+        if upgrade and request._method == "GET" and is_websocket_request(request):
             return await self._websocket(request, scope)
         exchange = _Exchange(self, request, channel, scope)
         token = current_request_id.set(request.id)
@@ -282,7 +355,10 @@ class _Exchange:
         channel = self._channel
         if not self._body_read:
             try:
-                data, more = await channel.read()
+                # What has arrived, without a coroutine when there is no need to wait
+                # (the whole content of a small request arrives with its head).
+                ready = channel.read_ready()
+                data, more = ready if ready is not None else await channel.read()
             except ClientDisconnected:
                 self._body_read = self._client_gone = True
                 return {"type": "http.disconnect"}
@@ -302,27 +378,7 @@ class _Exchange:
                 header list.
         """
         kind = message["type"]
-        if kind == "http.response.body":
-            if not self._started:
-                raise RuntimeError(
-                    "ASGI app sent 'http.response.body' before 'http.response.start'"
-                )
-            stream = self._stream
-            if self._complete:
-                if stream is not None and stream.closed:
-                    return  # the client is gone: a no-op (spec 2.3)
-                raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
-            body = message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if not more:
-                self._complete = True
-            if stream is not None:
-                await stream.push(body, more)
-            elif more:
-                await self._start_stream(body)
-            else:
-                self._respond_whole(bytes(body))
-        elif kind == "http.response.start":
+        if kind == "http.response.start":
             if self._started:
                 raise RuntimeError("ASGI app sent 'http.response.start' twice")
             status = message["status"]
@@ -331,8 +387,28 @@ class _Exchange:
             self._started = True
             self._status = status
             self._fields = self._convert(message.get("headers", ()))
-        else:
+            return
+        if kind != "http.response.body":
             raise RuntimeError(f"ASGI app sent an unexpected message type {kind!r}")
+        if not self._started:
+            raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
+        stream = self._stream
+        if self._complete:
+            if stream is not None and stream.closed:
+                return  # the client is gone: a no-op (spec 2.3)
+            raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
+        body = message.get("body", b"")
+        if message.get("more_body", False):
+            if stream is not None:
+                await stream.push(body, True)
+            else:
+                await self._start_stream(body)
+            return
+        self._complete = True
+        if stream is not None:
+            await stream.push(body, False)
+        else:  # the common case: the whole response in one message
+            self._respond_whole(body if type(body) is bytes else bytes(body))
 
     def _convert(self, raw: Any) -> str:
         """Serialise the app's header pairs as the response's field lines.
@@ -343,76 +419,57 @@ class _Exchange:
         fields are dropped (as for any handler); ``X-Request-ID`` is the request's id unless
         the app set its own.
 
+        A header list equal to one converted before (most responses of a route send the
+        same fields) is looked up in a small cache rather than checked and joined again.
+
         Raises:
             RuntimeError: Not a list of byte pairs, a name that is not a token, a value
                 holding CR, LF or NUL (RFC 9110 §5), or a Content-Length that is not a
                 decimal number.
         """
-        parts: list[bytes] = []
-        count = 0
-        claims = 0
-        own_id = False
         try:
-            for name, value in raw:
-                lower = name.lower()
-                if lower in _SERVER_OWNED:
-                    if lower == b"content-length":
-                        text = bytes(value).strip()
-                        if not text.isdigit():
-                            raise RuntimeError(f"ASGI app sent Content-Length {text[:32]!r}")
-                        self._declared = int(text)
-                        continue
-                    if lower == b"server":
-                        claims |= OWN_SERVER
-                    elif lower == b"date":
-                        claims |= OWN_DATE
-                    elif lower == b"x-request-id":
-                        own_id = True
-                    else:
-                        if lower == b"connection" and b"close" in bytes(value).lower():
-                            claims |= ASKS_CLOSE
-                        continue
-                if lower not in _valid_names:
-                    if not FIELD_NAME_BYTES.fullmatch(name):
-                        raise RuntimeError(f"ASGI app sent header name {name[:64]!r}")
-                    if len(_valid_names) < 4096:
-                        _valid_names.add(lower)
-                parts += (name, b": ", value, b"\r\n")
-                count += 1
+            pairs = tuple(raw)
         except (AttributeError, TypeError, ValueError) as exc:
             raise RuntimeError(f"ASGI app sent malformed headers: {exc}") from exc
-        if not own_id:
-            parts += (b"X-Request-ID: ", self._request.id.encode("latin-1"), b"\r\n")
-            count += 1
-        else:
+        try:
+            converted = _converted.get(pairs)
+            cacheable = True
+        except (TypeError, ValueError):  # unhashable pairs (lists, bytearrays): not cached
+            converted = None
+            cacheable = False
+        if converted is None:
+            converted = _convert_fields(pairs)
+            if cacheable and len(converted[0]) <= _MAX_CACHED_FIELDS:
+                if len(_converted) >= _MAX_CACHED_LISTS:
+                    _converted.clear()  # many distinct lists (cookies, etags): start over
+                _converted[pairs] = converted
+        fields, self._claims, self._declared, own_id = converted
+        if own_id:
             _note_own_request_id()
-        self._claims = claims
-        block = b"".join(parts)
-        if block.count(b"\n") != count or block.count(b"\r") != count or b"\0" in block:
-            raise RuntimeError("ASGI app sent a header value holding CR, LF or NUL")
-        return block.decode("latin-1")
+            return fields
+        return f"{fields}X-Request-ID: {self._request.id}\r\n"
 
     def _hand_over(self, response: Response) -> bool:
         """Give the response to the server; note its route for the metrics and the log."""
-        request = self._request
         route = self._scope.get("route")
-        template = getattr(route, "path", None)
-        request.route = template if isinstance(template, str) else None
+        if route is not None:
+            template = getattr(route, "path", None)
+            self._request.route = template if isinstance(template, str) else None
         self._responded = True
         return self._channel.respond(response)
 
     def _respond_whole(self, body: bytes) -> None:
         """The whole response is known: hand it over in one piece."""
-        request = self._request
         declared = self._declared
-        head = request.method == "HEAD"
+        size = len(body)
         response = PreparedResponse(self._status, body, fields=self._fields, claims=self._claims)
-        if (head and declared is not None and declared != len(body)) or (
-            len(body) > self._handler.max_response_bytes
+        if (declared is not None and declared != size and self._request._method == "HEAD") or (
+            size > self._handler.max_response_bytes
         ):
             # A HEAD answer announcing the GET's length, or a body past max_response_bytes
             # (it is in memory already: sent with flow control rather than refused).
-            response.content_length = len(body) if declared is None else declared
+            head = self._request._method == "HEAD"
+            response.content_length = size if declared is None else declared
             response.stream = () if head else (body,)
         self._hand_over(response)
 

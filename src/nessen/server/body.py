@@ -165,22 +165,33 @@ class RequestChannel:
                 before it was complete.
         """
         while True:
-            if self._chunks:
-                chunks = self._chunks
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self._chunks = []
-                size = self._buffered
-                self._buffered = 0
-                if self._on_consumed is not None:
-                    self._on_consumed(self, size)
-                return data, not self.complete
-            if self.complete:
-                return b"", False
-            if self.closed:
-                raise ClientDisconnected("the connection closed before the content was complete")
+            ready = self.read_ready()
+            if ready is not None:
+                return ready
             if self._on_wanted is not None:
                 self._on_wanted(self)
             await self._wait()
+
+    def read_ready(self) -> tuple[bytes, bool] | None:
+        """What :meth:`read` returns when it need not wait; ``None`` when it would wait.
+
+        Raises:
+            ClientDisconnected: As :meth:`read`.
+        """
+        if self._chunks:
+            chunks = self._chunks
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._chunks = []
+            size = self._buffered
+            self._buffered = 0
+            if self._on_consumed is not None:
+                self._on_consumed(self, size)
+            return data, not self.complete
+        if self.complete:
+            return b"", False
+        if self.closed:
+            raise ClientDisconnected("the connection closed before the content was complete")
+        return None
 
     async def wait_closed(self) -> None:
         """Wait until the request is over for the server (see :attr:`closed`)."""

@@ -26,6 +26,30 @@ async def test_reads_return_what_arrived_since_the_last_read_then_the_end() -> N
     assert await channel.read() == (b"", False)
 
 
+def test_read_ready_gives_what_read_would_without_waiting_and_none_when_it_would_wait() -> None:
+    consumed: list[int] = []
+    wanted: list[bool] = []
+    channel = RequestChannel(
+        complete=False,
+        on_consumed=lambda ch, n: consumed.append(n),
+        on_wanted=lambda ch: wanted.append(True),
+    )
+    assert channel.read_ready() is None  # nothing yet: read() would wait
+    channel.feed(b"ab")
+    assert channel.read_ready() == (b"ab", True)
+    assert consumed == [2]
+    assert channel.read_ready() is None
+    channel.feed(b"c")
+    channel.finish()
+    assert channel.read_ready() == (b"c", False)
+    assert channel.read_ready() == (b"", False)
+    assert wanted == []  # only a read that waits asks for content (100 Continue)
+    gone = RequestChannel(complete=False)
+    gone.close()
+    with pytest.raises(ClientDisconnected):
+        gone.read_ready()
+
+
 async def test_a_closed_channel_raises_for_content_that_never_came() -> None:
     channel = RequestChannel(complete=False)
     channel.feed(b"part")
