@@ -70,6 +70,7 @@ from benchmarks.run import (  # noqa: E402
     Running,
     ServerSpec,
     _children,
+    compile_checkout,
     cpu_seconds,
     ensure_venv,
     raise_fd_limit,
@@ -578,6 +579,7 @@ def main() -> int:
         return client_main(args)
     try:
         ensure_venv(args.install)
+        compile_checkout()
         if subprocess.run([str(BIN / "python"), "-c", "import wsproto"]).returncode:
             pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "wsproto"]
             subprocess.run(pip, check=True)
