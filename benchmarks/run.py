@@ -138,6 +138,12 @@ SERVERS = [
         memory=True,
         idle_env=NESSEN_IDLE,
     ),
+    ServerSpec(
+        "nessen-full-console",
+        ("nessen", "serve", "benchmarks.apps.nessen_app:full"),
+        {**NESSEN_ENV, "LOG_FORMAT": "console"},
+        quiet=True,  # nessen-full (JSON lines, production's default) with console lines
+    ),
     ServerSpec("uvicorn-raw", (*UVICORN, "benchmarks.apps.asgi_raw:app"), quiet=True, memory=True),
     ServerSpec(
         "uvicorn-raw-nolog",
@@ -323,6 +329,7 @@ _HEALTH_AND_DATA = ("health", "api-data")
 GOALS: tuple[RatioGoal | MemoryGoal, ...] = (
     RatioGoal("1", "nessen-bare", "granian-rsgi", 1.0, _HEALTH_AND_DATA),
     RatioGoal("2", "nessen-full", "nessen-bare", 0.7, _HEALTH_AND_DATA),
+    RatioGoal("2", "nessen-full-console", "nessen-bare", 0.7, _HEALTH_AND_DATA),
     RatioGoal("3", "nessen-full", "starlette-stack", 3.0, _ALL),
     RatioGoal("4", "nessen-asgi-raw", "uvicorn-raw-nolog", 1.2, _ALL),
     RatioGoal("4", "fastapi-nessen", "fastapi", 1.15, _ALL),
