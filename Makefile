@@ -38,7 +38,7 @@ test: check
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report --fail-under=90
 
-# The side-by-side benchmark suite (about 20 minutes; see docs/BENCHMARKS.md).
+# The side-by-side benchmark suite (about 30 minutes on 2 cores; see docs/BENCHMARKS.md).
 bench:
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark suite: Nessen against uvicorn, Starlette, FastAPI and granian.
 
-    python3 benchmarks/run.py                 # everything: ~20 minutes on 2 cores
+    python3 benchmarks/run.py                 # everything: ~30 minutes on 2 cores
     python3 benchmarks/run.py --rounds 1 --duration 3 --skip-memory   # a quick look
 
 What it does, in order:
