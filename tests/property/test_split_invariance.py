@@ -127,24 +127,31 @@ requests = st.one_of(
 first = st.one_of(st.just(b""), st.just(b"BREW / HTTP/1.1\r\nHost: t\r\n\r\n"))
 
 
-@settings(
+streams = st.tuples(first, st.lists(requests, min_size=1, max_size=6)).map(
+    lambda parts: parts[0] + b"".join(parts[1])
+)
+cut_fractions = st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=8)
+examples = settings(
     max_examples=int(os.environ.get("NESSEN_SPLIT_EXAMPLES", "400")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(
-    stream=st.tuples(first, st.lists(requests, min_size=1, max_size=6)).map(
-        lambda parts: parts[0] + b"".join(parts[1])
-    ),
-    cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=8),
-)
+
+
+def cut(stream: bytes, cuts: list[float]) -> list[bytes]:
+    """``stream`` in pieces, cut at ``cuts`` (fractions of its length, so short inputs are
+    split as often as long)."""
+    points = sorted({int(c * len(stream)) for c in cuts} - {0, len(stream)})
+    bounds = [0, *points, len(stream)]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@examples
+@given(stream=streams, cuts=cut_fractions)
 def test_splitting_the_input_anywhere_gives_the_same_answers(
     stream: bytes, cuts: list[float]
 ) -> None:
-    # cut points as fractions of the input, so short inputs are split as often as long
-    points = sorted({int(c * len(stream)) for c in cuts} - {0, len(stream)})
-    bounds = [0, *points, len(stream)]
-    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    pieces = cut(stream, cuts)
     whole = run([stream])
     split = run(pieces)
     assert _same(split.out) == _same(whole.out)
@@ -154,22 +161,11 @@ def test_splitting_the_input_anywhere_gives_the_same_answers(
         assert len(STATUS.findall(bytes(transport.out))) <= begun + 1
 
 
-@settings(
-    max_examples=int(os.environ.get("NESSEN_SPLIT_EXAMPLES", "400")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(
-    stream=st.tuples(first, st.lists(requests, min_size=1, max_size=6)).map(
-        lambda parts: parts[0] + b"".join(parts[1])
-    ),
-    cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=8),
-)
+@examples
+@given(stream=streams, cuts=cut_fractions)
 def test_letting_the_parser_go_whenever_idle_gives_the_same_answers(
     stream: bytes, cuts: list[float]
 ) -> None:
     """A connection the ticker finds idle parses its next request with a new parser."""
-    points = sorted({int(c * len(stream)) for c in cuts} - {0, len(stream)})
-    bounds = [0, *points, len(stream)]
-    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    pieces = cut(stream, cuts)
     assert _same(run(pieces, shed=True).out) == _same(run([stream]).out)
