@@ -56,7 +56,13 @@ def ws_runtime(events: list[Any] | None = None) -> Runtime:
     async def info(ws: WebSocket) -> None:
         await ws.accept()
         await ws.send_json(
-            {"id": ws.id, "query": ws.query.get("q"), "ip": ws.client_ip, "path": ws.path}
+            {
+                "id": ws.id,
+                "query": ws.query.get("q"),
+                "ip": ws.client_ip,
+                "path": ws.path,
+                "offered": list(ws.subprotocols),  # read after the 101, which slims the offer
+            }
         )
         await ws.close(4000, "done")
 
@@ -197,9 +203,23 @@ def test_request_fields_reach_the_handler_and_its_close_code_the_client(
         got = json.loads(ws.recv(timeout=DEADLINE))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=DEADLINE)
-    assert got == {"id": "abc-123", "query": "42", "ip": "127.0.0.1", "path": "/info"}
+    assert got == {
+        "id": "abc-123",
+        "query": "42",
+        "ip": "127.0.0.1",
+        "path": "/info",
+        "offered": [],
+    }
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "done")
+
+
+def test_the_offered_subprotocols_stay_readable_after_the_101(serve: ServeFactory) -> None:
+    server = serve(ws_runtime())
+    with connect(ws_url(server, "/info"), subprotocols=["chat.v1", "chat.v2"]) as ws:
+        got = json.loads(ws.recv(timeout=DEADLINE))
+        assert ws.subprotocol is None  # /info chooses none
+    assert got["offered"] == ["chat.v1", "chat.v2"]
 
 
 def test_a_plain_get_to_a_websocket_route_gets_426_with_upgrade(serve: ServeFactory) -> None:

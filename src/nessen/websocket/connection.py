@@ -27,6 +27,7 @@ import logging
 import os
 import struct
 import typing
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -84,6 +85,26 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 _protocol_log = _QuietLog(logging.getLogger("nessen.websocket.protocol"), {})
+_PROTOCOL_ID = uuid.UUID(int=0)
+"""Every protocol's ``id``: websockets gives each its own uuid4, which only its logs read."""
+_NONE_OFFERED: list[tuple[str, list[tuple[str, str | None]]]] = []
+"""The extension offers of an answered offer (never changed)."""
+_NOTHING_OFFERED = Offer("", (), None, _NONE_OFFERED)
+"""An answered offer that asked for no subprotocol: what an open WebSocket keeps of it."""
+_done: asyncio.Future[Any] | None = None
+
+
+def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    """A future of ``loop`` whose result is ``None``, shared by every open WebSocket on it.
+
+    Made again when the loop changes (tests run many loops; a server, one).
+    """
+    global _done
+    done = _done
+    if done is None or done.get_loop() is not loop:
+        done = _done = loop.create_future()
+        done.set_result(None)
+    return done
 
 
 class _ServerProtocol(Protocol):
@@ -289,6 +310,7 @@ class WebSocketConnection(asyncio.Protocol):
             max_size=(settings.max_message_bytes, settings.max_frame_bytes),
             logger=_protocol_log,
         )
+        proto.id = _PROTOCOL_ID  # its own uuid4 (~0.1 KB) names it in logs we do not use
         if self._extension is not None:
             proto.extensions = [self._extension]
         self.proto = proto
@@ -297,12 +319,21 @@ class WebSocketConnection(asyncio.Protocol):
             self._ping_at = self.opened_at + settings.ping_interval
         if settings.idle_timeout > 0:
             self._idle_timer = self.loop.call_later(settings.idle_timeout, self._idle_check)
-        if not self._opened.done():
-            self._opened.set_result(None)
+        opened = self._opened
+        if not opened.done():
+            opened.set_result(None)  # wakes accept(), whose task holds this future until then
+            # From now on _opened is only asked whether it is done (and awaited, which a
+            # done future answers at once): the loop's one shared done future says as much
+            # and this one goes (~0.15 KB per WebSocket).
+            self._opened = _done_future(self.loop)
         # The 101 went out: keep that it was decided, not the answer (its fields and the
         # middleware's, about 1 KiB for as long as the WebSocket is open). _opened, done,
         # says as much.
         self.decision = self._opened
+        # Of the offer only the subprotocols are read from now on (ws.subprotocols): the
+        # key and the extension offers go (~0.2 KB per WebSocket).
+        offered = self.offer.subprotocols
+        self.offer = Offer("", offered, None, _NONE_OFFERED) if offered else _NOTHING_OFFERED
         state = self._state
         if state is not None and state.draining:  # accepted while the server drains
             self.going_away()
