@@ -233,8 +233,9 @@ class ASGIHandler:
             client = request._client
             scheme = request._scheme
         else:  # behind a trusted proxy: the client's address, scheme and Host, as ctx sees them
-            client = request.client
-            _, scheme, forwarded_host = request._resolve()
+            address, scheme, forwarded_host = request._resolve()
+            peer = request._client  # (Request.client, without resolving twice)
+            client = peer if peer is None or address == peer[0] else (address, 0)
         headers: list[tuple[bytes, bytes]] = []
         incoming = None
         upgrade = host = False

@@ -107,7 +107,8 @@ def access_recorder(
             path,
             request.route,
             status,
-            round(duration * 1000.0, 3),
+            # Milliseconds to 3 places, halves up (round(x, 3) costs twice as much).
+            int(duration * 1_000_000.0 + 0.5) / 1000.0,
             sent,
             request.client_ip if client_of is None else client_of(request),
             outcome,

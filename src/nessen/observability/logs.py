@@ -125,6 +125,10 @@ bytes, client_ip, outcome)``; ``route`` and ``outcome`` are left out of the line
 ``None``."""
 
 
+_MILLIS = tuple(f".{fraction:03d}Z" for fraction in range(1000))
+"""The end of a timestamp for each millisecond of a second: ``.000Z`` ... ``.999Z``."""
+
+
 def _timestamp(created: float) -> str:
     """``2026-11-29T12:00:00.123Z`` (UTC, ms) for ``created`` (Unix seconds), cached per ms."""
     global _last_stamp
@@ -132,11 +136,11 @@ def _timestamp(created: float) -> str:
     last = _last_stamp
     if last[0] == millis:
         return last[1]
-    seconds, fraction = divmod(millis, 1000)
+    seconds = millis // 1000
     second_text = (
         last[3] if last[2] == seconds else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     )
-    text = f"{second_text}.{fraction:03d}Z"
+    text = second_text + _MILLIS[millis - seconds * 1000]
     _last_stamp = (millis, text, seconds, second_text)
     return text
 
@@ -312,7 +316,8 @@ class JsonFormatter(LineFormatter):
         entry["client_ip"] = client_ip
         if outcome is not None:
             entry["outcome"] = outcome
-        return _json_line(entry)
+        data = orjson.dumps(entry, default=str)  # (_json_line, inlined)
+        return data.decode("ascii") if data.isascii() else _non_ascii_line(data)
 
 
 _LOWER_LEVELS = {name: name.lower() for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
@@ -322,6 +327,11 @@ def _json_line(entry: dict[str, Any]) -> str:
     data = orjson.dumps(entry, default=str)
     if data.isascii():  # nearly every line: no line separator can be in it
         return data.decode("ascii")
+    return _non_ascii_line(data)
+
+
+def _non_ascii_line(data: bytes) -> str:
+    """A JSON line holding non-ASCII text, with the line separators in it escaped."""
     line = data.decode()
     if "\u2028" in line or "\u2029" in line or "\x85" in line:
         # Valid JSON, but line separators to some readers (str.splitlines, JavaScript).
