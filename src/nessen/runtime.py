@@ -1361,7 +1361,7 @@ class _RuntimeEvents(ServerEvents):
         prometheus = self._prometheus
         if prometheus is not None:
             prometheus.request_finished(
-                request.method, request.route, status, duration, content_bytes
+                request._method, request.route, status, duration, content_bytes
             )
         if self._sinks.sinks:
             tags = self._tags(request, status)

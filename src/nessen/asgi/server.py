@@ -448,7 +448,8 @@ class _Exchange:
         if own_id:
             _note_own_request_id()
             return fields
-        return f"{fields}X-Request-ID: {self._request.id}\r\n"
+        request = self._request
+        return f"{fields}X-Request-ID: {request._id or request.id}\r\n"
 
     def _hand_over(self, response: Response) -> bool:
         """Give the response to the server; note its route for the metrics and the log."""

@@ -99,10 +99,14 @@ def access_recorder(
             return
         if sampling and outcome is None and 200 <= status < 300 and sampler() >= sample_2xx:
             return
-        method = request.method
-        path = request.path
+        # Request's slots rather than its properties (a property call costs more than
+        # the rest of this line's recording): the id once made, the method and path as
+        # parsed, the client address once resolved.
+        method = request._method
+        path = request._path
+        resolved = request._resolved
         access = (
-            request.id,
+            request._id or request.id,
             method,
             path,
             request.route,
@@ -110,7 +114,11 @@ def access_recorder(
             # Milliseconds to 3 places, halves up (round(x, 3) costs twice as much).
             int(duration * 1_000_000.0 + 0.5) / 1000.0,
             sent,
-            request.client_ip if client_of is None else client_of(request),
+            (
+                (resolved[0] if resolved is not None else request.client_ip)
+                if client_of is None
+                else client_of(request)
+            ),
             outcome,
         )
         if plain and (direct := direct_handler(log)) is not None:

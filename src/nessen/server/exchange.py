@@ -330,7 +330,7 @@ class Exchange:
         if not self.core.keeps_alive(keep_alive, unread=unread):
             self.conn.announce_close()
             return CLOSE_FIELD
-        if request.http_version == "1.0":
+        if request._version == "1.0":  # (http_version, without the property call)
             return "Connection: keep-alive\r\n" + self.state.keep_alive_field
         return self.state.keep_alive_field
 
@@ -359,7 +359,7 @@ class Exchange:
             size = 0
         else:
             framing = f"Content-Length: {size}\r\n"
-        if request.method == "HEAD":
+        if request._method == "HEAD":
             body = b""
         fixed = state.fixed_fields
         claims = (

@@ -204,6 +204,7 @@ class H1Connection:
         "_head_bytes",
         "_held_at",
         "_host",
+        "_host_checked",
         "_host_count",
         "_keep_alive",
         "_make_deferred",
@@ -295,6 +296,7 @@ class H1Connection:
         self._raw_head_bytes = 0
         self._host_count = 0
         self._host = b""
+        self._host_checked: bytes | None = None  # the last Host value the pattern allowed
         self._te_count = 0
         self._transfer_encoding = b""
         self._expect: bytes | None = None
@@ -903,8 +905,13 @@ class H1Connection:
         method = KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
         if method not in config.allowed_methods:
             policy.method_name(raw_method, config.allowed_methods)
-        if self._host_count != 1 or not HOST_VALUE.fullmatch(self._host):
-            policy.check_host(self._host_count, self._host, version)
+        host = self._host
+        # (A keep-alive connection sends the same Host each time: matched once.)
+        if self._host_count != 1 or (
+            host != self._host_checked and HOST_VALUE.fullmatch(host) is None
+        ):
+            policy.check_host(self._host_count, host, version)
+        self._host_checked = host
         if self._te_count:
             policy.check_transfer_coding(self._te_count, self._transfer_encoding, version)
         url = self._url

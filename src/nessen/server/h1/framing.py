@@ -85,7 +85,15 @@ class PreparedResponse(Response):
         content_length: int | None = None,
         claims: int = 0,
     ) -> None:
-        super().__init__(status, body)
+        # Response.__init__'s attributes, set here: one call fewer per response (and
+        # ``body`` is always bytes here).
+        self.status = status
+        self.body = body
+        self.content_type = None
+        self._headers = None
+        self.stream = None
+        self._encoded = ""
+        self._encoded_keys = ()
         self.fields = fields
         self.content_length = content_length
         self.claims = claims
@@ -145,6 +153,19 @@ def response_head(response: Response, fixed_fields: str, framing: str, connectio
     status = response.status
     if not 200 <= status <= 599:  # check_status's rule, tested here without a call
         check_status(status)
+    if (
+        type(response) is PreparedResponse
+        and response.content_type is None
+        and response._headers is None
+        and not response._encoded
+    ):  # an ASGI app's response: its fields are one latin-1 text already
+        line = _STATUS_LINES_11.get(status) or status_line(status)
+        try:
+            return f"{line}{fixed_fields}{response.fields}{framing}{connection}\r\n".encode(
+                "latin-1"
+            )
+        except UnicodeEncodeError:
+            pass  # the general path below says what is wrong
     parts = [status_line(status), fixed_fields]
     if response.content_type is not None:
         parts.append(content_type_field(response.content_type))
