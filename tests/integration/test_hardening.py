@@ -259,6 +259,19 @@ def test_malformed_host_value_gets_400(serve: ServeFactory, host: bytes) -> None
         expect_rejection(client, 400, "bad_host")
 
 
+def test_a_malformed_host_after_a_good_one_on_the_same_connection_gets_400(
+    serve: ServeFactory,
+) -> None:
+    # The Host pattern is matched once while a connection repeats the same value: a
+    # different value on a later request must still be matched.
+    server = serve()
+    with RawClient(server.address) as client:
+        for _ in range(2):
+            assert client.request(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n").status == 200
+        client.send(b"GET / HTTP/1.1\r\nHost: exa mple.com\r\n\r\n")
+        expect_rejection(client, 400, "bad_host")
+
+
 @pytest.mark.parametrize("host", [b"", b"example.com", b"[::1]:3000", b"10.0.0.1:80", b"a-b.c_d"])
 def test_well_formed_host_values_are_served(serve: ServeFactory, host: bytes) -> None:
     server = serve()

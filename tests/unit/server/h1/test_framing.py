@@ -48,6 +48,25 @@ def test_a_prepared_response_writes_its_serialised_fields_as_they_are() -> None:
     assert head == b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n"
 
 
+def test_a_prepared_response_with_fields_added_or_a_type_goes_out_whole() -> None:
+    # The one-piece head of a PreparedResponse is only for its fields alone; a Content-Type,
+    # encoded fields added after it was made, or an odd status take the general path.
+    response = PreparedResponse(299, b"", fields="X-A: 1\r\n")
+    response.content_type = "text/plain"
+    response.add_encoded_fields("X-B: 2\r\n", ("x-b",))
+    head = response_head(response, FIXED, "Content-Length: 0\r\n", "")
+    assert head == (
+        b"HTTP/1.1 299 \r\n" + FIXED.encode() + b"Content-Type: text/plain\r\n"
+        b"X-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+def test_a_prepared_response_whose_fields_are_not_latin_1_is_refused() -> None:
+    response = PreparedResponse(200, b"", fields="X-A: \u20ac\r\n")
+    with pytest.raises(ResponseError, match="not latin-1"):
+        response_head(response, FIXED, "Content-Length: 0\r\n", "")
+
+
 @pytest.mark.parametrize("status", [100, 101, 199, 600, 0])
 def test_a_status_outside_200_to_599_is_not_serialised(status: int) -> None:
     with pytest.raises(ResponseError, match=r"must be 200\.\.599"):
