@@ -72,8 +72,8 @@ def test_header_section_under_max_header_bytes_is_served(serve: ServeFactory) ->
 def test_431_does_not_wait_for_an_endless_field_line(serve: ServeFactory, pieces: int) -> None:
     # The parser reports a field only once its line ends, so an unterminated line is
     # bounded by its raw bytes: max_header_bytes plus the request line's framing plus one
-    # slice of input (protocol.py: HEAD_FRAMING_SLACK, FEED_SLICE). 24 KiB, in one write
-    # or trickled, is past that with the default 16 KiB limit: refused at once, not after
+    # slice of input (protocol.py: HEAD_FRAMING_SLACK, FEED_SLICE). One byte past that,
+    # in one write or trickled, with the default 16 KiB limit: refused at once, not after
     # the header deadline (an hour here).
     server = serve(headers_timeout=3600.0)
     limit = Config().max_header_bytes + HEAD_FRAMING_SLACK + FEED_SLICE
