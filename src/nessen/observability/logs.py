@@ -299,40 +299,23 @@ class JsonFormatter(LineFormatter):
     ) -> str:
         """The access line as one dict built in place (the same text as the generic path)."""
         request_id, method, path, route, status, duration_ms, sent, client_ip, outcome = access
-        timestamp = _timestamp(created)
-        level = _LOWER_LEVELS.get(levelname) or levelname.lower()
-        message = f"{method} {_QUOTED.get(path) or quote_field(path)} {status}"
-        # Each dict in one literal (one instruction for its keys), with or without route.
-        entry: dict[str, Any]
+        # The dict in one literal (one instruction for its keys); route left out after.
+        entry: dict[str, Any] = {
+            "timestamp": _timestamp(created),
+            "level": _LOWER_LEVELS.get(levelname) or levelname.lower(),
+            "logger": name,
+            "message": f"{method} {_QUOTED.get(path) or quote_field(path)} {status}",
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "bytes": sent,
+            "client_ip": client_ip,
+        }
         if route is None:
-            entry = {
-                "timestamp": timestamp,
-                "level": level,
-                "logger": name,
-                "message": message,
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": duration_ms,
-                "bytes": sent,
-                "client_ip": client_ip,
-            }
-        else:
-            entry = {
-                "timestamp": timestamp,
-                "level": level,
-                "logger": name,
-                "message": message,
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "bytes": sent,
-                "client_ip": client_ip,
-            }
+            del entry["route"]
         if outcome is not None:
             entry["outcome"] = outcome
         data = orjson.dumps(entry, default=str)  # (_json_line, inlined)
