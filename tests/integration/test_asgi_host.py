@@ -215,6 +215,40 @@ def test_pipelined_requests_with_content_are_answered_in_order(host: Any) -> Non
     assert bodies == [b"/a:one", b"/b:two", b"/c:"]
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    [[10] * 15 + [20_000], [100] * 60, [4096] * 50],
+    ids=["15-small-then-20k", "60x100", "50x4096"],
+)
+def test_a_pipelined_request_whose_content_was_left_unparsed_at_the_queue_depth_is_answered(
+    host: Any, sizes: list[int]
+) -> None:
+    # The request that fills the queue has its content cut where parsing stopped; the
+    # rest waits unparsed until the request runs, and must then reach the app.
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        data = message["body"]
+        while message["more_body"]:
+            message = await receive()
+            data += message["body"]
+        await start(send)
+        await body(send, data)
+
+    server = host(app)
+    payloads = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
+    with RawClient(server.address) as client:
+        client.send(
+            b"".join(
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(data), data)
+                for data in payloads
+            )
+        )
+        answers = [client.response().body for _ in payloads]
+    assert answers == payloads
+
+
 def test_content_over_max_body_bytes_mid_stream_gets_413_and_the_app_a_disconnect(
     host: Any,
 ) -> None:

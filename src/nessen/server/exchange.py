@@ -222,6 +222,10 @@ class Exchange:
         channel = self.body_channel
         if request is self.body_request and channel and channel.buffered < HIGH_WATER_BYTES:
             self._resume_content()  # its content is still coming: read on, whatever paused it
+            if self.core.kept is not None:
+                # It filled the queue as its header section ended, so parsing stopped
+                # inside its content: the rest waits unparsed, and now has room to go.
+                self.conn.parse_kept()
 
     async def _run(self, request: Request) -> None:
         """Run the handler in this connection's Task and write its response.

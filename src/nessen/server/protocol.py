@@ -284,6 +284,17 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- the queue -------------------------------------------------------------------------
 
+    def parse_kept(self) -> None:
+        """Parse what the core kept unparsed, now, and carry out what it calls for.
+
+        For the request just started whose content was cut where parsing stopped (it
+        filled the queue): its handler would otherwise wait for content that is only
+        parsed once it is done.
+        """
+        actions = self.core.resume(self._loop.time(), time.monotonic())
+        if actions:
+            self._carry_out(actions)
+
     def process_queue(self) -> None:
         """Start queued requests in order while each completes at once.
 
