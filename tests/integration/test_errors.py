@@ -403,20 +403,28 @@ def _cors_unsendable_runtime() -> Runtime:
     return runtime
 
 
-@pytest.mark.parametrize("status", [100, 101, 199, 600])
-def test_handler_status_outside_200_599_gets_500(serve: ServeFactory, status: int) -> None:
+@pytest.mark.parametrize("status", [100, 101, 199, 600, b"oops", "200", 200.0, True, None])
+def test_handler_status_outside_200_599_gets_500(serve: ServeFactory, status: object) -> None:
+    # A status that is not an int (Response(b"oops"): the body passed as the status) is
+    # refused like one out of range, and the connection goes on.
     runtime = Runtime(access_log=False)
 
     @runtime.route.get("/status")
     async def handler(ctx):  # type: ignore[no-untyped-def]
-        return Response(status, b"body")
+        return Response(status, b"body")  # type: ignore[arg-type]
+
+    @runtime.route.get("/ok")
+    async def ok(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("ok")
 
     server = serve(runtime, env="production")
     with RawClient(server.address) as client:
         response = client.request(get("/status"))
         assert client.buffer == b""
+        follow_up = client.request(get("/ok"))
     assert response.status == 500
     assert json_body(response)["error"] == "Internal Server Error"
+    assert (follow_up.status, follow_up.body) == (200, b"ok")
 
 
 def test_503_after_request_timeout_ends_in_fin_even_with_unread_input(

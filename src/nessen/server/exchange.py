@@ -296,7 +296,11 @@ class Exchange:
                 self._complete(in_task)
                 return
             data, content_bytes = self._serialize(request, response, keep_alive)
-        except ResponseError as exc:
+        except Exception as exc:  # ResponseError, or a response built wrong in another way
+            if not isinstance(exc, ResponseError):
+                problem = ResponseError(f"handler's response could not be sent: {exc!r}")
+                problem.__cause__ = exc
+                exc = problem
             refused, response = response, state.events.handler_error(request, exc)
             carry_fields(refused, response)
             data, content_bytes = self._serialize(request, response, keep_alive, check_size=False)

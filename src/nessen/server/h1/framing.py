@@ -103,8 +103,11 @@ def check_status(status: int) -> None:
     """Check a handler's final status: 200..599 (1xx are the server's to send).
 
     Raises:
-        ResponseError: It is out of that range.
+        ResponseError: It is not an int (``bool`` excluded; ``HTTPStatus`` is one), or out
+            of that range.
     """
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise ResponseError(f"handler returned status {status!r}; must be an int 200..599")
     if not 200 <= status <= 599:
         raise ResponseError(f"handler returned status {status}; must be 200..599")
 
@@ -151,7 +154,7 @@ def response_head(response: Response, fixed_fields: str, framing: str, connectio
             (field values are octets, RFC 9110 §5.5; latin-1 maps each to one).
     """
     status = response.status
-    if not 200 <= status <= 599:  # check_status's rule, tested here without a call
+    if type(status) is not int or not 200 <= status <= 599:  # check_status's rule, inline
         check_status(status)
     if (
         type(response) is PreparedResponse
