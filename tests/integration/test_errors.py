@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+from typing import Any
 
 import pytest
 
@@ -449,3 +450,38 @@ def test_503_after_request_timeout_ends_in_fin_even_with_unread_input(
         response = client.response()
         assert (response.status, response.header("connection")) == (503, "close")
         assert closed_cleanly(client)
+
+
+def test_a_fault_of_the_servers_own_after_the_handler_aborts_the_connection(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fault injection: reporting the response raises (a bug of ours, not of the handler).
+    # The connection must not stay open with nothing left to answer or time it out.
+    from nessen.server.exchange import Exchange
+
+    report = Exchange.report
+
+    def faulty_report(self: Exchange, request: Any, *args: Any, **kwargs: Any) -> None:
+        if request.path == "/fault":
+            raise RuntimeError("injected fault in report")
+        report(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(Exchange, "report", faulty_report)
+    runtime = Runtime(access_log=False)
+
+    @runtime.route.get("/fault")
+    async def fault(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("ok")
+
+    @runtime.route.get("/ok")
+    async def ok(ctx):  # type: ignore[no-untyped-def]
+        return Response.text("ok")
+
+    server = serve(runtime)
+    with caplog.at_level(logging.ERROR, logger="nessen"):
+        with RawClient(server.address) as client:
+            client.send(get("/fault"))
+            assert client.closed_by_peer(timeout=10.0)
+        with RawClient(server.address) as client:
+            assert client.request(get("/ok")).status == 200
+    assert any("writing the response failed" in record.getMessage() for record in caplog.records)

@@ -266,7 +266,23 @@ class Exchange:
             self.report(request, None, 0, 0, outcome, current[2])
             self.finish()
         else:
-            self.respond(response, in_task=True)
+            try:
+                self.respond(response, in_task=True)
+            except Exception:
+                # A fault of the server's own (what a handler can get wrong is answered with
+                # a 500 inside respond): the connection's state is not known, so it is cut,
+                # rather than left open with nothing to answer it or time it out.
+                logger.exception(
+                    "writing the response failed in the server; connection aborted",
+                    extra={
+                        "request_id": request.id,
+                        "method": request.method,
+                        "path": request.path,
+                    },
+                )
+                transport = self.conn.transport
+                if transport is not None:
+                    transport.abort()
 
     # --- the response ---------------------------------------------------------------------
 
