@@ -90,6 +90,16 @@ async def body(send: Any, data: bytes, more: bool = False) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
 
 
+async def read_content(receive: Any) -> bytes:
+    """The request's whole content, from its ``http.request`` events."""
+    message = await receive()
+    data: bytes = message["body"]
+    while message["more_body"]:
+        message = await receive()
+        data += message["body"]
+    return data
+
+
 def http_only(app: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap an app that knows only http: lifespan scopes raise (as many small apps do)."""
 
@@ -172,11 +182,7 @@ def test_unread_content_pauses_reading_and_stays_bounded(host: Any) -> None:
 def test_expect_100_continue_is_sent_when_the_app_reads(host: Any) -> None:
     @http_only
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        message = await receive()
-        data = message["body"]
-        while message["more_body"]:
-            message = await receive()
-            data += message["body"]
+        data = await read_content(receive)
         await start(send)
         await body(send, data.upper())
 
@@ -195,11 +201,7 @@ def test_expect_100_continue_is_sent_when_the_app_reads(host: Any) -> None:
 def test_pipelined_requests_with_content_are_answered_in_order(host: Any) -> None:
     @http_only
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        message = await receive()
-        data = message["body"]
-        while message["more_body"]:
-            message = await receive()
-            data += message["body"]
+        data = await read_content(receive)
         await start(send)
         await body(send, scope["path"].encode() + b":" + data)
 
@@ -227,11 +229,7 @@ def test_a_pipelined_request_whose_content_was_left_unparsed_at_the_queue_depth_
     # rest waits unparsed until the request runs, and must then reach the app.
     @http_only
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        message = await receive()
-        data = message["body"]
-        while message["more_body"]:
-            message = await receive()
-            data += message["body"]
+        data = await read_content(receive)
         await start(send)
         await body(send, data)
 
