@@ -318,8 +318,7 @@ class JsonFormatter(LineFormatter):
             del entry["route"]
         if outcome is not None:
             entry["outcome"] = outcome
-        data = orjson.dumps(entry, default=str)  # (_json_line, inlined)
-        return data.decode("ascii") if data.isascii() else _non_ascii_line(data)
+        return _json_line(entry)
 
 
 _LOWER_LEVELS = {name: name.lower() for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
@@ -329,11 +328,6 @@ def _json_line(entry: dict[str, Any]) -> str:
     data = orjson.dumps(entry, default=str)
     if data.isascii():  # nearly every line: no line separator can be in it
         return data.decode("ascii")
-    return _non_ascii_line(data)
-
-
-def _non_ascii_line(data: bytes) -> str:
-    """A JSON line holding non-ASCII text, with the line separators in it escaped."""
     line = data.decode()
     if "\u2028" in line or "\u2029" in line or "\x85" in line:
         # Valid JSON, but line separators to some readers (str.splitlines, JavaScript).

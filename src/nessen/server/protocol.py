@@ -313,9 +313,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if core.kept is None:  # nothing read and left unparsed
                 break
-            actions = core.resume(self._loop.time(), time.monotonic())
-            if actions:
-                self._carry_out(actions)
+            self.parse_kept()
         if ex.busy or self.closed:
             return
         if self._pending_error is not None:

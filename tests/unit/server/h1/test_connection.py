@@ -267,6 +267,20 @@ def test_the_shared_body_budget_refuses_content_that_would_pass_it() -> None:
 # --- deadlines (fake clock) ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("bad", [b"a b", b"a/b", b"[::1"])
+def test_each_hosts_value_is_checked_on_a_reused_connection(bad: bytes) -> None:
+    # The Host pattern runs once while a connection repeats a value; another value, good
+    # or bad, is checked on its own.
+    conn = core()
+    for host in (b"x", b"x", b"y.example:80", b"x"):
+        assert conn.receive(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 100.0, 1.0) == []
+        request = conn.queue.pop(0)[0]
+        assert request.headers["host"] == host.decode()
+        conn.idle(100.0)
+    error = error_of(conn.receive(b"GET / HTTP/1.1\r\nHost: " + bad + b"\r\n\r\n", 101.0, 1.0))
+    assert (error.status, error.reason) == (400, "bad_host")
+
+
 def test_the_header_deadline_starts_at_a_requests_first_byte_on_a_reused_connection() -> None:
     conn = core()
     conn.receive(GET, 100.0, 1.0)

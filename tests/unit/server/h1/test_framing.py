@@ -48,6 +48,13 @@ def test_a_prepared_response_writes_its_serialised_fields_as_they_are() -> None:
     assert head == b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n"
 
 
+def test_a_prepared_response_sets_every_attribute_a_response_has() -> None:
+    # PreparedResponse sets Response's attributes itself (no Response.__init__ call): a
+    # slot added to Response must be set there too.
+    for name in Response.__slots__:
+        assert hasattr(PreparedResponse(200, fields=""), name), name
+
+
 def test_a_prepared_response_with_fields_added_or_a_type_goes_out_whole() -> None:
     # The one-piece head of a PreparedResponse is only for its fields alone; a Content-Type,
     # encoded fields added after it was made, or an odd status take the general path.
